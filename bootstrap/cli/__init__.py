@@ -1,0 +1,1 @@
+"""Thin Click commands, the one output module and the one error handler."""

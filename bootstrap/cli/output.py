@@ -1,0 +1,116 @@
+"""The one place that knows human vs JSON output, and the only module family that imports rich.
+
+stdout carries the result (exactly one JSON document with ``--json``); logs, progress and hints go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from bootstrap.core.envelope import CommandResult, envelope, error_envelope
+
+
+class _State:
+    json: bool = False
+    command: str = "vboot"
+
+
+STATE = _State()
+
+
+def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        STATE.json = True
+    return value
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: print one versioned JSON document on stdout instead of the human view."""
+    return click.option(
+        "--json", "as_json", is_flag=True, expose_value=True, is_eager=True, callback=set_json,
+        help="Print one JSON document (the versioned vboot envelope) on stdout.",
+    )(f)
+
+
+def console(stderr: bool = False):  # -> rich.console.Console
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def err_console():
+    return console(stderr=True)
+
+
+def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> None:
+    """Print ``result`` (JSON envelope or the human view) and leave the process with its exit code."""
+    if STATE.json:
+        sys.stdout.write(json.dumps(envelope(result), indent=2, sort_keys=False) + "\n")
+        sys.stdout.flush()
+    elif human is not None:
+        human(result.data)
+    for err in result.errors:
+        if not STATE.json:
+            print_error(err.get("message", ""), err.get("hint", ""))
+    raise SystemExit(result.exit_code)
+
+
+def print_error(message: str, hint: str = "") -> None:
+    """One line on stderr (and the next action on a second line when there is one)."""
+    con = err_console()
+    con.print(f"[bold red]error:[/] {_escape(message)}")
+    if hint:
+        con.print(f"[dim]hint:[/] {_escape(hint)}")
+
+
+def print_json_error(command: str, error: dict[str, Any], exit_code: int) -> None:
+    sys.stdout.write(json.dumps(error_envelope(command, error, exit_code), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def info(message: str) -> None:
+    """A progress or log line for people, on stderr (never with --json)."""
+    if not STATE.json:
+        err_console().print(message)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def human_bytes(n: int | float | None, binary: bool = True) -> str:
+    """``12884901888 -> '12.0 GiB'``. Only the output layer humanises numbers."""
+    if n is None:
+        return "-"
+    step = 1024.0 if binary else 1000.0
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"] if binary else ["B", "kB", "MB", "GB", "TB", "PB"]
+    value = float(n)
+    for unit in units:
+        if abs(value) < step or unit == units[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= step
+    return f"{value:.1f} {units[-1]}"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"

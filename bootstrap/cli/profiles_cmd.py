@@ -1,0 +1,78 @@
+"""`vboot profiles`: list the profiles vboot can serve."""
+
+from __future__ import annotations
+
+import click
+
+from bootstrap.cli import output
+from bootstrap.core.envelope import CommandResult
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import ProfileError
+from bootstrap.core.paths import user_profiles_dir
+from bootstrap.core.profiles import list_profiles, load_profile
+
+
+@click.command()
+@click.argument("name", required=False)
+@output.json_option
+def profiles(name: str | None, as_json: bool) -> None:
+    """List built-in and user profiles, or show one in full (NAME).
+
+    A profile is a TOML file: [model] id, source (modelscope | huggingface | local), revision, served_name,
+    path; [serve] port, host, device (auto | gpu | cpu), max_model_len, gpu_memory_utilization,
+    tensor_parallel_size, enable_sleep_mode, kv_connector, dtype, args (extra vLLM arguments); [env] variables
+    for the server; [needs] weights, min_free_vram, min_free_disk (e.g. "3.1GB"); and cache_dir.
+    Put your own in $XDG_CONFIG_HOME/vboot/profiles/NAME.toml (default ~/.config/vboot/profiles).
+    """
+    env = Environ()
+    if name:
+        prof = load_profile(name, env)
+        output.emit(CommandResult("profiles", {"profile": prof}), human=_render_one)
+    rows = []
+    errors = []
+    for ref in list_profiles(env):
+        try:
+            prof = load_profile(ref.path if not ref.builtin else ref.name, env) if not ref.shadowed else None
+        except ProfileError as exc:
+            errors.append(exc.to_dict())
+            rows.append({"name": ref.name, "path": ref.path, "builtin": ref.builtin, "valid": False,
+                         "error": exc.message})
+            continue
+        if prof is None:
+            rows.append({"name": ref.name, "path": ref.path, "builtin": True, "valid": True, "shadowed": True})
+            continue
+        rows.append({
+            "name": ref.name, "path": ref.path, "builtin": ref.builtin, "valid": True, "shadowed": False,
+            "model": prof.model.id, "source": prof.model.source, "device": prof.serve.device,
+            "port": prof.serve.port, "description": prof.description,
+        })
+    status = "warn" if errors else "ok"
+    data = {"profiles": rows, "user_dir": str(user_profiles_dir(env))}
+    output.emit(CommandResult("profiles", data, status=status, exit_code=0, errors=tuple(errors)), human=_render_list)
+
+
+def _render_list(data: dict) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("profile", "model", "source", "device", "port", "description"):
+        table.add_column(col)
+    for row in data["profiles"]:
+        name = row["name"] + ("" if row["builtin"] else " (user)")
+        if not row.get("valid", True):
+            table.add_row(f"[red]{name}[/]", "[red]invalid[/]", "", "", "", row.get("error", ""))
+        elif row.get("shadowed"):
+            table.add_row(f"[dim]{name}[/]", "[dim]hidden by your profile of the same name[/]", "", "", "", "")
+        else:
+            table.add_row(name, row["model"], row["source"], row["device"], str(row["port"]), row["description"])
+    con = output.console()
+    con.print(table)
+    con.print(f"[dim]your profiles: {data['user_dir']}/NAME.toml[/]")
+
+
+def _render_one(data: dict) -> None:
+    import json
+
+    from bootstrap.core.envelope import to_jsonable
+
+    output.console().print_json(json.dumps(to_jsonable(data["profile"])))

@@ -1,0 +1,94 @@
+"""Every read of the process environment goes through here.
+
+Code takes an :class:`Environ` parameter (production default: the real ``os.environ``), so tests pass a plain
+dict and doctor can list exactly which variables vboot looked at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+_SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|PRIVATE|CREDENTIAL|AUTH)", re.I)
+
+# Variables vboot understands; doctor reports these (set or not) and judges some of them.
+KNOWN = (
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "PYTORCH_ALLOC_CONF",
+    "VLLM_USE_MODELSCOPE",
+    "MODELSCOPE_CACHE",
+    "MS_CACHE_HOME",
+    "MODELSCOPE_ENDPOINT",
+    "MODELSCOPE_LOG_LEVEL",
+    "CUDA_EMPTY_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "CUDA_VISIBLE_DEVICES",
+    "VLLM_PORT",
+    "VLLM_CACHE_ROOT",
+    "VLLM_CPU_KVCACHE_SPACE",
+    "XDG_CONFIG_HOME",
+    "XDG_STATE_HOME",
+    "XDG_CACHE_HOME",
+    "VBOOT_VLLM_PYTHON",
+    "VBOOT_DEBUG",
+)
+
+
+def is_secret(name: str) -> bool:
+    """True for names that look like they hold a credential (their values are masked in output)."""
+    return bool(_SECRET.search(name))
+
+
+def mask(name: str, value: str) -> str:
+    """The value as it may be shown to people: secrets keep only a hint of their length."""
+    if not is_secret(name) or not value:
+        return value
+    return value[:2] + "***" if len(value) > 8 else "***"
+
+
+class Environ:
+    """A read-only view of environment variables that remembers which names were read."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self._values: Mapping[str, str] = os.environ if values is None else values
+        self._read: set[str] = set()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        self._read.add(name)
+        return self._values.get(name, default)
+
+    def __contains__(self, name: str) -> bool:
+        self._read.add(name)
+        return name in self._values
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        """A boolean variable: 1/true/yes/on (any case) are true, 0/false/no/off/empty are false."""
+        raw = self.get(name)
+        if raw is None:
+            return default
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+    def path(self, name: str) -> Path | None:
+        raw = self.get(name)
+        return Path(raw).expanduser() if raw else None
+
+    def home(self) -> Path:
+        raw = self.get("HOME")
+        return Path(raw) if raw else Path.home()
+
+    @property
+    def read(self) -> frozenset[str]:
+        """Names looked up so far, for doctor's report."""
+        return frozenset(self._read)
+
+    def as_dict(self) -> dict[str, str]:
+        """A copy of every variable (to build a child's environment)."""
+        return dict(self._values)
+
+
+def debug_enabled(env: Environ | None = None) -> bool:
+    return (env or Environ()).flag("VBOOT_DEBUG")

@@ -1,0 +1,144 @@
+"""The one family of errors vboot raises for expected failures.
+
+Each error carries a stable ``code`` (used in the JSON envelope), an ``exit_code`` and a ``hint`` that names
+the next thing to do. The CLI catches :class:`VbootError` once, at the entry point, and prints one line;
+a traceback appears only with ``VBOOT_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Exit codes shared by every command. 0 = ok, 1 = a check/command failed, 2 = usage or configuration.
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_NETWORK = 3
+EXIT_NOT_FOUND = 4
+EXIT_DISK = 5
+EXIT_INTEGRITY = 6
+EXIT_CONFLICT = 7
+EXIT_STARTUP = 8
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class VbootError(Exception):
+    """Base class: a message for people, a stable code for programs, and the next action."""
+
+    code = "error"
+    exit_code = EXIT_FAIL
+
+    def __init__(self, message: str, hint: str = "", **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.context = context
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message, "hint": self.hint}
+        if self.context:
+            out["context"] = {k: v for k, v in self.context.items() if _jsonable(v)}
+        return out
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, dict))
+
+
+class UsageError(VbootError):
+    """The command line or a value passed to it is wrong."""
+
+    code = "usage"
+    exit_code = EXIT_USAGE
+
+
+class ProfileError(VbootError):
+    """A profile file is missing, malformed, or names an unknown key."""
+
+    code = "profile_invalid"
+    exit_code = EXIT_USAGE
+
+
+class ProfileNotFoundError(ProfileError):
+    code = "profile_not_found"
+
+
+class NetworkError(VbootError):
+    """The model hub (or another server) could not be reached."""
+
+    code = "network"
+    exit_code = EXIT_NETWORK
+
+
+class ModelNotFoundError(VbootError):
+    """The hub says the model or revision does not exist, or it is not in the local cache."""
+
+    code = "model_not_found"
+    exit_code = EXIT_NOT_FOUND
+
+
+class NotFoundError(VbootError):
+    """A named thing (server, run, kernel) does not exist."""
+
+    code = "not_found"
+    exit_code = EXIT_NOT_FOUND
+
+
+class NotEnoughSpaceError(VbootError):
+    """Refused before writing: the target filesystem has less free space than needed."""
+
+    code = "not_enough_space"
+    exit_code = EXIT_DISK
+
+
+class DiskFullError(VbootError):
+    """The disk filled up while writing (ENOSPC)."""
+
+    code = "disk_full"
+    exit_code = EXIT_DISK
+
+
+class IntegrityError(VbootError):
+    """A downloaded file does not match its published checksum or size."""
+
+    code = "integrity"
+    exit_code = EXIT_INTEGRITY
+
+
+class ConflictError(VbootError):
+    """Something already holds what we need: a port, a run name, VRAM."""
+
+    code = "conflict"
+    exit_code = EXIT_CONFLICT
+
+
+class PortInUseError(ConflictError):
+    code = "port_in_use"
+
+
+class PreflightError(ConflictError):
+    """A pre-flight check failed before anything heavy started."""
+
+    code = "preflight"
+
+
+class VllmNotFoundError(VbootError):
+    """No usable vLLM installation in the chosen Python environment."""
+
+    code = "vllm_not_found"
+    exit_code = EXIT_NOT_FOUND
+
+
+class StartupError(VbootError):
+    """vLLM (or Prometheus) exited or never became healthy during startup."""
+
+    code = "startup_failed"
+    exit_code = EXIT_STARTUP
+
+
+class ConfirmationRequired(VbootError):
+    """A destructive command ran without --yes where nobody can answer a prompt."""
+
+    code = "confirmation_required"
+    exit_code = EXIT_USAGE

@@ -1,0 +1,336 @@
+"""Profiles: what to serve and how, parsed from TOML text.
+
+A profile names a model (and where it comes from), how vLLM should serve it, the environment it needs, and
+what it needs of the box. Built-ins ship inside the wheel (``bootstrap.profiles``); users add their own as
+``$XDG_CONFIG_HOME/vboot/profiles/NAME.toml``, which win over built-ins of the same name.
+
+Precedence of settings lives in :func:`resolve_serve_settings`: flags > profile > environment > defaults.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import ProfileError, ProfileNotFoundError
+from bootstrap.core.paths import user_profiles_dir
+from bootstrap.core.units import parse_size
+
+SOURCES = ("modelscope", "huggingface", "local")
+DEVICES = ("auto", "gpu", "cpu")
+DEFAULT_PROFILE = "qwen"
+DEFAULT_PORT = 8000
+DEFAULT_HOST = "127.0.0.1"
+BUNDLED_PREFIX = "bundled:"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    source: str = "modelscope"
+    revision: str = "master"
+    served_name: str = ""  # defaults to the model id
+    path: str = ""  # for source = "local": a directory, or "bundled:NAME" for a model shipped in the wheel
+
+    @property
+    def served(self) -> str:
+        return self.served_name or self.id
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    port: int = DEFAULT_PORT
+    host: str = DEFAULT_HOST
+    device: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    enable_sleep_mode: bool = False
+    kv_connector: str = ""
+    dtype: str = ""
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Needs:
+    weights_bytes: int = 0
+    min_free_vram_bytes: int = 0
+    min_free_disk_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    model: ModelSpec
+    serve: ServeSpec = field(default_factory=ServeSpec)
+    env: Mapping[str, str] = field(default_factory=dict)
+    needs: Needs = field(default_factory=Needs)
+    cache_dir: str = ""  # overrides MODELSCOPE_CACHE for this profile when set
+    source_path: str = ""  # the file it was read from ("<builtin>/qwen.toml" for built-ins)
+    builtin: bool = False
+
+
+_TOP_KEYS = {"description", "model", "serve", "env", "needs", "cache_dir"}
+_MODEL_KEYS = {"id", "source", "revision", "served_name", "path"}
+_SERVE_KEYS = {
+    "port", "host", "device", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
+    "enable_sleep_mode", "kv_connector", "dtype", "args",
+}
+_NEEDS_KEYS = {"weights", "min_free_vram", "min_free_disk"}
+
+
+def _line_of(text: str, key: str, table: str | None = None) -> int | None:
+    """Best-effort line number of ``key = ...`` (inside ``[table]`` when given) for error messages."""
+    in_table = table is None
+    for n, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_table = table is None or stripped.strip("[] ") == table
+            continue
+        if in_table and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line):
+            return n
+    return None
+
+
+def _err(source: str, text: str, message: str, key: str | None = None, table: str | None = None) -> ProfileError:
+    where = source
+    if key is not None:
+        line = _line_of(text, key.split(".")[-1], table)
+        if line:
+            where = f"{source}:{line}"
+    return ProfileError(f"{where}: {message}", hint=f"fix {source} (see `vboot profiles --help` for the format)",
+                        path=source)
+
+
+def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
+    """Parse one profile from TOML ``text``. Unknown keys and wrong types raise :class:`ProfileError`
+    naming the file, the line where possible, and the key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{source}: not valid TOML: {exc}", hint=f"fix the syntax of {source}", path=source) from None
+
+    def unknown(table: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+        for key in table:
+            if key not in allowed:
+                raise _err(source, text, f"unknown key '{prefix}{key}' (allowed: {', '.join(sorted(allowed))})",
+                           key, prefix.rstrip(".") or None)
+
+    def typed(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], prefix: str, default: Any) -> Any:
+        if key not in table:
+            return default
+        value = table[key]
+        ok = isinstance(value, kind) and not (kind in (int, float, (int, float)) and isinstance(value, bool))
+        if not ok:
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            names = " or ".join(k.__name__.replace("str", "string").replace("int", "integer") for k in kinds)
+            raise _err(source, text, f"'{prefix}{key}' must be a {names}, not {value!r}", key, prefix.rstrip(".") or None)
+        return value
+
+    unknown(raw, _TOP_KEYS, "")
+    model_raw = raw.get("model")
+    if not isinstance(model_raw, dict):
+        raise _err(source, text, "missing [model] table with at least 'id'")
+    unknown(model_raw, _MODEL_KEYS, "model.")
+    model_id = typed(model_raw, "id", str, "model.", "")
+    if not model_id:
+        raise _err(source, text, "'model.id' is required (e.g. \"Qwen/Qwen2.5-1.5B-Instruct\")", "id", "model")
+    src = typed(model_raw, "source", str, "model.", "modelscope")
+    if src not in SOURCES:
+        raise _err(source, text, f"'model.source' must be one of {', '.join(SOURCES)}, not {src!r}", "source", "model")
+    path = typed(model_raw, "path", str, "model.", "")
+    if src == "local" and not path:
+        raise _err(source, text, "'model.path' is required when model.source = \"local\"", "source", "model")
+    model = ModelSpec(
+        id=model_id, source=src, revision=typed(model_raw, "revision", str, "model.", "master"),
+        served_name=typed(model_raw, "served_name", str, "model.", ""), path=path,
+    )
+
+    serve_raw = raw.get("serve", {})
+    if not isinstance(serve_raw, dict):
+        raise _err(source, text, "'serve' must be a table", "serve")
+    unknown(serve_raw, _SERVE_KEYS, "serve.")
+    port = typed(serve_raw, "port", int, "serve.", DEFAULT_PORT)
+    if not 1 <= port <= 65535:
+        raise _err(source, text, f"'serve.port' must be 1-65535, not {port}", "port", "serve")
+    device = typed(serve_raw, "device", str, "serve.", "auto")
+    if device not in DEVICES:
+        raise _err(source, text, f"'serve.device' must be one of {', '.join(DEVICES)}, not {device!r}", "device", "serve")
+    util = typed(serve_raw, "gpu_memory_utilization", (int, float), "serve.", None)
+    if util is not None and not 0 < util <= 1:
+        raise _err(source, text, f"'serve.gpu_memory_utilization' must be in (0, 1], not {util}",
+                   "gpu_memory_utilization", "serve")
+    tp = typed(serve_raw, "tensor_parallel_size", int, "serve.", 1)
+    if tp < 1:
+        raise _err(source, text, f"'serve.tensor_parallel_size' must be >= 1, not {tp}", "tensor_parallel_size", "serve")
+    args = typed(serve_raw, "args", list, "serve.", [])
+    if not all(isinstance(a, str) for a in args):
+        raise _err(source, text, "'serve.args' must be a list of strings", "args", "serve")
+    serve = ServeSpec(
+        port=port, host=typed(serve_raw, "host", str, "serve.", DEFAULT_HOST), device=device,
+        max_model_len=typed(serve_raw, "max_model_len", int, "serve.", None),
+        gpu_memory_utilization=float(util) if util is not None else None,
+        tensor_parallel_size=tp,
+        enable_sleep_mode=typed(serve_raw, "enable_sleep_mode", bool, "serve.", False),
+        kv_connector=typed(serve_raw, "kv_connector", str, "serve.", ""),
+        dtype=typed(serve_raw, "dtype", str, "serve.", ""),
+        args=tuple(args),
+    )
+
+    env_raw = raw.get("env", {})
+    if not isinstance(env_raw, dict):
+        raise _err(source, text, "'env' must be a table of NAME = \"value\"", "env")
+    env: dict[str, str] = {}
+    for key, value in env_raw.items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise _err(source, text, f"'env.{key}' is not a valid environment variable name", key, "env")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise _err(source, text, f"'env.{key}' must be a string or number", key, "env")
+        env[key] = str(value)
+
+    needs_raw = raw.get("needs", {})
+    if not isinstance(needs_raw, dict):
+        raise _err(source, text, "'needs' must be a table", "needs")
+    unknown(needs_raw, _NEEDS_KEYS, "needs.")
+    sizes: dict[str, int] = {}
+    for key in _NEEDS_KEYS:
+        if key in needs_raw:
+            try:
+                sizes[key] = parse_size(needs_raw[key])
+            except ValueError as exc:
+                raise _err(source, text, f"'needs.{key}': {exc}", key, "needs") from None
+    needs = Needs(
+        weights_bytes=sizes.get("weights", 0),
+        min_free_vram_bytes=sizes.get("min_free_vram", 0),
+        min_free_disk_bytes=sizes.get("min_free_disk", sizes.get("weights", 0)),
+    )
+    return Profile(
+        name=name, description=typed(raw, "description", str, "", ""), model=model, serve=serve, env=env,
+        needs=needs, cache_dir=typed(raw, "cache_dir", str, "", ""), source_path=source,
+    )
+
+
+@dataclass(frozen=True)
+class ProfileRef:
+    name: str
+    path: str
+    builtin: bool
+    shadowed: bool = False  # a user profile of the same name hides this built-in
+
+
+def _builtin_files() -> dict[str, Any]:
+    root = resources.files("bootstrap.profiles")
+    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def _user_files(env: Environ) -> dict[str, Path]:
+    d = user_profiles_dir(env)
+    if not d.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(d.glob("*.toml"))}
+
+
+def list_profiles(env: Environ) -> list[ProfileRef]:
+    """Every profile vboot can see, user profiles first-class, built-ins marked."""
+    builtin = _builtin_files()
+    user = _user_files(env)
+    refs = [ProfileRef(name, str(path), False) for name, path in user.items()]
+    refs += [ProfileRef(name, f"<builtin>/{name}.toml", True, shadowed=name in user) for name, path in builtin.items()]
+    return sorted(refs, key=lambda r: (r.name, r.builtin))
+
+
+def load_profile(name: str, env: Environ) -> Profile:
+    """A profile by name (user dir first, then built-ins), or from a path to a ``.toml`` file."""
+    if name.endswith(".toml") or "/" in name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ProfileNotFoundError(f"profile file {path} does not exist", hint="check the path, or run `vboot profiles`")
+        return parse_profile(_read(path), name=path.stem, source=str(path))
+    if not _NAME.match(name):
+        raise ProfileNotFoundError(f"{name!r} is not a valid profile name", hint="run `vboot profiles` to list them")
+    user = _user_files(env)
+    if name in user:
+        return parse_profile(_read(user[name]), name=name, source=str(user[name]))
+    builtin = _builtin_files()
+    if name in builtin:
+        prof = parse_profile(builtin[name].read_text(encoding="utf-8"), name=name, source=f"<builtin>/{name}.toml")
+        return replace(prof, builtin=True)
+    known = ", ".join(sorted(set(builtin) | set(user)))
+    raise ProfileNotFoundError(
+        f"no profile named {name!r} (known: {known})",
+        hint=f"run `vboot profiles`, or create {user_profiles_dir(env) / (name + '.toml')}",
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc}", hint="check the file's permissions and encoding",
+                           path=str(path)) from None
+
+
+def bundled_model_dir(name: str) -> Path:
+    """A model shipped inside the wheel (``bootstrap/assets/NAME``), e.g. the tiny demo model."""
+    return Path(str(resources.files("bootstrap.assets").joinpath(name)))
+
+
+def local_model_dir(profile: Profile) -> Path | None:
+    """For source = "local": the directory to serve (bundled models resolved)."""
+    if profile.model.source != "local":
+        return None
+    if profile.model.path.startswith(BUNDLED_PREFIX):
+        return bundled_model_dir(profile.model.path[len(BUNDLED_PREFIX):])
+    return Path(profile.model.path).expanduser()
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The resolved settings of one `vboot serve` (flags > profile > environment > defaults)."""
+
+    profile: Profile
+    host: str
+    port: int
+    api_key: str | None
+    extra_args: tuple[str, ...]
+    cache_dir: Path
+    vllm_python: str | None
+
+
+def resolve_serve_settings(
+    profile: Profile,
+    env: Environ,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    api_key: str | None = None,
+    extra_args: Sequence[str] = (),
+    cache_dir: str | None = None,
+    vllm_python: str | None = None,
+) -> ServeSettings:
+    """The one place where flags, the profile, the environment and defaults meet."""
+    from bootstrap.core.paths import modelscope_cache
+
+    if cache_dir:
+        cache = Path(cache_dir).expanduser()
+    elif profile.cache_dir:
+        cache = Path(profile.cache_dir).expanduser()
+    else:
+        cache = modelscope_cache(env)
+    return ServeSettings(
+        profile=profile,
+        host=host or profile.serve.host or DEFAULT_HOST,
+        port=port or profile.serve.port or DEFAULT_PORT,
+        api_key=api_key or env.get("VLLM_API_KEY") or None,
+        extra_args=tuple(extra_args),
+        cache_dir=cache,
+        vllm_python=vllm_python or env.get("VBOOT_VLLM_PYTHON") or None,
+    )

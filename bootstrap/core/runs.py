@@ -1,0 +1,123 @@
+"""Run directories: one per server that `vboot serve` started, under ``$XDG_STATE_HOME/vboot/runs/NAME``.
+
+Each holds ``run.json`` (this record), ``cmdline`` (the exact command), ``env.json`` (the child's environment,
+secrets masked), ``vllm.log``, ``prometheus.yml`` + rules, and ``vllm.pid``. A record is trusted only while
+its PID is alive *and* has the recorded create time, so a recycled PID is never mistaken for our server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bootstrap.core.environ import Environ
+from bootstrap.core.paths import runs_dir
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    profile: str
+    run_dir: str
+    pid: int  # the vLLM API server (leader of its own process group/session)
+    pid_create_time: float
+    pgid: int
+    host: str
+    port: int
+    served_model_name: str
+    model_id: str
+    model_path: str
+    started_at: float
+    supervisor_pid: int = 0  # the `vboot serve` process watching it (0 when detached)
+    supervisor_create_time: float = 0.0
+    detached: bool = False
+    api_key_set: bool = False
+    prometheus_pid: int = 0
+    prometheus_create_time: float = 0.0
+    prometheus_port: int = 0
+    argv: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.run_dir) / "vllm.log"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so that a reader never sees half a file (temp file + rename in the same directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_run(record: RunRecord) -> Path:
+    path = Path(record.run_dir) / RUN_FILE
+    write_json_atomic(path, asdict(record))
+    return path
+
+
+def load_run(run_dir: Path) -> RunRecord | None:
+    """The record in ``run_dir``, or None when missing or unreadable (a half-made run is ignored)."""
+    try:
+        raw = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    known = {f.name for f in fields(RunRecord)}
+    try:
+        kwargs = {k: v for k, v in raw.items() if k in known}
+        if "argv" in kwargs:
+            kwargs["argv"] = tuple(kwargs["argv"])
+        return RunRecord(**kwargs)
+    except TypeError:
+        return None
+
+
+def iter_runs(env: Environ, root: Path | None = None) -> list[RunRecord]:
+    """Every recorded run (alive or not), oldest first."""
+    base = root or runs_dir(env)
+    if not base.is_dir():
+        return []
+    records = [r for d in sorted(base.iterdir()) if d.is_dir() and (r := load_run(d)) is not None]
+    return sorted(records, key=lambda r: r.started_at)
+
+
+def live_runs(env: Environ, alive: Callable[[int, float], bool] | None = None,
+              root: Path | None = None) -> list[RunRecord]:
+    """Runs whose vLLM server process is still the one we started."""
+    if alive is None:
+        from bootstrap.probes.procs import pid_alive as alive  # noqa: PLW0127 - production default
+    return [r for r in iter_runs(env, root) if alive(r.pid, r.pid_create_time)]
+
+
+def active_model_paths(env: Environ, alive: Callable[[int, float], bool] | None = None,
+                       root: Path | None = None) -> dict[str, str]:
+    """Resolved model directory -> run name, for every live server (so cleanup never deletes them)."""
+    out: dict[str, str] = {}
+    for r in live_runs(env, alive, root):
+        if r.model_path:
+            out[str(Path(r.model_path).resolve())] = r.name
+    return out
+
+
+def names_in_use(records: Iterable[RunRecord]) -> set[str]:
+    return {r.name for r in records}

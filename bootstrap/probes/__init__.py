@@ -1,0 +1,1 @@
+"""The only code that touches NVML, psutil, free space and installed package versions."""

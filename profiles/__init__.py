@@ -1,0 +1,1 @@
+"""Built-in profiles, shipped in the wheel as ``bootstrap.profiles`` (see pyproject.toml)."""
