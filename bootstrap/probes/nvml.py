@@ -1,0 +1,208 @@
+"""The only module that talks to NVML (through ``pynvml`` from nvidia-ml-py).
+
+Importing this module never touches the driver. :func:`snapshot` initialises NVML, reads everything doctor and
+top need, and shuts it down; every failure becomes data: "library missing" and "driver not loaded" are
+whole-snapshot errors with a fix, "not supported" becomes a None field, and one GPU failing (lost, unknown
+error) is reported on that GPU while the others still report.
+
+Shell equivalents are noted on each field: ``nvidia-smi --query-gpu=...``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# NVML return codes (nvml.h); compared by value so fakes need not subclass pynvml's exceptions.
+ERROR_UNINITIALIZED = 1
+ERROR_NOT_SUPPORTED = 3
+ERROR_NO_PERMISSION = 4
+ERROR_NOT_FOUND = 6
+ERROR_DRIVER_NOT_LOADED = 9
+ERROR_LIBRARY_NOT_FOUND = 12
+ERROR_FUNCTION_NOT_FOUND = 13
+ERROR_GPU_IS_LOST = 15
+ERROR_UNKNOWN = 999
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    used_bytes: int | None  # None where NVML reports N/A (e.g. inside some containers)
+    kind: str = "compute"  # "compute" or "graphics"
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str | None = None  # nvidia-smi --query-gpu=name
+    uuid: str | None = None  # --query-gpu=uuid
+    pci_bus_id: str | None = None  # --query-gpu=pci.bus_id
+    memory_total_bytes: int | None = None  # --query-gpu=memory.total
+    memory_used_bytes: int | None = None  # --query-gpu=memory.used
+    memory_free_bytes: int | None = None  # --query-gpu=memory.free
+    compute_capability: tuple[int, int] | None = None  # --query-gpu=compute_cap
+    mig_mode: bool | None = None  # --query-gpu=mig.mode.current
+    utilization_gpu_pct: int | None = None  # --query-gpu=utilization.gpu
+    utilization_memory_pct: int | None = None  # --query-gpu=utilization.memory
+    temperature_c: int | None = None  # --query-gpu=temperature.gpu
+    power_w: float | None = None  # --query-gpu=power.draw
+    power_limit_w: float | None = None  # --query-gpu=power.limit
+    processes: tuple[GpuProcess, ...] = ()  # nvidia-smi --query-compute-apps=pid,used_memory
+    error: str | None = None  # set when this GPU could not be read (lost, unknown error)
+
+
+@dataclass(frozen=True)
+class NvmlSnapshot:
+    ok: bool
+    error_kind: str | None = None  # library_not_found | driver_not_loaded | no_permission | init_failed
+    error: str | None = None
+    driver_version: str | None = None  # nvidia-smi --query-gpu=driver_version
+    cuda_driver_version: int | None = None  # e.g. 13000 = CUDA 13.0 (nvidia-smi header "CUDA Version")
+    nvml_version: str | None = None
+    gpus: tuple[GpuInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def cuda_version_str(self) -> str | None:
+        return cuda_str(self.cuda_driver_version)
+
+
+def cuda_str(value: int | None) -> str | None:
+    """13000 -> "13.0", 12080 -> "12.8"."""
+    if not value:
+        return None
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def _code(exc: BaseException) -> int | None:
+    return getattr(exc, "value", None)
+
+
+def _is_nvml_error(nvml: Any, exc: BaseException) -> bool:
+    base = getattr(nvml, "NVMLError", None)
+    return (base is not None and isinstance(exc, base)) or _code(exc) is not None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _load_default() -> Any:
+    import pynvml  # nvidia-ml-py; ~37 ms
+
+    return pynvml
+
+
+def snapshot(nvml: Any | None = None, with_processes: bool = True) -> NvmlSnapshot:
+    """Read the driver, CUDA driver version and every GPU. Never raises for driver/GPU conditions."""
+    try:
+        nvml = nvml if nvml is not None else _load_default()
+    except ImportError as exc:  # nvidia-ml-py itself missing (a broken install of vboot)
+        return NvmlSnapshot(ok=False, error_kind="library_not_found",
+                            error=f"the pynvml module is not importable ({exc})")
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:  # noqa: BLE001 - classify every init failure
+        if not _is_nvml_error(nvml, exc):
+            raise
+        code = _code(exc)
+        kind = {ERROR_LIBRARY_NOT_FOUND: "library_not_found", ERROR_DRIVER_NOT_LOADED: "driver_not_loaded",
+                ERROR_NO_PERMISSION: "no_permission"}.get(code, "init_failed")
+        return NvmlSnapshot(ok=False, error_kind=kind, error=str(exc) or f"NVML error {code}")
+    try:
+        driver = _optional(nvml, lambda: _text(nvml.nvmlSystemGetDriverVersion()))
+        cuda = _optional(nvml, nvml.nvmlSystemGetCudaDriverVersion)
+        nvml_version = _optional(nvml, lambda: _text(nvml.nvmlSystemGetNVMLVersion()))
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except Exception as exc:  # noqa: BLE001
+            if not _is_nvml_error(nvml, exc):
+                raise
+            return NvmlSnapshot(ok=False, error_kind="init_failed", error=f"cannot count GPUs: {exc}",
+                                driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version)
+        gpus = tuple(_read_gpu(nvml, i, with_processes) for i in range(count))
+        return NvmlSnapshot(ok=True, driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version,
+                            gpus=gpus)
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - shutting down must not hide the result
+            pass
+
+
+def _optional(nvml: Any, fn: Any) -> Any:
+    """Call an NVML query; 'not supported' and other per-field errors become None."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001
+        if _is_nvml_error(nvml, exc):
+            if _code(exc) == ERROR_GPU_IS_LOST:
+                raise
+            return None
+        raise
+
+
+def _read_gpu(nvml: Any, index: int, with_processes: bool) -> GpuInfo:
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        name = _text(nvml.nvmlDeviceGetName(handle))
+    except Exception as exc:  # noqa: BLE001
+        if not _is_nvml_error(nvml, exc):
+            raise
+        return GpuInfo(index=index, error=_gpu_error(exc))
+    try:
+        mem = _optional(nvml, lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+        cc = _optional(nvml, lambda: tuple(nvml.nvmlDeviceGetCudaComputeCapability(handle)))
+        mig = _optional(nvml, lambda: nvml.nvmlDeviceGetMigMode(handle))
+        util = _optional(nvml, lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
+        temp = _optional(nvml, lambda: nvml.nvmlDeviceGetTemperature(handle, 0))  # NVML_TEMPERATURE_GPU
+        power = _optional(nvml, lambda: nvml.nvmlDeviceGetPowerUsage(handle))  # milliwatts
+        limit = _optional(nvml, lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle))
+        procs: tuple[GpuProcess, ...] = ()
+        if with_processes:
+            procs = _processes(nvml, handle)
+        return GpuInfo(
+            index=index, name=name,
+            uuid=_optional(nvml, lambda: _text(nvml.nvmlDeviceGetUUID(handle))),
+            pci_bus_id=_optional(nvml, lambda: _text(nvml.nvmlDeviceGetPciInfo(handle).busId)),
+            memory_total_bytes=int(mem.total) if mem is not None else None,
+            memory_used_bytes=int(mem.used) if mem is not None else None,
+            memory_free_bytes=int(mem.free) if mem is not None else None,
+            compute_capability=(int(cc[0]), int(cc[1])) if cc else None,
+            mig_mode=bool(mig[0]) if mig is not None else None,
+            utilization_gpu_pct=int(util.gpu) if util is not None else None,
+            utilization_memory_pct=int(util.memory) if util is not None else None,
+            temperature_c=int(temp) if temp is not None else None,
+            power_w=power / 1000.0 if power is not None else None,
+            power_limit_w=limit / 1000.0 if limit is not None else None,
+            processes=procs,
+        )
+    except Exception as exc:  # noqa: BLE001
+        if not _is_nvml_error(nvml, exc):
+            raise
+        return GpuInfo(index=index, name=name, error=_gpu_error(exc))
+
+
+def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
+    out: dict[int, GpuProcess] = {}
+    for kind, fn_name in (("compute", "nvmlDeviceGetComputeRunningProcesses"),
+                          ("graphics", "nvmlDeviceGetGraphicsRunningProcesses")):
+        fn = getattr(nvml, fn_name, None)
+        if fn is None:
+            continue
+        entries = _optional(nvml, lambda: fn(handle)) or []
+        for p in entries:
+            used = getattr(p, "usedGpuMemory", None)
+            # NVML reports "not available" as a huge sentinel (NVML_VALUE_NOT_AVAILABLE) or None.
+            if used is None or used >= 2**63 - 1 or used < 0:
+                used = None
+            if p.pid not in out:
+                out[p.pid] = GpuProcess(pid=int(p.pid), used_bytes=int(used) if used is not None else None, kind=kind)
+    return tuple(out.values())
+
+
+def _gpu_error(exc: BaseException) -> str:
+    code = _code(exc)
+    if code == ERROR_GPU_IS_LOST:
+        return "GPU is lost (fell off the bus): reboot the machine, then check `dmesg | grep -i xid`"
+    return f"NVML error: {exc}"

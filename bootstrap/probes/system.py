@@ -1,0 +1,47 @@
+"""The machine itself: Python, CPUs, RAM, free disk space."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    python_version: str
+    cpu_count: int
+    ram_total_bytes: int
+    ram_available_bytes: int
+
+
+def system_info() -> SystemInfo:
+    """Shell: ``python3 --version; nproc; free -b``."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return SystemInfo(python_version="%d.%d.%d" % sys.version_info[:3], cpu_count=cpus,
+                      ram_total_bytes=int(vm.total), ram_available_bytes=int(vm.available))
+
+
+@dataclass(frozen=True)
+class DiskFree:
+    path: str  # the path asked about
+    checked_path: str  # the nearest existing ancestor that was measured
+    free_bytes: int  # f_bavail: what an ordinary user can still write
+    total_bytes: int
+
+
+def disk_free(path: Path) -> DiskFree:
+    """Free space of the filesystem that holds (or would hold) ``path``. Shell: ``df -B1 PATH``."""
+    probe = Path(path).expanduser().absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.statvfs(probe)
+    return DiskFree(path=str(path), checked_path=str(probe), free_bytes=st.f_bavail * st.f_frsize,
+                    total_bytes=st.f_blocks * st.f_frsize)
