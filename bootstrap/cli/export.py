@@ -1,0 +1,108 @@
+"""`vboot export k8s PROFILE`: Helm values and an HPA for vLLM production-stack, kube-prometheus-stack and
+prometheus-adapter, generated from the profile that already serves locally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bootstrap.cli import output
+from bootstrap.core.envelope import CommandResult
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import ConflictError
+from bootstrap.core.profiles import DEFAULT_PROFILE, load_profile
+
+
+@click.group()
+def export() -> None:
+    """Export a profile to other platforms (Kubernetes)."""
+
+
+@export.command("k8s")
+@click.argument("profile", default=DEFAULT_PROFILE, required=False)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Directory to write the files into (default: ./vboot-k8s-PROFILE).")
+@click.option("--namespace", "-n", default="default", show_default=True,
+              help="Namespace of the vLLM release and the HPA.")
+@click.option("--release", default="vllm", show_default=True,
+              help="Helm release name of vllm-stack (the Deployment is RELEASE-PROFILE-deployment-vllm).")
+@click.option("--monitoring-namespace", default="monitoring", show_default=True,
+              help="Namespace of kube-prometheus-stack and prometheus-adapter.")
+@click.option("--replicas", default="1:2", show_default=True, metavar="MIN:MAX",
+              help="Replica bounds of the autoscaler (N alone means N:N).")
+@click.option("--queue-target", type=float, default=5, show_default=True, metavar="N",
+              help="Waiting requests per pod (vllm:num_requests_waiting) the autoscaler aims for.")
+@click.option("--force", is_flag=True, help="Replace existing files whose content differs.")
+@output.json_option
+def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitoring_namespace: str, replicas: str,
+        queue_target: float, force: bool, as_json: bool) -> None:
+    """Write Kubernetes files for PROFILE (default qwen) and print how to apply them.
+
+    \b
+    Files (in --out, default ./vboot-k8s-PROFILE):
+      production-stack-values.yaml  vllm/vllm-stack: the model, vLLM arguments, GPUs, resources, env,
+                                    the engine ServiceMonitor
+      kube-prom-stack-values.yaml   kube-prometheus-stack: Prometheus, Alertmanager, Grafana (admin login
+                                    from a Secret you create: no default password), vboot's vLLM rules
+      prom-adapter-values.yaml      prometheus-adapter: vllm:num_requests_waiting as vllm_num_requests_waiting
+      hpa.yaml                      autoscaling/v2 HorizontalPodAutoscaler on that metric
+
+    Existing files with other content are kept unless --force. Profiles that serve a local directory
+    (e.g. tiny) cannot be exported: pods cannot see your disk.
+    """
+    from bootstrap.core import k8s as core
+
+    low, high = core.parse_replicas(replicas)
+    options = core.K8sOptions(namespace=namespace, release=release, monitoring_namespace=monitoring_namespace,
+                              min_replicas=low, max_replicas=high, queue_target=queue_target)
+    prof = load_profile(profile, Environ())
+    result = core.build_export(prof, options)
+    out = Path(out_dir) if out_dir else Path(f"vboot-k8s-{prof.name}")
+    plan = core.plan_writes(out, result, force=force)
+    blocked = core.conflicts(plan)
+    if blocked:
+        names = ", ".join(str(w.path) for w in blocked)
+        raise ConflictError(f"{len(blocked)} file(s) exist with other content: {names}",
+                            hint="pass --force to replace them, or --out another directory",
+                            files=[str(w.path) for w in blocked])
+    core.write_files(plan, result)
+    data: dict[str, Any] = {
+        "profile": result.profile,
+        "model": result.model,
+        "served_model_name": result.served_model_name,
+        "gpus_per_replica": result.gpus_per_replica,
+        "namespace": options.namespace,
+        "monitoring_namespace": options.monitoring_namespace,
+        "release": options.release,
+        "deployment": result.deployment,
+        "min_replicas": options.min_replicas,
+        "max_replicas": options.max_replicas,
+        "queue_target": options.queue_target,
+        "custom_metric": core.CUSTOM_METRIC,
+        "prometheus_url": options.prometheus_url,
+        "grafana_secret": core.GRAFANA_SECRET,
+        "out_dir": str(out),
+        "files": [
+            {"path": str(w.path), "name": w.path.name, "kind": doc.kind, "action": w.action, "size_bytes": w.size_bytes}
+            for w, doc in zip(plan, result.documents)
+        ],
+        "guide": core.guide_commands(result, str(out)),
+        "warnings": list(result.warnings),
+    }
+    status = "warn" if result.warnings else "ok"
+    output.emit(CommandResult("export k8s", data, status=status), human=_render)
+
+
+def _render(data: dict[str, Any]) -> None:
+    con = output.console()
+    con.print(f"[bold]{data['profile']}[/] ({data['model']}, {data['gpus_per_replica']} GPU(s) per replica, "
+              f"{data['min_replicas']}-{data['max_replicas']} replicas) -> [bold]{data['out_dir']}[/]")
+    for f in data["files"]:
+        con.print(f"  {f['action']:<9} {f['path']}  [dim]{output.human_bytes(f['size_bytes'])}[/]")
+    for w in data["warnings"]:
+        con.print(f"[yellow]warning:[/] {w}")
+    con.print("\n[bold]Apply[/] (kube-prometheus-stack first: it brings the ServiceMonitor and PrometheusRule CRDs):")
+    for cmd in data["guide"]:
+        con.print(f"  {cmd}", markup=False)

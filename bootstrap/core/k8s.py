@@ -1,0 +1,562 @@
+"""`vboot export k8s`: the profile that works on one box, as Helm values and a manifest for a cluster.
+
+Four documents, built as plain data by pure functions and rendered to YAML text in memory (the CLI writes them):
+
+- ``production-stack-values.yaml``: vLLM production-stack (chart ``vllm/vllm-stack``), one
+  ``servingEngineSpec.modelSpec`` entry made from the profile, and the chart's engine ServiceMonitor enabled.
+- ``kube-prom-stack-values.yaml``: kube-prometheus-stack with Prometheus, Alertmanager and Grafana; Prometheus
+  selects every ServiceMonitor (so the engine's is picked up across namespaces), vboot's recording and alert
+  rules as a PrometheusRule, and no default Grafana password (the admin login comes from a Secret the user
+  creates; see :func:`guide_commands`).
+- ``prom-adapter-values.yaml``: prometheus-adapter pointed at that Prometheus, exposing
+  ``vllm:num_requests_waiting`` per pod as the custom metric ``vllm_num_requests_waiting``.
+- ``hpa.yaml``: an ``autoscaling/v2`` HorizontalPodAutoscaler on that metric for the Deployment the chart
+  creates (``{release}-{modelSpec.name}-deployment-vllm``, from the chart's deployment-vllm-multi.yaml).
+
+Names that tie the files together (release names, namespaces, the Prometheus Service name) are computed in one
+place, :class:`K8sOptions`, so a change of namespace or release flows into every file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bootstrap.core.envplan import plan_environment
+from bootstrap.core.errors import UsageError
+from bootstrap.core.profiles import Profile
+
+GIB = 1024**3
+
+PRODUCTION_STACK_FILE = "production-stack-values.yaml"
+KUBE_PROM_STACK_FILE = "kube-prom-stack-values.yaml"
+PROM_ADAPTER_FILE = "prom-adapter-values.yaml"
+HPA_FILE = "hpa.yaml"
+FILES: tuple[str, ...] = (PRODUCTION_STACK_FILE, KUBE_PROM_STACK_FILE, PROM_ADAPTER_FILE, HPA_FILE)
+
+#: The vLLM metric the autoscaler reads (a gauge per engine; FACTS: served by vLLM 0.32 under this name).
+WAITING_METRIC = "vllm:num_requests_waiting"
+#: Its name in the custom metrics API (Kubernetes metric names cannot contain ':').
+CUSTOM_METRIC = "vllm_num_requests_waiting"
+
+#: The vLLM image production-stack runs (`vllm serve` is on its PATH). Pinned to the release whose metric names
+#: the rules were checked against; change ``servingEngineSpec.modelSpec[0].tag`` to move.
+DEFAULT_IMAGE_REPOSITORY = "vllm/vllm-openai"
+DEFAULT_IMAGE_TAG = "v0.32.0"
+
+#: Where production-stack mounts the model PVC in the engine pod (it also sets HF_HOME there).
+POD_DATA_DIR = "/data"
+POD_MODELSCOPE_CACHE = "/data/modelscope"
+
+#: The Secret the user creates for Grafana's admin login (keys are the grafana chart's defaults).
+GRAFANA_SECRET = "vboot-grafana-admin"
+GRAFANA_USER_KEY = "admin-user"
+GRAFANA_PASSWORD_KEY = "admin-password"
+
+#: Name of the PrometheusRule entry in kube-prometheus-stack's additionalPrometheusRulesMap.
+RULES_MAP_KEY = "vboot-vllm"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class K8sOptions:
+    """Cluster-side choices that are not in the profile (flags of `vboot export k8s`)."""
+
+    namespace: str = "default"
+    release: str = "vllm"
+    monitoring_namespace: str = "monitoring"
+    kps_release: str = "kube-prom-stack"
+    adapter_release: str = "prometheus-adapter"
+    min_replicas: int = 1
+    max_replicas: int = 2
+    queue_target: float = 5
+    image_repository: str = DEFAULT_IMAGE_REPOSITORY
+    image_tag: str = DEFAULT_IMAGE_TAG
+
+    def __post_init__(self) -> None:
+        for what, value in (("namespace", self.namespace), ("release", self.release),
+                            ("monitoring namespace", self.monitoring_namespace)):
+            if not _DNS_LABEL.match(value) or len(value) > 53:
+                raise UsageError(f"{what} {value!r} is not a valid Kubernetes name",
+                                 hint="use lower-case letters, digits and '-' (at most 53 characters)")
+        if self.min_replicas < 1 or self.max_replicas < self.min_replicas:
+            raise UsageError(f"replicas {self.min_replicas}:{self.max_replicas} are not MIN:MAX with 1 <= MIN <= MAX",
+                             hint="pass e.g. --replicas 1:4")
+        if not (self.queue_target > 0 and math.isfinite(self.queue_target)):
+            raise UsageError(f"--queue-target must be a positive number, not {self.queue_target}",
+                             hint="pass the waiting requests per pod that should trigger a scale-up, e.g. 5")
+
+    @property
+    def prometheus_service(self) -> str:
+        """The Service kube-prometheus-stack creates for Prometheus: ``{fullname}-prometheus``, where the chart
+        truncates its fullname (``RELEASE-kube-prometheus-stack``, or RELEASE when it contains the chart name)
+        to 26 characters (templates/_helpers.tpl)."""
+        chart = "kube-prometheus-stack"
+        full = self.kps_release if chart in self.kps_release else f"{self.kps_release}-{chart}"
+        return f"{full[:26].rstrip('-')}-prometheus"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.prometheus_service}.{self.monitoring_namespace}.svc"
+
+
+def parse_replicas(text: str) -> tuple[int, int]:
+    """``"1:4" -> (1, 4)``; a single number N means N:N. Raises :class:`UsageError`."""
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            low = high = int(parts[0])
+        elif len(parts) == 2:
+            low, high = int(parts[0]), int(parts[1])
+        else:
+            raise ValueError(text)
+    except ValueError:
+        raise UsageError(f"--replicas {text!r} is not MIN:MAX", hint="pass e.g. --replicas 1:4") from None
+    if low < 1 or high < low:
+        raise UsageError(f"--replicas {text!r}: need 1 <= MIN <= MAX", hint="pass e.g. --replicas 1:4")
+    return low, high
+
+
+@dataclass(frozen=True)
+class Document:
+    """One generated file: its name, the data, and the rendered text."""
+
+    filename: str
+    kind: str  # "helm-values" or "manifest"
+    data: Mapping[str, Any]
+    text: str
+
+
+@dataclass(frozen=True)
+class Export:
+    profile: str
+    model: str
+    served_model_name: str
+    gpus_per_replica: int
+    options: K8sOptions
+    deployment: str
+    documents: tuple[Document, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Profile -> facts the four files share
+
+
+def tensor_parallel_size(profile: Profile) -> int:
+    """GPUs one replica needs: ``serve.tensor_parallel_size``, or ``--tensor-parallel-size``/``-tp`` in args."""
+    tp = profile.serve.tensor_parallel_size
+    args = list(profile.serve.args)
+    for i, arg in enumerate(args):
+        value = None
+        if arg in ("--tensor-parallel-size", "-tp") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--tensor-parallel-size="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            try:
+                tp = max(tp, int(value))
+            except ValueError:
+                pass
+    return tp
+
+
+def gpus_per_replica(profile: Profile) -> int:
+    return 0 if profile.serve.device == "cpu" else tensor_parallel_size(profile)
+
+
+def model_spec_name(profile: Profile) -> str:
+    """``modelSpec.name``: the profile name made a DNS label (it is part of Deployment and Service names)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", profile.name.lower()).strip("-")
+    return name or "model"
+
+
+def deployment_name(profile: Profile, options: K8sOptions) -> str:
+    """The Deployment production-stack creates for the model: ``{release}-{modelSpec.name}-deployment-vllm``."""
+    return f"{options.release}-{model_spec_name(profile)}-deployment-vllm"
+
+
+def _gib_ceil(n_bytes: int) -> int:
+    return max(1, math.ceil(n_bytes / GIB))
+
+
+def resources(profile: Profile) -> dict[str, Any]:
+    """CPU, memory and volume sizes for one replica, from the profile's [needs].
+
+    vLLM loads the weights through host memory, so memory is twice the weights plus 8 GiB for the runtime
+    (at least 16 GiB); 4 CPUs per GPU (at least 4); the PVC holds the weights with 25% room for a newer
+    revision (at least 10 GiB). These are starting points: edit the values file for your nodes."""
+    weights = profile.needs.weights_bytes
+    disk = max(profile.needs.min_free_disk_bytes, weights)
+    gpus = gpus_per_replica(profile)
+    return {
+        "requestCPU": max(4, 4 * gpus),
+        "requestMemory": f"{max(16, _gib_ceil(2 * weights) + 8)}Gi",
+        "requestGPU": gpus,
+        "pvcStorage": f"{max(10, _gib_ceil(int(disk * 1.25)))}Gi",
+    }
+
+
+def vllm_extra_args(profile: Profile) -> list[str]:
+    """vLLM arguments the chart has no field for: served name, revision, sleep mode, KV connector, user args."""
+    s, m = profile.serve, profile.model
+    args: list[str] = []
+    if m.served_name and m.served_name != m.id:
+        args += ["--served-model-name", m.served_name]
+    default_revision = {"modelscope": "master", "huggingface": "main"}.get(m.source, "")
+    if m.revision and m.revision != default_revision:
+        args += ["--revision", m.revision]
+    if s.enable_sleep_mode and "--enable-sleep-mode" not in s.args:
+        args.append("--enable-sleep-mode")
+    if s.kv_connector and "--kv-transfer-config" not in " ".join(s.args):
+        args += ["--kv-transfer-config", '{"kv_connector":"%s","kv_role":"kv_both"}' % s.kv_connector]
+    skip = False
+    for arg in s.args:  # tensor parallel has its own chart field
+        if skip:
+            skip = False
+            continue
+        if arg in ("--tensor-parallel-size", "-tp"):
+            skip = True
+            continue
+        if arg.startswith("--tensor-parallel-size=") or arg in ("--no-enable-prefix-caching", "--enable-prefix-caching"):
+            continue
+        args.append(arg)
+    return args
+
+
+def pod_environment(profile: Profile) -> tuple[list[dict[str, str]], list[str]]:
+    """The variables the profile implies for vLLM, as a container ``env`` list, plus warnings.
+
+    Same plan as `vboot serve` (:func:`plan_environment`), with the ModelScope cache on the pod's PVC and
+    nothing taken from this machine's environment (the cluster does not inherit it)."""
+    plan = plan_environment(profile, Path(POD_MODELSCOPE_CACHE), user_env={})
+    return [{"name": v.name, "value": v.value} for v in plan.vars], list(plan.warnings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The four documents as data
+
+
+def production_stack_values(profile: Profile, options: K8sOptions) -> dict[str, Any]:
+    """Values for the ``vllm/vllm-stack`` chart: one modelSpec entry and the engine ServiceMonitor."""
+    s = profile.serve
+    # The chart passes --no-enable-prefix-caching unless this is true; vLLM (and `vboot serve`) default to on.
+    vllm_config: dict[str, Any] = {"enablePrefixCaching": "--no-enable-prefix-caching" not in s.args}
+    if s.max_model_len:
+        vllm_config["maxModelLen"] = s.max_model_len
+    if s.dtype:
+        vllm_config["dtype"] = s.dtype
+    tp = tensor_parallel_size(profile)
+    if tp > 1:  # the chart adds a memory-backed /dev/shm only when this key is present; NCCL needs it
+        vllm_config["tensorParallelSize"] = tp
+    if s.gpu_memory_utilization is not None:
+        vllm_config["gpuMemoryUtilization"] = s.gpu_memory_utilization
+    extra = vllm_extra_args(profile)
+    if extra:
+        vllm_config["extraArgs"] = extra
+    env, _ = pod_environment(profile)
+    spec: dict[str, Any] = {
+        "name": model_spec_name(profile),
+        "repository": options.image_repository,
+        "tag": options.image_tag,
+        "modelURL": profile.model.id,
+        "replicaCount": options.min_replicas,
+        **resources(profile),
+        "vllmConfig": vllm_config,
+        "env": env,
+    }
+    return {
+        "servingEngineSpec": {
+            "labels": {"environment": "vboot", "release": options.release, "vboot.dev/profile": profile.name},
+            "modelSpec": [spec],
+            "serviceMonitor": {
+                "enabled": True,
+                "interval": "15s",
+                "scrapeTimeout": "10s",
+                "honorLabels": False,
+            },
+        },
+    }
+
+
+def kube_prom_stack_values(profile: Profile, options: K8sOptions, groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Values for ``prometheus-community/kube-prometheus-stack``.
+
+    ``*SelectorNilUsesHelmValues: false`` makes Prometheus pick up ServiceMonitors and PrometheusRules from
+    every release and namespace (by default it only sees its own release's), which is how the engine
+    ServiceMonitor of the production-stack release gets scraped. Grafana's admin login comes from an existing
+    Secret: the chart's default password is never used."""
+    return {
+        "alertmanager": {"enabled": True},
+        "grafana": {
+            "enabled": True,
+            "admin": {
+                "existingSecret": GRAFANA_SECRET,
+                "userKey": GRAFANA_USER_KEY,
+                "passwordKey": GRAFANA_PASSWORD_KEY,
+            },
+        },
+        "prometheus": {
+            "enabled": True,
+            "prometheusSpec": {
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "serviceMonitorSelector": {},
+                "serviceMonitorNamespaceSelector": {},
+                "ruleSelectorNilUsesHelmValues": False,
+                "ruleSelector": {},
+                "ruleNamespaceSelector": {},
+            },
+        },
+        "additionalPrometheusRulesMap": {
+            RULES_MAP_KEY: {
+                "additionalLabels": {"vboot.dev/profile": profile.name},
+                "groups": [dict(g) for g in groups],
+            },
+        },
+    }
+
+
+def adapter_series_query(namespace_label: str = "namespace", pod_label: str = "pod") -> str:
+    """The adapter rule's ``seriesQuery``: the waiting-requests gauge of series that belong to a pod."""
+    return f'{WAITING_METRIC}{{{namespace_label}!="",{pod_label}!=""}}'
+
+
+#: The adapter rule's ``metricsQuery`` template (prometheus-adapter fills the ``<<...>>`` fields).
+METRICS_QUERY_TEMPLATE = "sum by (<<.GroupBy>>) (<<.Series>>{<<.LabelMatchers>>})"
+
+
+def adapter_metrics_query(
+    namespace_label: str = "namespace",
+    pod_label: str = "pod",
+    namespace: str | None = None,
+    pods: Sequence[str] = (),
+) -> str:
+    """The adapter's metricsQuery with its template fields filled the way prometheus-adapter fills them for
+    ``GET .../namespaces/NS/pods/*/vllm_num_requests_waiting``: the series name, label matchers for the
+    namespace and the pods, and ``GroupBy`` = the pod label. With other label names (``job``/``instance`` on a
+    plain local Prometheus) the same query can be run outside a cluster."""
+    matchers = []
+    if namespace is not None:
+        matchers.append(f'{namespace_label}="{_escape_label(namespace)}"')
+    if pods:
+        matchers.append(f'{pod_label}=~"{"|".join(re.escape(p) for p in pods)}"')
+    return (METRICS_QUERY_TEMPLATE
+            .replace("<<.GroupBy>>", pod_label)
+            .replace("<<.Series>>", WAITING_METRIC)
+            .replace("<<.LabelMatchers>>", ",".join(matchers)))
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def prom_adapter_values(profile: Profile, options: K8sOptions) -> dict[str, Any]:
+    """Values for ``prometheus-community/prometheus-adapter``: the stack's Prometheus and one custom rule."""
+    return {
+        "prometheus": {"url": options.prometheus_url, "port": 9090, "path": ""},
+        "rules": {
+            # The default rules expose every container metric; this adapter exists for the vLLM autoscaler.
+            "default": False,
+            "custom": [
+                {
+                    "seriesQuery": adapter_series_query(),
+                    "resources": {
+                        "overrides": {
+                            "namespace": {"resource": "namespace"},
+                            "pod": {"resource": "pod"},
+                        },
+                    },
+                    "name": {"matches": f"^{re.escape(WAITING_METRIC)}$", "as": CUSTOM_METRIC},
+                    "metricsQuery": METRICS_QUERY_TEMPLATE,
+                },
+            ],
+        },
+    }
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity string: ``5 -> "5"``, ``2.5 -> "2500m"``."""
+    if float(value).is_integer():
+        return str(int(value))
+    milli = round(value * 1000)
+    return f"{milli}m"
+
+
+def hpa_manifest(profile: Profile, options: K8sOptions) -> dict[str, Any]:
+    """An autoscaling/v2 HorizontalPodAutoscaler scaling the model's Deployment on waiting requests per pod.
+
+    Scale-down waits 10 minutes: a vLLM replica takes minutes to load, so flapping costs more than idling."""
+    name = f"{options.release}-{model_spec_name(profile)}"
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": name,
+            "namespace": options.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "vboot", "vboot.dev/profile": profile.name},
+            "annotations": {
+                "vboot.dev/model": profile.model.id,
+                "vboot.dev/gpus-per-replica": str(gpus_per_replica(profile)),
+            },
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(profile, options)},
+            "minReplicas": options.min_replicas,
+            "maxReplicas": options.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": CUSTOM_METRIC},
+                        "target": {"type": "AverageValue", "averageValue": _quantity(options.queue_target)},
+                    },
+                },
+            ],
+            "behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": 600},
+            },
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style everywhere; long strings are not folded (PromQL stays on one line)."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:  # lists indented under keys
+        super().increase_indent(flow, False)
+
+
+def to_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=10_000,
+                     allow_unicode=True)
+
+
+def _header(profile: Profile, options: K8sOptions, what: str, apply: str) -> str:
+    return (
+        f"# {what}\n"
+        f"# Generated by `vboot export k8s {profile.name}` from {profile.source_path or profile.name}: "
+        f"model {profile.model.id}, {gpus_per_replica(profile)} GPU(s) per replica.\n"
+        f"# Apply: {apply}\n"
+        f"# Regenerate rather than edit: the four files share names (namespace {options.namespace}, "
+        f"release {options.release}, monitoring namespace {options.monitoring_namespace}).\n"
+    )
+
+
+def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping[str, Any]] | None = None) -> Export:
+    """The four documents for ``profile``. ``groups`` are the Prometheus rule groups (default: vboot's own,
+    :func:`bootstrap.core.prom.rule_groups`, the same rules `vboot serve` loads locally)."""
+    if profile.model.source == "local":
+        raise UsageError(
+            f"profile {profile.name!r} serves a local directory ({profile.model.path}), which pods cannot see",
+            hint="export a profile whose model comes from ModelScope or Hugging Face (e.g. `vboot export k8s qwen`)",
+        )
+    if groups is None:
+        from bootstrap.core.prom import rule_groups
+
+        groups = rule_groups()
+    _, warnings = pod_environment(profile)
+    ns, mon = options.namespace, options.monitoring_namespace
+    docs_data = [
+        (PRODUCTION_STACK_FILE, "helm-values", production_stack_values(profile, options),
+         "vLLM production-stack values (chart vllm/vllm-stack)",
+         f"helm upgrade --install {options.release} vllm/vllm-stack -n {ns} --create-namespace -f {PRODUCTION_STACK_FILE}"),
+        (KUBE_PROM_STACK_FILE, "helm-values", kube_prom_stack_values(profile, options, groups),
+         "kube-prometheus-stack values: Prometheus, Alertmanager, Grafana and vboot's vLLM rules",
+         f"helm upgrade --install {options.kps_release} prometheus-community/kube-prometheus-stack -n {mon} "
+         f"--create-namespace -f {KUBE_PROM_STACK_FILE}"),
+        (PROM_ADAPTER_FILE, "helm-values", prom_adapter_values(profile, options),
+         f"prometheus-adapter values: exposes {WAITING_METRIC} as the pod metric {CUSTOM_METRIC}",
+         f"helm upgrade --install {options.adapter_release} prometheus-community/prometheus-adapter -n {mon} "
+         f"-f {PROM_ADAPTER_FILE}"),
+        (HPA_FILE, "manifest", hpa_manifest(profile, options),
+         f"HorizontalPodAutoscaler for {deployment_name(profile, options)} on {CUSTOM_METRIC}",
+         f"kubectl apply -n {ns} -f {HPA_FILE}"),
+    ]
+    documents = tuple(
+        Document(name, kind, data, _header(profile, options, what, apply) + to_yaml(data))
+        for name, kind, data, what, apply in docs_data
+    )
+    return Export(
+        profile=profile.name, model=profile.model.id, served_model_name=profile.model.served,
+        gpus_per_replica=gpus_per_replica(profile), options=options,
+        deployment=deployment_name(profile, options), documents=documents, warnings=tuple(warnings),
+    )
+
+
+def guide_commands(export: Export, out_dir: str) -> list[str]:
+    """The commands that apply the files, in order (kube-prometheus-stack first: it installs the
+    ServiceMonitor and PrometheusRule CRDs the other releases use)."""
+    o = export.options
+    d = out_dir.rstrip("/") or "."
+    ns, mon = o.namespace, o.monitoring_namespace
+    return [
+        "helm repo add vllm https://vllm-project.github.io/production-stack",
+        "helm repo add prometheus-community https://prometheus-community.github.io/helm-charts",
+        "helm repo update",
+        f"kubectl create namespace {mon} --dry-run=client -o yaml | kubectl apply -f -",
+        f"kubectl -n {mon} create secret generic {GRAFANA_SECRET} --from-literal={GRAFANA_USER_KEY}=admin "
+        f"--from-literal={GRAFANA_PASSWORD_KEY}=\"$(openssl rand -base64 24)\"",
+        f"helm upgrade --install {o.kps_release} prometheus-community/kube-prometheus-stack -n {mon} "
+        f"-f {d}/{KUBE_PROM_STACK_FILE} --wait",
+        f"helm upgrade --install {o.adapter_release} prometheus-community/prometheus-adapter -n {mon} "
+        f"-f {d}/{PROM_ADAPTER_FILE}",
+        f"helm upgrade --install {o.release} vllm/vllm-stack -n {ns} --create-namespace "
+        f"-f {d}/{PRODUCTION_STACK_FILE}",
+        f"kubectl apply -n {ns} -f {d}/{HPA_FILE}",
+        f"kubectl get --raw \"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{ns}/pods/*/{CUSTOM_METRIC}\"",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing: plan (what exists, what would change), then write
+
+
+@dataclass(frozen=True)
+class FileWrite:
+    path: Path
+    action: str  # "create", "unchanged", "overwrite" (differs; needs --force), "replace" (differs, forced)
+    size_bytes: int
+
+
+def plan_writes(out_dir: Path, export: Export, force: bool = False) -> list[FileWrite]:
+    """What writing ``export`` into ``out_dir`` would do to each file. Nothing is written here."""
+    plan = []
+    for doc in export.documents:
+        path = out_dir / doc.filename
+        body = doc.text.encode("utf-8")
+        if not path.exists():
+            action = "create"
+        elif path.is_file() and path.read_bytes() == body:
+            action = "unchanged"
+        else:
+            action = "replace" if force else "overwrite"
+        plan.append(FileWrite(path, action, len(body)))
+    return plan
+
+
+def conflicts(plan: Sequence[FileWrite]) -> list[FileWrite]:
+    """Files that exist with other content and may not be replaced (no --force)."""
+    return [w for w in plan if w.action == "overwrite"]
+
+
+def write_files(plan: Sequence[FileWrite], export: Export) -> None:
+    """Write every planned file that is new or replaced (atomically: a temp file renamed into place)."""
+    texts = {doc.filename: doc.text for doc in export.documents}
+    for w in plan:
+        if w.action not in ("create", "replace"):
+            continue
+        w.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = w.path.with_name(f".{w.path.name}.tmp")
+        tmp.write_text(texts[w.path.name], encoding="utf-8")
+        tmp.replace(w.path)
