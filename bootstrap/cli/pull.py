@@ -1,0 +1,146 @@
+"""`vboot pull`: download a profile's model through ModelScope (disk budget, progress, resume, integrity)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bootstrap.cli import output
+from bootstrap.core.envelope import CommandResult
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import UsageError
+from bootstrap.core.paths import modelscope_cache
+from bootstrap.core.units import parse_size
+
+
+@click.command()
+@click.argument("target", metavar="PROFILE|MODEL_ID")
+@click.option("--revision", "-r", default=None, help="Branch, tag or commit (default: the profile's, else master).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="ModelScope cache root (default: the profile's cache_dir, else $MODELSCOPE_CACHE, "
+                   "else ~/.cache/modelscope).")
+@click.option("--offline", is_flag=True, help="Answer from the local cache only; never contact the hub.")
+@click.option("--margin", default=None, metavar="SIZE",
+              help="Free space to keep beyond the download (default max(2%, 256MiB); env VBOOT_PULL_MARGIN).")
+@click.option("--max-workers", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Files downloaded in parallel.")
+@output.json_option
+def pull(target: str, revision: str | None, cache_dir: Path | None, offline: bool, margin: str | None,
+         max_workers: int, as_json: bool) -> None:
+    """Download a model (a profile's, or OWNER/NAME) from ModelScope into the local cache.
+
+    Before any byte moves, the repo's files are listed and their sizes compared with the free space of the
+    cache's filesystem plus a margin; when short, the pull is refused with both numbers and the largest
+    caches that could go. Interrupted downloads resume; every file is checked against its sha256 and size.
+    A completed pull is recorded, so `vboot serve` and `vboot pull --offline` confirm the model without the
+    hub and without re-hashing. MODELSCOPE_ENDPOINT and MODELSCOPE_CACHE are honoured.
+
+    \b
+    Examples:
+      vboot pull qwen                              # the default profile's model
+      vboot pull Qwen/Qwen2.5-0.5B-Instruct -r master --cache-dir /data/ms
+      vboot pull qwen --offline --json             # is it there? (no network)
+
+    Exit codes: 0 ok, 2 usage, 3 network, 4 unknown model/revision or not cached (--offline),
+    5 not enough space / disk full, 6 integrity (sha256 or size) failure.
+    """
+    from bootstrap.core.pull import ensure_model
+
+    env = Environ()
+    model_id, rev, cache, local = _resolve(target, revision, cache_dir, env)
+    if local is not None:
+        data = {"model": model_id, "revision": rev, "path": str(local), "bytes": _dir_bytes(local),
+                "files": _dir_files(local), "downloaded_bytes": 0, "source": "local", "verified_at": None}
+        output.emit(CommandResult("pull", data), human=_render)
+    margin_bytes = None
+    if margin is not None:
+        try:
+            margin_bytes = parse_size(margin)
+        except ValueError as exc:
+            raise UsageError(f"--margin: {exc}", hint="write e.g. --margin 1GB or --margin 0") from None
+
+    bar = _ProgressBar(enabled=not output.STATE.json and sys.stderr.isatty())
+    try:
+        result = ensure_model(model_id, rev, cache, env, offline=offline, verify=not offline, progress=bar.update,
+                              margin_bytes=margin_bytes, max_workers=max_workers, on_plan=bar.plan)
+    finally:
+        bar.close()
+    output.emit(CommandResult("pull", result), human=_render)
+
+
+def _resolve(target: str, revision: str | None, cache_dir: Path | None, env: Environ
+             ) -> tuple[str, str, Path, Path | None]:
+    """(model id, revision, cache root, local dir for source = local) from a profile name/path or a model id."""
+    from bootstrap.core.profiles import load_profile, local_model_dir
+
+    looks_like_id = "/" in target and not target.endswith(".toml") and not Path(target).is_file()
+    if looks_like_id:
+        return target, revision or "master", (cache_dir or modelscope_cache(env)).expanduser(), None
+    prof = load_profile(target, env)
+    if prof.model.source == "huggingface":
+        raise UsageError(f"profile {prof.name!r} pulls from Hugging Face; `vboot pull` speaks ModelScope only",
+                         hint="let vLLM download it at `vboot serve`, or change model.source to modelscope")
+    cache = cache_dir or (Path(prof.cache_dir) if prof.cache_dir else modelscope_cache(env))
+    local = local_model_dir(prof)
+    return prof.model.id, revision or prof.model.revision or "master", cache.expanduser(), local
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _dir_files(path: Path) -> int:
+    return sum(1 for p in path.rglob("*") if p.is_file())
+
+
+class _ProgressBar:
+    """One rich bar for the whole download (bytes, rate, ETA) on stderr; nothing when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def plan(self, plan: Any) -> None:
+        if not self.enabled:
+            return
+        output.info(
+            f"[bold]{plan.model}@{plan.revision}[/]: {len(plan.files)} files, {output.human_bytes(plan.total_bytes)};"
+            f" {output.human_bytes(plan.needed_bytes)} to fetch, {output.human_bytes(plan.free_bytes)} free")
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self._progress = Progress(TextColumn("pull"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                      TimeRemainingColumn(), console=output.err_console(), transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("pull", total=total, completed=done)
+            return
+        self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _render(data: Any) -> None:
+    get = (lambda k: data.get(k)) if isinstance(data, dict) else (lambda k: getattr(data, k, None))
+    con = output.console()
+    source = get("source")
+    how = {
+        "record": "already pulled (recorded; no hub contacted)",
+        "cache": "found in the local cache (not verified by vboot: run `vboot pull` online to verify)",
+        "local": "a local model: nothing to download",
+    }.get(source or "", f"downloaded {output.human_bytes(get('downloaded_bytes'))}"
+          f" in {output.human_duration(get('elapsed_s'))}" if get("downloaded_bytes") else
+          "verified, nothing to download")
+    con.print(f"[bold]{get('model')}@{get('revision')}[/]: {get('files')} files, "
+              f"{output.human_bytes(get('bytes'))}; {how}")
+    con.print(str(get("path")), soft_wrap=True)
