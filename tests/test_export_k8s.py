@@ -1,0 +1,399 @@
+"""`vboot export k8s`: the four files from a profile, checked against Kubernetes schemas, the charts' value
+layouts, promtool and golden files.
+
+Regenerate the golden files (tests/golden/k8s/qwen/) after an intended change:
+
+    VBOOT_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_export_k8s.py -k golden
+
+then review `git diff tests/golden/k8s` before committing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from bootstrap.core import k8s
+from conftest import vboot_exe
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import UsageError
+from bootstrap.core.profiles import load_profile, parse_profile
+
+GOLDEN = Path(__file__).parent / "golden" / "k8s" / "qwen"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+#: Kubernetes release whose schemas the manifests must satisfy (the newest kubernetes-validate ships).
+K8S_VERSION = kubernetes_validate.utils.latest_version()
+
+# The parts of vllm-stack's values.schema.json (helm/values.schema.json in vllm-project/production-stack) that
+# the export relies on: the fields the chart requires of a modelSpec entry and their types.
+MODEL_SPEC_SCHEMA = {
+    "type": "object",
+    "required": ["name", "repository", "tag", "modelURL", "replicaCount", "requestCPU", "requestMemory",
+                 "requestGPU", "pvcStorage"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "repository": {"type": "string"}, "tag": {"type": "string"}, "modelURL": {"type": "string"},
+        "replicaCount": {"type": "integer"}, "requestCPU": {"type": "integer"},
+        "requestMemory": {"type": "string"}, "requestGPU": {"type": "integer"}, "pvcStorage": {"type": "string"},
+        "vllmConfig": {"type": "object", "properties": {
+            "enablePrefixCaching": {"type": "boolean"}, "maxModelLen": {"type": "integer"},
+            "dtype": {"type": "string"}, "tensorParallelSize": {"type": "integer"},
+            "gpuMemoryUtilization": {"type": "number"},
+            "extraArgs": {"type": "array", "items": {"type": "string"}},
+        }},
+        "env": {"type": "array", "items": {"type": "object", "required": ["name", "value"],
+                                           "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}},
+    },
+}
+
+
+def qwen():
+    return load_profile("qwen", Environ({}))
+
+
+def export_files(profile=None, options=None) -> dict[str, str]:
+    result = k8s.build_export(profile or qwen(), options or k8s.K8sOptions())
+    return {doc.filename: doc.text for doc in result.documents}
+
+
+def parsed(profile=None, options=None) -> dict[str, dict]:
+    return {name: yaml.safe_load(text) for name, text in export_files(profile, options).items()}
+
+
+def two_gpu_profile():
+    """A user profile: another model, tensor parallel 2 (GPU count), a served name and a dtype."""
+    text = """
+description = "Qwen2.5-7B on two GPUs"
+[model]
+id = "Qwen/Qwen2.5-7B-Instruct"
+served_name = "qwen7"
+[serve]
+device = "gpu"
+max_model_len = 16384
+tensor_parallel_size = 2
+dtype = "bfloat16"
+[env]
+VLLM_LOGGING_LEVEL = "INFO"
+[needs]
+weights = "15.3GB"
+min_free_disk = "16GB"
+"""
+    return parse_profile(text, name="big7b", source="/tmp/big7b.toml")
+
+
+# --- the four files --------------------------------------------------------------------------------------------
+
+
+def test_export_writes_exactly_the_four_files_named_in_the_issue():
+    assert list(export_files()) == ["production-stack-values.yaml", "kube-prom-stack-values.yaml",
+                                    "prom-adapter-values.yaml", "hpa.yaml"]
+
+
+def test_every_file_is_valid_yaml_with_a_provenance_header():
+    for name, text in export_files().items():
+        assert text.startswith("# "), name
+        assert "vboot export k8s qwen" in text, name
+        assert isinstance(yaml.safe_load(text), dict), name
+
+
+def test_hpa_validates_against_the_kubernetes_schema_strictly():
+    hpa = parsed()["hpa.yaml"]
+    assert kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
+
+
+def test_schema_validation_can_fail_on_a_broken_hpa():
+    hpa = parsed()["hpa.yaml"]
+    hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] = {"not": "a quantity"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
+
+
+def test_kubernetes_validate_ships_its_schemas_so_tests_need_no_network():
+    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    shipped = list(root.glob(f"v{K8S_VERSION}*-local-strict/horizontalpodautoscaler-autoscaling-v2.json"))
+    assert shipped, f"no bundled schema for Kubernetes {K8S_VERSION} under {root}"
+
+
+def test_hpa_scales_the_deployment_production_stack_creates_for_the_model():
+    # deployment-vllm-multi.yaml names it "{{ .Release.Name }}-{{ $modelSpec.name }}-deployment-vllm".
+    docs = parsed(options=k8s.K8sOptions(release="llmstack"))
+    name = docs["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["name"]
+    target = docs["hpa.yaml"]["spec"]["scaleTargetRef"]
+    assert target == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"llmstack-{name}-deployment-vllm"}
+
+
+def test_hpa_reads_the_adapter_metric_per_pod_with_the_queue_target_and_replica_bounds():
+    opts = k8s.K8sOptions(min_replicas=2, max_replicas=6, queue_target=2.5, namespace="llm")
+    docs = parsed(options=opts)
+    hpa = docs["hpa.yaml"]
+    adapter_rule = docs["prom-adapter-values.yaml"]["rules"]["custom"][0]
+    assert hpa["metadata"]["namespace"] == "llm"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    metric = hpa["spec"]["metrics"][0]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == adapter_rule["name"]["as"] == "vllm_num_requests_waiting"
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "2500m"}
+    assert docs["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["replicaCount"] == 2
+
+
+def test_production_stack_model_spec_has_the_fields_the_chart_requires():
+    spec = parsed()["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]
+    jsonschema.validate(spec, MODEL_SPEC_SCHEMA)
+
+
+def test_production_stack_values_carry_the_qwen_profile():
+    values = parsed()["production-stack-values.yaml"]["servingEngineSpec"]
+    spec = values["modelSpec"][0]
+    assert spec["modelURL"] == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert spec["requestGPU"] == 1
+    assert spec["vllmConfig"]["maxModelLen"] == 8192
+    assert spec["vllmConfig"]["gpuMemoryUtilization"] == 0.9
+    # the chart adds --no-enable-prefix-caching unless this is true; vLLM's own default is on
+    assert spec["vllmConfig"]["enablePrefixCaching"] is True
+    assert values["serviceMonitor"]["enabled"] is True
+
+
+def test_modelscope_profiles_get_the_modelscope_variables_with_the_cache_on_the_model_volume():
+    env = {e["name"]: e["value"] for e in parsed()["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["env"]}
+    assert env["VLLM_USE_MODELSCOPE"] == "true"
+    assert env["MODELSCOPE_CACHE"] == "/data/modelscope"
+
+
+def test_local_environment_does_not_leak_into_the_cluster_files(monkeypatch):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "garbage_collection_threshold:0.6")
+    monkeypatch.setenv("MODELSCOPE_CACHE", "/home/me/ms")
+    text = export_files()["production-stack-values.yaml"]
+    assert "/home/me" not in text and "garbage_collection" not in text
+
+
+def test_kube_prom_stack_enables_prometheus_alertmanager_and_grafana():
+    values = parsed()["kube-prom-stack-values.yaml"]
+    assert values["prometheus"]["enabled"] and values["alertmanager"]["enabled"] and values["grafana"]["enabled"]
+
+
+def test_kube_prom_stack_selects_service_monitors_and_rules_of_other_releases():
+    spec = parsed()["kube-prom-stack-values.yaml"]["prometheus"]["prometheusSpec"]
+    assert spec["serviceMonitorSelectorNilUsesHelmValues"] is False
+    assert spec["ruleSelectorNilUsesHelmValues"] is False
+    assert spec["serviceMonitorNamespaceSelector"] == {}
+
+
+def test_grafana_has_no_default_password_only_an_existing_secret():
+    grafana = parsed()["kube-prom-stack-values.yaml"]["grafana"]
+    assert "adminPassword" not in grafana
+    assert grafana["admin"]["existingSecret"] == k8s.GRAFANA_SECRET
+    text = export_files()["kube-prom-stack-values.yaml"]
+    assert "prom-operator" not in text
+
+
+def test_the_guide_creates_the_grafana_secret_with_a_random_password_before_installing_the_stack():
+    guide = k8s.guide_commands(k8s.build_export(qwen(), k8s.K8sOptions()), "out")
+    secret = next(i for i, c in enumerate(guide) if "create secret generic " + k8s.GRAFANA_SECRET in c)
+    stack = next(i for i, c in enumerate(guide) if "kube-prometheus-stack" in c and "helm upgrade" in c)
+    assert secret < stack
+    assert "openssl rand" in guide[secret]
+
+
+def test_prometheus_rule_holds_vboots_rule_groups():
+    from bootstrap.core.prom import rule_groups
+
+    rules = parsed()["kube-prom-stack-values.yaml"]["additionalPrometheusRulesMap"][k8s.RULES_MAP_KEY]
+    assert rules["groups"] == yaml.safe_load(yaml.safe_dump(rule_groups()))
+
+
+@pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool not installed (apt-get install prometheus)")
+def test_prometheus_rule_groups_pass_promtool_check_rules(tmp_path):
+    rules = parsed()["kube-prom-stack-values.yaml"]["additionalPrometheusRulesMap"][k8s.RULES_MAP_KEY]
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rules["groups"]}))
+    proc = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_rules_use_metric_names_vllm_032_serves():
+    text = export_files()["kube-prom-stack-values.yaml"]
+    assert "vllm:gpu_cache_usage_perc" not in text
+    assert "vllm:time_per_output_token_seconds" not in text
+
+
+def test_adapter_points_at_the_stacks_prometheus_service():
+    values = parsed(options=k8s.K8sOptions(monitoring_namespace="obs"))["prom-adapter-values.yaml"]
+    # kube-prometheus-stack: "{fullname | trunc 26}-prometheus", fullname = RELEASE-kube-prometheus-stack
+    assert values["prometheus"]["url"] == "http://kube-prom-stack-kube-prome-prometheus.obs.svc"
+    assert values["prometheus"]["port"] == 9090
+
+
+def test_prometheus_service_name_follows_the_charts_truncation():
+    assert k8s.K8sOptions(kps_release="kube-prometheus-stack").prometheus_service == "kube-prometheus-stack-prometheus"
+    assert k8s.K8sOptions(kps_release="mon").prometheus_service == "mon-kube-prometheus-stack-prometheus"
+
+
+def test_adapter_rule_exposes_waiting_requests_per_pod():
+    rule = parsed()["prom-adapter-values.yaml"]["rules"]["custom"][0]
+    assert rule["seriesQuery"] == 'vllm:num_requests_waiting{namespace!="",pod!=""}'
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    assert rule["name"] == {"matches": "^vllm:num_requests_waiting$", "as": "vllm_num_requests_waiting"}
+    assert rule["metricsQuery"] == "sum by (<<.GroupBy>>) (<<.Series>>{<<.LabelMatchers>>})"
+
+
+def test_adapter_metrics_query_fills_the_template_like_the_adapter():
+    query = k8s.adapter_metrics_query(namespace="llm", pods=["vllm-a", "vllm-b"])
+    assert query == 'sum by (pod) (vllm:num_requests_waiting{namespace="llm",pod=~"vllm\\-a|vllm\\-b"})'
+
+
+# --- a profile change flows into every file ----------------------------------------------------------------------
+
+
+def test_a_profile_change_of_model_and_gpu_count_flows_into_every_file():
+    before, after = export_files(), export_files(two_gpu_profile())
+    for name in before:
+        assert before[name] != after[name], name
+        assert "Qwen/Qwen2.5-7B-Instruct" in after[name] and "2 GPU(s) per replica" in after[name], name
+    docs = {name: yaml.safe_load(text) for name, text in after.items()}
+    spec = docs["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]
+    assert spec["modelURL"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert spec["requestGPU"] == 2 and spec["vllmConfig"]["tensorParallelSize"] == 2
+    assert spec["vllmConfig"]["extraArgs"] == ["--served-model-name", "qwen7"]
+    assert spec["vllmConfig"]["dtype"] == "bfloat16"
+    assert {"name": "VLLM_LOGGING_LEVEL", "value": "INFO"} in spec["env"]
+    rules = docs["kube-prom-stack-values.yaml"]["additionalPrometheusRulesMap"][k8s.RULES_MAP_KEY]
+    assert rules["additionalLabels"]["vboot.dev/profile"] == "big7b"
+    hpa = docs["hpa.yaml"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "vllm-big7b-deployment-vllm"
+    assert hpa["metadata"]["annotations"]["vboot.dev/gpus-per-replica"] == "2"
+    assert kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
+    jsonschema.validate(spec, MODEL_SPEC_SCHEMA)
+
+
+def test_tensor_parallel_in_args_counts_as_gpus_and_is_not_passed_twice():
+    prof = qwen()
+    prof = replace(prof, serve=replace(prof.serve, args=("--tensor-parallel-size", "4", "--enforce-eager")))
+    spec = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]
+    assert spec["requestGPU"] == 4 and spec["vllmConfig"]["tensorParallelSize"] == 4
+    assert spec["vllmConfig"]["extraArgs"] == ["--enforce-eager"]
+
+
+def test_tensor_parallel_drops_expandable_segments_like_serve_does():
+    env = parsed(two_gpu_profile())["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["env"]
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in {e["name"] for e in env}
+
+
+def test_namespace_flows_into_the_hpa_and_the_guide():
+    result = k8s.build_export(qwen(), k8s.K8sOptions(namespace="llm"))
+    guide = " ".join(k8s.guide_commands(result, "out"))
+    assert "vllm/vllm-stack -n llm" in guide and "kubectl apply -n llm -f out/hpa.yaml" in guide
+
+
+# --- refusals -------------------------------------------------------------------------------------------------
+
+
+def test_local_profiles_are_refused_because_pods_cannot_see_the_directory():
+    with pytest.raises(UsageError, match="local directory"):
+        k8s.build_export(load_profile("tiny", Environ({})), k8s.K8sOptions())
+
+
+@pytest.mark.parametrize("text", ["0:2", "3:1", "a:b", "1:2:3"])
+def test_bad_replica_bounds_are_usage_errors(text):
+    with pytest.raises(UsageError):
+        k8s.parse_replicas(text)
+
+
+def test_single_replica_count_means_fixed_bounds():
+    assert k8s.parse_replicas("3") == (3, 3)
+
+
+def test_bad_namespace_is_a_usage_error():
+    with pytest.raises(UsageError, match="namespace"):
+        k8s.K8sOptions(namespace="Not_Valid")
+
+
+# --- golden files -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", k8s.FILES)
+def test_golden_qwen(name):
+    text = export_files()[name]
+    path = GOLDEN / name
+    if os.environ.get("VBOOT_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"missing {path}; regenerate with VBOOT_UPDATE_GOLDEN=1 (see this module's docstring)"
+    assert text == path.read_text(encoding="utf-8"), f"{name} changed; if intended, regenerate the golden files"
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+
+
+def test_cli_writes_files_and_prints_the_guide(run_vboot, tmp_path):
+    out = tmp_path / "k8s"
+    proc = run_vboot("export", "k8s", "qwen", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(k8s.FILES)
+    assert "helm upgrade --install" in proc.stdout and "kubectl apply" in proc.stdout
+    assert (out / "hpa.yaml").read_text() == export_files()["hpa.yaml"]
+
+
+def test_cli_default_out_dir_is_named_after_the_profile(run_vboot, tmp_path):
+    proc = subprocess.run([*vboot_exe(), "export", "k8s", "qwen"], cwd=tmp_path, capture_output=True, text=True,
+                          env=os.environ | {"HOME": str(tmp_path)}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "vboot-k8s-qwen" / "hpa.yaml").is_file()
+
+
+def test_cli_json_lists_the_files_in_the_envelope(run_vboot, tmp_path):
+    proc = run_vboot("export", "k8s", "qwen", "--out", str(tmp_path / "o"), "--replicas", "1:4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["command"] == "export k8s" and doc["status"] == "ok"
+    files = doc["data"]["files"]
+    assert [f["name"] for f in files] == list(k8s.FILES)
+    assert all(f["action"] == "create" and f["size_bytes"] > 0 for f in files)
+    assert doc["data"]["max_replicas"] == 4
+    assert any("kubectl apply" in c for c in doc["data"]["guide"])
+
+
+def test_cli_rerun_with_same_content_is_unchanged(run_vboot, tmp_path):
+    out = str(tmp_path / "o")
+    assert run_vboot("export", "k8s", "qwen", "--out", out).returncode == 0
+    doc = json.loads(run_vboot("export", "k8s", "qwen", "--out", out, "--json").stdout)
+    assert {f["action"] for f in doc["data"]["files"]} == {"unchanged"}
+
+
+def test_cli_refuses_to_overwrite_a_different_file_without_force(run_vboot, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "hpa.yaml").write_text("# my edits\n")
+    proc = run_vboot("export", "k8s", "qwen", "--out", str(out), "--json")
+    assert proc.returncode == 7
+    doc = json.loads(proc.stdout)
+    assert doc["errors"][0]["code"] == "conflict" and "--force" in doc["errors"][0]["hint"]
+    assert (out / "hpa.yaml").read_text() == "# my edits\n"
+    assert not (out / "production-stack-values.yaml").exists()
+
+
+def test_cli_force_replaces_a_different_file(run_vboot, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "hpa.yaml").write_text("# my edits\n")
+    proc = run_vboot("export", "k8s", "qwen", "--out", str(out), "--force", "--json")
+    assert proc.returncode == 0, proc.stderr
+    actions = {f["name"]: f["action"] for f in json.loads(proc.stdout)["data"]["files"]}
+    assert actions["hpa.yaml"] == "replace"
+    assert (out / "hpa.yaml").read_text() == export_files()["hpa.yaml"]
+
+
+def test_cli_local_profile_fails_with_one_line_and_a_hint(run_vboot, tmp_path):
+    proc = run_vboot("export", "k8s", "tiny", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "local directory" in proc.stderr and "hint:" in proc.stderr
