@@ -182,7 +182,7 @@ def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | 
                                   hint="the repo may be private: set MODELSCOPE_API_TOKEN or run `modelscope login`",
                                   **ctx)
     if isinstance(exc, ms.NetworkError) or isinstance(exc, ConnectionError) or _is_requests_network(exc):
-        return NetworkError(f"cannot reach the ModelScope hub at {where} ({_headline(exc)[:160]})",
+        return NetworkError(f"cannot reach the ModelScope hub at {where} ({_network_reason(exc)})",
                             hint="check the network or MODELSCOPE_ENDPOINT; `vboot pull --offline` uses the local "
                                  "cache only", **ctx)
     if isinstance(exc, ms.ServerError) or (status is not None and status >= 500):
@@ -196,6 +196,19 @@ def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | 
                           hint="check permissions of the cache directory or pass --cache-dir", **ctx)
     return NetworkError(f"download of {model_id}@{revision} failed: {_headline(exc)[:200]}",
                         hint="re-run `vboot pull` (partial files resume); VBOOT_DEBUG=1 shows the traceback", **ctx)
+
+
+_REASONS = ("Connection refused", "Connection reset", "timed out", "Name or service not known",
+            "Temporary failure in name resolution", "No route to host", "Network is unreachable",
+            "Remote end closed connection", "Connection aborted")
+
+
+def _network_reason(exc: BaseException) -> str:
+    text = " ".join(str(e) for e in _causes(exc))
+    for reason in _REASONS:
+        if reason.lower() in text.lower():
+            return reason.lower()
+    return type(exc).__name__
 
 
 def _is_requests_network(exc: BaseException) -> bool:
