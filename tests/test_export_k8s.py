@@ -247,8 +247,8 @@ def test_adapter_rule_exposes_waiting_requests_per_pod():
 
 
 def test_adapter_metrics_query_fills_the_template_like_the_adapter():
-    query = k8s.adapter_metrics_query(namespace="llm", pods=["vllm-a", "vllm-b"])
-    assert query == 'sum by (pod) (vllm:num_requests_waiting{namespace="llm",pod=~"vllm\\-a|vllm\\-b"})'
+    query = k8s.adapter_metrics_query(namespace="llm", pods=["vllm-a", "vllm.b"])
+    assert query == 'sum by (pod) (vllm:num_requests_waiting{namespace="llm",pod=~"vllm-a|vllm\\\\.b"})'
 
 
 # --- a profile change flows into every file ----------------------------------------------------------------------

@@ -337,23 +337,31 @@ def adapter_metrics_query(
     pod_label: str = "pod",
     namespace: str | None = None,
     pods: Sequence[str] = (),
+    template: str = METRICS_QUERY_TEMPLATE,
 ) -> str:
     """The adapter's metricsQuery with its template fields filled the way prometheus-adapter fills them for
     ``GET .../namespaces/NS/pods/*/vllm_num_requests_waiting``: the series name, label matchers for the
     namespace and the pods, and ``GroupBy`` = the pod label. With other label names (``job``/``instance`` on a
-    plain local Prometheus) the same query can be run outside a cluster."""
+    plain local Prometheus) the same query can be run outside a cluster. ``template`` is the rule's
+    metricsQuery (pass the one read back from prom-adapter-values.yaml to test the file itself)."""
     matchers = []
     if namespace is not None:
         matchers.append(f'{namespace_label}="{_escape_label(namespace)}"')
     if pods:
-        matchers.append(f'{pod_label}=~"{"|".join(re.escape(p) for p in pods)}"')
-    return (METRICS_QUERY_TEMPLATE
+        matchers.append(f'{pod_label}=~"{"|".join(_escape_label(_regex_literal(p)) for p in pods)}"')
+    return (template
             .replace("<<.GroupBy>>", pod_label)
             .replace("<<.Series>>", WAITING_METRIC)
             .replace("<<.LabelMatchers>>", ",".join(matchers)))
 
 
+def _regex_literal(value: str) -> str:
+    """``value`` as an RE2 pattern matching itself (pod names are DNS names; ``.`` is the usual case)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", value)
+
+
 def _escape_label(value: str) -> str:
+    """A PromQL double-quoted string body."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
