@@ -1,0 +1,471 @@
+"""A du-compatible disk usage scanner: the numbers of ``du -B1 --max-depth=N`` at du's speed.
+
+Counting rules are GNU du's (``du -a -B1 --max-depth=N PATH`` shows the same numbers):
+
+- allocated bytes (``st_blocks * 512``; sparse files count what they occupy), or ``st_size`` with
+  ``apparent=True`` (``du --apparent-size``);
+- a file with several hard links is counted once, at its first occurrence in depth-first directory order;
+- symbolic links are never followed (a link counts its own size); the PATH given on the command line is
+  followed when it is a link (``du -D``), so ``vboot disk ~/.cache/huggingface`` measures the target;
+- a directory that cannot be read still counts its own size and becomes a warning; files that vanish
+  during the scan are skipped.
+
+Speed: one CPython process stats ~1.5x slower than du, so a large tree is split. The scan starts in-process;
+once it has seen ``split_after`` entries, the subdirectories it has not entered yet become tasks, which the
+parent and ``workers - 1`` forked children pull from a shared pipe (dynamic balancing). Children send their
+partial sums back (marshal); the parent merges them and removes hard-link duplicates across processes by
+(st_dev, st_ino), keeping the occurrence du would have counted. Small trees never fork.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import stat as stat_mod
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from bootstrap.core.errors import NotFoundError
+
+# Entries seen in-process before the rest of the tree is shared with worker processes.
+SPLIT_AFTER = 6000
+# Below this many levels per task we hold one directory fd per level; deeper directories are re-opened by
+# path as fresh tasks (keeps fds and Python recursion bounded on pathological trees).
+MAX_LEVELS = 200
+# Enough tasks that dynamic pulling balances the workers.
+TASKS_PER_WORKER = 8
+MAX_EXPANSIONS = 64
+MAX_WARNINGS = 200
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_S_IFMT = 0o170000
+_S_IFDIR = 0o040000
+
+OpenDir = Callable[[str, str, "int | None"], int]
+
+
+def default_open_dir(path: str, name: str, dir_fd: int | None) -> int:
+    """Open directory ``name`` (relative to ``dir_fd``; ``path`` is its full path, for messages and tests)."""
+    return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+
+
+@dataclass(frozen=True)
+class DiskEntry:
+    """One file or directory down to the requested depth. ``bytes`` includes everything below it."""
+
+    path: str
+    bytes: int
+    is_dir: bool
+    depth: int
+
+
+@dataclass(frozen=True)
+class ScanWarning:
+    """Something the scan could not read. ``kind``: unreadable | error | non_utf8 | too_deep."""
+
+    path: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DiskReport:
+    """The result of :func:`scan`: what ``du -a -B1 --max-depth=DEPTH ROOT`` would print, as data."""
+
+    root: str
+    total_bytes: int
+    entries: tuple[DiskEntry, ...]  # largest first
+    warnings: tuple[ScanWarning, ...] = ()
+    unreadable_count: int = 0  # directories whose contents could not be listed (their own size is counted)
+    unreadable_paths: tuple[str, ...] = ()
+    error_count: int = 0
+    depth: int = 1
+    apparent: bool = False
+    one_file_system: bool = False
+    entry_count: int = 0  # files and directories looked at
+    workers: int = 1  # processes that took part
+    elapsed_s: float = 0.0
+    fs_total_bytes: int | None = None
+    fs_free_bytes: int | None = None  # f_bavail: what an ordinary user can still write
+
+    @property
+    def complete(self) -> bool:
+        return self.unreadable_count == 0 and self.error_count == 0
+
+
+@dataclass
+class _Task:
+    path: str
+    key: tuple[int, ...]
+    parts: tuple[str, ...]
+    depth: int
+
+
+@dataclass
+class _Walker:
+    """Walks directories with fds (``fstatat``), collecting sums for entries at depth <= ``maxdepth``."""
+
+    maxdepth: int
+    apparent: bool
+    xdev: int | None
+    open_dir: OpenDir
+    budget: int | None  # entries before subdirectories get deferred (None: never)
+    entries: dict[tuple[str, ...], list] = field(default_factory=dict)  # parts -> [bytes, is_dir]
+    attribs: list[tuple[tuple[str, ...], int]] = field(default_factory=list)
+    links: list[tuple[tuple[int, ...], int, int, int, tuple[str, ...]]] = field(default_factory=list)
+    deferred: list[_Task] = field(default_factory=list)
+    warnings: list[tuple[str, str, str]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    errors: int = 0
+    count: int = 0
+    deferring: bool = False
+
+    def _warn(self, path: str, kind: str, message: str) -> None:
+        if kind == "unreadable":
+            self.unreadable.append(path)
+        else:
+            self.errors += 1
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append((path, kind, message))
+
+    def run_task(self, task: _Task) -> None:
+        """Scan one deferred directory; its contents' total goes to its ancestors via ``attribs``."""
+        total = self.walk(task.path, None, task.path, task.depth, 0, task.key, task.parts)
+        self.attribs.append((task.parts, total))
+
+    def drain_deep(self) -> None:
+        """Run directories deferred for depth (never for the budget)."""
+        while self.deferred:
+            self.run_task(self.deferred.pop())
+
+    def walk(self, path: str, dir_fd: int | None, name: str, depth: int, level: int,
+             key: tuple[int, ...], parts: tuple[str, ...]) -> int:
+        """Bytes below directory ``path`` (not counting the directory itself)."""
+        try:
+            fd = self.open_dir(path, name, dir_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return 0  # vanished or replaced since its parent was listed
+        except PermissionError as exc:
+            self._warn(path, "unreadable", exc.strerror or "permission denied")
+            return 0
+        except OSError as exc:
+            if exc.errno == 40:  # ELOOP: replaced by a symlink since it was listed
+                return 0
+            self._warn(path, "error", exc.strerror or str(exc))
+            return 0
+        total = 0
+        apparent = self.apparent
+        maxdepth = self.maxdepth
+        cdepth = depth + 1
+        record = cdepth <= maxdepth
+        entries = self.entries
+        try:
+            try:
+                it = os.scandir(fd)
+            except OSError as exc:
+                self._warn(path, "unreadable" if isinstance(exc, PermissionError) else "error",
+                           exc.strerror or str(exc))
+                return 0
+            with it:
+                i = -1
+                while True:
+                    try:
+                        e = next(it)
+                    except StopIteration:
+                        break
+                    except OSError as exc:  # readdir failed mid-directory (EIO, ...)
+                        self._warn(path, "error", exc.strerror or str(exc))
+                        break
+                    i += 1
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        self._warn(f"{path}/{e.name}", "error", exc.strerror or str(exc))
+                        continue
+                    b = st.st_size if apparent else st.st_blocks * 512
+                    if st.st_mode & _S_IFMT == _S_IFDIR:
+                        if self.xdev is not None and st.st_dev != self.xdev:
+                            continue
+                        cparts = parts + (e.name,) if record else parts
+                        if self.deferring or level >= MAX_LEVELS:
+                            self.deferred.append(_Task(f"{path}/{e.name}", key + (i,), cparts, cdepth))
+                            sub = b
+                        else:
+                            sub = b + self.walk(f"{path}/{e.name}", fd, e.name, cdepth, level + 1, key + (i,), cparts)
+                        total += sub
+                        if record:
+                            entries[cparts] = [sub, True]
+                    else:
+                        if st.st_nlink > 1:
+                            self.links.append((key + (i,), st.st_dev, st.st_ino, b,
+                                               parts + (e.name,) if record else parts))
+                        total += b
+                        if record:
+                            entries[parts + (e.name,)] = [b, False]
+                self.count += i + 1
+                if self.budget is not None and not self.deferring and self.count >= self.budget:
+                    self.deferring = True
+        finally:
+            os.close(fd)
+        return total
+
+    def result(self, done: list[int]) -> bytes:
+        return marshal.dumps((list(self.entries.items()), self.attribs, self.links, self.warnings,
+                              self.unreadable, self.errors, self.count, done))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Processes for a large scan: the CPUs this process may use, at most 8."""
+    return max(1, min(8, _cpu_count()))
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _run_parallel(walker_factory: Callable[[], _Walker], chunks: list[list[_Task]], workers: int,
+                  parent: _Walker) -> list[tuple]:
+    """Run ``chunks`` on the parent plus ``workers - 1`` forked children; returns the children's results."""
+    r_tasks, w_tasks = os.pipe()
+    # Fixed-size 4-byte tokens, all written before anyone reads: each read(4) takes exactly one token.
+    _write_all(w_tasks, b"".join(struct.pack("=I", i) for i in range(len(chunks))))
+    os.close(w_tasks)
+    children: list[tuple[int, int]] = []
+    try:
+        for _ in range(workers - 1):
+            r_res, w_res = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(r_res)
+                os.close(w_res)
+                break
+            if pid == 0:  # child: never returns into the caller
+                code = 0
+                try:
+                    os.close(r_res)
+                    walker = walker_factory()
+                    done = _pull(r_tasks, chunks, walker)
+                    _write_all(w_res, walker.result(done))
+                except BaseException:  # noqa: BLE001 - the parent redoes what a failed child claimed
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(w_res)
+            children.append((pid, r_res))
+        parent_done = _pull(r_tasks, chunks, parent)
+    finally:
+        os.close(r_tasks)
+    results = []
+    claimed = set(parent_done)
+    for pid, r_res in children:
+        data = _read_all(r_res)
+        os.close(r_res)
+        _, status = os.waitpid(pid, 0)
+        if status == 0 and data:
+            res = marshal.loads(data)
+            results.append(res)
+            claimed.update(res[7])
+    for i, chunk in enumerate(chunks):  # a child that died: redo its share here
+        if i not in claimed:
+            for task in chunk:
+                parent.run_task(task)
+            parent.drain_deep()
+    return results
+
+
+def _pull(r_tasks: int, chunks: list[list[_Task]], walker: _Walker) -> list[int]:
+    done = []
+    while True:
+        token = os.read(r_tasks, 4)
+        if len(token) < 4:
+            return done
+        (i,) = struct.unpack("=I", token)
+        for task in chunks[i]:
+            walker.run_task(task)
+        walker.drain_deep()
+        done.append(i)
+
+
+def display_path(path: str) -> tuple[str, bool]:
+    """A path safe to print and to put in JSON: undecodable bytes become ``\\xNN``. Returns (text, was_odd)."""
+    try:
+        path.encode("utf-8")
+        return path, False
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), True
+
+
+def filesystem_usage(path: str) -> tuple[int | None, int | None]:
+    """(size, free for ordinary users) of the filesystem holding ``path``, like ``df -B1 PATH``."""
+    try:
+        vfs = os.statvfs(path)
+    except OSError:
+        return None, None
+    return vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
+
+
+def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, one_file_system: bool = False,
+         *, workers: int | None = None, split_after: int = SPLIT_AFTER,
+         open_dir: OpenDir = default_open_dir) -> DiskReport:
+    """Measure ``root`` like ``du -a -B1 --max-depth=DEPTH ROOT`` (``du --apparent-size`` with ``apparent``).
+
+    ``one_file_system`` skips directories on other filesystems (``du -x``). ``workers`` caps the processes
+    (default: the CPUs available, at most 8); ``split_after`` is how many entries are scanned in-process
+    before the rest is shared out. ``open_dir`` opens a directory (injected by tests to simulate EACCES).
+    Raises NotFoundError when ``root`` does not exist; everything below it only produces warnings.
+    """
+    started = time.perf_counter()
+    depth = max(0, int(depth))
+    root_path = os.path.abspath(os.fspath(root))
+    if root_path != "/":
+        root_path = root_path.rstrip("/")
+    try:
+        st = os.stat(root_path)
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file or directory: {root_path}",
+                            hint="check the path (a directory named like a subcommand: write ./caches)",
+                            path=root_path) from None
+    except OSError as exc:
+        raise NotFoundError(f"cannot read {root_path}: {exc.strerror}", hint="check the path and its permissions",
+                            path=root_path) from None
+    own = st.st_size if apparent else st.st_blocks * 512
+    fs_total, fs_free = filesystem_usage(root_path)
+    if not stat_mod.S_ISDIR(st.st_mode):
+        return DiskReport(root=display_path(root_path)[0], total_bytes=own, entries=(), depth=depth,
+                          apparent=apparent, one_file_system=one_file_system, entry_count=1,
+                          elapsed_s=time.perf_counter() - started, fs_total_bytes=fs_total, fs_free_bytes=fs_free)
+    nworkers = default_workers() if workers is None else max(1, workers)
+    xdev = st.st_dev if one_file_system else None
+
+    def factory(budget: int | None = None) -> _Walker:
+        return _Walker(maxdepth=depth, apparent=apparent, xdev=xdev, open_dir=open_dir, budget=budget)
+
+    parent = factory(split_after if nworkers > 1 else None)
+    contents = parent.walk(root_path, None, root_path, 0, 0, (), ())
+    parent.count += 1  # the root itself
+    tasks = parent.deferred
+    parent.deferred = []
+    results: list[tuple] = []
+    used = 1
+    if tasks and parent.deferring:
+        # Cut the shallowest tasks into their subdirectories until there are enough to balance.
+        expansions = 0
+        while len(tasks) < TASKS_PER_WORKER * nworkers and expansions < MAX_EXPANSIONS:
+            idx = min(range(len(tasks)), key=lambda k: tasks[k].depth)
+            task = tasks.pop(idx)
+            parent.run_task(task)
+            tasks.extend(parent.deferred)
+            parent.deferred = []
+            expansions += 1
+            if not tasks:
+                break
+        parent.deferring = False
+        parent.budget = None
+        tasks.sort(key=lambda t: t.key)
+        per_chunk = max(1, -(-len(tasks) // 4096))
+        chunks = [tasks[k:k + per_chunk] for k in range(0, len(tasks), per_chunk)]
+        used = min(nworkers, len(chunks))
+        results = _run_parallel(factory, chunks, used, parent) if used > 1 else []
+        if used <= 1:
+            for task in tasks:
+                parent.run_task(task)
+            parent.drain_deep()
+    else:
+        tasks.extend(parent.deferred)
+        parent.deferred = tasks
+        parent.drain_deep()
+
+    entries: dict[tuple[str, ...], list] = parent.entries
+    attribs = parent.attribs
+    links = parent.links
+    warnings = parent.warnings
+    unreadable = parent.unreadable
+    errors = parent.errors
+    count = parent.count
+    for res in results:
+        for parts, val in res[0]:
+            entries[tuple(parts)] = list(val)
+        attribs = attribs + [(tuple(p), b) for p, b in res[1]]
+        links = links + [(tuple(k), d, ino, b, tuple(p)) for k, d, ino, b, p in res[2]]
+        warnings = warnings + [tuple(w) for w in res[3]]
+        unreadable = unreadable + list(res[4])
+        errors += res[5]
+        count += res[6]
+
+    total = own + contents
+    for parts, b in attribs:
+        total += b
+        _add_to_prefixes(entries, parts, b)
+    total -= _drop_duplicate_links(entries, links)
+
+    out = []
+    odd = []
+    for parts, (b, is_dir) in entries.items():
+        text, is_odd = display_path(root_path + "/" + "/".join(parts) if root_path != "/" else "/" + "/".join(parts))
+        if is_odd:
+            odd.append(text)
+        out.append(DiskEntry(text, b, is_dir, len(parts)))
+    out.sort(key=lambda e: (-e.bytes, e.path))
+    warn_objs = [ScanWarning(display_path(p)[0], k, m) for p, k, m in warnings[:MAX_WARNINGS]]
+    for text in odd[: max(0, MAX_WARNINGS - len(warn_objs))]:
+        warn_objs.append(ScanWarning(text, "non_utf8", "name is not valid UTF-8 (shown with \\x escapes)"))
+    return DiskReport(
+        root=display_path(root_path)[0], total_bytes=total, entries=tuple(out), warnings=tuple(warn_objs),
+        unreadable_count=len(unreadable), unreadable_paths=tuple(display_path(p)[0] for p in unreadable[:50]),
+        error_count=errors, depth=depth, apparent=apparent, one_file_system=one_file_system, entry_count=count,
+        workers=used, elapsed_s=time.perf_counter() - started, fs_total_bytes=fs_total, fs_free_bytes=fs_free,
+    )
+
+
+def _add_to_prefixes(entries: dict[tuple[str, ...], list], parts: Iterable[str], b: int) -> None:
+    parts = tuple(parts)
+    for k in range(1, len(parts) + 1):
+        slot = entries.get(parts[:k])
+        if slot is not None:
+            slot[0] += b
+
+
+def _drop_duplicate_links(entries: dict[tuple[str, ...], list], links: list) -> int:
+    """Count each (dev, inode) once, at its first occurrence in depth-first order; returns bytes removed."""
+    if not links:
+        return 0
+    first: dict[tuple[int, int], tuple] = {}
+    for link in links:
+        ident = (link[1], link[2])
+        seen = first.get(ident)
+        if seen is None or link[0] < seen[0]:
+            first[ident] = link
+    removed = 0
+    for link in links:
+        if first[(link[1], link[2])] is link:
+            continue
+        key, _dev, _ino, b, parts = link
+        removed += b
+        _add_to_prefixes(entries, parts[:-1] if parts in entries and not entries[parts][1] else parts, -b)
+        if parts in entries and not entries[parts][1]:
+            del entries[parts]  # du does not list a file it already counted under another name
+    return removed
