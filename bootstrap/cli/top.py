@@ -28,7 +28,7 @@ GpuReader = Callable[[], tuple[list[dict[str, Any]], str | None]]
 def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
     """``(label, base_url)`` for NAME (a live run), URL (http://host:port), or the only live run."""
     if target and target.startswith(("http://", "https://")):
-        return target, target.rstrip("/")
+        return target.rstrip("/"), target.rstrip("/")
     from bootstrap.core.runs import iter_runs, live_runs
 
     live = live_runs(env)
@@ -159,8 +159,9 @@ def render(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: s
         state = f"[bold red]DOWN[/] [red]{frame.error}[/] [dim](for {output.human_duration(frame.down_for_s)})[/]"
     window = f"window {_num(s.window_s)} s" if s and s.window_s else "window -"
     keys = " · [bold]q[/] quit" if live else ""
+    where = frame.url if label == frame.url else f"{label} [dim]{frame.url}[/]"
     header = Text.from_markup(
-        f"[bold]vboot top[/] {label} [dim]{frame.url}[/]  model [bold]{model}[/]  {state}\n"
+        f"[bold]vboot top[/] {where}  model [bold]{model}[/]  {state}\n"
         f"[dim]{time.strftime('%H:%M:%S')} · refresh {interval_s:g} s · {window}{keys}[/]")
 
     h = frame.history
