@@ -365,7 +365,9 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
         return _Walker(maxdepth=depth, apparent=apparent, xdev=xdev, open_dir=open_dir, budget=budget)
 
     parent = factory(split_after if nworkers > 1 else None)
-    contents = parent.walk(root_path, None, root_path, 0, 0, (), ())
+    # The root is followed when it is a symlink (du -D); nothing below it is.
+    walk_root = os.path.realpath(root_path) if os.path.islink(root_path) else root_path
+    contents = parent.walk(walk_root, None, walk_root, 0, 0, (), ())
     parent.count += 1  # the root itself
     tasks = parent.deferred
     parent.deferred = []

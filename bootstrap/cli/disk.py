@@ -1,0 +1,289 @@
+"""`vboot disk [PATH ...]`, `vboot disk caches`, `vboot disk clean`.
+
+`disk` takes PATH arguments *and* has subcommands, which a plain click Group cannot do: :class:`DiskGroup`
+sends the arguments to the `caches`/`clean` subcommand only when the first argument is its name, and to the
+report otherwise (a directory literally named `caches` or `clean` is given as `./caches`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from bootstrap.cli import output
+from bootstrap.core.envelope import CommandResult
+
+
+class DiskGroup(click.Group):
+    """A group whose first argument is a subcommand only when it names one; otherwise the report runs."""
+
+    def __init__(self, *args: Any, report: click.Command, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.report = report
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        if args and args[0] in self.commands:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        return self.report.make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.command is self.report:
+            return self.report.invoke(ctx)
+        return super().invoke(ctx)
+
+    def get_help(self, ctx: click.Context) -> str:
+        return self.report.get_help(ctx)
+
+
+@click.command("disk", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str), metavar="[PATH]...")
+@click.option("--depth", "-d", default=1, show_default=True, type=click.IntRange(0, 64),
+              help="Levels below PATH to list (du --max-depth).")
+@click.option("--top", "-n", default=15, show_default=True, type=click.IntRange(1),
+              help="Rows shown per directory in the human view (JSON lists every entry).")
+@click.option("--apparent", is_flag=True, help="Apparent sizes (du --apparent-size) instead of allocated blocks.")
+@click.option("--one-file-system", "-x", is_flag=True, help="Skip directories on other filesystems (du -x).")
+@output.json_option
+def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one_file_system: bool,
+               as_json: bool) -> None:
+    """Largest directories and files under PATH (default: your home), like `du -h --max-depth=1 | sort -hr`.
+
+    Sizes are du's (`du -a -B1 --max-depth=N`): allocated blocks, hard links counted once, symlinks not
+    followed, sparse files as allocated; --apparent gives `du --apparent-size`. Unreadable directories and
+    files that vanish mid-scan become warnings; the report says how much it could not read.
+
+    \b
+    Subcommands (when the first argument is their name; write ./caches for a directory of that name):
+      vboot disk caches   model and package caches (ModelScope, Hugging Face, pip, uv, torch, vLLM, Triton)
+      vboot disk clean    delete partial downloads, models or whole caches (plan, confirm, then delete)
+    """
+    from bootstrap.core.disk import scan
+    from bootstrap.core.environ import Environ
+
+    targets = list(paths) or [str(Environ().home())]
+    reports = [scan(p, depth=depth, apparent=apparent, one_file_system=one_file_system) for p in targets]
+    first = reports[0]
+    data: dict[str, Any] = {
+        "root": first.root, "total_bytes": first.total_bytes, "entries": first.entries,
+        "warnings": first.warnings, "unreadable_count": first.unreadable_count,
+        "unreadable_paths": first.unreadable_paths, "error_count": first.error_count,
+        "depth": depth, "apparent": apparent, "entry_count": first.entry_count,
+        "fs_total_bytes": first.fs_total_bytes, "fs_free_bytes": first.fs_free_bytes,
+        "elapsed_s": first.elapsed_s, "workers": first.workers, "reports": reports, "top": top,
+    }
+    incomplete = any(not r.complete for r in reports)
+    output.emit(CommandResult("disk", data, status="warn" if incomplete else "ok"), human=_render_report)
+
+
+def _bar(share: float, width: int = 20) -> str:
+    filled = max(0, min(width, round(share * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def _render_report(data: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = output.console()
+    top = data["top"]
+    for rep in data["reports"]:
+        fs = ""
+        if rep.fs_total_bytes:
+            fs = (f"  [dim]filesystem {output.human_bytes(rep.fs_total_bytes)}, "
+                  f"{output.human_bytes(rep.fs_free_bytes)} free[/]")
+        kind = "apparent" if rep.apparent else "on disk"
+        con.print(f"[bold]{escape(rep.root)}[/]  {output.human_bytes(rep.total_bytes)} {kind}{fs}")
+        children: dict[str, list] = {}
+        for e in rep.entries:
+            children.setdefault(e.path.rsplit("/", 1)[0] or "/", []).append(e)
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        table.add_column("size", justify="right")
+        table.add_column("share", justify="right")
+        table.add_column("", no_wrap=True)
+        table.add_column("path", overflow="fold")
+
+        def add(parent: str, parent_bytes: int, indent: int) -> None:
+            rows = sorted(children.get(parent, []), key=lambda e: (-e.bytes, e.path))
+            for e in rows[:top]:
+                share = e.bytes / parent_bytes if parent_bytes else 0.0
+                name = e.path[len(rep.root):].lstrip("/") if indent == 0 else e.path.rsplit("/", 1)[-1]
+                name = "  " * indent + escape(name) + ("/" if e.is_dir else "")
+                table.add_row(output.human_bytes(e.bytes), f"{share:4.0%}", _bar(share), name)
+                if e.is_dir:
+                    add(e.path, e.bytes, indent + 1)
+            rest = rows[top:]
+            if rest:
+                table.add_row(output.human_bytes(sum(e.bytes for e in rest)), "", "",
+                              "  " * indent + f"[dim]… {len(rest)} more[/]")
+
+        add(rep.root.rstrip("/") or "/", rep.total_bytes, 0)
+        con.print(table)
+        if rep.unreadable_count or rep.error_count:
+            con.print(f"[yellow]incomplete:[/] {rep.unreadable_count} directories could not be read and "
+                      f"{rep.error_count} entries failed; their contents are not in the totals "
+                      f"(run as their owner or with sudo):")
+            for w in rep.warnings[:5]:
+                con.print(f"  [dim]{escape(w.kind)}[/] {escape(w.path)}: {escape(w.message)}")
+            if len(rep.warnings) > 5:
+                con.print(f"  [dim]… {len(rep.warnings) - 5} more (--json lists them)[/]")
+        odd = [w for w in rep.warnings if w.kind == "non_utf8"]
+        if odd and not (rep.unreadable_count or rep.error_count):
+            con.print(f"[dim]{len(odd)} names are not valid UTF-8 (shown with \\x escapes)[/]")
+
+
+@click.command("caches", context_settings={"help_option_names": ["-h", "--help"]})
+@output.json_option
+def caches_cmd(as_json: bool) -> None:
+    """Model and package caches: location (from their env variables), size, items, last use, and which models a
+    running vboot server uses.
+
+    ModelScope (both layouts, partial downloads separately), Hugging Face hub, pip, uv, torch hub, torch
+    inductor, vLLM (VLLM_CACHE_ROOT) and Triton. Free space with `vboot disk clean`.
+    """
+    from bootstrap.core.caches import scan_caches
+    from bootstrap.core.environ import Environ
+
+    reports = scan_caches(Environ())
+    data = {"caches": reports, "total_bytes": sum(r.bytes for r in reports)}
+    output.emit(CommandResult("disk caches", data), human=_render_caches)
+
+
+def _ago(ts: float | None) -> str:
+    import time
+
+    if ts is None:
+        return "-"
+    return output.human_duration(max(0.0, time.time() - ts)) + " ago"
+
+
+def _render_caches(data: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = output.console()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col, just in (("cache", "left"), ("size", "right"), ("items", "right"), ("last used", "right"),
+                      ("path", "left"), ("set by", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for c in data["caches"]:
+        if not c.exists:
+            table.add_row(f"[dim]{c.name}[/]", "[dim]-[/]", "", "", f"[dim]{escape(c.path)} (absent)[/]", c.source)
+            continue
+        table.add_row(c.name, output.human_bytes(c.bytes), str(len(c.items)), _ago(c.last_used), escape(c.path),
+                      c.source)
+    con.print(table)
+    for c in data["caches"]:
+        models = [i for i in c.items if i.kind in ("model", "partial")]
+        if not models:
+            continue
+        con.print(f"\n[bold]{c.name}[/] models")
+        t = Table(box=None, header_style="bold", pad_edge=False)
+        for col, just in (("id", "left"), ("size", "right"), ("last used", "right"), ("layout", "left"),
+                          ("in use", "left")):
+            t.add_column(col, justify=just)  # type: ignore[arg-type]
+        for i in models:
+            ident = escape(i.id) if i.kind == "model" else f"[yellow]{escape(i.id)}[/]"
+            t.add_row(ident, output.human_bytes(i.bytes), _ago(i.last_used), i.layout,
+                      f"[green]{escape(i.in_use_by)}[/]" if i.in_use_by else "")
+        con.print(t)
+    cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command]
+    con.print(f"\n[dim]total {output.human_bytes(data['total_bytes'])}. Free space: `vboot disk clean --partial`, "
+              f"`--model ID`, `--cache NAME`, `--older-than 30d`." + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
+              + "[/]")
+
+
+@click.command("clean", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--partial", is_flag=True, help="Partial downloads (*.incomplete, ModelScope temp folders).")
+@click.option("--model", "models", multiple=True, metavar="ID", help="A cached model (Owner/Name); repeatable.")
+@click.option("--cache", "caches", multiple=True, metavar="NAME",
+              help="Everything in one cache: modelscope, huggingface, pip, uv, torch, inductor, vllm, triton.")
+@click.option("--older-than", metavar="DURATION", help="Only items not used for this long (30d, 12h); alone: all such.")
+@click.option("--dry-run", is_flag=True, help="Show the plan; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (needed when nobody can answer a prompt).")
+@output.json_option
+def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], older_than: str | None,
+              dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Free disk space in the caches: scan, plan (every path and the bytes it frees), confirm, delete.
+
+    Deletes only inside the recognised cache roots, never follows a symlink out of one (the link is removed,
+    not its target), refuses models a running vboot server uses, removes a legacy ModelScope model together
+    with its dotted symlink, and reports what it freed, measured afterwards. Without --yes and without a
+    terminal it stops before deleting (exit 2).
+    """
+    from bootstrap.core.caches import execute_plan, plan_clean, scan_caches
+    from bootstrap.core.environ import Environ
+    from bootstrap.core.errors import ConfirmationRequired, UsageError
+    from bootstrap.core.units import parse_duration
+
+    env = Environ()
+    older_s = None
+    if older_than:
+        try:
+            older_s = parse_duration(older_than)
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="write e.g. --older-than 30d") from None
+    from bootstrap.core.runs import active_model_paths
+
+    active = active_model_paths(env)
+    plan = plan_clean(scan_caches(env, active=active), partial=partial, models=models, caches=caches,
+                      older_than_s=older_s)
+    data: dict[str, Any] = {"plan": plan.entries, "plan_bytes": plan.total_bytes, "refused": plan.refused,
+                            "notes": plan.notes, "dry_run": dry_run, "freed_bytes": 0, "removed": [],
+                            "failed": []}
+    status = "warn" if plan.refused else "ok"
+    if dry_run or not plan.entries:
+        output.emit(CommandResult("disk clean", data, status=status), human=_render_clean)
+    if not yes:
+        if output.STATE.json or not sys.stdin.isatty():
+            if not output.STATE.json:
+                _render_clean(data)
+            raise ConfirmationRequired(f"would delete {len(plan.entries)} paths "
+                                       f"({output.human_bytes(plan.total_bytes)}); nobody to confirm",
+                                       hint="re-run with --yes to delete, or --dry-run to only see the plan")
+        _render_clean(data)
+        if not click.confirm(f"Delete these {len(plan.entries)} paths?", default=False, err=True):
+            output.info("nothing deleted")
+            raise SystemExit(1)
+    result = execute_plan(plan, active=active_model_paths(env))
+    data.update(freed_bytes=result.freed_bytes, removed=result.removed, failed=result.failed,
+                fs_free_before_bytes=result.fs_free_before_bytes, fs_free_after_bytes=result.fs_free_after_bytes,
+                confirmed=True)
+    status = "warn" if (result.failed or plan.refused) else "ok"
+    output.emit(CommandResult("disk clean", data, status=status, exit_code=1 if result.failed else 0),
+                human=_render_clean)
+
+
+def _render_clean(data: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = output.console()
+    done = data.get("confirmed")
+    if not done:
+        if data["plan"]:
+            t = Table(box=None, header_style="bold", pad_edge=False)
+            t.add_column("frees", justify="right")
+            t.add_column("cache")
+            t.add_column("path", overflow="fold")
+            for e in data["plan"]:
+                t.add_row(output.human_bytes(e.bytes), e.cache, escape(e.path) + (" (symlink)" if e.is_symlink else ""))
+            con.print(t)
+            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in {len(data['plan'])} paths"
+                      + (" [dim](dry run: nothing deleted)[/]" if data["dry_run"] else ""))
+        else:
+            con.print("nothing to clean")
+    for r in data["refused"]:
+        con.print(f"[yellow]kept[/] {escape(r.item_id)}: {escape(r.reason)}")
+    for note in data["notes"]:
+        con.print(f"[dim]note: {escape(note)}[/]")
+    if done:
+        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] ({len(data['removed'])} paths removed)")
+        for f in data["failed"]:
+            con.print(f"[red]not removed[/] {escape(f.path)}: {escape(f.reason)}")
+
+
+disk = DiskGroup("disk", report=report_cmd, commands={"caches": caches_cmd, "clean": clean_cmd},
+                 help=report_cmd.help, context_settings={"help_option_names": ["-h", "--help"]})
