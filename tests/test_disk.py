@@ -1,0 +1,200 @@
+"""The scanner against GNU du on real trees in tmp_path: every number must be du's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bootstrap.core.disk import default_open_dir, scan
+
+
+def du(root: Path, depth: int, apparent: bool = False) -> dict[str, int]:
+    """`du -0 -a -B1 --max-depth=N ROOT` as {path: bytes} (NUL-separated, so odd names survive)."""
+    args = ["du", "-0", "-a", "-B1", f"--max-depth={depth}"] + (["--apparent-size"] if apparent else []) + [str(root)]
+    out = subprocess.run(args, capture_output=True, check=False).stdout
+    result = {}
+    for rec in out.split(b"\0"):
+        if rec:
+            size, path = rec.split(b"\t", 1)
+            shown = os.fsdecode(path)
+            result[shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")] = int(size)
+    return result
+
+
+def ours(root: Path, depth: int, **kwargs) -> dict[str, int]:
+    rep = scan(root, depth=depth, **kwargs)
+    result = {e.path: e.bytes for e in rep.entries}
+    result[rep.root] = rep.total_bytes
+    return result
+
+
+def build(root: Path) -> Path:
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "a" / "x.bin").write_bytes(os.urandom(10_000))
+    (root / "a" / "b" / "y.bin").write_bytes(b"y" * 70_000)
+    (root / "a" / "b" / "c" / "z.txt").write_text("z" * 5)
+    (root / "empty").mkdir()
+    (root / "top.txt").write_bytes(b"t" * 4097)
+    for i in range(40):
+        (root / "many" / f"d{i % 5}").mkdir(parents=True, exist_ok=True)
+        (root / "many" / f"d{i % 5}" / f"f{i}").write_bytes(b"m" * (i * 300))
+    return root
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 5])
+def test_numbers_equal_du_at_every_depth(tmp_path, depth):
+    root = build(tmp_path / "t")
+    assert ours(root, depth) == du(root, depth)
+
+
+def test_apparent_sizes_equal_du_apparent_size(tmp_path):
+    root = build(tmp_path / "t")
+    assert ours(root, 2, apparent=True) == du(root, 2, apparent=True)
+
+
+def test_hard_links_count_once_where_du_counts_them(tmp_path):
+    root = build(tmp_path / "t")
+    (root / "l1").mkdir()
+    (root / "l2").mkdir()
+    (root / "l1" / "big").write_bytes(b"h" * 200_000)
+    os.link(root / "l1" / "big", root / "l2" / "big-again")
+    os.link(root / "l1" / "big", root / "l1" / "big-same-dir")
+    expected = du(root, 2)
+    assert ours(root, 2) == expected
+    assert ours(root, 2, workers=2, split_after=1) == expected  # forked workers dedupe across processes
+
+
+def test_symlinks_are_not_followed_and_a_loop_is_harmless(tmp_path):
+    root = build(tmp_path / "t")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "huge").write_bytes(b"o" * 300_000)
+    (root / "loop").symlink_to(root)
+    (root / "a" / "up").symlink_to("..")
+    (root / "out").symlink_to(outside)
+    (root / "dangling").symlink_to(tmp_path / "nothing-here")
+    result = ours(root, 2)
+    assert result == du(root, 2)
+    assert result[str(root / "out")] < 300_000  # the link's own size, not its target's
+
+
+def test_sparse_files_count_allocated_blocks(tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    with open(root / "sparse", "wb") as fh:
+        fh.truncate(1 << 30)
+        fh.write(b"data")
+    result = ours(root, 1)
+    assert result == du(root, 1)
+    assert result[str(root / "sparse")] < 1 << 20
+    assert ours(root, 1, apparent=True)[str(root / "sparse")] == 1 << 30
+
+
+def test_deep_nesting_beyond_the_fd_level_limit(tmp_path):
+    root = tmp_path / "t"
+    deep = root
+    for i in range(450):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (deep / "leaf").write_bytes(b"l" * 9000)
+    assert ours(root, 3) == du(root, 3)
+    assert ours(root, 3, workers=2, split_after=1) == du(root, 3)
+
+
+def test_odd_names_are_counted_and_shown_escaped(tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    raw = os.fsencode(str(root)) + b"/bad-\xff\xfe-name"
+    os.mkdir(raw)
+    with open(raw + b"/f", "wb") as fh:
+        fh.write(b"x" * 5000)
+    for name in ("new\nline", "-dash", "sp ace", "[bold]markup", "ünïcödé"):
+        (root / name).write_bytes(b"q" * 100)
+    rep = scan(root, depth=1)
+    assert ours(root, 1) == du(root, 1)
+    assert any(w.kind == "non_utf8" for w in rep.warnings)
+    json.dumps([e.path for e in rep.entries])  # every path is printable JSON
+
+
+def test_an_unreadable_directory_is_a_warning_and_its_contents_are_missing(tmp_path):
+    root = build(tmp_path / "t")
+    locked = root / "locked"
+    (locked / "inner").mkdir(parents=True)
+    (locked / "inner" / "secret").write_bytes(b"s" * 50_000)
+
+    def deny(path, name, dir_fd):  # root reads everything, so EACCES is injected
+        if path.endswith("/locked"):
+            raise PermissionError(13, "Permission denied")
+        return default_open_dir(path, name, dir_fd)
+
+    rep = scan(root, depth=1, open_dir=deny)
+    full = du(root, 1)
+    contents = du(locked, 0)[str(locked)] - os.lstat(locked).st_blocks * 512
+    assert rep.total_bytes == full[str(root)] - contents
+    assert {e.path: e.bytes for e in rep.entries}[str(locked)] == os.lstat(locked).st_blocks * 512
+    assert rep.unreadable_count == 1 and rep.unreadable_paths == (str(locked),)
+    assert not rep.complete
+
+
+def test_a_directory_that_vanishes_mid_scan_is_skipped(tmp_path):
+    root = build(tmp_path / "t")
+    (root / "gone" / "sub").mkdir(parents=True)
+    (root / "gone" / "sub" / "f").write_bytes(b"g" * 8000)
+    sub_own = os.lstat(root / "gone" / "sub").st_blocks * 512  # listed (and counted) before it vanished
+
+    def vanish(path, name, dir_fd):
+        if path.endswith("/gone/sub"):
+            (Path(path) / "f").unlink()
+            Path(path).rmdir()
+        return default_open_dir(path, name, dir_fd)
+
+    rep = scan(root, depth=1, open_dir=vanish)
+    assert rep.complete and not rep.warnings
+    assert rep.total_bytes == du(root, 0)[str(root)] + sub_own
+
+
+def test_parallel_scan_of_a_wider_tree_equals_du(tmp_path):
+    root = tmp_path / "t"
+    for i in range(30):
+        d = root / f"top{i % 4}" / f"mid{i}"
+        d.mkdir(parents=True)
+        for j in range(20):
+            (d / f"f{j}").write_bytes(b"w" * (i * j * 10))
+    os.link(root / "top3" / "mid7" / "f5", root / "top0" / "mid4" / "hl")
+    rep = scan(root, depth=2, workers=2, split_after=50)
+    assert rep.workers == 2
+    assert {**{e.path: e.bytes for e in rep.entries}, rep.root: rep.total_bytes} == du(root, 2)
+
+
+def test_cli_json_carries_root_total_entries_and_warnings(tmp_path, run_vboot):
+    root = build(tmp_path / "t")
+    proc = run_vboot("disk", str(root), "--depth", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    data = doc["data"]
+    assert data["root"] == str(root)
+    listed = {e["path"]: e["bytes"] for e in data["entries"]}
+    listed[data["root"]] = data["total_bytes"]
+    assert listed == du(root, 2)
+    assert data["warnings"] == []
+
+
+def test_cli_a_directory_named_caches_is_reached_as_dot_slash(tmp_path, isolated_env):
+    (tmp_path / "caches").mkdir()
+    (tmp_path / "caches" / "f").write_bytes(b"c" * 10_000)
+    from conftest import vboot_exe
+
+    proc = subprocess.run([*vboot_exe(), "disk", "./caches", "--json"], capture_output=True, text=True,
+                          cwd=tmp_path, stdin=subprocess.DEVNULL, env=isolated_env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["data"]["total_bytes"] == du(tmp_path / "caches", 0)[str(tmp_path / "caches")]
+
+
+def test_cli_missing_path_fails_with_one_line_and_exit_4(tmp_path, run_vboot):
+    proc = run_vboot("disk", str(tmp_path / "nope"))
+    assert proc.returncode == 4
+    assert "no such file or directory" in proc.stderr and "Traceback" not in proc.stderr
