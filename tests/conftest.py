@@ -55,3 +55,68 @@ def run_vboot(isolated_env):
                               timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
     return _run
+
+
+# --- the shared real vLLM server (session scope: vLLM takes ~1 min to start on these CPUs) -------------------
+
+class TinyServer:
+    """A real `vboot serve tiny --detach --prometheus` for end-to-end tests that can share one server."""
+
+    def __init__(self, env: dict, data: dict, port: int) -> None:
+        self.env = env
+        self.data = data
+        self.port = port
+        self.url = data["url"]
+        self.served_model_name = data["served_model_name"]
+        self.run_dir = data["run_dir"]
+        self.name = data["name"]
+        self.pid = data["pid"]
+        self.prometheus_url = data.get("prometheus_url")
+
+    def vboot(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run `vboot` with this server's HOME/XDG state, so ps/stop/logs/top see it."""
+        return subprocess.run([*vboot_exe(), *args], capture_output=True, text=True, env=self.env, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+
+def e2e_env(root: Path, vllm_py: str) -> dict:
+    """An environment with its own HOME and XDG dirs under ``root``, pointing vboot at the test vLLM."""
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "VLLM_USE_MODELSCOPE", "MS_CACHE_HOME",
+                "MODELSCOPE_LOG_LEVEL", "CUDA_EMPTY_CACHE", "VLLM_PORT", "VBOOT_DEBUG", "COLUMNS"):
+        env.pop(key, None)
+    env.update({
+        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_STATE_HOME": str(home / ".local/state"),
+        "XDG_CACHE_HOME": str(home / ".cache"), "MODELSCOPE_CACHE": str(root / "ms-cache"),
+        "VBOOT_VLLM_PYTHON": vllm_py,
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory):
+    import json
+
+    from e2e_support import free_port, kill_tree, vllm_python
+
+    vllm_py = vllm_python()
+    root = tmp_path_factory.mktemp("tiny-server")
+    env = e2e_env(root, vllm_py)
+    port, prom_port = free_port(), free_port()
+    cmd = [*vboot_exe(), "serve", "tiny", "--detach", "--json", "--port", str(port), "--name", "shared",
+           "--prometheus", "--prometheus-port", str(prom_port)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, stdin=subprocess.DEVNULL)
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        doc = None
+    if proc.returncode != 0 or not doc:
+        raise AssertionError(f"`vboot serve tiny --detach` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    server = TinyServer(env, doc["data"], port)
+    try:
+        yield server
+    finally:
+        subprocess.run([*vboot_exe(), "stop", "shared", "--timeout", "20"], env=env, capture_output=True, timeout=120)
+        kill_tree([server.pid])

@@ -6,6 +6,7 @@ stdout carries the result (exactly one JSON document with ``--json``); logs, pro
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -40,8 +41,11 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def console(stderr: bool = False):  # -> rich.console.Console
     from rich.console import Console
 
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output is read by people in logs and by grep: don't squeeze tables into 80 columns.
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
     # soft_wrap: long lines (paths, commands) stay whole when piped, instead of breaking at 80 columns.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def err_console():

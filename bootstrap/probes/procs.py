@@ -193,3 +193,42 @@ def process_cmdline(pid: int) -> str:
         return " ".join(psutil.Process(pid).cmdline())[:300]
     except psutil.Error:
         return ""
+
+
+# --- process groups -----------------------------------------------------------------------------------------
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``. Shell: ``pgrep -g PGID``."""
+    out = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if os.getpgid(proc.info["pid"]) == pgid:
+                out.append(proc.info["pid"])
+        except OSError:
+            continue
+    return out
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the whole group; False when the group is already gone."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def signal_pid(pid: int, sig: int, create_time: float | None = None) -> bool:
+    """Signal one process, only if it is still the one we mean (PID-reuse safe)."""
+    if not pid_alive(pid, create_time):
+        return False
+    try:
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
