@@ -138,7 +138,8 @@ def _size(path: Path | str) -> int:
 
 
 def _last_used(path: Path | str, limit: int = LAST_USED_FILE_LIMIT) -> float | None:
-    """Newest atime/mtime of the files below ``path`` (looks at ``limit`` files at most; links not followed)."""
+    """Newest atime/mtime of the files below ``path`` (directories: mtime only; ``limit`` entries at most;
+    links not followed). File atimes are moved by reads (relatime), never by our stat calls."""
     newest: float | None = None
     seen = 0
     stack = [os.fspath(path)]
@@ -148,10 +149,12 @@ def _last_used(path: Path | str, limit: int = LAST_USED_FILE_LIMIT) -> float | N
             st = os.lstat(current)
         except OSError:
             continue
-        t = max(st.st_atime, st.st_mtime)
+        is_dir = stat_mod.S_ISDIR(st.st_mode)
+        # A directory's atime moves whenever anyone lists it (this scan too): only its mtime means use.
+        t = st.st_mtime if is_dir else max(st.st_atime, st.st_mtime)
         newest = t if newest is None or t > newest else newest
         seen += 1
-        if stat_mod.S_ISDIR(st.st_mode):
+        if is_dir:
             try:
                 with os.scandir(current) as it:
                     stack.extend(e.path for e in it)
@@ -299,7 +302,7 @@ def _mark_in_use(items: list[CacheItem], active: dict[str, str]) -> list[CacheIt
     out = []
     for item in items:
         user = None
-        if item.kind == "model":
+        if item.kind in ("model", "partial"):  # a served model's partial files wait for the server too
             base = os.path.realpath(item.path)
             for model_path, run in active.items():
                 if model_path == base or model_path.startswith(base + os.sep):
