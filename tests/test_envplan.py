@@ -1,0 +1,49 @@
+"""The environment a profile implies for vLLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bootstrap.core.envplan import plan_environment
+from bootstrap.core.profiles import parse_profile
+
+BASE = '[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\n'
+
+
+def test_defaults_for_a_modelscope_profile():
+    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {})
+    assert plan.as_dict() == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "VLLM_USE_MODELSCOPE": "true",
+                              "MODELSCOPE_CACHE": "/c"}
+    assert plan.warnings == ()
+
+
+def test_user_value_wins_over_default_and_profile_wins_over_user():
+    prof = parse_profile(BASE + '[env]\nPYTORCH_CUDA_ALLOC_CONF = "max_split_size_mb:128"\n', "p")
+    plan = plan_environment(prof, Path("/c"), {"PYTORCH_CUDA_ALLOC_CONF": "garbage_collection_threshold:0.6"})
+    v = {x.name: x for x in plan.vars}["PYTORCH_CUDA_ALLOC_CONF"]
+    assert v.value == "max_split_size_mb:128" and v.origin == "profile"
+    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {"PYTORCH_CUDA_ALLOC_CONF": "x:y"})
+    assert {x.name: x.origin for x in plan.vars}["PYTORCH_CUDA_ALLOC_CONF"] == "environment"
+
+
+def test_tensor_parallel_leaves_expandable_segments_out_with_a_warning():
+    prof = parse_profile(BASE + "[serve]\ntensor_parallel_size = 2\n", "p")
+    plan = plan_environment(prof, Path("/c"), {})
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
+    assert any("tensor parallel 2" in w for w in plan.warnings)
+
+
+def test_sleep_mode_via_extra_args_is_detected():
+    prof = parse_profile(BASE + '[serve]\nargs = ["--enable-sleep-mode"]\n', "p")
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in plan_environment(prof, Path("/c"), {}).as_dict()
+
+
+def test_user_expandable_with_kv_connector_warns():
+    prof = parse_profile(BASE + '[serve]\nkv_connector = "NixlConnector"\n', "p")
+    plan = plan_environment(prof, Path("/c"), {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
+    assert any("KV connector" in w for w in plan.warnings)
+
+
+def test_local_profile_sets_no_modelscope_variables():
+    prof = parse_profile('[model]\nid = "a/b"\nsource = "local"\npath = "/m"\n', "p")
+    assert "VLLM_USE_MODELSCOPE" not in plan_environment(prof, Path("/c"), {}).as_dict()

@@ -1,0 +1,111 @@
+"""Profiles: parsing, errors that name file/line/key, built-ins shipped in the wheel, user overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import ProfileError, ProfileNotFoundError
+from bootstrap.core.profiles import list_profiles, load_profile, local_model_dir, parse_profile, resolve_serve_settings
+from conftest import REPO
+
+GOOD = """
+description = "mine"
+[model]
+id = "Qwen/Qwen2.5-1.5B-Instruct"
+[serve]
+port = 8100
+args = ["--max-num-seqs", "8"]
+[env]
+FOO = "bar baz"
+[needs]
+weights = "3.1GB"
+min_free_vram = "6GiB"
+"""
+
+
+def test_good_profile_parses_with_defaults():
+    p = parse_profile(GOOD, "mine", "/x/mine.toml")
+    assert p.model.source == "modelscope" and p.model.revision == "master" and p.model.served == p.model.id
+    assert p.serve.port == 8100 and p.serve.args == ("--max-num-seqs", "8") and p.env == {"FOO": "bar baz"}
+    assert p.needs.weights_bytes == 3_100_000_000 and p.needs.min_free_vram_bytes == 6 * 1024**3
+    assert p.needs.min_free_disk_bytes == 3_100_000_000  # defaults to the weights
+
+
+def test_unknown_key_names_file_line_and_key():
+    text = '[model]\nid = "a/b"\n\n[serve]\nprot = 8000\n'
+    with pytest.raises(ProfileError) as e:
+        parse_profile(text, "bad", "/p/bad.toml")
+    assert "/p/bad.toml:5" in e.value.message and "serve.prot" in e.value.message
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ProfileError, match="'serve.port' must be a integer"):
+        parse_profile('[model]\nid = "a/b"\n[serve]\nport = "8000"\n', "bad", "bad.toml")
+
+
+def test_toml_syntax_error_names_the_file_and_line():
+    with pytest.raises(ProfileError, match=r"bad.toml: not valid TOML: .*line 2"):
+        parse_profile('[model]\nid = \n', "bad", "bad.toml")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('description = "x"\n', "missing [model]"),
+    ('[model]\nid = "a/b"\nsource = "s3"\n', "model.source"),
+    ('[model]\nid = "a/b"\nsource = "local"\n', "model.path"),
+    ('[model]\nid = "a/b"\n[serve]\ngpu_memory_utilization = 1.5\n', "gpu_memory_utilization"),
+    ('[model]\nid = "a/b"\n[needs]\nweights = "lots"\n', "needs.weights"),
+    ('[model]\nid = "a/b"\n[env]\n"BAD-NAME" = "1"\n', "not a valid environment variable"),
+])
+def test_invalid_values_are_rejected(text, needle):
+    with pytest.raises(ProfileError, match=needle.replace("[", r"\[")):
+        parse_profile(text, "bad", "bad.toml")
+
+
+def test_builtins_exist_and_parse():
+    env = Environ({"HOME": "/nonexistent"})
+    names = {r.name for r in list_profiles(env)}
+    assert {"qwen", "qwen-0.5b", "qwen-7b", "tiny"} <= names
+    assert load_profile("qwen", env).model.id == "Qwen/Qwen2.5-1.5B-Instruct"
+    tiny = load_profile("tiny", env)
+    assert (local_model_dir(tiny) / "model.safetensors").is_file()
+
+
+def test_user_profile_overrides_builtin(tmp_path):
+    d = tmp_path / "cfg" / "vboot" / "profiles"
+    d.mkdir(parents=True)
+    (d / "qwen.toml").write_text('[model]\nid = "me/mine"\n')
+    env = Environ({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")})
+    assert load_profile("qwen", env).model.id == "me/mine"
+    shadowed = [r for r in list_profiles(env) if r.name == "qwen" and r.builtin]
+    assert shadowed and shadowed[0].shadowed
+
+
+def test_unknown_profile_lists_known_ones():
+    with pytest.raises(ProfileNotFoundError, match="known: .*qwen"):
+        load_profile("nope", Environ({"HOME": "/nonexistent"}))
+
+
+def test_precedence_flags_over_profile_over_environment():
+    prof = parse_profile(GOOD, "mine")
+    env = Environ({"HOME": "/h", "MODELSCOPE_CACHE": "/env-cache", "VBOOT_VLLM_PYTHON": "/env/python"})
+    s = resolve_serve_settings(prof, env)
+    assert s.port == 8100 and str(s.cache_dir) == "/env-cache" and s.vllm_python == "/env/python"
+    s = resolve_serve_settings(prof, env, port=9000, cache_dir="/flag", vllm_python="/flag/python")
+    assert s.port == 9000 and str(s.cache_dir) == "/flag" and s.vllm_python == "/flag/python"
+
+
+def test_profiles_and_tiny_model_ship_inside_the_wheel(tmp_path):
+    """A profile found only in a checkout does not count: build the wheel and look inside."""
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    [wheel] = tmp_path.glob("vboot-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for prof in ("qwen", "qwen-0.5b", "qwen-7b", "tiny"):
+        assert f"bootstrap/profiles/{prof}.toml" in names
+    assert "bootstrap/assets/tiny-qwen2/model.safetensors" in names
+    assert "bootstrap/assets/tiny-qwen2/tokenizer.json" in names
