@@ -24,6 +24,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MODEL = "bench/random-200mb"
+# The console scripts when installed, else the same entry points through this interpreter (what the
+# scripts run: `modelscope` is modelscope_hub.cli.main:run_cmd, `vboot` is bootstrap.cli.main:main).
+VBOOT = [str(BIN / "vboot")] if (BIN / "vboot").exists() else [sys.executable, "-m", "bootstrap"]
+MODELSCOPE = [str(BIN / "modelscope")] if (BIN / "modelscope").exists() else [
+    sys.executable, "-c", "import sys; from modelscope_hub.cli.main import run_cmd; sys.argv[0] = 'modelscope'; "
+    "sys.exit(run_cmd())"]
 
 
 def free_port() -> int:
@@ -61,8 +67,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mb", type=int, default=200)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the repo and caches go (default: /tmp)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="vboot-bench-pull-"))
+    work = Path(tempfile.mkdtemp(prefix="vboot-bench-pull-", dir=args.workdir))
     repo = work / "repo"
     build_repo(repo, args.mb)
     size = sum(p.stat().st_size for p in repo.iterdir())
@@ -85,9 +92,9 @@ def main() -> None:
                 shutil.rmtree(state, ignore_errors=True)
                 env = {**base, "MODELSCOPE_CACHE": str(cache), "XDG_STATE_HOME": str(state)}
                 if tool == "vboot":
-                    argv = [str(BIN / "vboot"), "pull", MODEL, "--cache-dir", str(cache), "--json"]
+                    argv = [*VBOOT, "pull", MODEL, "--cache-dir", str(cache), "--json"]
                 else:
-                    argv = [str(BIN / "modelscope"), "download", MODEL, "--cache-dir", str(cache)]
+                    argv = [*MODELSCOPE, "download", MODEL, "--cache-dir", str(cache)]
                 times[tool] = timed(argv, env)
             rows.append(times)
             if not args.json:
@@ -96,7 +103,7 @@ def main() -> None:
         med_v = statistics.median(r["vboot"] for r in rows)
         med_m = statistics.median(r["modelscope"] for r in rows)
         ratios = [r["vboot"] / r["modelscope"] for r in rows]
-        summary = {"repo_bytes": size, "runs": args.runs, "vboot_median_s": med_v, "modelscope_median_s": med_m,
+        summary = {"repo_bytes": size, "cpus": os.cpu_count(), "python": sys.version.split()[0], "runs": args.runs, "vboot_median_s": med_v, "modelscope_median_s": med_m,
                    "ratio_of_medians": med_v / med_m, "median_ratio": statistics.median(ratios),
                    "rows": rows}
         if args.json:

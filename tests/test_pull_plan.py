@@ -50,7 +50,8 @@ class FakeHub:
         self.calls.append("list")
         return self.files
 
-    def download(self, model_id, revision, cache_dir, endpoint, *, on_bytes=None, max_workers=4, debug=False):
+    def download(self, model_id, revision, cache_dir, endpoint, *, on_bytes=None, max_workers=4, local_dir=None,
+                 debug=False):
         self.calls.append("download")
         snap = snapshot_dir_for(cache_dir, model_id, revision)
         if self.on_download is not None:
@@ -290,3 +291,17 @@ def test_record_file_is_plain_json(tmp_path):
     raw = json.loads(record_path(env, MODEL, "master", tmp_path / "cache").read_text())
     assert raw["files"] == {"config.json": 100, "model.safetensors": 10_000} and raw["verified_at"] > 0
     assert not [p for p in os.listdir(record_path(env, MODEL, "master", tmp_path).parent) if p.startswith(".")]
+
+
+def test_old_flat_cache_layout_is_reused_as_local_dir(tmp_path):
+    old = tmp_path / "acme" / "demo-1___5B"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    assert snapshot_dir_for(tmp_path, MODEL, "master") == old
+
+
+def test_new_layout_wins_over_an_old_flat_layout(tmp_path):
+    for d in (tmp_path / "acme" / "demo-1___5B", tmp_path / "models" / "acme--demo-1.5B" / "snapshots" / "master"):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+    assert snapshot_dir_for(tmp_path, MODEL, "master") == tmp_path / "models" / "acme--demo-1.5B" / "snapshots" / "master"

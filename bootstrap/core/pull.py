@@ -143,7 +143,7 @@ class HubClient(Protocol):
 
     def download(self, model_id: str, revision: str, cache_dir: Path, endpoint: str | None, *,
                  on_bytes: Callable[[str, int], None] | None = None, max_workers: int = 4,
-                 debug: bool = False) -> Path: ...
+                 local_dir: Path | None = None, debug: bool = False) -> Path: ...
 
     def cached_snapshot(self, model_id: str, revision: str, cache_dir: Path, *, debug: bool = False) -> Path: ...
 
@@ -171,17 +171,36 @@ def model_dirs(cache_dir: Path, model_id: str) -> list[Path]:
     ]
 
 
+def _non_empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return False
+
+
+def reusable_legacy_dir(cache_dir: Path, model_id: str) -> Path | None:
+    """A pre-1.38 cache directory that modelscope-hub itself does not probe (what ``modelscope``'s
+    ``snapshot_download`` shim passes as ``local_dir``): reused so an old cache is not downloaded again."""
+    owner, name = model_id.split("/", 1)
+    safe_name = name.replace(".", "___")
+    if _non_empty_dir(cache_dir / "models" / f"{owner}--{name}") or _non_empty_dir(
+            cache_dir / "models" / owner / safe_name):
+        return None
+    for cand in (cache_dir / owner / name, cache_dir / owner / safe_name, cache_dir / "hub" / owner / name,
+                 cache_dir / "hub" / owner / safe_name, cache_dir / "models" / owner / name):
+        if _non_empty_dir(cand):
+            return cand
+    return None
+
+
 def snapshot_dir_for(cache_dir: Path, model_id: str, revision: str) -> Path:
     """The directory the client will download into: a non-empty legacy dir is reused, else the new layout."""
     owner, name = model_id.split("/", 1)
     legacy_name = name.replace(".", "___")
     for legacy in (cache_dir / "models" / owner / legacy_name, cache_dir / "hub" / "models" / owner / legacy_name):
-        try:
-            if legacy.is_dir() and any(legacy.iterdir()):
-                return legacy
-        except OSError:
-            continue
-    return cache_dir / "models" / f"{owner}--{name}" / "snapshots" / revision
+        if _non_empty_dir(legacy):
+            return legacy
+    return reusable_legacy_dir(cache_dir, model_id) or cache_dir / "models" / f"{owner}--{name}" / "snapshots" / revision
 
 
 def _partial_base(name: str) -> str | None:
@@ -549,7 +568,7 @@ def ensure_model(
     meter = _Meter(plan, progress)
     try:
         path = client.download(model_id, revision, cache_dir, endpoint, on_bytes=meter, max_workers=max_workers,
-                               debug=debug)
+                               local_dir=reusable_legacy_dir(cache_dir, model_id), debug=debug)
     except DiskFullError as exc:
         freed = remove_new_partials(before, snapshot)
         exc.context["removed_partial_bytes"] = freed

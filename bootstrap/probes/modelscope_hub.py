@@ -1,7 +1,10 @@
-"""The only module that imports the ModelScope client (``modelscope`` / ``modelscope_hub``).
+"""The only module that imports the ModelScope client (``modelscope_hub``, the library ``modelscope`` >= 1.38
+delegates every download to).
 
-Imports happen inside functions: ``import modelscope`` costs ~300 ms, and the full package imports torch when
-torch is installed. ``modelscope.hub.snapshot_download`` and ``modelscope_hub.api`` need no torch.
+Imports happen inside functions. We call ``modelscope_hub.compat.snapshot_download`` (the function
+``modelscope.hub.snapshot_download`` forwards to) rather than the ``modelscope`` shim: importing the shim loads the
+whole ``modelscope`` package (~0.4 s more per process here, and torch when torch is installed). The one thing the
+shim adds, reusing pre-1.38 cache layouts, is done by ``bootstrap.core.pull.reusable_legacy_dir`` (``local_dir``).
 
 Every client exception leaves this module as a :class:`~bootstrap.core.errors.VbootError` with one line and a
 hint (:func:`translate`); callers never see a ``modelscope_hub`` type.
@@ -52,19 +55,21 @@ def list_files(model_id: str, revision: str, endpoint: str | None, *, debug: boo
 
 
 def download(model_id: str, revision: str, cache_dir: Path, endpoint: str | None, *,
-             on_bytes: ByteSink | None = None, max_workers: int = 4, debug: bool = False) -> Path:
+             on_bytes: ByteSink | None = None, max_workers: int = 4, local_dir: Path | None = None,
+             debug: bool = False) -> Path:
     """``snapshot_download`` into ``cache_dir``; returns the snapshot directory the client returns.
 
     The client lists the repo again, re-hashes files already in the cache, resumes ``*.incomplete`` files
     with ``Range`` and checks every file's sha256 and size against the listing.
     """
     try:
-        from modelscope.hub.snapshot_download import snapshot_download
+        from modelscope_hub.compat.snapshot_download import snapshot_download
 
         _quiet_client(debug)
         callbacks = [_callback_class(on_bytes)] if on_bytes is not None else None
         path = snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir), endpoint=endpoint,
-                                 max_workers=max_workers, progress_callbacks=callbacks)
+                                 local_dir=str(local_dir) if local_dir else None, max_workers=max_workers,
+                                 progress_callbacks=callbacks)
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, model_id, revision, endpoint) from exc
     return Path(path)
@@ -73,10 +78,14 @@ def download(model_id: str, revision: str, cache_dir: Path, endpoint: str | None
 def cached_snapshot(model_id: str, revision: str, cache_dir: Path, *, debug: bool = False) -> Path:
     """The snapshot directory already in the cache (``local_files_only``: no network, no hashing)."""
     try:
-        from modelscope.hub.snapshot_download import snapshot_download
+        from modelscope_hub.compat.snapshot_download import snapshot_download
+
+        from bootstrap.core.pull import reusable_legacy_dir
 
         _quiet_client(debug)
-        return Path(snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir), local_files_only=True))
+        legacy = reusable_legacy_dir(cache_dir, model_id)
+        return Path(snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir),
+                                      local_dir=str(legacy) if legacy else None, local_files_only=True))
     except Exception as exc:  # noqa: BLE001
         err = translate(exc, model_id, revision, None)
         if isinstance(err, ModelNotFoundError):
