@@ -137,6 +137,7 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
         (python_request or sys.executable)
 
     state = core.read_venv(venv)
+    core.check_target(venv, state, python_request)  # before any probe: a refusal should be instant
     torch_source = _torch_source(choice, state, chosen_installer, torch_index, reinstall, base_python, env)
     plan = core.plan_setup(choice, venv, state, installer=chosen_installer, uv=uv, base_python=base_python,
                            torch_source=torch_source, with_jupyter=with_jupyter, reinstall=reinstall,

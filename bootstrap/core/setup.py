@@ -232,6 +232,23 @@ def _installer_prefix(installer: str, uv: str | None, python: str) -> tuple[str,
     return (python, "-m", "pip", "install")
 
 
+def check_target(venv: Path, state: VenvState, python_request: str | None = None) -> None:
+    """Refuse a target that setup must not touch: a non-empty folder that is not a venv, a venv whose python no
+    longer runs, or one of another Python version than ``--python`` asks for."""
+    if state.exists and not state.is_venv and _non_empty(venv):
+        raise ConflictError(f"{venv} exists and is not a Python virtual environment (no pyvenv.cfg)",
+                            hint="pass another --venv DIR, or remove that directory", path=str(venv))
+    if state.is_venv and not state.python_ok:
+        raise ConflictError(f"{venv} is a virtual environment whose python no longer runs (its base interpreter moved?)",
+                            hint=f"remove it (rm -r {shlex.quote(str(venv))}) and re-run `vboot setup`", path=str(venv))
+    if python_request and state.python_ok and state.python_version and \
+            not state.python_version.startswith(python_request.rstrip(".") + ".") and \
+            state.python_version != python_request and re.match(r"^\d+(\.\d+)*$", python_request):
+        raise ConflictError(f"{venv} has Python {state.python_version}, not {python_request}",
+                            hint="pass another --venv DIR, or drop --python to keep that one", path=str(venv))
+
+
+
 def plan_setup(
     choice: BuildChoice,
     venv: Path,
@@ -246,18 +263,7 @@ def plan_setup(
     python_request: str | None = None,
 ) -> SetupPlan:
     """The steps that take ``venv`` from ``state`` to a verified ``choice`` (pure: nothing runs)."""
-    if state.exists and not state.is_venv and _non_empty(venv):
-        raise ConflictError(f"{venv} exists and is not a Python virtual environment (no pyvenv.cfg)",
-                            hint="pass another --venv DIR, or remove that directory", path=str(venv))
-    if state.is_venv and not state.python_ok:
-        raise ConflictError(f"{venv} is a virtual environment whose python no longer runs (its base interpreter moved?)",
-                            hint=f"remove it (rm -r {shlex.quote(str(venv))}) and re-run `vboot setup`", path=str(venv))
-    if python_request and state.python_ok and state.python_version and \
-            not state.python_version.startswith(python_request.rstrip(".") + ".") and \
-            state.python_version != python_request and re.match(r"^\d+(\.\d+)*$", python_request):
-        raise ConflictError(f"{venv} has Python {state.python_version}, not {python_request}",
-                            hint="pass another --venv DIR, or drop --python to keep that one", path=str(venv))
-
+    check_target(venv, state, python_request)
     py = str(venv_python(venv))
     steps: list[Step] = []
     notes: list[str] = []
