@@ -226,8 +226,16 @@ def _cpu_count() -> int:
 
 
 def default_workers() -> int:
-    """Processes for a large scan: the CPUs this process may use, at most 8."""
-    return max(1, min(8, _cpu_count()))
+    """Processes for a large scan: the CPUs this process may use that are not already busy, at most 8.
+
+    On a box whose CPUs are all taken (1-minute load >= CPUs) a second process only adds contention.
+    """
+    cpus = _cpu_count()
+    try:
+        idle = cpus - os.getloadavg()[0]
+    except OSError:
+        idle = cpus
+    return max(1, min(8, cpus, int(idle + 0.5) + 1))
 
 
 def _read_all(fd: int) -> bytes:
