@@ -55,7 +55,9 @@ class AlertThresholds:
     preemptions_for_s: float = 120.0
     target_down_for_s: float = 60.0  # scrape target `up == 0` for this long
     rate_window_s: float = 60.0  # window of rate()/histogram_quantile() in recording rules
-    job_regex: str = "vllm.*"  # which scrape jobs are vLLM servers (for the target-down alert)
+    # Scrape jobs that are vLLM servers for the target-down alert; a target whose job does not match still
+    # alerts when it served vllm:* series within the last hour (`vboot serve` names the job after the run).
+    job_regex: str = ".*vllm.*"
 
     def __post_init__(self) -> None:
         if not 0 < self.kv_cache_usage <= 1:
@@ -175,7 +177,9 @@ def _alert_rules(t: AlertThresholds) -> list[dict[str, Any]]:
         },
         {
             "alert": "VllmTargetDown",
-            "expr": f'up{{job=~"{t.job_regex}"}} == 0',
+            # By job name, or any target that served vLLM metrics in the last hour (whatever its job is called).
+            "expr": (f'up{{job=~"{t.job_regex}"}} == 0 or up == 0 and on (job, instance) '
+                     "group by (job, instance) (last_over_time(vllm:num_requests_running[1h]))"),
             "for": duration(t.target_down_for_s),
             "labels": {"severity": "critical"},
             "annotations": {
