@@ -161,6 +161,17 @@ def test_not_enough_space_refuses_before_any_file_moves(pull, hub):
     assert hub.file_requests() == []
 
 
+def test_not_enough_space_names_the_largest_caches_that_could_go(pull, isolated_env, tmp_path):
+    pip_cache = Path(isolated_env["XDG_CACHE_HOME"]) / "pip"
+    make_repo(pip_cache / "http", {"blob": 3 * 1024 * 1024})
+    (tmp_path / "tmp").mkdir()
+    code, doc, _ = pull(MODEL, env={"VBOOT_PULL_MARGIN": "1000TB", "TMPDIR": str(tmp_path / "tmp")})
+    err = doc["errors"][0]
+    assert code == 5 and f"largest caches: {pip_cache} 3." in err["message"]
+    assert "MB (`pip cache purge`)" in err["message"]
+    assert err["context"]["caches"][0]["name"] == "pip"
+
+
 # -- interruption and resume -----------------------------------------------------------------------------------
 def start_hub_process(port: int, repo: Path, log: Path, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
@@ -276,3 +287,21 @@ def test_progress_bar_shows_on_a_tty(hub, tmp_path, isolated_env):
     text = out.decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "pull" in text and "KiB" in text and "/s" in text, text
+
+
+def test_offline_without_a_record_reports_the_cached_snapshot_unverified(pull, hub, isolated_env):
+    pull(MODEL)
+    for rec in (Path(isolated_env["XDG_STATE_HOME"]) / "vboot" / "pulls").glob("*.json"):
+        rec.unlink()
+    hub.clear()
+    code, doc, _ = pull(MODEL, "--offline")
+    assert code == 0 and doc["data"]["source"] == "cache" and doc["data"]["verified_at"] is None
+    assert doc["data"]["files"] == 6 and hub.requests == []
+
+
+def test_a_pull_with_missing_recorded_file_goes_back_to_the_hub(pull, hub):
+    _, doc, _ = pull(MODEL)
+    (Path(doc["data"]["path"]) / "tokenizer.json").unlink()
+    hub.clear()
+    code, doc, _ = pull(MODEL)
+    assert code == 0 and [r.file for r in hub.file_requests()] == ["tokenizer.json"]

@@ -149,9 +149,9 @@ def test_bad_margin_in_environment_is_a_usage_error(tmp_path):
 def test_refusal_names_both_numbers_and_the_largest_caches(tmp_path):
     plan = plan_pull(MODEL, "master", tmp_path, FILES, present=frozenset(), partials=[], free_bytes=5_000,
                      filesystem_path="/data", margin_bytes=0)
-    err = not_enough_space(plan, [CacheHint("pip", "/root/.cache/pip", 2 * 10**9)])
+    err = not_enough_space(plan, [CacheHint("pip", "/root/.cache/pip", 2 * 10**9, "pip cache purge")])
     assert "need 10.1 kB" in err.message and "5.0 kB free" in err.message
-    assert "/root/.cache/pip 2.0 GB" in err.message and err.exit_code == 5
+    assert "/root/.cache/pip 2.0 GB (`pip cache purge`)" in err.message and err.exit_code == 5
     assert err.context["needed_bytes"] == 10_100 and err.context["free_bytes"] == 5_000
 
 

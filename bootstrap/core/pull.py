@@ -68,6 +68,7 @@ class CacheHint:
     name: str
     path: str
     bytes: int
+    clean_command: str = ""
 
 
 @dataclass(frozen=True)
@@ -304,44 +305,20 @@ def free_space(path: Path) -> tuple[str, int]:
     return str(probe), st.f_bavail * st.f_frsize
 
 
-def largest_caches(env: Environ, limit: int = 3, exclude: Path | None = None) -> tuple[CacheHint, ...]:
-    """The biggest caches `vboot disk caches` knows, to name in a refusal; empty when that scan is missing."""
+def largest_caches(env: Environ, limit: int = 3) -> tuple[CacheHint, ...]:
+    """The biggest caches `vboot disk caches` reports, to name in a refusal (never raises: a hint must not
+    turn a clear refusal into a crash)."""
     try:
-        from bootstrap.core.caches import scan_caches  # another command's module; may not exist yet
-    except ImportError:
+        from bootstrap.core.caches import scan_caches
+    except ImportError:  # a checkout without `vboot disk`
         return ()
     try:
-        found = scan_caches(env)
-    except Exception:  # noqa: BLE001 - a hint must never turn a clear refusal into a crash
+        reports = scan_caches(env)
+    except Exception:  # noqa: BLE001
         return ()
-    items = getattr(found, "caches", found)
-    hints: list[CacheHint] = []
-    for item in items or ():
-        size = _first_attr(item, ("bytes", "size_bytes", "total_bytes", "disk_bytes"))
-        path = _first_attr(item, ("path", "root", "dir"))
-        if not isinstance(size, int) or size <= 0 or path is None:
-            continue
-        if exclude is not None and _same_path(Path(str(path)), exclude):
-            continue
-        name = _first_attr(item, ("name", "label", "kind")) or Path(str(path)).name
-        hints.append(CacheHint(str(name), str(path), size))
+    hints = [CacheHint(r.name, r.path, r.bytes, r.clean_command or "") for r in reports if r.exists and r.bytes > 0]
     hints.sort(key=lambda h: h.bytes, reverse=True)
     return tuple(hints[:limit])
-
-
-def _first_attr(obj: Any, names: Sequence[str]) -> Any:
-    for n in names:
-        value = obj.get(n) if isinstance(obj, Mapping) else getattr(obj, n, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
 
 
 def _gb(n: int) -> str:
@@ -357,7 +334,8 @@ def not_enough_space(plan: PullPlan, caches: Sequence[CacheHint]) -> NotEnoughSp
     parts = [f"not enough space for {plan.model}@{plan.revision} in {plan.filesystem_path}: "
              f"need {_gb(plan.needed_bytes)} + {_gb(plan.margin_bytes)} margin, {_gb(plan.free_bytes)} free"]
     if caches:
-        parts.append("largest caches: " + ", ".join(f"{c.path} {_gb(c.bytes)}" for c in caches))
+        parts.append("largest caches: " + ", ".join(
+            f"{c.path} {_gb(c.bytes)}" + (f" (`{c.clean_command}`)" if c.clean_command else "") for c in caches))
     if plan.stray_bytes:
         parts.append(f"stray partial downloads of this model: {_gb(plan.stray_bytes)}")
     return NotEnoughSpaceError(
@@ -561,7 +539,7 @@ def ensure_model(
     if on_plan is not None:
         on_plan(plan)
     if not plan.enough_space:
-        hints = (caches or (lambda e: largest_caches(e, exclude=None)))(env)
+        hints = (caches or largest_caches)(env)
         raise not_enough_space(plan, hints)
 
     before = _partial_sizes(snapshot)
