@@ -305,3 +305,9 @@ def test_new_layout_wins_over_an_old_flat_layout(tmp_path):
         d.mkdir(parents=True)
         (d / "config.json").write_text("{}")
     assert snapshot_dir_for(tmp_path, MODEL, "master") == tmp_path / "models" / "acme--demo-1.5B" / "snapshots" / "master"
+
+
+def test_a_non_callable_progress_is_ignored(tmp_path):
+    result = ensure_model(MODEL, "master", tmp_path / "cache", env_for(tmp_path), hub=FakeHub(), free_space=plenty,
+                          progress="auto")
+    assert result.source == "hub"

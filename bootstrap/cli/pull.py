@@ -62,12 +62,9 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
         except ValueError as exc:
             raise UsageError(f"--margin: {exc}", hint="write e.g. --margin 1GB or --margin 0") from None
 
-    bar = _ProgressBar(enabled=not output.STATE.json and sys.stderr.isatty())
-    try:
+    with PullProgress() as bar:
         result = ensure_model(model_id, rev, cache, env, offline=offline, verify=not offline, progress=bar.update,
                               margin_bytes=margin_bytes, max_workers=max_workers, on_plan=bar.plan)
-    finally:
-        bar.close()
     output.emit(CommandResult("pull", result), human=_render)
 
 
@@ -96,11 +93,15 @@ def _dir_files(path: Path) -> int:
     return sum(1 for p in path.rglob("*") if p.is_file())
 
 
-class _ProgressBar:
-    """One rich bar for the whole download (bytes, rate, ETA) on stderr; nothing when disabled."""
+class PullProgress:
+    """One rich bar for the whole download (bytes, rate, ETA) on stderr; nothing when disabled.
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    ``enabled=None``: on only when stderr is a terminal and --json is off. Use as a context manager and pass
+    ``.update`` as ``ensure_model(..., progress=bar.update)`` (``vboot serve`` can do the same).
+    """
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = (not output.STATE.json and sys.stderr.isatty()) if enabled is None else enabled
         self._progress: Any = None
         self._task: Any = None
 
@@ -128,6 +129,13 @@ class _ProgressBar:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+            self._progress = None
+
+    def __enter__(self) -> PullProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _render(data: Any) -> None:

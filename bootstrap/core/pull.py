@@ -510,10 +510,13 @@ def ensure_model(
     - ``offline``: the record, else the client's local cache lookup (``local_files_only``); never the network.
     - Online: list, check the disk budget (refuse before downloading), download, record.
 
-    ``progress(done_bytes, total_bytes)`` is called from download threads. Raises NetworkError,
+    ``progress(done_bytes, total_bytes)`` is called from download threads (the CLI's bar:
+    ``bootstrap.cli.pull.PullProgress``); anything not callable is ignored. Raises NetworkError,
     ModelNotFoundError, NotEnoughSpaceError, DiskFullError, IntegrityError (all one-line with a hint).
     """
     start = time.monotonic()
+    if not callable(progress):
+        progress = None  # e.g. "auto" from a caller that meant "the CLI's bar": core draws nothing itself
     validate_model_id(model_id)
     cache_dir = Path(cache_dir).expanduser()
     debug = env.flag("VBOOT_DEBUG")
