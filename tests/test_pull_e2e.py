@@ -173,6 +173,18 @@ def test_not_enough_space_names_the_largest_caches_that_could_go(pull, isolated_
 
 
 # -- interruption and resume -----------------------------------------------------------------------------------
+def test_a_connection_dropped_mid_file_is_resumed_within_the_same_pull(pull, hub, tmp_path):
+    repo = make_repo(tmp_path / "repo", {"weights.bin": 3 * 1024 * 1024})
+    hub.add_repo("vboot/cut", repo)
+    hub.faults.cut["weights.bin"] = 2 * 1024 * 1024
+    code, doc, _ = pull("vboot/cut")
+    assert code == 0, doc
+    reqs = hub.file_requests("weights.bin")
+    assert reqs[0].range is None and reqs[-1].range is not None and reqs[-1].range.startswith("bytes=")
+    assert sum(r.sent_bytes for r in reqs) == 3 * 1024 * 1024
+    assert sha(Path(doc["data"]["path"]) / "weights.bin") == sha(repo / "weights.bin")
+
+
 def start_hub_process(port: int, repo: Path, log: Path, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "hub_server.py"), "--port", str(port), "--repo", f"{MODEL}={repo}",
