@@ -311,3 +311,11 @@ def test_a_non_callable_progress_is_ignored(tmp_path):
     result = ensure_model(MODEL, "master", tmp_path / "cache", env_for(tmp_path), hub=FakeHub(), free_space=plenty,
                           progress="auto")
     assert result.source == "hub"
+
+
+def test_a_missing_modelscope_client_is_one_line_with_the_install_command():
+    from bootstrap.probes.modelscope_hub import translate
+
+    err = translate(ModuleNotFoundError("No module named 'modelscope_hub'", name="modelscope_hub"), MODEL, "master",
+                    None)
+    assert "not installed" in err.message and "vboot[modelscope]" in err.hint

@@ -149,6 +149,9 @@ def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | 
     """One VbootError (one line, a hint, stable code and exit code) for any client failure."""
     if isinstance(exc, VbootError):
         return exc
+    if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] in ("modelscope_hub", "modelscope"):
+        return VbootError("the ModelScope client is not installed in vboot's environment",
+                          hint="pip install 'vboot[modelscope]' (modelscope >= 1.38)")
     from modelscope_hub import errors as ms
 
     where = endpoint or DEFAULT_ENDPOINT
