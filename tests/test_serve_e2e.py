@@ -172,9 +172,9 @@ def test_bad_vllm_argument_fails_with_log_tail_and_no_leftovers(e2e):
 
 # --- signals: each needs its own server ---------------------------------------------------------------------
 
-def _start_foreground(env, name):
+def _start_foreground(env, name, profile="tiny"):
     port = free_port()
-    proc = subprocess.Popen([*vboot_exe(), "serve", "tiny", "--port", str(port), "--name", name, "--no-smoke"],
+    proc = subprocess.Popen([*vboot_exe(), "serve", profile, "--port", str(port), "--name", name, "--no-smoke"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=600, proc=proc)
@@ -200,18 +200,58 @@ def test_signal_to_foreground_serve_stops_the_whole_tree(e2e, sig, code):
         kill_tree([proc.pid, *tree])
 
 
-def test_sigkill_of_vboot_serve_takes_the_server_down_too(e2e):
-    """vLLM gets PR_SET_PDEATHSIG=SIGTERM: a SIGKILLed supervisor leaves no engine holding memory."""
-    proc, run, tree = _start_foreground(e2e, "killed")
+HUB_PROFILE = """
+description = "the tiny model, published on a (test) ModelScope hub"
+[model]
+id = "vboot/tiny-qwen2"
+source = "modelscope"
+served_name = "qwen-tiny"
+[serve]
+max_model_len = 512
+[env]
+VLLM_CPU_KVCACHE_SPACE = "1"
+[needs]
+weights = "1MB"
+min_free_disk = "10MB"
+"""
+
+
+def test_modelscope_profile_is_pulled_then_served_and_sigkill_takes_the_server_down(e2e, tmp_path):
+    """The main path: the model comes through the real modelscope client (from a hub on 127.0.0.1), vLLM serves
+    the local snapshot; then SIGKILL of vboot: vLLM got PR_SET_PDEATHSIG=SIGTERM, so nothing is left behind."""
+    from hub_server import HubServer
+
+    profiles = Path(e2e["XDG_CONFIG_HOME"]) / "vboot" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "tinyhub.toml").write_text(HUB_PROFILE)
+    model = Path(__file__).resolve().parent.parent / "bootstrap" / "assets" / "tiny-qwen2"
+    with HubServer() as hub:
+        hub.add_repo("vboot/tiny-qwen2", model)
+        env = dict(e2e, MODELSCOPE_ENDPOINT=hub.url, MODELSCOPE_HOME=str(tmp_path / "ms-home"), TQDM_DISABLE="1",
+                   MODELSCOPE_DOWNLOAD_MAX_RETRIES="1", MODELSCOPE_DOWNLOAD_INTRA_CLOUD="false")
+        proc, run, tree = _start_foreground(env, "killed", profile="tinyhub")
+        assert hub.file_requests(), "the model was not downloaded from the hub"
     try:
+        snapshot = Path(run["model_path"])
+        assert snapshot.is_relative_to(Path(e2e["MODELSCOPE_CACHE"])) and (snapshot / "model.safetensors").is_file()
+        child = psutil.Process(run["pid"]).environ()
+        assert child["VLLM_USE_MODELSCOPE"] == "true" and child["MODELSCOPE_CACHE"] == e2e["MODELSCOPE_CACHE"]
+        assert str(snapshot) in " ".join(psutil.Process(run["pid"]).cmdline())
+        reply = chat(f"http://127.0.0.1:{run['port']}", "qwen-tiny", max_tokens=4)
+        assert reply["usage"]["completion_tokens"] > 0
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 60
         while _alive(tree) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _alive(tree) == []
+        deadline = time.monotonic() + 30
+        while _tree(run["pgid"]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _tree(run["pgid"]) == []
         res = _run(e2e, "ps", "--json")
-        assert json.loads(res.stdout)["data"]["orphans"] == []
+        # Only this server's processes count: other servers on the machine may be shutting down right now.
+        assert [o for o in json.loads(res.stdout)["data"]["orphans"] if o["pgid"] == run["pgid"]] == []
     finally:
         kill_tree([proc.pid, *tree])
 
@@ -246,6 +286,7 @@ def test_orphaned_engine_is_listed_by_ps_and_removed_by_stop_orphans(e2e, tmp_pa
         while _alive(tree) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _alive(tree) == [], f"survivors: {[(p, psutil.Process(p).cmdline()[:1]) for p in _alive(tree)]}"
-        assert json.loads(_run(e2e, "ps", "--json").stdout)["data"]["orphans"] == []
+        left = [o for o in json.loads(_run(e2e, "ps", "--json").stdout)["data"]["orphans"] if o["pgid"] == api.pid]
+        assert left == []
     finally:
         kill_tree([api.pid, *tree])

@@ -121,10 +121,12 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     if profile.model.source == "local":
         model_dir = str(local_model_dir(profile))
     elif profile.model.source == "modelscope":
+        from bootstrap.cli.pull import PullProgress
         from bootstrap.core.pull import ensure_model
 
-        pulled = ensure_model(profile.model.id, profile.model.revision, settings.cache_dir, env,
-                              progress=None if output.STATE.json else "auto")
+        with PullProgress() as bar:
+            pulled = ensure_model(profile.model.id, profile.model.revision, settings.cache_dir, env,
+                                  progress=bar.update)
         model_dir = str(pulled.path)
     else:  # huggingface: vLLM downloads it itself
         model_dir = profile.model.id

@@ -35,7 +35,7 @@ _RULES: tuple[_Rule, ...] = (
           "or lower serve.gpu_memory_utilization"),
     _Rule("kv_cache_too_small",
           re.compile(r"To serve at least one request with the model's max seq len \((?P<len>\d+)\), "
-                     r"(?P<need>[\d.]+) GiB KV cache is needed, which is larger than the available KV cache memory "
+                     r"\(?(?P<need>[\d.]+) GiB KV cache is needed, which is larger than the available KV cache memory "
                      r"\((?P<have>[\d.]+) GiB\)(?:.*?estimated maximum model length is (?P<max>\d+))?"),
           "max_model_len {len} needs {need} GiB of KV cache, only {have} GiB is available",
           "lower serve.max_model_len (vLLM estimates {max} fits), or raise serve.gpu_memory_utilization "

@@ -13,7 +13,6 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -226,9 +225,20 @@ class ProfileRef:
     shadowed: bool = False  # a user profile of the same name hides this built-in
 
 
-def _builtin_files() -> dict[str, Any]:
-    root = resources.files("bootstrap.profiles")
-    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+def _package_dir(name: str) -> Path:
+    """A data folder shipped in the wheel as ``bootstrap/NAME``; in a source checkout, ``profiles/`` sits at the
+    top (pyproject maps it into the package). Plain paths, not importlib.resources: doctor imports this module
+    and every millisecond counts there."""
+    here = Path(__file__).resolve().parents[1]
+    installed = here / name
+    if installed.is_dir():
+        return installed
+    return here.parent / name
+
+
+def _builtin_files() -> dict[str, Path]:
+    root = _package_dir("profiles")
+    return {p.name[:-5]: p for p in sorted(root.iterdir()) if p.name.endswith(".toml")}
 
 
 def _user_files(env: Environ) -> dict[str, Path]:
@@ -280,7 +290,7 @@ def _read(path: Path) -> str:
 
 def bundled_model_dir(name: str) -> Path:
     """A model shipped inside the wheel (``bootstrap/assets/NAME``), e.g. the tiny demo model."""
-    return Path(str(resources.files("bootstrap.assets").joinpath(name)))
+    return _package_dir("assets") / name
 
 
 def local_model_dir(profile: Profile) -> Path | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -58,6 +57,8 @@ class RunRecord:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON so that a reader never sees half a file (temp file + rename in the same directory)."""
+    import tempfile  # only writers pay for it (doctor only reads)
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

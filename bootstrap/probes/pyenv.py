@@ -67,9 +67,16 @@ def _scan(site_dirs: list[Path]) -> dict[str, str]:
     return dists
 
 
+def _pythonpath(environ: dict[str, str] | None = None) -> list[Path]:
+    """Directories on PYTHONPATH (a child we start inherits them, so their packages count)."""
+    raw = (environ if environ is not None else os.environ).get("PYTHONPATH", "")
+    return [Path(p) for p in raw.split(os.pathsep) if p and os.path.isdir(p)]
+
+
 def current_env() -> PythonEnv:
-    """The environment vboot itself runs in."""
+    """The environment vboot itself runs in (its site-packages and any PYTHONPATH directories)."""
     sites = [Path(p) for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    sites = _pythonpath() + [s for s in sites if s not in _pythonpath()]
     return PythonEnv(
         python=sys.executable, prefix=sys.prefix, site_packages=tuple(map(str, sites)), dists=_scan(sites),
         python_version="%d.%d.%d" % sys.version_info[:3],
@@ -88,7 +95,8 @@ def env_for_python(python: str) -> PythonEnv:
     if path.absolute() == Path(sys.executable).absolute():
         return current_env()
     prefix = path.absolute().parent.parent
-    sites = sorted(prefix.glob("lib/python3*/site-packages")) + sorted(prefix.glob("lib64/python3*/site-packages"))
+    sites = _pythonpath() + sorted(prefix.glob("lib/python3*/site-packages")) + sorted(
+        prefix.glob("lib64/python3*/site-packages"))
     version = ""
     cfg = prefix / "pyvenv.cfg"
     if cfg.is_file():
