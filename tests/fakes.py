@@ -42,6 +42,8 @@ class FakeNvml:
         self.cuda = cuda
         self.initialised = False
         self.shutdowns = 0
+        self.links: dict[tuple[int, int], tuple[bool, bool]] = {}  # (a, b) -> (nvlink, p2p read)
+        self.topology: dict[tuple[int, int], int] = {}  # (a, b) -> NVML_TOPOLOGY_* level
 
     def nvmlInit(self) -> None:
         if self.init_error is not None:
@@ -114,6 +116,18 @@ class FakeNvml:
         self._q(g, "power")
         return 700000
 
+    def nvmlDeviceGetP2PStatus(self, a: FakeGpu, b: FakeGpu, index: int) -> int:
+        link = self.links.get((self.gpus.index(a), self.gpus.index(b))) or self.links.get(
+            (self.gpus.index(b), self.gpus.index(a)))
+        if link is None:
+            raise FakeNVMLError(3, "Not Supported")
+        nvlink, p2p = link
+        return 0 if (nvlink if index == 2 else p2p) else 4  # NVML_P2P_STATUS_OK / _NOT_SUPPORTED
+
+    def nvmlDeviceGetTopologyCommonAncestor(self, a: FakeGpu, b: FakeGpu) -> int:
+        key = (self.gpus.index(a), self.gpus.index(b))
+        return self.topology.get(key, self.topology.get(key[::-1], 50))
+
     def nvmlDeviceGetComputeRunningProcesses(self, g: FakeGpu) -> list[Any]:
         self._q(g, "processes")
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in g.processes]
@@ -138,6 +152,19 @@ def one_h100(used: int = 1 * GiB, processes=None) -> FakeNvml:
 
 def two_gpus_one_lost() -> FakeNvml:
     return FakeNvml(gpus=[FakeGpu(uuid="GPU-aaaa"), FakeGpu(uuid="GPU-bbbb", lost=True)])
+
+
+def gpus(n: int, nvlink_pairs: set[tuple[int, int]] = frozenset(), p2p: bool = True, level: int = 50,
+         free: int | None = None) -> FakeNvml:
+    """n H100s; pairs in ``nvlink_pairs`` have NVLink, the others PCIe (P2P per ``p2p``) through ``level``."""
+    fake = FakeNvml(gpus=[FakeGpu(uuid=f"GPU-{i:04d}", used=(80 * GiB - free) if free is not None else GiB)
+                          for i in range(n)])
+    for a in range(n):
+        for b in range(a + 1, n):
+            nv = (a, b) in nvlink_pairs
+            fake.links[(a, b)] = (nv, nv or p2p)
+            fake.topology[(a, b)] = 0 if nv else level
+    return fake
 
 
 def field_not_supported() -> FakeNvml:

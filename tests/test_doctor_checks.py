@@ -316,3 +316,65 @@ def test_visible_devices_mapping_orders_and_validates():
 ])
 def test_spec_satisfied(version, spec, ok):
     assert spec_satisfied(version, spec) is ok
+
+
+# --- several GPUs (issue 9): a fake NVML describing 2, 4 and 8 GPUs ---
+
+TP = '[model]\nid = "Qwen/Qwen2.5-7B-Instruct"\n[serve]\ndevice = "gpu"\ntensor_parallel_size = {tp}\n'
+
+
+@pytest.mark.parametrize("n,tp", [(2, 2), (4, 4), (8, 8), (8, 2)])
+def test_all_nvlink_is_ok(n, tp):
+    pairs = {(a, b) for a in range(n) for b in range(a + 1, n)}
+    r = one(make_facts(nvml=fakes.gpus(n, pairs), prof_text=TP.format(tp=tp)), "nvidia.topology")
+    assert r.status == Status.OK and "NVLink" in r.summary and len(r.data["pairs"]) == tp * (tp - 1) // 2
+
+
+def test_pcie_p2p_without_nvlink_is_ok_and_says_so():
+    r = one(make_facts(nvml=fakes.gpus(2, p2p=True, level=10), prof_text=TP.format(tp=2)), "nvidia.topology")
+    assert r.status == Status.OK and "PCIe" in r.summary
+
+
+def test_no_p2p_warns_and_proposes_an_nvlinked_set():
+    # 4 GPUs: 0-1 and 2-3 are NVLink pairs, nothing else has P2P. TP 2 over CUDA_VISIBLE_DEVICES=1,2 is bad.
+    fake = fakes.gpus(4, {(0, 1), (2, 3)}, p2p=False)
+    f = make_facts(nvml=fake, prof_text=TP.format(tp=2), env={"CUDA_VISIBLE_DEVICES": "1,2"})
+    r = one(f, "nvidia.topology")
+    assert r.status == Status.WARN and "GPUs 1 and 2" in r.summary and "CUDA_VISIBLE_DEVICES=0,1" in r.hint
+
+
+def test_topology_skipped_for_one_gpu():
+    assert one(make_facts(), "nvidia.topology").status == Status.SKIP
+
+
+def test_tensor_parallel_checks_free_memory_on_each_chosen_gpu():
+    fake = fakes.gpus(4, free=60 * GiB)
+    fake.gpus[1].used = 70 * GiB  # GPU 1 is busy
+    fake.gpus[1].processes = [(4242, 69 * GiB)]
+    prof = TP.format(tp=2) + "gpu_memory_utilization = 0.5\n"  # 40 GiB on each GPU
+    r = one(make_facts(nvml=fake, prof_text=prof), "vram")
+    assert r.status == Status.FAIL and "GPU 1" in r.summary and "4242" in r.summary
+    ok = one(make_facts(nvml=fake, prof_text=prof, env={"CUDA_VISIBLE_DEVICES": "2,3"}), "vram")
+    assert ok.status == Status.OK and "GPU 2" in ok.summary and "GPU 3" in ok.summary
+    assert [g["index"] for g in ok.data["gpus"]] == [2, 3]
+
+
+def test_reversed_visible_devices_map_in_that_order():
+    r = one(make_facts(nvml=fakes.gpus(2), env={"CUDA_VISIBLE_DEVICES": "1,0"}), "env.cuda_visible_devices")
+    assert r.status == Status.OK and r.data["visible_indices"] == [1, 0]
+
+
+def test_mixed_models_with_indices_warn_about_device_order():
+    fake = fakes.gpus(2)
+    fake.gpus[1].name = "NVIDIA A100-SXM4-80GB"
+    r = one(make_facts(nvml=fake, env={"CUDA_VISIBLE_DEVICES": "1"}), "env.cuda_visible_devices")
+    assert r.status == Status.WARN and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in r.hint
+    r = one(make_facts(nvml=fake, env={"CUDA_VISIBLE_DEVICES": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}),
+            "env.cuda_visible_devices")
+    assert r.status == Status.OK
+
+
+def test_tensor_parallel_two_leaves_expandable_segments_out():
+    r = one(make_facts(nvml=fakes.gpus(2), prof_text=TP.format(tp=2), env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
+            "env.alloc_conf")
+    assert r.status == Status.WARN

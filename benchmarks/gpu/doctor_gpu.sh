@@ -3,13 +3,14 @@
 # GPU memory, doctor's speed against `python -m torch.utils.collect_env`, and on a box with several GPUs the
 # CUDA_VISIBLE_DEVICES mapping (unset, subsets, reversed, invalid) against a tensor-parallel-2 profile.
 #
-#   VBOOT="vboot" OUT=/tmp/out bash benchmarks/gpu/doctor_gpu.sh
+#   VBOOT="vboot" OUT=/tmp/out bash benchmarks/gpu/doctor_gpu.sh      (ONLY_MULTI=1: only the several-GPU part)
 set -u
 R=$(cd "$(dirname "$0")/../.." && pwd)
 V=${VBOOT:-vboot}
 OUT=${OUT:-$(mktemp -d)}
 PY=${PYTHON:-python3}
 nvidia-smi -L
+if [ -z "${ONLY_MULTI:-}" ]; then
 # 1. another process holds 10 GiB on GPU 0 while doctor looks
 $PY -c "import torch,time; x=torch.empty(10*2**30,dtype=torch.uint8,device='cuda:0'); print('holder ready',flush=True); time.sleep(90)" &
 H=$!
@@ -20,6 +21,7 @@ cat "$OUT/doctor_json_time.txt"
 kill $H; wait $H 2>/dev/null
 # 2. speed
 $PY "$R/benchmarks/bench_doctor.py" --runs 11 --profile qwen --collect-env | tee "$OUT/bench_doctor_gpu.json"
+fi
 # 3. several GPUs: CUDA_VISIBLE_DEVICES against a tensor-parallel-2 profile
 CFG=$(mktemp -d)
 mkdir -p "$CFG/vboot/profiles"
@@ -28,7 +30,7 @@ for cvd in unset 0 1 1,0 0,0 7; do
   if [ "$cvd" = unset ]; then unset CUDA_VISIBLE_DEVICES; else export CUDA_VISIBLE_DEVICES=$cvd; fi
   XDG_CONFIG_HOME=$CFG $V doctor --profile qwen7b-tp2 --json > "$OUT/tp2_cvd_${cvd/,/_}.json"
   echo "== CUDA_VISIBLE_DEVICES=$cvd exit $?"
-  XDG_CONFIG_HOME=$CFG $V doctor --profile qwen7b-tp2 2>&1 | grep -E "nvidia\.|vram|cuda_visible|alloc_conf|^(ready|not ready)"
+  XDG_CONFIG_HOME=$CFG $V doctor --profile qwen7b-tp2 2>&1 | grep -E -A1 "nvidia\.|vram|cuda_visible|alloc_conf|^(ready|not ready)" | grep -v "^--"
 done
 unset CUDA_VISIBLE_DEVICES
 nvidia-smi topo -m | tee "$OUT/topo.txt"

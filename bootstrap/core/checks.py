@@ -280,6 +280,68 @@ def check_nvidia_gpus(f: Facts) -> CheckResult:
     return CheckResult("nvidia.gpus", Status.OK, f"{len(s.gpus)} x {names}", "", data)
 
 
+def _tp(f: Facts) -> int:
+    s = f.profile.serve
+    tp = s.tensor_parallel_size
+    for flag in ("--tensor-parallel-size", "-tp"):
+        args = list(s.args) + list(f.settings.extra_args)
+        if flag in args:
+            try:
+                tp = max(tp, int(args[args.index(flag) + 1]))
+            except (IndexError, ValueError):
+                pass
+    return max(1, tp)
+
+
+def check_nvidia_topology(f: Facts) -> CheckResult:
+    """Peer-to-peer paths between the GPUs tensor parallel will use: `nvidia-smi topo -m`, `nvidia-smi topo -p2p r`."""
+    tp = _tp(f)
+    if f.device != "gpu" or tp <= 1:
+        return CheckResult("nvidia.topology", Status.SKIP, "one GPU: no peer-to-peer traffic", "", {"tensor_parallel_size": tp})
+    chosen = [g for g in f.visible_gpus if g.error is None][:tp]
+    if len(chosen) < tp:
+        return CheckResult("nvidia.topology", Status.SKIP, f"fewer than {tp} usable GPUs visible (see vram)", "",
+                           {"tensor_parallel_size": tp})
+    pairs = []
+    for i, a in enumerate(chosen):
+        for b in chosen[i + 1:]:
+            ln = f.nvml.link(a.index, b.index)
+            pairs.append({"a": a.index, "b": b.index, "nvlink": ln.nvlink if ln else None,
+                          "p2p_read": ln.p2p_read if ln else None, "path": ln.path if ln else None})
+    data = {"tensor_parallel_size": tp, "gpus": [g.index for g in chosen], "pairs": pairs}
+    no_p2p = [p for p in pairs if p["p2p_read"] is False]
+    if no_p2p:
+        better = _best_nvlink_set(f, tp)
+        hint = ("tensor parallel traffic will bounce through host memory (slow, and NCCL may hang without "
+                "NCCL_P2P_DISABLE=1); ")
+        hint += (f"these GPUs are linked by NVLink: CUDA_VISIBLE_DEVICES={','.join(map(str, better))}" if better
+                 else "use GPUs under one PCIe switch or NVLink (`nvidia-smi topo -m`)")
+        pair = no_p2p[0]
+        return CheckResult("nvidia.topology", Status.WARN,
+                           f"GPUs {pair['a']} and {pair['b']} cannot reach each other peer-to-peer "
+                           f"(path: {pair['path'] or 'unknown'})", hint, data)
+    if pairs and all(p["nvlink"] for p in pairs):
+        return CheckResult("nvidia.topology", Status.OK, f"NVLink between all {tp} GPUs "
+                           f"({', '.join(str(g.index) for g in chosen)})", "", data)
+    unknown = [p for p in pairs if p["p2p_read"] is None]
+    if unknown:
+        return CheckResult("nvidia.topology", Status.OK, f"peer-to-peer status not reported for {len(unknown)} pair(s)",
+                           "check `nvidia-smi topo -p2p r`", data)
+    return CheckResult("nvidia.topology", Status.OK, f"peer-to-peer over PCIe between GPUs "
+                       f"{', '.join(str(g.index) for g in chosen)} (no NVLink)", "", data)
+
+
+def _best_nvlink_set(f: Facts, tp: int) -> list[int] | None:
+    """Indices of ``tp`` healthy GPUs that are all NVLink-connected, if such a set exists (small n: brute force)."""
+    from itertools import combinations
+
+    healthy = [g.index for g in f.nvml.gpus if g.error is None]
+    for combo in combinations(healthy, tp):
+        if all((ln := f.nvml.link(a, b)) is not None and ln.nvlink for a, b in combinations(combo, 2)):
+            return list(combo)
+    return None
+
+
 def check_torch(f: Facts) -> CheckResult:
     """torch's build, read from torch/version.py: `PY -c "import torch; print(torch.__version__, torch.version.cuda)"`."""
     tb = f.torch
@@ -440,6 +502,10 @@ def check_vram(f: Facts) -> CheckResult:
                            f"GPU {g.index} has {_gib(row['free_bytes'])} free of {_gib(row['total_bytes'])}; "
                            f"{f.profile.name} needs {_gib(row['needed_bytes'])} (gpu_memory_utilization {util:g}); "
                            f"held by {who}", hint, data)
+    if len(chosen) > 1:
+        frees = ", ".join(f"GPU {g.index} {_gib(g.memory_free_bytes)}" for g in chosen)
+        return CheckResult("vram", Status.OK, f"tensor parallel {tp}: {frees} free, each needs "
+                           f"{_gib(rows[0]['needed_bytes'])}", "", data)
     g = chosen[0]
     return CheckResult("vram", Status.OK, f"GPU {g.index}: {_gib(g.memory_free_bytes)} free, needs "
                        f"{_gib(rows[0]['needed_bytes'])}", "", data)
@@ -579,12 +645,20 @@ def check_env_cuda_visible(f: Facts) -> CheckResult:
     gpus = list(f.nvml.gpus) if f.nvml.ok else []
     visible, problems = map_visible_devices(value, gpus)
     data["visible_indices"] = [g.index for g in visible]
+    data["CUDA_DEVICE_ORDER"] = f.env.get("CUDA_DEVICE_ORDER")
     if problems:
         status = Status.FAIL if f.device == "gpu" else Status.WARN
         return CheckResult("env.cuda_visible_devices", status, f"CUDA_VISIBLE_DEVICES={value!r}: " + "; ".join(problems),
                            "list existing GPU indices or UUIDs (see `nvidia-smi -L`), or unset it", data)
+    mixed = len({g.name for g in gpus if g.error is None}) > 1
+    uses_indices = all(p.strip().isdigit() for p in value.split(",") if p.strip())
+    if mixed and uses_indices and f.env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        return CheckResult("env.cuda_visible_devices", Status.WARN,
+                           f"CUDA_VISIBLE_DEVICES={value} uses indices on a box with different GPU models: CUDA "
+                           "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match",
+                           "export CUDA_DEVICE_ORDER=PCI_BUS_ID (or use GPU UUIDs from `nvidia-smi -L`)", data)
     return CheckResult("env.cuda_visible_devices", Status.OK, f"CUDA_VISIBLE_DEVICES={value} -> GPU(s) "
-                       + ", ".join(str(g.index) for g in visible), "", data)
+                       + ", ".join(str(g.index) for g in visible) + " (nvidia-smi numbering)", "", data)
 
 
 def check_env_misc(f: Facts) -> CheckResult:
@@ -654,6 +728,7 @@ class CheckSpec:
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("nvidia.driver", "GPU", "NVIDIA driver and CUDA version (NVML)", check_nvidia_driver),
     CheckSpec("nvidia.gpus", "GPU", "each GPU: memory, compute capability, MIG, health", check_nvidia_gpus),
+    CheckSpec("nvidia.topology", "GPU", "peer-to-peer / NVLink between the tensor-parallel GPUs", check_nvidia_topology),
     CheckSpec("torch", "Python", "torch version and CUDA build vs the driver", check_torch),
     CheckSpec("vllm", "Python", "vLLM distribution, version, torch pin, serve command", check_vllm),
     CheckSpec("disk", "Resources", "free disk for the model cache", check_disk),

@@ -52,6 +52,22 @@ class GpuInfo:
     error: str | None = None  # set when this GPU could not be read (lost, unknown error)
 
 
+TOPOLOGY_NAMES = {0: "same board", 10: "one PCIe switch", 20: "several PCIe switches", 30: "PCIe host bridge",
+                  40: "same NUMA node (through the CPU)", 50: "across NUMA nodes (through the SMP interconnect)"}
+
+
+@dataclass(frozen=True)
+class GpuLink:
+    """How two GPUs reach each other: ``nvidia-smi topo -m`` and ``nvidia-smi topo -p2p rwn``."""
+
+    a: int
+    b: int
+    nvlink: bool | None  # P2P over NVLink available
+    p2p_read: bool | None  # peer-to-peer reads possible (NVLink or PCIe)
+    common_ancestor: int | None  # NVML_TOPOLOGY_* level; None when not reported
+    path: str | None = None  # TOPOLOGY_NAMES of common_ancestor
+
+
 @dataclass(frozen=True)
 class NvmlSnapshot:
     ok: bool
@@ -61,6 +77,13 @@ class NvmlSnapshot:
     cuda_driver_version: int | None = None  # e.g. 13000 = CUDA 13.0 (nvidia-smi header "CUDA Version")
     nvml_version: str | None = None
     gpus: tuple[GpuInfo, ...] = field(default_factory=tuple)
+    links: tuple[GpuLink, ...] = field(default_factory=tuple)  # every pair of healthy GPUs (several GPUs only)
+
+    def link(self, a: int, b: int) -> GpuLink | None:
+        for ln in self.links:
+            if {ln.a, ln.b} == {a, b}:
+                return ln
+        return None
 
     @property
     def cuda_version_str(self) -> str | None:
@@ -121,8 +144,9 @@ def snapshot(nvml: Any | None = None, with_processes: bool = True) -> NvmlSnapsh
             return NvmlSnapshot(ok=False, error_kind="init_failed", error=f"cannot count GPUs: {exc}",
                                 driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version)
         gpus = tuple(_read_gpu(nvml, i, with_processes) for i in range(count))
+        links = _links(nvml, gpus) if with_processes and count > 1 else ()
         return NvmlSnapshot(ok=True, driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version,
-                            gpus=gpus)
+                            gpus=gpus, links=links)
     finally:
         try:
             nvml.nvmlShutdown()
@@ -181,6 +205,30 @@ def _read_gpu(nvml: Any, index: int, with_processes: bool) -> GpuInfo:
         if not _is_nvml_error(nvml, exc):
             raise
         return GpuInfo(index=index, name=name, error=_gpu_error(exc))
+
+
+def _links(nvml: Any, gpus: tuple[GpuInfo, ...]) -> tuple[GpuLink, ...]:
+    """Peer-to-peer status and PCIe/NVLink path for every pair of healthy GPUs."""
+    healthy = [g.index for g in gpus if g.error is None]
+    out = []
+    for i, a in enumerate(healthy):
+        for b in healthy[i + 1:]:
+            try:
+                ha, hb = nvml.nvmlDeviceGetHandleByIndex(a), nvml.nvmlDeviceGetHandleByIndex(b)
+            except Exception as exc:  # noqa: BLE001
+                if not _is_nvml_error(nvml, exc):
+                    raise
+                continue
+            fn = getattr(nvml, "nvmlDeviceGetP2PStatus", None)
+            read = _optional(nvml, lambda: fn(ha, hb, 0)) if fn else None  # NVML_P2P_CAPS_INDEX_READ
+            nvl = _optional(nvml, lambda: fn(ha, hb, 2)) if fn else None  # NVML_P2P_CAPS_INDEX_NVLINK
+            topo_fn = getattr(nvml, "nvmlDeviceGetTopologyCommonAncestor", None)
+            level = _optional(nvml, lambda: topo_fn(ha, hb)) if topo_fn else None
+            out.append(GpuLink(a=a, b=b, nvlink=None if nvl is None else nvl == 0,
+                               p2p_read=None if read is None else read == 0,
+                               common_ancestor=None if level is None else int(level),
+                               path=TOPOLOGY_NAMES.get(int(level)) if level is not None else None))
+    return tuple(out)
 
 
 def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
