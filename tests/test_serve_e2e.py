@@ -188,13 +188,19 @@ def _start_foreground(env, name, profile="tiny"):
     return proc, run, tree
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_to_foreground_serve_stops_the_whole_tree(e2e, sig, code):
-    proc, run, tree = _start_foreground(e2e, f"sig{int(sig)}")
+@pytest.mark.parametrize("how,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), ("vboot stop", 143)])
+def test_foreground_serve_stops_the_whole_tree(e2e, how, code):
+    name = f"sig{int(how)}" if isinstance(how, int) else "stopped"
+    proc, run, tree = _start_foreground(e2e, name)
     try:
-        proc.send_signal(sig)
+        if isinstance(how, int):
+            proc.send_signal(how)
+        else:  # from another terminal: vboot asks the supervising `vboot serve` to shut down
+            res = _run(e2e, "stop", name, "--json")
+            assert res.returncode == 0, res.stdout + res.stderr
+            assert run["pid"] in json.loads(res.stdout)["data"]["stopped"]
         proc.wait(timeout=90)
-        assert proc.returncode == code
+        assert proc.returncode == code, proc.stderr.read().decode()[-2000:]
         assert _alive(tree) == [], f"survivors: {_alive(tree)}"
     finally:
         kill_tree([proc.pid, *tree])

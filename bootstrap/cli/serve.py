@@ -25,7 +25,7 @@ PREFLIGHT_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "vram", "leftovers
 # --- serve --------------------------------------------------------------------------------------------------
 
 @click.command(context_settings={"ignore_unknown_options": False})
-@click.argument("profile_name", metavar="PROFILE", default="tiny")
+@click.argument("profile_name", metavar="PROFILE")
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- EXTRA_VLLM_ARGS]")
 @click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (default: the profile's, 8000).")
 @click.option("--host", help="Bind address (default 127.0.0.1). Anything else needs --api-key or --insecure.")
@@ -47,7 +47,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
           insecure: bool, name: str | None, detach: bool, with_prometheus: bool, prometheus_port: int | None,
           vllm_python: str | None, cache_dir: str | None, timeout_s: float, no_smoke: bool, skip_preflight: bool,
           as_json: bool) -> None:
-    """Serve PROFILE (default: tiny) with vLLM, supervised.
+    """Serve PROFILE with vLLM, supervised (`tiny` is the bundled CPU demo; `vboot profiles` lists them).
 
     Pre-flight (doctor's checks: port, leftovers, disk, VRAM, vLLM), the environment
     (PYTORCH_CUDA_ALLOC_CONF, VLLM_USE_MODELSCOPE, MODELSCOPE_CACHE and the profile's), the model (pulled through
@@ -475,6 +475,13 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
         raise NotFoundError(f"no running server named {name!r} ({known})", hint="`vboot ps` lists them")
     for r in targets:
         members = procs.group_members(r.pgid)
+        if r.supervisor_pid and procs.signal_pid(r.supervisor_pid, signal.SIGTERM, r.supervisor_create_time):
+            # A foreground `vboot serve` watches this server: let it run its own shutdown (it exits 143),
+            # and only then make sure of the group ourselves.
+            deadline = time.monotonic() + grace_s + 15
+            while time.monotonic() < deadline and (procs.group_members(r.pgid) or
+                                                   procs.pid_alive(r.supervisor_pid, r.supervisor_create_time)):
+                time.sleep(0.2)
         out = stop_group(r.pgid, ops, grace_s=grace_s)
         stopped.extend(members or [r.pid])
         survivors.extend(out.survivors)
