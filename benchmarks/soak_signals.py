@@ -70,6 +70,7 @@ def main() -> int:
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(tmp) / "vllm-cache"))  # compile once, not per trial
         for i in range(args.trials):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 row = trial(sig, Path(tmp))
