@@ -39,3 +39,8 @@ def test_the_latest_failure_wins_and_unknown_logs_give_none():
     assert diagnose(["all fine", "still fine"]) is None
     d = diagnose(["address already in use", "CUDA out of memory. Tried to allocate 2.00 GiB"])
     assert d.code == "cuda_oom"
+
+
+def test_missing_modelscope_in_the_vllm_environment():
+    d = diagnose(["ImportError: Please install modelscope>=1.18.1 via `pip install modelscope>=1.18.1` to use ModelScope."])
+    assert d.code == "modelscope_missing" and "pip install" in d.fix

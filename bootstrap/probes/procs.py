@@ -80,8 +80,12 @@ def vllm_processes(process_iter=None) -> list[VllmProcess]:
     process_iter = process_iter or psutil.process_iter
     rows: dict[int, tuple[str, psutil.Process, dict]] = {}
     trackers: list[tuple[psutil.Process, dict]] = []
-    for proc in process_iter(["pid", "ppid", "name", "cmdline", "create_time", "memory_info"]):
+    for proc in process_iter(["pid", "ppid", "name", "cmdline", "create_time", "memory_info", "status"]):
         info = proc.info
+        if info.get("status") == psutil.STATUS_ZOMBIE:
+            # Already dead, holding no memory, waiting for a parent (or a container's PID 1) to reap it;
+            # no signal can remove it, so it is nobody's leftover.
+            continue
         cmd = info.get("cmdline") or []
         role = _role(info.get("name") or "", cmd)
         if role == "resource_tracker":

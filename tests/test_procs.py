@@ -1,0 +1,60 @@
+"""vLLM process discovery from a scripted process table (roles, orphans, zombies)."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import psutil
+from bootstrap.probes import procs
+
+
+def table(rows):
+    """A fake psutil.process_iter over (pid, ppid, cmdline, status) rows, all in this test's process group."""
+
+    def process_iter(attrs):
+        for pid, ppid, cmd, status in rows:
+            yield SimpleNamespace(info={"pid": pid, "ppid": ppid, "name": cmd[0][:15], "cmdline": cmd,
+                                        "create_time": 1.0, "memory_info": SimpleNamespace(rss=1000),
+                                        "status": status})
+
+    return process_iter
+
+
+API = ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m"]
+TRACKER = ["/venv/bin/python", "-B", "-c", "from multiprocessing.resource_tracker import main;main(32)"]
+
+
+def test_roles_and_a_live_tree_has_no_orphans(monkeypatch):
+    monkeypatch.setattr(os, "getpgid", lambda pid: 100)
+    rows = [(100, 1, API, "sleeping"), (101, 100, ["VLLM::EngineCore"], "sleeping"),
+            (102, 101, ["VLLM::Worker"], "sleeping"), (103, 100, TRACKER, "sleeping")]
+    found = {p.pid: p for p in procs.vllm_processes(table(rows))}
+    assert {p: found[p].role for p in found} == {100: "api_server", 101: "engine_core", 102: "worker",
+                                                 103: "resource_tracker"}
+    assert not any(p.orphan for p in found.values())
+
+
+def test_engine_without_its_api_server_is_an_orphan_with_its_tracker(monkeypatch):
+    monkeypatch.setattr(os, "getpgid", lambda pid: 100)
+    rows = [(101, 1, ["VLLM::EngineCore"], "sleeping"), (102, 101, ["VLLM::Worker"], "sleeping"),
+            (103, 1, TRACKER, "sleeping")]
+    found = {p.pid: p for p in procs.vllm_processes(table(rows))}
+    assert all(found[p].orphan for p in (101, 102, 103))
+
+
+def test_zombies_are_not_leftovers(monkeypatch):
+    monkeypatch.setattr(os, "getpgid", lambda pid: 100)
+    rows = [(101, 1, ["VLLM::EngineCore"], psutil.STATUS_ZOMBIE)]
+    assert procs.vllm_processes(table(rows)) == []
+
+
+def test_unrelated_resource_trackers_are_ignored(monkeypatch):
+    monkeypatch.setattr(os, "getpgid", lambda pid: pid)  # each in its own group
+    assert procs.vllm_processes(table([(200, 1, TRACKER, "sleeping")])) == []
+
+
+def test_vllm_serve_cli_is_an_api_server(monkeypatch):
+    monkeypatch.setattr(os, "getpgid", lambda pid: pid)
+    [p] = procs.vllm_processes(table([(300, 1, ["/venv/bin/vllm", "serve", "/m"], "sleeping")]))
+    assert p.role == "api_server" and not p.orphan
