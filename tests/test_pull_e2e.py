@@ -233,11 +233,13 @@ def tiny_fs(tmp_path):
     """A 4 MiB tmpfs (needs root: mount). Unmounted at teardown."""
     mnt = tmp_path / "tinyfs"
     mnt.mkdir()
+    from e2e_support import skip_or_fail
+
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root; the injected-writer unit test covers the cleanup logic")
+        skip_or_fail("mounting a tmpfs needs root; the injected-writer unit test covers the cleanup logic")
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if res.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {res.stderr.strip()}")
+        skip_or_fail(f"cannot mount tmpfs here: {res.stderr.strip()}")
     try:
         yield mnt
     finally:
