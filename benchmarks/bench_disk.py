@@ -5,7 +5,9 @@
 Builds an uneven tree under /tmp (never in the repo): 14 top folders holding 40%, 15%, ... 1% of the entries,
 60 files per leaf folder, one file in seven with 1-9 KB of data. Prints seconds and the ratio to
 `du -B1 --max-depth=1 TREE` for: the whole `vboot disk TREE --json` command, the in-process `scan()` with
-the default workers, and `scan(workers=1)`; then the whole command on a 1,000-entry tree.
+the default workers, and `scan(workers=1)`; then the whole command on a 1,000-entry tree. For du and the
+command it also prints the CPU time of the whole process tree: with as many processes as CPUs the wall time
+cannot drop below CPU time / CPUs, which is what bounds the command on a 2-CPU box.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,10 +54,19 @@ def build(root: Path, n: int) -> int:
     return count
 
 
-def timed(argv: list[str]) -> float:
+CPU: dict[str, list[float]] = {}  # command label -> CPU seconds (user + system, its whole process tree) per run
+
+
+def timed(argv: list[str], label: str | None = None) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if label:
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        CPU.setdefault(label, []).append(cpu)
+    return elapsed
 
 
 def timed_call(fn) -> float:
@@ -88,17 +100,18 @@ def main() -> None:
         cols: dict[str, list[float]] = {"du": [], "vboot disk (command)": [], "scan() in-process": [],
                                         "scan(workers=1)": []}
         for _ in range(args.runs):
-            cols["du"].append(timed(du))
-            cols["vboot disk (command)"].append(timed([*vboot(), "disk", str(tree), "--json"]))
+            cols["du"].append(timed(du, "du"))
+            cols["vboot disk (command)"].append(timed([*vboot(), "disk", str(tree), "--json"], "vboot disk (command)"))
             cols["scan() in-process"].append(timed_call(lambda: scan(tree, depth=1)))
             cols["scan(workers=1)"].append(timed_call(lambda: scan(tree, depth=1, workers=1)))
         small_cmd = [timed([*vboot(), "disk", str(small)]) for _ in range(args.runs)]
         small_du = [timed(["du", "-B1", "--max-depth=1", str(small)]) for _ in range(args.runs)]
         med = {k: statistics.median(v) for k, v in cols.items()}
         print(f"tree: {n} entries under {tree}, {os.cpu_count()} CPUs, workers used: {rep.workers}, "
-              f"median of {args.runs} alternating runs")
+              f"median of {args.runs} alternating runs; `{' '.join(vboot())}`")
         for k, v in med.items():
-            print(f"  {k:24s} {v:7.3f} s   {v / med['du']:5.2f}x du")
+            cpu = f"   CPU {statistics.median(CPU[k]):.3f} s" if k in CPU else ""
+            print(f"  {k:24s} {v:7.3f} s   {v / med['du']:5.2f}x du{cpu}")
         print(f"small tree (1k entries): vboot disk {statistics.median(small_cmd) * 1000:.0f} ms, "
               f"du {statistics.median(small_du) * 1000:.0f} ms")
     finally:

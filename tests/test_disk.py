@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,6 +170,44 @@ def test_parallel_scan_of_a_wider_tree_equals_du(tmp_path):
     rep = scan(root, depth=2, workers=2, split_after=50)
     assert rep.workers == 2
     assert {**{e.path: e.bytes for e in rep.entries}, rep.root: rep.total_bytes} == du(root, 2)
+
+
+_SLOW_SCAN = """
+import sys, time
+from bootstrap.core import disk
+
+def slow(path, name, dir_fd):  # 50 ms per directory: without the watch, workers go on for seconds
+    time.sleep(0.05)
+    return disk.default_open_dir(path, name, dir_fd)
+
+disk.WATCH_EVERY = 1
+print("scanning", flush=True)
+disk.scan(sys.argv[1], depth=1, workers=3, split_after=1, open_dir=slow)
+"""
+
+
+def test_workers_stop_when_the_scanning_process_is_killed(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    root = tmp_path / "t"
+    for i in range(400):
+        (root / f"d{i % 8}" / f"e{i}").mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SCAN, str(root)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert proc.stdout.readline() == b"scanning\n"
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 10
+        while len(parent.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        workers = parent.children()
+        assert len(workers) == 2, "the scan never forked its workers"
+        proc.kill()
+        proc.wait(5)
+        gone, alive = psutil.wait_procs(workers, timeout=3)
+        assert not alive, f"workers outlived the killed scan: {[w.pid for w in alive]}"
+    finally:
+        proc.kill()
+        proc.wait(5)
 
 
 def test_cli_json_carries_root_total_entries_and_warnings(tmp_path, run_vboot):

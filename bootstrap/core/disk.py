@@ -15,6 +15,9 @@ once it has seen ``split_after`` entries, the subdirectories it has not entered 
 parent and ``workers - 1`` forked children pull from a shared pipe (dynamic balancing). Children send their
 partial sums back (marshal); the parent merges them and removes hard-link duplicates across processes by
 (st_dev, st_ino), keeping the occurrence du would have counted. Small trees never fork.
+
+Worker processes watch their parent: if the scanning process dies (even by SIGKILL), they stop within
+``WATCH_EVERY`` entries instead of scanning the rest of the tree for nobody.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from bootstrap.core.errors import NotFoundError
 
 # Entries seen in-process before the rest of the tree is shared with worker processes.
-SPLIT_AFTER = 6000
+SPLIT_AFTER = 1000
 # Below this many levels per task we hold one directory fd per level; deeper directories are re-opened by
 # path as fresh tasks (keeps fds and Python recursion bounded on pathological trees).
 MAX_LEVELS = 200
@@ -38,6 +41,8 @@ MAX_LEVELS = 200
 TASKS_PER_WORKER = 8
 MAX_EXPANSIONS = 64
 MAX_WARNINGS = 200
+# Worker processes check that the scanning process is still there every this many entries.
+WATCH_EVERY = 4000
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _S_IFMT = 0o170000
@@ -95,12 +100,15 @@ class DiskReport:
         return self.unreadable_count == 0 and self.error_count == 0
 
 
-@dataclass
 class _Task:
-    path: str
-    key: tuple[int, ...]
-    parts: tuple[str, ...]
-    depth: int
+    __slots__ = ("path", "key", "parts", "depth")
+
+    def __init__(self, path: str, key: tuple[int, ...], parts: tuple[str, ...], depth: int) -> None:
+        self.path, self.key, self.parts, self.depth = path, key, parts, depth
+
+
+class _Abandoned(Exception):
+    """The process that started this scan is gone: stop working."""
 
 
 @dataclass
@@ -121,6 +129,8 @@ class _Walker:
     errors: int = 0
     count: int = 0
     deferring: bool = False
+    watch: int | None = None  # the scanning process's PID (in workers): stop when it is gone
+    next_watch: int = 0
 
     def _warn(self, path: str, kind: str, message: str) -> None:
         if kind == "unreadable":
@@ -155,12 +165,6 @@ class _Walker:
                 return 0
             self._warn(path, "error", exc.strerror or str(exc))
             return 0
-        total = 0
-        apparent = self.apparent
-        maxdepth = self.maxdepth
-        cdepth = depth + 1
-        record = cdepth <= maxdepth
-        entries = self.entries
         try:
             try:
                 it = os.scandir(fd)
@@ -169,49 +173,93 @@ class _Walker:
                            exc.strerror or str(exc))
                 return 0
             with it:
-                i = -1
-                while True:
-                    try:
-                        e = next(it)
-                    except StopIteration:
-                        break
-                    except OSError as exc:  # readdir failed mid-directory (EIO, ...)
-                        self._warn(path, "error", exc.strerror or str(exc))
-                        break
-                    i += 1
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    except OSError as exc:
-                        self._warn(f"{path}/{e.name}", "error", exc.strerror or str(exc))
-                        continue
-                    b = st.st_size if apparent else st.st_blocks * 512
-                    if st.st_mode & _S_IFMT == _S_IFDIR:
-                        if self.xdev is not None and st.st_dev != self.xdev:
-                            continue
-                        cparts = parts + (e.name,) if record else parts
-                        if self.deferring or level >= MAX_LEVELS:
-                            self.deferred.append(_Task(f"{path}/{e.name}", key + (i,), cparts, cdepth))
-                            sub = b
-                        else:
-                            sub = b + self.walk(f"{path}/{e.name}", fd, e.name, cdepth, level + 1, key + (i,), cparts)
-                        total += sub
-                        if record:
-                            entries[cparts] = [sub, True]
-                    else:
-                        if st.st_nlink > 1:
-                            self.links.append((key + (i,), st.st_dev, st.st_ino, b,
-                                               parts + (e.name,) if record else parts))
-                        total += b
-                        if record:
-                            entries[parts + (e.name,)] = [b, False]
-                self.count += i + 1
-                if self.budget is not None and not self.deferring and self.count >= self.budget:
-                    self.deferring = True
+                if depth < self.maxdepth:
+                    total, n = self._list_recorded(it, fd, path, depth + 1, level, key, parts)
+                else:
+                    total, n = self._list(it, fd, path, depth + 1, level, key, parts)
+            self.count += n
+            if self.budget is not None and not self.deferring and self.count >= self.budget:
+                self.deferring = True
+            if self.watch is not None and self.count >= self.next_watch:
+                self.next_watch = self.count + WATCH_EVERY
+                if os.getppid() != self.watch:
+                    raise _Abandoned
         finally:
             os.close(fd)
         return total
+
+    def _subdir(self, path: str, fd: int, name: str, cdepth: int, level: int, key: tuple[int, ...],
+                parts: tuple[str, ...]) -> int:
+        """Bytes below subdirectory ``name`` of ``fd``, or 0 when it is deferred as a task."""
+        if self.deferring or level >= MAX_LEVELS:
+            self.deferred.append(_Task(f"{path}/{name}", key, parts, cdepth))
+            return 0
+        return self.walk(f"{path}/{name}", fd, name, cdepth, level + 1, key, parts)
+
+    def _list(self, it: Iterable[os.DirEntry], fd: int, path: str, cdepth: int, level: int,
+              key: tuple[int, ...], parts: tuple[str, ...]) -> tuple[int, int]:
+        """The hot loop: sum a directory below the listed depth. Returns (bytes, entries listed).
+
+        Most entries of a large tree pass through here, so it does the least per entry: one ``fstatat``
+        (``DirEntry.stat``), a mode test, a link-count test.
+        """
+        total = 0
+        apparent = self.apparent
+        xdev = self.xdev
+        links = self.links
+        i = -1
+        try:
+            for i, e in enumerate(it):
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # vanished since it was listed
+                except OSError as exc:
+                    self._warn(f"{path}/{e.name}", "error", exc.strerror or str(exc))
+                    continue
+                b = st.st_size if apparent else st.st_blocks * 512
+                if st.st_mode & 0o170000 == 0o040000:
+                    if xdev is not None and st.st_dev != xdev:
+                        continue
+                    b += self._subdir(path, fd, e.name, cdepth, level, key + (i,), parts)
+                elif st.st_nlink > 1:
+                    links.append((key + (i,), st.st_dev, st.st_ino, b, parts))
+                total += b
+        except OSError as exc:  # readdir failed mid-directory (EIO, ...)
+            self._warn(path, "error", exc.strerror or str(exc))
+        return total, i + 1
+
+    def _list_recorded(self, it: Iterable[os.DirEntry], fd: int, path: str, cdepth: int, level: int,
+                       key: tuple[int, ...], parts: tuple[str, ...]) -> tuple[int, int]:
+        """Like :meth:`_list` for a directory whose entries are listed (depth <= maxdepth): records each."""
+        total = 0
+        apparent = self.apparent
+        entries = self.entries
+        i = -1
+        try:
+            for i, e in enumerate(it):
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    self._warn(f"{path}/{e.name}", "error", exc.strerror or str(exc))
+                    continue
+                b = st.st_size if apparent else st.st_blocks * 512
+                cparts = parts + (e.name,)
+                if st.st_mode & _S_IFMT == _S_IFDIR:
+                    if self.xdev is not None and st.st_dev != self.xdev:
+                        continue
+                    b += self._subdir(path, fd, e.name, cdepth, level, key + (i,), cparts)
+                    entries[cparts] = [b, True]
+                else:
+                    if st.st_nlink > 1:
+                        self.links.append((key + (i,), st.st_dev, st.st_ino, b, cparts))
+                    entries[cparts] = [b, False]
+                total += b
+        except OSError as exc:
+            self._warn(path, "error", exc.strerror or str(exc))
+        return total, i + 1
 
     def result(self, done: list[int]) -> bytes:
         return marshal.dumps((list(self.entries.items()), self.attribs, self.links, self.warnings,
@@ -226,16 +274,12 @@ def _cpu_count() -> int:
 
 
 def default_workers() -> int:
-    """Processes for a large scan: the CPUs this process may use that are not already busy, at most 8.
+    """Processes for a large scan: the CPUs this process may use, at most 8.
 
-    On a box whose CPUs are all taken (1-minute load >= CPUs) a second process only adds contention.
+    A scan is mostly kernel time in ``fstatat``; on a busy box the scheduler shares the CPUs, so more
+    processes still finish sooner than one (the load average, once used here, lags by a minute).
     """
-    cpus = _cpu_count()
-    try:
-        idle = cpus - os.getloadavg()[0]
-    except OSError:
-        idle = cpus
-    return max(1, min(8, cpus, int(idle + 0.5) + 1))
+    return max(1, min(8, _cpu_count()))
 
 
 def _read_all(fd: int) -> bytes:
@@ -262,6 +306,7 @@ def _run_parallel(walker_factory: Callable[[], _Walker], chunks: list[list[_Task
     _write_all(w_tasks, b"".join(struct.pack("=I", i) for i in range(len(chunks))))
     os.close(w_tasks)
     children: list[tuple[int, int]] = []
+    scanner = os.getpid()
     try:
         for _ in range(workers - 1):
             r_res, w_res = os.pipe()
@@ -276,6 +321,7 @@ def _run_parallel(walker_factory: Callable[[], _Walker], chunks: list[list[_Task
                 try:
                     os.close(r_res)
                     walker = walker_factory()
+                    walker.watch = scanner
                     done = _pull(r_tasks, chunks, walker)
                     _write_all(w_res, walker.result(done))
                 except BaseException:  # noqa: BLE001 - the parent redoes what a failed child claimed
