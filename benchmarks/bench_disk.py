@@ -4,7 +4,8 @@
 
 Builds an uneven tree under /tmp (never in the repo): 14 top folders holding 40%, 15%, ... 1% of the entries,
 60 files per leaf folder, one file in seven with 1-9 KB of data. Prints seconds and the ratio to
-`du -B1 --max-depth=1 TREE` for: the whole `vboot disk TREE --json` command, the in-process `scan()` with
+`du -B1 --max-depth=1 TREE` for: the whole `vboot disk TREE --json` command (with and without the head start
+that scans while the CLI loads, bootstrap/cli/entry.py), the in-process `scan()` with
 the default workers, and `scan(workers=1)`; then the whole command on a 1,000-entry tree. For du and the
 command it also prints the CPU time of the whole process tree: with as many processes as CPUs the wall time
 cannot drop below CPU time / CPUs, which is what bounds the command on a 2-CPU box.
@@ -57,10 +58,10 @@ def build(root: Path, n: int) -> int:
 CPU: dict[str, list[float]] = {}  # command label -> CPU seconds (user + system, its whole process tree) per run
 
 
-def timed(argv: list[str], label: str | None = None) -> float:
+def timed(argv: list[str], label: str | None = None, env: dict[str, str] | None = None) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env)
     elapsed = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if label:
@@ -97,11 +98,14 @@ def main() -> None:
         rep = scan(tree, depth=1)
         out = subprocess.run(du, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
         assert int(out.split("\t")[0]) == rep.total_bytes, "scan disagrees with du"
-        cols: dict[str, list[float]] = {"du": [], "vboot disk (command)": [], "scan() in-process": [],
-                                        "scan(workers=1)": []}
+        cols: dict[str, list[float]] = {"du": [], "vboot disk (command)": [], "command, no head start": [],
+                                        "scan() in-process": [], "scan(workers=1)": []}
+        no_head = {**os.environ, "VBOOT_DISK_HEAD_START": "0"}
         for _ in range(args.runs):
             cols["du"].append(timed(du, "du"))
             cols["vboot disk (command)"].append(timed([*vboot(), "disk", str(tree), "--json"], "vboot disk (command)"))
+            cols["command, no head start"].append(
+                timed([*vboot(), "disk", str(tree), "--json"], "command, no head start", env=no_head))
             cols["scan() in-process"].append(timed_call(lambda: scan(tree, depth=1)))
             cols["scan(workers=1)"].append(timed_call(lambda: scan(tree, depth=1, workers=1)))
         small_cmd = [timed([*vboot(), "disk", str(small)]) for _ in range(args.runs)]

@@ -1,6 +1,6 @@
-"""`python -m bootstrap` runs the vboot CLI."""
+"""`python -m bootstrap` runs the vboot CLI, through the same entry as the `vboot` console script."""
 
-from bootstrap.cli.main import main
+from bootstrap.cli.entry import main
 
 if __name__ == "__main__":
     main()

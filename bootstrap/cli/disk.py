@@ -60,11 +60,15 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
       vboot disk caches   model and package caches (ModelScope, Hugging Face, pip, uv, torch, vLLM, Triton)
       vboot disk clean    delete partial downloads, models or whole caches (plan, confirm, then delete)
     """
-    from bootstrap.core.disk import scan
+    from bootstrap.cli.entry import take_head_start
+    from bootstrap.core.disk import report_from_wire, scan
     from bootstrap.core.environ import Environ
 
     targets = list(paths) or [str(Environ().home())]
-    reports = [scan(p, depth=depth, apparent=apparent, one_file_system=one_file_system) for p in targets]
+    # The console script may have started the first scan before click was imported (bootstrap.cli.entry).
+    wire = take_head_start(targets[0], depth, apparent, one_file_system)
+    reports = [report_from_wire(wire) if wire else scan(targets[0], depth, apparent, one_file_system)]
+    reports += [scan(p, depth=depth, apparent=apparent, one_file_system=one_file_system) for p in targets[1:]]
     first = reports[0]
     data: dict[str, Any] = {
         "root": first.root, "total_bytes": first.total_bytes, "entries": first.entries,

@@ -17,11 +17,14 @@ partial sums back (marshal); the parent merges them and removes hard-link duplic
 (st_dev, st_ino), keeping the occurrence du would have counted. Small trees never fork.
 
 Worker processes watch their parent: if the scanning process dies (even by SIGKILL), they stop within
-``WATCH_EVERY`` entries instead of scanning the rest of the tree for nobody.
+``WATCH_EVERY`` entries instead of scanning the rest of the tree for nobody. ``scan(watch_parent=PID)`` makes
+the scanning process itself do the same: the console script runs :func:`scan_wire` that way in a forked child
+before it has imported click (bootstrap.cli.entry).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import marshal
 import os
 import stat as stat_mod
@@ -41,7 +44,7 @@ MAX_LEVELS = 200
 TASKS_PER_WORKER = 8
 MAX_EXPANSIONS = 64
 MAX_WARNINGS = 200
-# Worker processes check that the scanning process is still there every this many entries.
+# Processes of a scan check that their parent is still there every this many entries (and directories).
 WATCH_EVERY = 4000
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -130,7 +133,7 @@ class _Walker:
     count: int = 0
     deferring: bool = False
     watch: int | None = None  # the scanning process's PID (in workers): stop when it is gone
-    next_watch: int = 0
+    unwatched: int = 0  # entries and directories since the last look at the parent
 
     def _warn(self, path: str, kind: str, message: str) -> None:
         if kind == "unreadable":
@@ -180,10 +183,12 @@ class _Walker:
             self.count += n
             if self.budget is not None and not self.deferring and self.count >= self.budget:
                 self.deferring = True
-            if self.watch is not None and self.count >= self.next_watch:
-                self.next_watch = self.count + WATCH_EVERY
-                if os.getppid() != self.watch:
-                    raise _Abandoned
+            if self.watch is not None:
+                self.unwatched += n + 1  # + 1: a tree of empty directories is work too
+                if self.unwatched >= WATCH_EVERY:
+                    self.unwatched = 0
+                    if os.getppid() != self.watch:
+                        raise _Abandoned
         finally:
             os.close(fd)
         return total
@@ -384,12 +389,13 @@ def filesystem_usage(path: str) -> tuple[int | None, int | None]:
 
 def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, one_file_system: bool = False,
          *, workers: int | None = None, split_after: int = SPLIT_AFTER,
-         open_dir: OpenDir = default_open_dir) -> DiskReport:
+         open_dir: OpenDir = default_open_dir, watch_parent: int | None = None) -> DiskReport:
     """Measure ``root`` like ``du -a -B1 --max-depth=DEPTH ROOT`` (``du --apparent-size`` with ``apparent``).
 
     ``one_file_system`` skips directories on other filesystems (``du -x``). ``workers`` caps the processes
     (default: the CPUs available, at most 8); ``split_after`` is how many entries are scanned in-process
     before the rest is shared out. ``open_dir`` opens a directory (injected by tests to simulate EACCES).
+    ``watch_parent``: stop (raise) soon after this process is no longer the parent of the one scanning.
     Raises NotFoundError when ``root`` does not exist; everything below it only produces warnings.
     """
     started = time.perf_counter()
@@ -419,6 +425,7 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
         return _Walker(maxdepth=depth, apparent=apparent, xdev=xdev, open_dir=open_dir, budget=budget)
 
     parent = factory(split_after if nworkers > 1 else None)
+    parent.watch = watch_parent
     # The root is followed when it is a symlink (du -D); nothing below it is.
     walk_root = os.path.realpath(root_path) if os.path.islink(root_path) else root_path
     contents = parent.walk(walk_root, None, walk_root, 0, 0, (), ())
@@ -495,6 +502,23 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
         error_count=errors, depth=depth, apparent=apparent, one_file_system=one_file_system, entry_count=count,
         workers=used, elapsed_s=time.perf_counter() - started, fs_total_bytes=fs_total, fs_free_bytes=fs_free,
     )
+
+
+def scan_wire(root: str, depth: int = 1, apparent: bool = False, one_file_system: bool = False, *,
+              watch_parent: int | None = None) -> dict:
+    """:func:`scan` as plain values that :mod:`marshal` can carry; :func:`report_from_wire` rebuilds it."""
+    rep = scan(root, depth, apparent, one_file_system, watch_parent=watch_parent)
+    wire = {f.name: getattr(rep, f.name) for f in dataclasses.fields(DiskReport)}
+    wire["entries"] = [(e.path, e.bytes, e.is_dir, e.depth) for e in rep.entries]
+    wire["warnings"] = [(w.path, w.kind, w.message) for w in rep.warnings]
+    return wire
+
+
+def report_from_wire(wire: dict) -> DiskReport:
+    fields = dict(wire)
+    fields["entries"] = tuple(DiskEntry(*e) for e in wire["entries"])
+    fields["warnings"] = tuple(ScanWarning(*w) for w in wire["warnings"])
+    return DiskReport(**fields)
 
 
 def _add_to_prefixes(entries: dict[tuple[str, ...], list], parts: Iterable[str], b: int) -> None:

@@ -1,0 +1,156 @@
+"""`vboot disk`'s head start: the scan forked before click loads is used only for exactly the parsed request."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bootstrap.cli import entry
+from bootstrap.cli.disk import report_cmd
+from bootstrap.core.disk import report_from_wire, scan, scan_wire
+from bootstrap.core.headstart import HeadStart
+from test_disk import build, du
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("args", [
+    [], ["/data"], ["/data", "--json"], ["--json", "/data"], ["/data", "--depth", "2"], ["/data", "--depth=3"],
+    ["/data", "-d", "0"], ["/data", "-d2"], ["-x", "/data"], ["/data", "--one-file-system", "--apparent"],
+    ["/data", "--top", "5"], ["/data", "-n3", "--json"], ["--", "-odd-name"], ["/a", "/b"], ["rel/dir"],
+])
+def test_the_plain_grammar_agrees_with_click(args, monkeypatch):
+    monkeypatch.setenv("HOME", "/home/someone")
+    got = entry.disk_request(args)
+    assert got is not None
+    ctx = report_cmd.make_context("disk", list(args))
+    p = ctx.params
+    root = p["paths"][0] if p["paths"] else "/home/someone"
+    assert got == (root, p["depth"], p["apparent"], p["one_file_system"])
+
+
+@pytest.mark.parametrize("args", [
+    ["caches"], ["clean", "--partial"], ["/data", "--depth", "x"], ["/data", "--depth", "65"], ["/data", "-d"],
+    ["/data", "--top", "0"], ["/data", "-xd", "2"], ["/data", "--verbose"], ["-h"], ["--help"], ["/data", "-d", "-1"],
+    ["/data", "--depth", "²"],
+])
+def test_anything_else_gets_no_head_start(args):
+    assert entry.disk_request(args) is None
+
+
+def test_a_head_start_for_the_same_request_returns_the_same_report(tmp_path, monkeypatch):
+    root = build(tmp_path / "t")
+    monkeypatch.setattr(entry, "HEAD_START", HeadStart("bootstrap.core.disk:scan_wire", (str(root), 2, False, False)))
+    wire = entry.take_head_start(str(root) + "/", 2, False, False)  # the same directory, spelled differently
+    assert wire is not None and entry.HEAD_START is None
+    rep = report_from_wire(wire)
+    direct = scan(root, depth=2)
+    assert (rep.total_bytes, rep.entries, rep.root) == (direct.total_bytes, direct.entries, direct.root)
+    assert {**{e.path: e.bytes for e in rep.entries}, rep.root: rep.total_bytes} == du(root, 2)
+
+
+@pytest.mark.parametrize("other", [(1, False, False), (2, True, False), (2, False, True)])
+def test_a_head_start_for_another_request_is_killed_and_not_used(tmp_path, monkeypatch, other):
+    root = build(tmp_path / "t")
+    started = HeadStart("bootstrap.core.disk:scan_wire", (str(root), 2, False, False))
+    pid = started.pid
+    monkeypatch.setattr(entry, "HEAD_START", started)
+    assert entry.take_head_start(str(root), *other) is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already reaped: nothing left behind
+
+
+def test_a_failed_head_start_yields_none_so_the_command_meets_the_error_itself(tmp_path, monkeypatch):
+    missing = str(tmp_path / "nope")
+    monkeypatch.setattr(entry, "HEAD_START", HeadStart("bootstrap.core.disk:scan_wire", (missing, 1, False, False)))
+    assert entry.take_head_start(missing, 1, False, False) is None
+
+
+def test_scan_wire_round_trips_warnings_and_odd_names(tmp_path):
+    root = build(tmp_path / "t")
+    os.mkdir(os.path.join(os.fsencode(root), b"bad\xffname"))
+    rep = scan(root, depth=1)
+    assert report_from_wire(scan_wire(str(root), 1)).warnings == rep.warnings != ()
+
+
+_SPY = """
+import sys
+from bootstrap.cli import entry
+real = entry.take_head_start
+
+def spy(*args):
+    wire = real(*args)
+    sys.stderr.write(f"head start used: {wire is not None}\\n")
+    return wire
+
+entry.take_head_start = spy
+sys.argv = ["vboot", *sys.argv[1:]]
+entry.main()
+"""
+
+
+@pytest.mark.parametrize("extra, used", [([], True), (["--depth", "2"], True), (["-xd", "2"], False)])
+def test_the_cli_uses_the_head_start_only_when_it_matches(tmp_path, isolated_env, extra, used):
+    root = build(tmp_path / "t")
+    depth = 2 if extra else 1
+    proc = subprocess.run([sys.executable, "-c", _SPY, "disk", str(root), *extra, "--json"], capture_output=True,
+                          text=True, env=isolated_env, cwd=REPO, stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"head start used: {used}" in proc.stderr
+    data = json.loads(proc.stdout)["data"]
+    assert {**{e["path"]: e["bytes"] for e in data["entries"]}, data["root"]: data["total_bytes"]} == du(root, depth)
+
+
+def test_the_cli_without_head_start_when_turned_off(tmp_path, isolated_env):
+    root = build(tmp_path / "t")
+    proc = subprocess.run([sys.executable, "-c", _SPY, "disk", str(root), "--json"], capture_output=True, text=True,
+                          env={**isolated_env, "VBOOT_DISK_HEAD_START": "0"}, cwd=REPO, stdin=subprocess.DEVNULL,
+                          timeout=60)
+    assert proc.returncode == 0 and "head start used: False" in proc.stderr
+
+
+_ORPHAN = """
+import os, sys, time
+from bootstrap.core import disk, headstart
+
+def slow_scan(root, *, watch_parent):
+    def slow(path, name, dir_fd):  # 50 ms per directory: seconds of work left when the starter dies
+        time.sleep(0.05)
+        return disk.default_open_dir(path, name, dir_fd)
+    disk.WATCH_EVERY = 1
+    print("scanning", os.getpid(), flush=True)
+    return disk.scan(root, workers=3, split_after=1, open_dir=slow, watch_parent=watch_parent).total_bytes
+
+headstart.HeadStart("__main__:slow_scan", (sys.argv[1],))
+time.sleep(60)
+"""
+
+
+def test_a_head_start_stops_when_its_starter_is_killed(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    root = tmp_path / "t"
+    for i in range(400):
+        (root / f"d{i % 8}" / f"e{i}").mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(root)], stdout=subprocess.PIPE, cwd=REPO)
+    try:
+        line = proc.stdout.readline().split()
+        assert line[0] == b"scanning"
+        child = psutil.Process(int(line[1]))
+        deadline = time.monotonic() + 10
+        while len(child.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        tree = [child, *child.children()]
+        assert len(tree) == 3, "the head start never forked its workers"
+        proc.kill()
+        proc.wait(5)
+        gone, alive = psutil.wait_procs(tree, timeout=3)
+        assert not alive, f"the head start outlived its starter: {[p.pid for p in alive]}"
+    finally:
+        proc.kill()
+        proc.wait(5)
