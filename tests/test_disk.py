@@ -238,3 +238,50 @@ def test_cli_missing_path_fails_with_one_line_and_exit_4(tmp_path, run_vboot):
     proc = run_vboot("disk", str(tmp_path / "nope"))
     assert proc.returncode == 4
     assert "no such file or directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+_MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+23 22 0:21 / /proc rw,nosuid - proc proc rw
+24 22 0:22 / /sys rw,nosuid - sysfs sysfs rw
+25 24 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+26 22 0:24 / /dev/shm rw - tmpfs tmpfs rw
+27 22 0:25 / /data/my\\040disk/proc rw - proc proc rw
+28 22 0:26 / /data/real rw - ext4 /dev/vdb rw
+"""
+
+
+def test_pseudo_mounts_below_the_root_come_from_mountinfo(tmp_path):
+    from bootstrap.core.disk import pseudo_mounts
+
+    info = tmp_path / "mountinfo"
+    info.write_text(_MOUNTINFO)
+    assert pseudo_mounts("/", str(info)) == ["/proc", "/sys", "/sys/fs/cgroup", "/data/my disk/proc"]
+    assert pseudo_mounts("/sys", str(info)) == ["/sys/fs/cgroup"]  # the root itself is scanned when asked for
+    assert pseudo_mounts("/data", str(info)) == ["/data/my disk/proc"]  # tmpfs and ext4 hold real data
+    assert pseudo_mounts("/", str(tmp_path / "missing")) == []
+
+
+def test_a_skipped_directory_is_listed_with_its_own_size_but_not_entered(tmp_path):
+    root = build(tmp_path / "t")
+    rep = scan(root, depth=1, skip_mounts=[str(root / "many")])
+    assert rep.skipped_mounts == (str(root / "many"),)
+    listed = {e.path: e.bytes for e in rep.entries}
+    assert listed[str(root / "many")] == os.lstat(root / "many").st_blocks * 512
+    expected = du(root, 1)
+    assert rep.total_bytes == expected[str(root)] - (expected[str(root / "many")] - listed[str(root / "many")])
+
+
+def test_a_real_proc_mount_below_the_root_is_not_entered_and_du_agrees(tmp_path):
+    root = build(tmp_path / "t")
+    (root / "p").mkdir()
+    mounted = subprocess.run(["mount", "-t", "proc", "proc", str(root / "p")], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine does not let the tests mount a proc filesystem: {mounted.stderr.strip()}")
+    try:
+        rep = scan(root, depth=1, workers=2, split_after=1)
+        assert rep.skipped_mounts == (str(root / "p"),)
+        assert ours(root, 1) == du(root, 1)  # proc holds no blocks: du's numbers, without du's walk through it
+        assert rep.entry_count < 100 and not rep.warnings
+    finally:
+        subprocess.run(["umount", "-l", str(root / "p")], check=False)

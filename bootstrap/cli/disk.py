@@ -76,10 +76,15 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
         "unreadable_paths": first.unreadable_paths, "error_count": first.error_count,
         "depth": depth, "apparent": apparent, "entry_count": first.entry_count,
         "fs_total_bytes": first.fs_total_bytes, "fs_free_bytes": first.fs_free_bytes,
-        "elapsed_s": first.elapsed_s, "workers": first.workers, "reports": reports, "top": top,
+        "elapsed_s": first.elapsed_s, "workers": first.workers, "skipped_mounts": first.skipped_mounts,
+        "reports": reports, "top": top,
     }
     incomplete = any(not r.complete for r in reports)
     output.emit(CommandResult("disk", data, status="warn" if incomplete else "ok"), human=_render_report)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _bar(share: float, width: int = 20) -> str:
@@ -125,9 +130,17 @@ def _render_report(data: dict[str, Any]) -> None:
 
         add(rep.root.rstrip("/") or "/", rep.total_bytes, 0)
         con.print(table)
+        if rep.skipped_mounts:
+            shown = ", ".join(escape(m) for m in rep.skipped_mounts[:6])
+            more = f" and {len(rep.skipped_mounts) - 6} more" if len(rep.skipped_mounts) > 6 else ""
+            con.print(f"[dim]not entered (pseudo filesystems, no disk blocks): {shown}{more}[/]")
         if rep.unreadable_count or rep.error_count:
-            con.print(f"[yellow]incomplete:[/] {rep.unreadable_count} directories could not be read and "
-                      f"{rep.error_count} entries failed; their contents are not in the totals "
+            parts = []
+            if rep.unreadable_count:
+                parts.append(_count(rep.unreadable_count, "directory", "directories") + " could not be read")
+            if rep.error_count:
+                parts.append(_count(rep.error_count, "entry", "entries") + " failed")
+            con.print(f"[yellow]incomplete:[/] {' and '.join(parts)}; their contents are not in the totals "
                       f"(run as their owner or with sudo):")
             for w in rep.warnings[:5]:
                 con.print(f"  [dim]{escape(w.kind)}[/] {escape(w.path)}: {escape(w.message)}")

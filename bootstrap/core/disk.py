@@ -8,7 +8,10 @@ Counting rules are GNU du's (``du -a -B1 --max-depth=N PATH`` shows the same num
 - symbolic links are never followed (a link counts its own size); the PATH given on the command line is
   followed when it is a link (``du -D``), so ``vboot disk ~/.cache/huggingface`` measures the target;
 - a directory that cannot be read still counts its own size and becomes a warning; files that vanish
-  during the scan are skipped.
+  during the scan are skipped;
+- pseudo filesystems mounted below the root (/proc, /sys, cgroup, devpts, ...) are not entered: they hold no
+  disk blocks, so du's numbers do not change, but du spends time and errors there (and ``--apparent-size``
+  would add /proc/kcore's 128 TiB). Their mount points are listed in ``skipped_mounts``.
 
 Speed: one CPython process stats ~1.5x slower than du, so a large tree is split. The scan starts in-process;
 once it has seen ``split_after`` entries, the subdirectories it has not entered yet become tasks, which the
@@ -46,6 +49,13 @@ MAX_EXPANSIONS = 64
 MAX_WARNINGS = 200
 # Processes of a scan check that their parent is still there every this many entries (and directories).
 WATCH_EVERY = 4000
+
+# Filesystems that hold no disk blocks and no user data: never entered below the root.
+PSEUDO_FILESYSTEMS = frozenset({
+    "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs", "securityfs", "pstore", "bpf",
+    "configfs", "fusectl", "binfmt_misc", "autofs", "efivarfs", "hugetlbfs", "rpc_pipefs", "nsfs", "selinuxfs",
+})
+MOUNTINFO = "/proc/self/mountinfo"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _S_IFMT = 0o170000
@@ -97,6 +107,7 @@ class DiskReport:
     elapsed_s: float = 0.0
     fs_total_bytes: int | None = None
     fs_free_bytes: int | None = None  # f_bavail: what an ordinary user can still write
+    skipped_mounts: tuple[str, ...] = ()  # pseudo filesystems below the root that were not entered
 
     @property
     def complete(self) -> bool:
@@ -133,9 +144,12 @@ class _Walker:
     count: int = 0
     deferring: bool = False
     watch: int | None = None  # the scanning process's PID (in workers): stop when it is gone
+    skip: frozenset[str] = frozenset()  # directories not to enter (pseudo filesystem mount points)
+    skipped: list[str] = field(default_factory=list)
     unwatched: int = 0  # entries and directories since the last look at the parent
 
     def _warn(self, path: str, kind: str, message: str) -> None:
+        path = path or "/"
         if kind == "unreadable":
             self.unreadable.append(path)
         else:
@@ -195,11 +209,15 @@ class _Walker:
 
     def _subdir(self, path: str, fd: int, name: str, cdepth: int, level: int, key: tuple[int, ...],
                 parts: tuple[str, ...]) -> int:
-        """Bytes below subdirectory ``name`` of ``fd``, or 0 when it is deferred as a task."""
-        if self.deferring or level >= MAX_LEVELS:
-            self.deferred.append(_Task(f"{path}/{name}", key, parts, cdepth))
+        """Bytes below subdirectory ``name`` of ``fd``, or 0 when it is deferred as a task or skipped."""
+        sub = f"{path}/{name}"
+        if self.skip and sub in self.skip:
+            self.skipped.append(sub)
             return 0
-        return self.walk(f"{path}/{name}", fd, name, cdepth, level + 1, key, parts)
+        if self.deferring or level >= MAX_LEVELS:
+            self.deferred.append(_Task(sub, key, parts, cdepth))
+            return 0
+        return self.walk(sub, fd, name, cdepth, level + 1, key, parts)
 
     def _list(self, it: Iterable[os.DirEntry], fd: int, path: str, cdepth: int, level: int,
               key: tuple[int, ...], parts: tuple[str, ...]) -> tuple[int, int]:
@@ -268,7 +286,7 @@ class _Walker:
 
     def result(self, done: list[int]) -> bytes:
         return marshal.dumps((list(self.entries.items()), self.attribs, self.links, self.warnings,
-                              self.unreadable, self.errors, self.count, done))
+                              self.unreadable, self.errors, self.count, done, self.skipped))
 
 
 def _cpu_count() -> int:
@@ -378,6 +396,49 @@ def display_path(path: str) -> tuple[str, bool]:
         return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), True
 
 
+def _unescape_mount(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
+    if "\\" not in field:
+        return field
+    raw = field.encode("utf-8", "surrogateescape")
+    out, i = bytearray(), 0
+    while i < len(raw):
+        if raw[i] == 0x5C and i + 4 <= len(raw) and raw[i + 1:i + 4].isdigit():
+            out.append(int(raw[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def pseudo_mounts(root: str, mountinfo: str = MOUNTINFO) -> list[str]:
+    """Mount points strictly below ``root`` whose filesystem type is in :data:`PSEUDO_FILESYSTEMS`.
+
+    Read from /proc/self/mountinfo (mount points there are real paths; a ``root`` reached through a symlinked
+    parent gets them re-based onto its own spelling). Unreadable mountinfo: none.
+    """
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    base = root.rstrip("/")
+    real = os.path.realpath(root).rstrip("/")
+    found = []
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right:
+            continue
+        if right.split()[0] not in PSEUDO_FILESYSTEMS:
+            continue
+        point = _unescape_mount(fields[4])
+        if point.startswith(real + "/"):
+            found.append(base + point[len(real):])
+    return found
+
+
 def filesystem_usage(path: str) -> tuple[int | None, int | None]:
     """(size, free for ordinary users) of the filesystem holding ``path``, like ``df -B1 PATH``."""
     try:
@@ -389,13 +450,15 @@ def filesystem_usage(path: str) -> tuple[int | None, int | None]:
 
 def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, one_file_system: bool = False,
          *, workers: int | None = None, split_after: int = SPLIT_AFTER,
-         open_dir: OpenDir = default_open_dir, watch_parent: int | None = None) -> DiskReport:
+         open_dir: OpenDir = default_open_dir, watch_parent: int | None = None,
+         skip_mounts: Iterable[str] | None = None) -> DiskReport:
     """Measure ``root`` like ``du -a -B1 --max-depth=DEPTH ROOT`` (``du --apparent-size`` with ``apparent``).
 
     ``one_file_system`` skips directories on other filesystems (``du -x``). ``workers`` caps the processes
     (default: the CPUs available, at most 8); ``split_after`` is how many entries are scanned in-process
     before the rest is shared out. ``open_dir`` opens a directory (injected by tests to simulate EACCES).
     ``watch_parent``: stop (raise) soon after this process is no longer the parent of the one scanning.
+    ``skip_mounts``: directories not to enter (default: pseudo filesystems mounted below the root).
     Raises NotFoundError when ``root`` does not exist; everything below it only produces warnings.
     """
     started = time.perf_counter()
@@ -421,14 +484,17 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
     nworkers = default_workers() if workers is None else max(1, workers)
     xdev = st.st_dev if one_file_system else None
 
+    # The root is followed when it is a symlink (du -D); nothing below it is.
+    walk_root = os.path.realpath(root_path) if os.path.islink(root_path) else root_path
+    skip = frozenset(pseudo_mounts(walk_root) if skip_mounts is None else skip_mounts)
+
     def factory(budget: int | None = None) -> _Walker:
-        return _Walker(maxdepth=depth, apparent=apparent, xdev=xdev, open_dir=open_dir, budget=budget)
+        return _Walker(maxdepth=depth, apparent=apparent, xdev=xdev, open_dir=open_dir, budget=budget, skip=skip)
 
     parent = factory(split_after if nworkers > 1 else None)
     parent.watch = watch_parent
-    # The root is followed when it is a symlink (du -D); nothing below it is.
-    walk_root = os.path.realpath(root_path) if os.path.islink(root_path) else root_path
-    contents = parent.walk(walk_root, None, walk_root, 0, 0, (), ())
+    # Paths below the root are built as f"{path}/{name}": "/" starts from "" so that they read "/proc".
+    contents = parent.walk(walk_root.rstrip("/"), None, walk_root, 0, 0, (), ())
     parent.count += 1  # the root itself
     tasks = parent.deferred
     parent.deferred = []
@@ -469,6 +535,7 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
     unreadable = parent.unreadable
     errors = parent.errors
     count = parent.count
+    skipped = parent.skipped
     for res in results:
         for parts, val in res[0]:
             entries[tuple(parts)] = list(val)
@@ -478,6 +545,7 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
         unreadable = unreadable + list(res[4])
         errors += res[5]
         count += res[6]
+        skipped = skipped + list(res[8])
 
     total = own + contents
     for parts, b in attribs:
@@ -501,6 +569,7 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
         unreadable_count=len(unreadable), unreadable_paths=tuple(display_path(p)[0] for p in unreadable[:50]),
         error_count=errors, depth=depth, apparent=apparent, one_file_system=one_file_system, entry_count=count,
         workers=used, elapsed_s=time.perf_counter() - started, fs_total_bytes=fs_total, fs_free_bytes=fs_free,
+        skipped_mounts=tuple(sorted(display_path(p)[0] for p in skipped)),
     )
 
 
