@@ -257,11 +257,12 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
         if output.STATE.json or not sys.stdin.isatty():
             if not output.STATE.json:
                 _render_clean(data)
-            raise ConfirmationRequired(f"would delete {len(plan.entries)} paths "
+            raise ConfirmationRequired(f"would delete {_count(len(plan.entries), 'path', 'paths')} "
                                        f"({output.human_bytes(plan.total_bytes)}); nobody to confirm",
                                        hint="re-run with --yes to delete, or --dry-run to only see the plan")
         _render_clean(data)
-        if not click.confirm(f"Delete these {len(plan.entries)} paths?", default=False, err=True):
+        what = "this path" if len(plan.entries) == 1 else f"these {len(plan.entries)} paths"
+        if not click.confirm(f"Delete {what}?", default=False, err=True):
             output.info("nothing deleted")
             raise SystemExit(1)
     result = execute_plan(plan, active=active_model_paths(env))
@@ -288,7 +289,7 @@ def _render_clean(data: dict[str, Any]) -> None:
             for e in data["plan"]:
                 t.add_row(output.human_bytes(e.bytes), e.cache, escape(e.path) + (" (symlink)" if e.is_symlink else ""))
             con.print(t)
-            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in {len(data['plan'])} paths"
+            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in {_count(len(data['plan']), 'path', 'paths')}"
                       + (" [dim](dry run: nothing deleted)[/]" if data["dry_run"] else ""))
         else:
             con.print("nothing to clean")
@@ -297,7 +298,7 @@ def _render_clean(data: dict[str, Any]) -> None:
     for note in data["notes"]:
         con.print(f"[dim]note: {escape(note)}[/]")
     if done:
-        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] ({len(data['removed'])} paths removed)")
+        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] ({_count(len(data['removed']), 'path', 'paths')} removed)")
         for f in data["failed"]:
             con.print(f"[red]not removed[/] {escape(f.path)}: {escape(f.reason)}")
 
