@@ -44,6 +44,12 @@ def test_anything_else_gets_no_head_start(args):
     assert entry.disk_request(args) is None
 
 
+def test_every_option_of_the_report_is_in_the_grammar():
+    # A new option left out of the grammar would quietly cost every `vboot disk` that uses it its head start.
+    names = {opt for param in report_cmd.params if param.param_type_name == "option" for opt in param.opts}
+    assert names - {"-h", "--help"} == set(entry._FLAGS) | set(entry._VALUED)
+
+
 def test_a_head_start_for_the_same_request_returns_the_same_report(tmp_path, monkeypatch):
     root = build(tmp_path / "t")
     monkeypatch.setattr(entry, "HEAD_START", HeadStart("bootstrap.core.disk:scan_wire", (str(root), 2, False, False)))
