@@ -531,6 +531,8 @@ def _remove(path: str) -> None:
 
 def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Environ | None = None) -> CleanResult:
     """Delete what ``plan`` lists, re-checking each path first; measures what remains afterwards."""
+    from bootstrap.probes.system import fs_usage
+
     if active is None:
         from bootstrap.core.runs import active_model_paths
 
@@ -542,7 +544,7 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
     after: dict[str, int] = {}
     for name, root in plan.roots.items():
         try:
-            before[name] = shutil.disk_usage(root).free
+            before[name] = fs_usage(root)[1]
         except OSError:
             pass
     for entry in plan.entries:
@@ -569,7 +571,7 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
             removed.append(entry.path)
     for name, root in plan.roots.items():
         try:
-            after[name] = shutil.disk_usage(root).free
+            after[name] = fs_usage(root)[1]
         except OSError:
             pass
     return CleanResult(removed=tuple(removed), freed_bytes=freed, failed=tuple(failed),

@@ -440,12 +440,13 @@ def pseudo_mounts(root: str, mountinfo: str = MOUNTINFO) -> list[str]:
 
 
 def filesystem_usage(path: str) -> tuple[int | None, int | None]:
-    """(size, free for ordinary users) of the filesystem holding ``path``, like ``df -B1 PATH``."""
+    """(size, free for ordinary users) of the filesystem holding ``path``, like ``df -B1 PATH``; None if unknown."""
+    from bootstrap.probes.system import fs_usage
+
     try:
-        vfs = os.statvfs(path)
+        return fs_usage(path)
     except OSError:
         return None, None
-    return vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
 
 
 def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, one_file_system: bool = False,

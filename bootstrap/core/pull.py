@@ -298,11 +298,10 @@ def plan_pull(model_id: str, revision: str, snapshot_dir: Path, files: Sequence[
 
 def free_space(path: Path) -> tuple[str, int]:
     """(the existing directory measured, bytes an ordinary user can write there): ``df -B1 DIR``'s Avail."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    st = os.statvfs(probe)
-    return str(probe), st.f_bavail * st.f_frsize
+    from bootstrap.probes.system import disk_free
+
+    found = disk_free(path)
+    return found.checked_path, found.free_bytes
 
 
 def largest_caches(env: Environ, limit: int = 3) -> tuple[CacheHint, ...]:

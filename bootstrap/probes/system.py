@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,19 @@ class DiskFree:
     total_bytes: int
 
 
+def fs_usage(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(size, free for an ordinary user) in bytes of the filesystem holding existing ``path``: ``df -B1 PATH``'s
+    Size and Avail (``f_bavail``, not the root-reserved ``f_bfree``). Raises OSError."""
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
 def disk_free(path: Path) -> DiskFree:
     """Free space of the filesystem that holds (or would hold) ``path``. Shell: ``df -B1 PATH``."""
+    from pathlib import Path
+
     probe = Path(path).expanduser().absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    st = os.statvfs(probe)
-    return DiskFree(path=str(path), checked_path=str(probe), free_bytes=st.f_bavail * st.f_frsize,
-                    total_bytes=st.f_blocks * st.f_frsize)
+    total, free = fs_usage(probe)
+    return DiskFree(path=str(path), checked_path=str(probe), free_bytes=free, total_bytes=total)
