@@ -172,6 +172,26 @@ def test_parallel_scan_of_a_wider_tree_equals_du(tmp_path):
     assert {**{e.path: e.bytes for e in rep.entries}, rep.root: rep.total_bytes} == du(root, 2)
 
 
+def forked_children(parent, count: int, what: str) -> list:
+    """The ``count`` children ``parent`` (a psutil.Process) forks within 10 s."""
+    deadline = time.monotonic() + 10
+    while len(parent.children()) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    children = parent.children()
+    assert len(children) == count, f"{what} never forked its workers"
+    return children
+
+
+def kill_and_expect_gone(starter: subprocess.Popen, procs: list, what: str) -> None:
+    """SIGKILL ``starter`` alone; every process of ``procs`` must be gone within 3 s."""
+    import psutil
+
+    starter.kill()
+    starter.wait(5)
+    gone, alive = psutil.wait_procs(procs, timeout=3)
+    assert not alive, f"{what} outlived the killed process: {[p.pid for p in alive]}"
+
+
 _SLOW_SCAN = """
 import sys, time
 from bootstrap.core import disk
@@ -195,16 +215,54 @@ def test_workers_stop_when_the_scanning_process_is_killed(tmp_path):
                             cwd=Path(__file__).resolve().parent.parent)
     try:
         assert proc.stdout.readline() == b"scanning\n"
-        parent = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 10
-        while len(parent.children()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        workers = parent.children()
-        assert len(workers) == 2, "the scan never forked its workers"
+        workers = forked_children(psutil.Process(proc.pid), 2, "the scan")
+        kill_and_expect_gone(proc, workers, "the workers")
+    finally:
         proc.kill()
         proc.wait(5)
-        gone, alive = psutil.wait_procs(workers, timeout=3)
-        assert not alive, f"workers outlived the killed scan: {[w.pid for w in alive]}"
+
+
+_WAITING_SCANNER = """
+import os, sys, time
+from bootstrap.core import disk
+
+def slow(path, name, dir_fd):  # the worker is 50x slower: the scanner ends its share soon, then waits
+    time.sleep(0.001 if os.getpid() == scanner else 0.05)
+    return disk.default_open_dir(path, name, dir_fd)
+
+def scan_for(starter):
+    disk.WATCH_EVERY = 1
+    disk.scan(sys.argv[1], depth=1, workers=2, split_after=1, open_dir=slow, watch_parent=starter)
+
+starter = os.getpid()
+pid = os.fork()
+if pid == 0:
+    scanner = os.getpid()
+    print("scanner", scanner, flush=True)
+    try:
+        scan_for(starter)
+    finally:
+        os._exit(0)
+time.sleep(60)
+"""
+
+
+def test_a_scanner_waiting_for_its_workers_stops_when_its_starter_is_killed(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    root = tmp_path / "t"
+    for c in range(8):  # long chains: the worker's one takes seconds, the scanner's are done in well under one
+        deep = root / f"c{c}"
+        for i in range(100):
+            deep = deep / f"d{i}"
+        deep.mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", _WAITING_SCANNER, str(root)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parent.parent)
+    try:
+        scanner = psutil.Process(int(proc.stdout.readline().split()[1]))
+        tree = [scanner, *forked_children(scanner, 1, "the scan")]
+        time.sleep(1.5)  # the scanner is now waiting for the worker's result
+        assert scanner.status() != psutil.STATUS_ZOMBIE and tree[1].is_running()
+        kill_and_expect_gone(proc, tree, "the scan")
     finally:
         proc.kill()
         proc.wait(5)
@@ -256,15 +314,18 @@ def test_pseudo_mounts_below_the_root_come_from_mountinfo(tmp_path):
 
     info = tmp_path / "mountinfo"
     info.write_text(_MOUNTINFO)
-    assert pseudo_mounts("/", str(info)) == ["/proc", "/sys", "/sys/fs/cgroup", "/data/my disk/proc"]
-    assert pseudo_mounts("/sys", str(info)) == ["/sys/fs/cgroup"]  # the root itself is scanned when asked for
-    assert pseudo_mounts("/data", str(info)) == ["/data/my disk/proc"]  # tmpfs and ext4 hold real data
-    assert pseudo_mounts("/", str(tmp_path / "missing")) == []
+    dev = os.makedev
+    assert pseudo_mounts("/", str(info)) == {"/proc": dev(0, 21), "/sys": dev(0, 22), "/sys/fs/cgroup": dev(0, 23),
+                                             "/data/my disk/proc": dev(0, 25)}
+    assert list(pseudo_mounts("/sys", str(info))) == ["/sys/fs/cgroup"]  # the root itself is scanned if asked
+    assert list(pseudo_mounts("/data", str(info))) == ["/data/my disk/proc"]  # tmpfs and ext4 hold real data
+    assert pseudo_mounts("/", str(tmp_path / "missing")) == {}
 
 
 def test_a_skipped_directory_is_listed_with_its_own_size_but_not_entered(tmp_path):
     root = build(tmp_path / "t")
-    rep = scan(root, depth=1, skip_mounts=[str(root / "many")])
+    assert scan(root, depth=1, skip_mounts={str(root / "many"): -1}).skipped_mounts == ()  # another device there
+    rep = scan(root, depth=1, skip_mounts={str(root / "many"): os.lstat(root / "many").st_dev})
     assert rep.skipped_mounts == (str(root / "many"),)
     listed = {e.path: e.bytes for e in rep.entries}
     assert listed[str(root / "many")] == os.lstat(root / "many").st_blocks * 512
@@ -283,5 +344,24 @@ def test_a_real_proc_mount_below_the_root_is_not_entered_and_du_agrees(tmp_path)
         assert rep.skipped_mounts == (str(root / "p"),)
         assert ours(root, 1) == du(root, 1)  # proc holds no blocks: du's numbers, without du's walk through it
         assert rep.entry_count < 100 and not rep.warnings
+        os.symlink(root, tmp_path / "link")  # through a symlinked root: reported in the spelling asked for
+        assert scan(tmp_path / "link", depth=1).skipped_mounts == (str(tmp_path / "link" / "p"),)
+        # A real filesystem mounted over the pseudo one is what is visible there: it is measured, like du does.
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(root / "p")], check=True)
+        (root / "p" / "data.bin").write_bytes(os.urandom(300_000))
+        rep = scan(root, depth=1)
+        assert rep.skipped_mounts == ()
+        assert ours(root, 1) == du(root, 1) and du(root, 1)[str(root / "p")] >= 300_000
     finally:
-        subprocess.run(["umount", "-l", str(root / "p")], check=False)
+        for _ in range(2):
+            subprocess.run(["umount", "-l", str(root / "p")], check=False, capture_output=True)
+
+
+def test_the_root_slash_slash_is_the_root():
+    from bootstrap.core.disk import scan as real_scan
+
+    assert real_scan("//", depth=0, skip_mounts={}, workers=1, open_dir=_refuse).root == "/"
+
+
+def _refuse(path, name, dir_fd):
+    raise PermissionError(13, "not in this test")

@@ -11,6 +11,7 @@ the report comes, never what it says. `VBOOT_DISK_HEAD_START=0` turns it off.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 # `vboot disk` options the head start understands; any other option means no head start.
@@ -50,7 +51,7 @@ def disk_request(args: list[str]) -> tuple[str, int, bool, bool] | None:
             if i >= len(args):
                 return None
             value, i = args[i], i + 1
-        if not (value.isascii() and value.isdigit()):
+        if not (value.isascii() and value.isdigit()) or len(value) > 9:
             return None
         found[_VALUED[name]] = int(value)
     if found["depth"] > 64 or found["top"] < 1 or (paths and paths[0] in _SUBCOMMANDS):
@@ -79,18 +80,23 @@ def take_head_start(root: str, depth: int, apparent: bool, one_file_system: bool
 
 def main() -> None:
     global HEAD_START
-    argv = sys.argv[1:]
-    if argv[:1] == ["disk"] and os.environ.get("VBOOT_DISK_HEAD_START", "1") != "0":
-        request = disk_request(argv[1:])
-        if request is not None:
-            from bootstrap.core.headstart import HeadStart
+    try:
+        # An ignored SIGCHLD is inherited across exec; it would hide the exit status of every child vboot waits
+        # for (disk's scan processes, the supervised vLLM server).
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        argv = sys.argv[1:]
+        if argv[:1] == ["disk"] and os.environ.get("VBOOT_DISK_HEAD_START", "1") != "0":
+            request = disk_request(argv[1:])
+            if request is not None:
+                from bootstrap.core.headstart import HeadStart
 
-            try:
-                HEAD_START = HeadStart("bootstrap.core.disk:scan_wire", request)
-            except OSError:  # fork refused (process limit): the command scans itself
-                HEAD_START = None
-    from bootstrap.cli.main import main as run
-
+                try:
+                    HEAD_START = HeadStart("bootstrap.core.disk:scan_wire", request)
+                except OSError:  # fork refused (process limit): the command scans itself
+                    HEAD_START = None
+        from bootstrap.cli.main import main as run
+    except KeyboardInterrupt:  # Ctrl-C while Python is still loading the CLI
+        sys.exit(130)
     run()
 
 

@@ -30,10 +30,11 @@ from __future__ import annotations
 import dataclasses
 import marshal
 import os
+import select
 import stat as stat_mod
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bootstrap.core.errors import NotFoundError
@@ -53,8 +54,8 @@ WATCH_EVERY = 4000
 # Filesystems that hold no disk blocks and no user data: never entered below the root.
 PSEUDO_FILESYSTEMS = frozenset({
     "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs", "securityfs", "pstore", "bpf",
-    "configfs", "fusectl", "binfmt_misc", "autofs", "efivarfs", "hugetlbfs", "rpc_pipefs", "nsfs", "selinuxfs",
-})
+    "configfs", "fusectl", "binfmt_misc", "efivarfs", "rpc_pipefs", "nsfs", "selinuxfs",
+})  # not autofs (the real filesystem is mounted over it) nor hugetlbfs (its files count huge pages)
 MOUNTINFO = "/proc/self/mountinfo"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -144,7 +145,7 @@ class _Walker:
     count: int = 0
     deferring: bool = False
     watch: int | None = None  # the scanning process's PID (in workers): stop when it is gone
-    skip: frozenset[str] = frozenset()  # directories not to enter (pseudo filesystem mount points)
+    skip: Mapping[str, int] = field(default_factory=dict)  # mount point -> st_dev of the pseudo fs there
     skipped: list[str] = field(default_factory=list)
     unwatched: int = 0  # entries and directories since the last look at the parent
 
@@ -207,11 +208,12 @@ class _Walker:
             os.close(fd)
         return total
 
-    def _subdir(self, path: str, fd: int, name: str, cdepth: int, level: int, key: tuple[int, ...],
+    def _subdir(self, path: str, fd: int, name: str, dev: int, cdepth: int, level: int, key: tuple[int, ...],
                 parts: tuple[str, ...]) -> int:
-        """Bytes below subdirectory ``name`` of ``fd``, or 0 when it is deferred as a task or skipped."""
+        """Bytes below subdirectory ``name`` (on device ``dev``) of ``fd``, or 0 when deferred or skipped."""
         sub = f"{path}/{name}"
-        if self.skip and sub in self.skip:
+        # Skipped only if the pseudo filesystem is what is visible there (not one mounted over, or hidden).
+        if self.skip and self.skip.get(sub) == dev:
             self.skipped.append(sub)
             return 0
         if self.deferring or level >= MAX_LEVELS:
@@ -244,7 +246,7 @@ class _Walker:
                 if st.st_mode & 0o170000 == 0o040000:
                     if xdev is not None and st.st_dev != xdev:
                         continue
-                    b += self._subdir(path, fd, e.name, cdepth, level, key + (i,), parts)
+                    b += self._subdir(path, fd, e.name, st.st_dev, cdepth, level, key + (i,), parts)
                 elif st.st_nlink > 1:
                     links.append((key + (i,), st.st_dev, st.st_ino, b, parts))
                 total += b
@@ -273,7 +275,7 @@ class _Walker:
                 if st.st_mode & _S_IFMT == _S_IFDIR:
                     if self.xdev is not None and st.st_dev != self.xdev:
                         continue
-                    b += self._subdir(path, fd, e.name, cdepth, level, key + (i,), cparts)
+                    b += self._subdir(path, fd, e.name, st.st_dev, cdepth, level, key + (i,), cparts)
                     entries[cparts] = [b, True]
                 else:
                     if st.st_nlink > 1:
@@ -305,9 +307,14 @@ def default_workers() -> int:
     return max(1, min(8, _cpu_count()))
 
 
-def _read_all(fd: int) -> bytes:
+def _read_all(fd: int, watch: int | None = None) -> bytes:
+    """Everything until EOF. With ``watch``: raise _Abandoned if this process's parent stops being ``watch``."""
     chunks = []
     while True:
+        if watch is not None:
+            while not select.select([fd], [], [], 0.25)[0]:
+                if os.getppid() != watch:
+                    raise _Abandoned
         chunk = os.read(fd, 1 << 20)
         if not chunk:
             return b"".join(chunks)
@@ -358,20 +365,43 @@ def _run_parallel(walker_factory: Callable[[], _Walker], chunks: list[list[_Task
         os.close(r_tasks)
     results = []
     claimed = set(parent_done)
-    for pid, r_res in children:
-        data = _read_all(r_res)
-        os.close(r_res)
-        _, status = os.waitpid(pid, 0)
-        if status == 0 and data:
-            res = marshal.loads(data)
-            results.append(res)
-            claimed.update(res[7])
+    waiting = dict(children)
+    try:
+        for pid, r_res in children:
+            try:
+                data = _read_all(r_res, parent.watch)
+            finally:
+                os.close(r_res)
+            del waiting[pid]
+            if _reap(pid) in (0, None) and data:  # None: reaped by the system (SIGCHLD ignored); judge the data
+                try:
+                    res = marshal.loads(data)
+                except (EOFError, ValueError, TypeError):
+                    continue
+                results.append(res)
+                claimed.update(res[7])
+    except BaseException:
+        for pid in waiting:  # abandoned or interrupted: the workers still running go too
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            _reap(pid)
+        raise
     for i, chunk in enumerate(chunks):  # a child that died: redo its share here
         if i not in claimed:
             for task in chunk:
                 parent.run_task(task)
             parent.drain_deep()
     return results
+
+
+def _reap(pid: int) -> int | None:
+    """The wait status of child ``pid``, or None when the system reaped it already (SIGCHLD ignored)."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
 
 
 def _pull(r_tasks: int, chunks: list[list[_Task]], walker: _Walker) -> list[int]:
@@ -412,8 +442,10 @@ def _unescape_mount(field: str) -> str:
     return os.fsdecode(bytes(out))
 
 
-def pseudo_mounts(root: str, mountinfo: str = MOUNTINFO) -> list[str]:
-    """Mount points strictly below ``root`` whose filesystem type is in :data:`PSEUDO_FILESYSTEMS`.
+def pseudo_mounts(root: str, mountinfo: str = MOUNTINFO) -> dict[str, int]:
+    """Mount points strictly below ``root`` whose filesystem type is in :data:`PSEUDO_FILESYSTEMS`, with the
+    ``st_dev`` of that filesystem (mountinfo's major:minor), so that the walk skips a mount point only while
+    the pseudo filesystem is what can be seen there.
 
     Read from /proc/self/mountinfo (mount points there are real paths; a ``root`` reached through a symlinked
     parent gets them re-based onto its own spelling). Unreadable mountinfo: none.
@@ -422,20 +454,19 @@ def pseudo_mounts(root: str, mountinfo: str = MOUNTINFO) -> list[str]:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
             lines = fh.read().splitlines()
     except OSError:
-        return []
+        return {}
     base = root.rstrip("/")
     real = os.path.realpath(root).rstrip("/")
-    found = []
+    found: dict[str, int] = {}
     for line in lines:
         left, sep, right = line.partition(" - ")
         fields = left.split()
-        if not sep or len(fields) < 5 or not right:
+        if not sep or len(fields) < 5 or not right or right.split()[0] not in PSEUDO_FILESYSTEMS:
             continue
-        if right.split()[0] not in PSEUDO_FILESYSTEMS:
-            continue
+        major, _, minor = fields[2].partition(":")
         point = _unescape_mount(fields[4])
-        if point.startswith(real + "/"):
-            found.append(base + point[len(real):])
+        if point.startswith(real + "/") and major.isdigit() and minor.isdigit():
+            found[base + point[len(real):]] = os.makedev(int(major), int(minor))
     return found
 
 
@@ -452,21 +483,20 @@ def filesystem_usage(path: str) -> tuple[int | None, int | None]:
 def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, one_file_system: bool = False,
          *, workers: int | None = None, split_after: int = SPLIT_AFTER,
          open_dir: OpenDir = default_open_dir, watch_parent: int | None = None,
-         skip_mounts: Iterable[str] | None = None) -> DiskReport:
+         skip_mounts: Mapping[str, int] | None = None) -> DiskReport:
     """Measure ``root`` like ``du -a -B1 --max-depth=DEPTH ROOT`` (``du --apparent-size`` with ``apparent``).
 
     ``one_file_system`` skips directories on other filesystems (``du -x``). ``workers`` caps the processes
     (default: the CPUs available, at most 8); ``split_after`` is how many entries are scanned in-process
     before the rest is shared out. ``open_dir`` opens a directory (injected by tests to simulate EACCES).
     ``watch_parent``: stop (raise) soon after this process is no longer the parent of the one scanning.
-    ``skip_mounts``: directories not to enter (default: pseudo filesystems mounted below the root).
+    ``skip_mounts``: {directory: st_dev} not to enter while that device is mounted there (default: the
+    pseudo filesystems mounted below the root, :func:`pseudo_mounts`).
     Raises NotFoundError when ``root`` does not exist; everything below it only produces warnings.
     """
     started = time.perf_counter()
     depth = max(0, int(depth))
-    root_path = os.path.abspath(os.fspath(root))
-    if root_path != "/":
-        root_path = root_path.rstrip("/")
+    root_path = os.path.abspath(os.fspath(root)).rstrip("/") or "/"  # "//" is "/" too
     try:
         st = os.stat(root_path)
     except FileNotFoundError:
@@ -487,7 +517,7 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
 
     # The root is followed when it is a symlink (du -D); nothing below it is.
     walk_root = os.path.realpath(root_path) if os.path.islink(root_path) else root_path
-    skip = frozenset(pseudo_mounts(walk_root) if skip_mounts is None else skip_mounts)
+    skip = dict(pseudo_mounts(walk_root) if skip_mounts is None else skip_mounts)
 
     def factory(budget: int | None = None) -> _Walker:
         return _Walker(maxdepth=depth, apparent=apparent, xdev=xdev, open_dir=open_dir, budget=budget, skip=skip)
@@ -562,15 +592,22 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
             odd.append(text)
         out.append(DiskEntry(text, b, is_dir, len(parts)))
     out.sort(key=lambda e: (-e.bytes, e.path))
-    warn_objs = [ScanWarning(display_path(p)[0], k, m) for p, k, m in warnings[:MAX_WARNINGS]]
+    walked, asked = walk_root.rstrip("/"), root_path.rstrip("/")
+
+    def shown(path: str) -> str:  # paths met during the walk, in the spelling the user gave the root
+        if walked != asked and (path == walked or path.startswith(walked + "/")):
+            path = asked + path[len(walked):]
+        return display_path(path or "/")[0]
+
+    warn_objs = [ScanWarning(shown(p), k, m) for p, k, m in warnings[:MAX_WARNINGS]]
     for text in odd[: max(0, MAX_WARNINGS - len(warn_objs))]:
         warn_objs.append(ScanWarning(text, "non_utf8", "name is not valid UTF-8 (shown with \\x escapes)"))
     return DiskReport(
         root=display_path(root_path)[0], total_bytes=total, entries=tuple(out), warnings=tuple(warn_objs),
-        unreadable_count=len(unreadable), unreadable_paths=tuple(display_path(p)[0] for p in unreadable[:50]),
+        unreadable_count=len(unreadable), unreadable_paths=tuple(shown(p) for p in unreadable[:50]),
         error_count=errors, depth=depth, apparent=apparent, one_file_system=one_file_system, entry_count=count,
         workers=used, elapsed_s=time.perf_counter() - started, fs_total_bytes=fs_total, fs_free_bytes=fs_free,
-        skipped_mounts=tuple(sorted(display_path(p)[0] for p in skipped)),
+        skipped_mounts=tuple(sorted(shown(p) for p in skipped)),
     )
 
 

@@ -56,11 +56,17 @@ class HeadStart:
         finally:
             os.close(self._fd)
             self._fd = None
-        _, status = os.waitpid(self.pid, 0)
+        try:
+            status: int | None = os.waitpid(self.pid, 0)[1]
+        except ChildProcessError:  # reaped by the system (SIGCHLD ignored): judge by what arrived
+            status = None
         self.pid = None
-        if status != 0 or not chunks:
+        if status not in (0, None) or not chunks:
             return None
-        return marshal.loads(b"".join(chunks))
+        try:
+            return marshal.loads(b"".join(chunks))
+        except (EOFError, ValueError, TypeError):  # cut short
+            return None
 
     def cancel(self) -> None:
         """Kill the child (what it started follows through ``watch_parent``) and reap it. Idempotent."""
