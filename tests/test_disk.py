@@ -310,16 +310,18 @@ _MOUNTINFO = """\
 
 
 def test_pseudo_mounts_below_the_root_come_from_mountinfo(tmp_path):
-    from bootstrap.core.disk import pseudo_mounts
+    from bootstrap.core.disk import mount_table, pseudo_mounts
 
     info = tmp_path / "mountinfo"
     info.write_text(_MOUNTINFO)
+    rows = mount_table(str(info))
+    assert rows[0] == ("/", os.makedev(8, 1), "ext4") and len(rows) == 7
     dev = os.makedev
-    assert pseudo_mounts("/", str(info)) == {"/proc": dev(0, 21), "/sys": dev(0, 22), "/sys/fs/cgroup": dev(0, 23),
+    assert pseudo_mounts("/", rows) == {"/proc": dev(0, 21), "/sys": dev(0, 22), "/sys/fs/cgroup": dev(0, 23),
                                              "/data/my disk/proc": dev(0, 25)}
-    assert list(pseudo_mounts("/sys", str(info))) == ["/sys/fs/cgroup"]  # the root itself is scanned if asked
-    assert list(pseudo_mounts("/data", str(info))) == ["/data/my disk/proc"]  # tmpfs and ext4 hold real data
-    assert pseudo_mounts("/", str(tmp_path / "missing")) == {}
+    assert list(pseudo_mounts("/sys", rows)) == ["/sys/fs/cgroup"]  # the root itself is scanned if asked
+    assert list(pseudo_mounts("/data", rows)) == ["/data/my disk/proc"]  # tmpfs and ext4 hold real data
+    assert mount_table(str(tmp_path / "missing")) == []
 
 
 def test_a_skipped_directory_is_listed_with_its_own_size_but_not_entered(tmp_path):
@@ -365,3 +367,40 @@ def test_the_root_slash_slash_is_the_root():
 
 def _refuse(path, name, dir_fd):
     raise PermissionError(13, "not in this test")
+
+
+def _same_inode_links_in_a_large_directory(root: Path) -> None:
+    """10,050 files in D, then one file hard-linked into D/s0 .. D/s5: du visits D in inode order."""
+    big = root / "D"
+    big.mkdir(parents=True)
+    for i in range(10_050):
+        (big / f"f{i:05d}").touch()
+    for k in range(6):
+        (big / f"s{k}").mkdir()
+    data = big / "s3" / "data"
+    data.write_bytes(os.urandom(50_000))
+    for k in (5, 0, 4, 1, 2):
+        os.link(data, big / f"s{k}" / "data")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_hard_links_in_a_directory_du_reads_in_inode_order(tmp_path, workers):
+    root = tmp_path / "t"
+    _same_inode_links_in_a_large_directory(root)
+    expected = du(root, 2)
+    assert ours(root, 2, workers=workers, split_after=1) == expected
+    counted = [k for k in range(6) if expected[str(root / "D" / f"s{k}")] > 8192]
+    assert len(counted) == 1  # one of the six names carries the bytes, and it is du's
+
+
+def test_on_tmpfs_du_keeps_readdir_order_and_so_do_we(tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(root)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine does not let the tests mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        _same_inode_links_in_a_large_directory(root)
+        assert ours(root, 2, workers=2, split_after=1) == du(root, 2)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)

@@ -48,6 +48,12 @@ MAX_LEVELS = 200
 TASKS_PER_WORKER = 8
 MAX_EXPANSIONS = 64
 MAX_WARNINGS = 200
+# GNU du (gnulib fts) reads a directory in batches of 100,000 entries and sorts a batch of more than 10,000 by
+# inode number before visiting it (not on tmpfs, NFS or CIFS). Which of two hard links du counts follows that
+# order, so ours does too.
+INODE_SORT_THRESHOLD = 10_000
+READDIR_BATCH = 100_000
+NO_INODE_SORT_FILESYSTEMS = frozenset({"tmpfs", "devtmpfs", "nfs", "nfs4", "cifs", "smb3"})
 # Processes of a scan check that their parent is still there every this many entries (and directories).
 WATCH_EVERY = 4000
 
@@ -147,6 +153,7 @@ class _Walker:
     watch: int | None = None  # the scanning process's PID (in workers): stop when it is gone
     skip: Mapping[str, int] = field(default_factory=dict)  # mount point -> st_dev of the pseudo fs there
     skipped: list[str] = field(default_factory=list)
+    unsorted_devs: frozenset[int] = frozenset()  # devices whose large directories du does not sort by inode
     unwatched: int = 0  # entries and directories since the last look at the parent
 
     def _warn(self, path: str, kind: str, message: str) -> None:
@@ -190,11 +197,15 @@ class _Walker:
                 self._warn(path, "unreadable" if isinstance(exc, PermissionError) else "error",
                            exc.strerror or str(exc))
                 return 0
+            marks = (len(self.links), len(self.deferred))
+            subdirs: list[tuple[int, int]] = []  # (index, d_ino) of the subdirectories listed
             with it:
                 if depth < self.maxdepth:
-                    total, n = self._list_recorded(it, fd, path, depth + 1, level, key, parts)
+                    total, n = self._list_recorded(it, fd, path, depth + 1, level, key, parts, subdirs)
                 else:
-                    total, n = self._list(it, fd, path, depth + 1, level, key, parts)
+                    total, n = self._list(it, fd, path, depth + 1, level, key, parts, subdirs)
+            if n > INODE_SORT_THRESHOLD and os.fstat(fd).st_dev not in self.unsorted_devs:
+                self._inode_order(len(key), n, subdirs, marks)
             self.count += n
             if self.budget is not None and not self.deferring and self.count >= self.budget:
                 self.deferring = True
@@ -207,6 +218,30 @@ class _Walker:
         finally:
             os.close(fd)
         return total
+
+    def _inode_order(self, pos: int, n: int, subdirs: list[tuple[int, int]], marks: tuple[int, int]) -> None:
+        """Re-key what this directory (``n`` entries, keys' component ``pos``) issued in du's visiting order.
+
+        Keys use readdir's index; du visits a batch of more than INODE_SORT_THRESHOLD entries in inode order
+        (a stable sort). Every key issued while listing this directory gets, at ``pos``, the component
+        (batch, inode or 0, index), which orders like du's visit and compares only with its own kind.
+        """
+        inodes = dict(subdirs)
+
+        def component(i: int, ino: int) -> tuple[int, int, int]:
+            batch = i // READDIR_BATCH
+            size = min(n - batch * READDIR_BATCH, READDIR_BATCH)
+            return (batch, ino if size > INODE_SORT_THRESHOLD else 0, i)
+
+        links = self.links
+        for k in range(marks[0], len(links)):
+            lk = links[k]
+            i = lk[0][pos]
+            ino = lk[2] if len(lk[0]) == pos + 1 else inodes[i]  # a file here, or one below subdirectory i
+            links[k] = (lk[0][:pos] + (component(i, ino),) + lk[0][pos + 1:], *lk[1:])
+        for task in self.deferred[marks[1]:]:
+            i = task.key[pos]
+            task.key = task.key[:pos] + (component(i, inodes[i]),) + task.key[pos + 1:]
 
     def _subdir(self, path: str, fd: int, name: str, dev: int, cdepth: int, level: int, key: tuple[int, ...],
                 parts: tuple[str, ...]) -> int:
@@ -222,7 +257,7 @@ class _Walker:
         return self.walk(sub, fd, name, cdepth, level + 1, key, parts)
 
     def _list(self, it: Iterable[os.DirEntry], fd: int, path: str, cdepth: int, level: int,
-              key: tuple[int, ...], parts: tuple[str, ...]) -> tuple[int, int]:
+              key: tuple[int, ...], parts: tuple[str, ...], subdirs: list[tuple[int, int]]) -> tuple[int, int]:
         """The hot loop: sum a directory below the listed depth. Returns (bytes, entries listed).
 
         Most entries of a large tree pass through here, so it does the least per entry: one ``fstatat``
@@ -246,6 +281,7 @@ class _Walker:
                 if st.st_mode & 0o170000 == 0o040000:
                     if xdev is not None and st.st_dev != xdev:
                         continue
+                    subdirs.append((i, e.inode()))
                     b += self._subdir(path, fd, e.name, st.st_dev, cdepth, level, key + (i,), parts)
                 elif st.st_nlink > 1:
                     links.append((key + (i,), st.st_dev, st.st_ino, b, parts))
@@ -255,7 +291,8 @@ class _Walker:
         return total, i + 1
 
     def _list_recorded(self, it: Iterable[os.DirEntry], fd: int, path: str, cdepth: int, level: int,
-                       key: tuple[int, ...], parts: tuple[str, ...]) -> tuple[int, int]:
+                       key: tuple[int, ...], parts: tuple[str, ...],
+                       subdirs: list[tuple[int, int]]) -> tuple[int, int]:
         """Like :meth:`_list` for a directory whose entries are listed (depth <= maxdepth): records each."""
         total = 0
         apparent = self.apparent
@@ -275,6 +312,7 @@ class _Walker:
                 if st.st_mode & _S_IFMT == _S_IFDIR:
                     if self.xdev is not None and st.st_dev != self.xdev:
                         continue
+                    subdirs.append((i, e.inode()))
                     b += self._subdir(path, fd, e.name, st.st_dev, cdepth, level, key + (i,), cparts)
                     entries[cparts] = [b, True]
                 else:
@@ -442,31 +480,39 @@ def _unescape_mount(field: str) -> str:
     return os.fsdecode(bytes(out))
 
 
-def pseudo_mounts(root: str, mountinfo: str = MOUNTINFO) -> dict[str, int]:
-    """Mount points strictly below ``root`` whose filesystem type is in :data:`PSEUDO_FILESYSTEMS`, with the
-    ``st_dev`` of that filesystem (mountinfo's major:minor), so that the walk skips a mount point only while
-    the pseudo filesystem is what can be seen there.
-
-    Read from /proc/self/mountinfo (mount points there are real paths; a ``root`` reached through a symlinked
-    parent gets them re-based onto its own spelling). Unreadable mountinfo: none.
-    """
+def mount_table(mountinfo: str = MOUNTINFO) -> list[tuple[str, int, str]]:
+    """(mount point, st_dev, filesystem type) of every mount in /proc/self/mountinfo; [] if unreadable."""
     try:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
             lines = fh.read().splitlines()
     except OSError:
-        return {}
-    base = root.rstrip("/")
-    real = os.path.realpath(root).rstrip("/")
-    found: dict[str, int] = {}
+        return []
+    table = []
     for line in lines:
         left, sep, right = line.partition(" - ")
         fields = left.split()
-        if not sep or len(fields) < 5 or not right or right.split()[0] not in PSEUDO_FILESYSTEMS:
+        if not sep or len(fields) < 5 or not right.split():
             continue
         major, _, minor = fields[2].partition(":")
-        point = _unescape_mount(fields[4])
-        if point.startswith(real + "/") and major.isdigit() and minor.isdigit():
-            found[base + point[len(real):]] = os.makedev(int(major), int(minor))
+        if major.isdigit() and minor.isdigit():
+            table.append((_unescape_mount(fields[4]), os.makedev(int(major), int(minor)), right.split()[0]))
+    return table
+
+
+def pseudo_mounts(root: str, mounts: list[tuple[str, int, str]] | None = None) -> dict[str, int]:
+    """Mount points strictly below ``root`` whose filesystem type is in :data:`PSEUDO_FILESYSTEMS`, with the
+    ``st_dev`` of that filesystem (mountinfo's major:minor), so that the walk skips a mount point only while
+    the pseudo filesystem is what can be seen there.
+
+    Mount points in mountinfo are real paths; a ``root`` reached through a symlinked parent gets them re-based
+    onto its own spelling. ``mounts``: :func:`mount_table`'s rows (default: read them).
+    """
+    base = root.rstrip("/")
+    real = os.path.realpath(root).rstrip("/")
+    found: dict[str, int] = {}
+    for point, dev, fstype in mount_table() if mounts is None else mounts:
+        if fstype in PSEUDO_FILESYSTEMS and point.startswith(real + "/"):
+            found[base + point[len(real):]] = dev
     return found
 
 
@@ -492,6 +538,9 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
     ``watch_parent``: stop (raise) soon after this process is no longer the parent of the one scanning.
     ``skip_mounts``: {directory: st_dev} not to enter while that device is mounted there (default: the
     pseudo filesystems mounted below the root, :func:`pseudo_mounts`).
+
+    Hard links are counted where du counts them, including du's inode-order visit of directories with more
+    than 10,000 entries (INODE_SORT_THRESHOLD).
     Raises NotFoundError when ``root`` does not exist; everything below it only produces warnings.
     """
     started = time.perf_counter()
@@ -517,10 +566,13 @@ def scan(root: os.PathLike[str] | str, depth: int = 1, apparent: bool = False, o
 
     # The root is followed when it is a symlink (du -D); nothing below it is.
     walk_root = os.path.realpath(root_path) if os.path.islink(root_path) else root_path
-    skip = dict(pseudo_mounts(walk_root) if skip_mounts is None else skip_mounts)
+    mounts = mount_table()
+    skip = dict(pseudo_mounts(walk_root, mounts) if skip_mounts is None else skip_mounts)
+    unsorted = frozenset(dev for _, dev, fstype in mounts if fstype in NO_INODE_SORT_FILESYSTEMS)
 
     def factory(budget: int | None = None) -> _Walker:
-        return _Walker(maxdepth=depth, apparent=apparent, xdev=xdev, open_dir=open_dir, budget=budget, skip=skip)
+        return _Walker(maxdepth=depth, apparent=apparent, xdev=xdev, open_dir=open_dir, budget=budget, skip=skip,
+                       unsorted_devs=unsorted)
 
     parent = factory(split_after if nworkers > 1 else None)
     parent.watch = watch_parent
