@@ -64,3 +64,17 @@ def test_usage_error_is_one_line_exit_two_and_no_traceback(run_vboot):
 def test_unknown_option_is_a_usage_error(run_vboot):
     res = run_vboot("doctor", "--frobnicate")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "No such option" in res.stderr
+
+
+@pytest.mark.parametrize("closed, target, rc", [("2>&-", "missing", 4), (">&- --json", "", 0)])
+def test_a_closed_stdout_or_stderr_keeps_the_exit_code(tmp_path, isolated_env, closed, target, rc):
+    # The error line goes to stderr, the JSON document to stdout: each with its stream closed.
+    import subprocess
+
+    from conftest import vboot_exe
+
+    script = f'"$@" disk {tmp_path / target} {closed}; echo "rc=$?"'
+    proc = subprocess.run(["bash", "-c", script, "vboot", *vboot_exe()], capture_output=True, text=True,
+                          env=isolated_env, stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.stdout.strip().endswith(f"rc={rc}"), proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr

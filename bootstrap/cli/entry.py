@@ -84,6 +84,11 @@ def main() -> None:
         # An ignored SIGCHLD is inherited across exec; it would hide the exit status of every child vboot waits
         # for (disk's scan processes, the supervised vLLM server).
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # Started with stdout or stderr closed (`vboot ... >&-`): write to /dev/null rather than crash, so the
+        # exit code still says what happened.
+        for stream in ("stdout", "stderr"):
+            if getattr(sys, stream) is None:
+                setattr(sys, stream, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
         argv = sys.argv[1:]
         if argv[:1] == ["disk"] and os.environ.get("VBOOT_DISK_HEAD_START", "1") != "0":
             request = disk_request(argv[1:])
