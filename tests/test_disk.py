@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bootstrap.core.disk import default_open_dir, scan
+from e2e_support import mounted
 
 
 def du(root: Path, depth: int, apparent: bool = False) -> dict[str, int]:
@@ -207,7 +209,6 @@ disk.scan(sys.argv[1], depth=1, workers=3, split_after=1, open_dir=slow)
 
 
 def test_workers_stop_when_the_scanning_process_is_killed(tmp_path):
-    psutil = pytest.importorskip("psutil")
     root = tmp_path / "t"
     for i in range(400):
         (root / f"d{i % 8}" / f"e{i}").mkdir(parents=True)
@@ -248,7 +249,6 @@ time.sleep(60)
 
 
 def test_a_scanner_waiting_for_its_workers_stops_when_its_starter_is_killed(tmp_path):
-    psutil = pytest.importorskip("psutil")
     root = tmp_path / "t"
     for c in range(8):  # long chains: the worker's one takes seconds, the scanner's are done in well under one
         deep = root / f"c{c}"
@@ -338,10 +338,7 @@ def test_a_skipped_directory_is_listed_with_its_own_size_but_not_entered(tmp_pat
 def test_a_real_proc_mount_below_the_root_is_not_entered_and_du_agrees(tmp_path):
     root = build(tmp_path / "t")
     (root / "p").mkdir()
-    mounted = subprocess.run(["mount", "-t", "proc", "proc", str(root / "p")], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"this machine does not let the tests mount a proc filesystem: {mounted.stderr.strip()}")
-    try:
+    with mounted("proc", root / "p"):
         rep = scan(root, depth=1, workers=2, split_after=1)
         assert rep.skipped_mounts == (str(root / "p"),)
         assert ours(root, 1) == du(root, 1)  # proc holds no blocks: du's numbers, without du's walk through it
@@ -349,14 +346,11 @@ def test_a_real_proc_mount_below_the_root_is_not_entered_and_du_agrees(tmp_path)
         os.symlink(root, tmp_path / "link")  # through a symlinked root: reported in the spelling asked for
         assert scan(tmp_path / "link", depth=1).skipped_mounts == (str(tmp_path / "link" / "p"),)
         # A real filesystem mounted over the pseudo one is what is visible there: it is measured, like du does.
-        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(root / "p")], check=True)
-        (root / "p" / "data.bin").write_bytes(os.urandom(300_000))
-        rep = scan(root, depth=1)
-        assert rep.skipped_mounts == ()
-        assert ours(root, 1) == du(root, 1) and du(root, 1)[str(root / "p")] >= 300_000
-    finally:
-        for _ in range(2):
-            subprocess.run(["umount", "-l", str(root / "p")], check=False, capture_output=True)
+        with mounted("tmpfs", root / "p"):
+            (root / "p" / "data.bin").write_bytes(os.urandom(300_000))
+            rep = scan(root, depth=1)
+            assert rep.skipped_mounts == ()
+            assert ours(root, 1) == du(root, 1) and du(root, 1)[str(root / "p")] >= 300_000
 
 
 def test_the_root_slash_slash_is_the_root():
@@ -396,11 +390,6 @@ def test_hard_links_in_a_directory_du_reads_in_inode_order(tmp_path, workers):
 def test_on_tmpfs_du_keeps_readdir_order_and_so_do_we(tmp_path):
     root = tmp_path / "t"
     root.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(root)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"this machine does not let the tests mount a tmpfs: {mounted.stderr.strip()}")
-    try:
+    with mounted("tmpfs", root):
         _same_inode_links_in_a_large_directory(root)
         assert ours(root, 2, workers=2, split_after=1) == du(root, 2)
-    finally:
-        subprocess.run(["umount", "-l", str(root)], check=False)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bootstrap.cli import entry
@@ -138,7 +139,6 @@ time.sleep(60)
 
 
 def test_a_head_start_stops_when_its_starter_is_killed(tmp_path):
-    psutil = pytest.importorskip("psutil")
     root = tmp_path / "t"
     for i in range(400):
         (root / f"d{i % 8}" / f"e{i}").mkdir(parents=True)

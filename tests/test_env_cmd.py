@@ -76,9 +76,9 @@ def _shells() -> list:
 
 def require_shell(shell: str) -> None:
     if not shutil.which(shell):
-        from e2e_support import skip_or_fail
+        from e2e_support import missing
 
-        skip_or_fail(f"{shell} is not installed (apt-get install -y zsh fish)")
+        missing(f"{shell} is not installed (apt-get install -y zsh fish)")
 
 
 @pytest.mark.parametrize("shell", _shells())

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -233,17 +232,10 @@ def tiny_fs(tmp_path):
     """A 4 MiB tmpfs (needs root: mount). Unmounted at teardown."""
     mnt = tmp_path / "tinyfs"
     mnt.mkdir()
-    from e2e_support import skip_or_fail
+    from e2e_support import mounted
 
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        skip_or_fail("mounting a tmpfs needs root; the injected-writer unit test covers the cleanup logic")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if res.returncode != 0:
-        skip_or_fail(f"cannot mount tmpfs here: {res.stderr.strip()}")
-    try:
+    with mounted("tmpfs", mnt, "size=4m"):
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_during_download_is_its_own_error_and_leaves_no_partials(pull, hub, tmp_path, tiny_fs):

