@@ -261,3 +261,30 @@ def test_cli_caches_json_lists_every_cache_with_items(env, run_vboot):
     ids = {i["id"] for i in caches["modelscope"]["items"]}
     assert "Qwen/Qwen2.5-0.5B-Instruct" in ids
     assert set(caches["modelscope"]["items"][0]) >= {"id", "path", "bytes", "last_used"}
+
+
+def test_each_cache_root_is_scanned_once_and_the_plan_measures_nothing_again(env, tmp_path, monkeypatch):
+    from bootstrap.core import caches
+
+    ms_root = Path(env["MODELSCOPE_CACHE"])
+    make_modelscope_new(ms_root)
+    make_modelscope_legacy(ms_root)
+    make_hf(tmp_path / "hf" / "hub")
+    for sub in ("http-v2", "wheels"):
+        (tmp_path / "pipc" / sub).mkdir(parents=True)
+        (tmp_path / "pipc" / sub / "x").write_bytes(os.urandom(30_000))
+    scanned: list[str] = []
+    real_scan = caches.scan
+    monkeypatch.setattr(caches, "scan", lambda root, *a, **k: scanned.append(str(root)) or real_scan(root, *a, **k))
+    reports = scan_caches(Environ(env), active={})
+    assert sorted(scanned) == sorted(r.path for r in reports if r.exists)  # one du-style walk per cache root
+    scanned.clear()
+    plan = plan_clean(reports, models=["Qwen/Qwen2.5-1.5B-Instruct", "openai-community/gpt2"], caches=["pip"],
+                      busy=lambda r: False)
+    assert scanned == []  # the plan uses the sizes measured with the items
+    chosen = {e.path: e.bytes for e in plan.entries}
+    assert chosen[str(tmp_path / "pipc" / "wheels")] == du_s(tmp_path / "pipc" / "wheels")
+    legacy = ms_root / "models" / "Qwen" / "Qwen2___5-1___5B-Instruct"
+    assert chosen[str(legacy)] == du_s(legacy)
+    assert chosen[str(ms_root / "models" / "Qwen" / "Qwen2.5-1.5B-Instruct")] == os.lstat(
+        ms_root / "models" / "Qwen" / "Qwen2.5-1.5B-Instruct").st_blocks * 512

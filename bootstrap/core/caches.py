@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bootstrap.core.disk import display_path, scan
+from bootstrap.core.disk import DiskReport, display_path, scan
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError
 from bootstrap.core.paths import cache_home, modelscope_cache
@@ -56,7 +56,7 @@ class CacheItem:
     """One thing in a cache: a model (``kind`` model), partial downloads (partial), locks, or a top folder (entry).
 
     ``paths`` is what cleaning it removes (a legacy ModelScope model: its directory and its dotted symlink;
-    partials: the ``*.incomplete`` files or the temp folder). ``last_used`` is the newest access/modification
+    partials: the ``*.incomplete`` files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the newest access/modification
     time seen (epoch seconds). ``in_use_by`` names the live vboot server that serves it.
     """
 
@@ -68,6 +68,7 @@ class CacheItem:
     layout: str = ""
     paths: tuple[str, ...] = ()
     in_use_by: str | None = None
+    paths_bytes: tuple[int, ...] = ()  # what each of ``paths`` holds, measured with the item (for the plan)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,24 @@ def _size(path: Path | str) -> int:
     return scan(p, depth=0).total_bytes
 
 
+Size = Callable[["Path | str"], int]
+
+# How deep one scan of a cache root goes so that every item path below it is listed (a ModelScope temp download
+# sits at hub/models/._____temp/Owner/Name: depth 5).
+SCAN_DEPTH = {"modelscope": 5, "huggingface": 1}
+
+
+def _sizes_from(report: DiskReport) -> Size:
+    """Sizes of the paths the scan of a cache root listed; anything else is measured on its own."""
+    listed = {e.path: e.bytes for e in report.entries}
+
+    def size(path: Path | str) -> int:
+        found = listed.get(os.path.abspath(os.fspath(path)))
+        return found if found is not None else _size(path)
+
+    return size
+
+
 def _last_used(path: Path | str, limit: int = LAST_USED_FILE_LIMIT) -> float | None:
     """Newest atime/mtime of the files below ``path`` (directories: mtime only; ``limit`` entries at most;
     links not followed). File atimes are moved by reads (relatime), never by our stat calls."""
@@ -196,17 +215,19 @@ def _mtime(path: str) -> float | None:
         return None
 
 
-def _model_item(model_id: str, model_dir: Path, layout: str, extra_paths: tuple[str, ...] = ()) -> list[CacheItem]:
+def _model_item(model_id: str, model_dir: Path, layout: str, extra_paths: tuple[str, ...] = (),
+                size: Size = _size) -> list[CacheItem]:
     """A model item (bytes without its partial files) plus, separately, its partial downloads."""
     partial = _partial_item(model_id, model_dir, layout)
-    full = _size(model_dir)
+    full = size(model_dir)
+    paths = (str(model_dir), *extra_paths)
     model = CacheItem(id=model_id, path=str(model_dir), bytes=full - (partial.bytes if partial else 0),
-                      last_used=_last_used(model_dir), kind="model", layout=layout,
-                      paths=(str(model_dir), *extra_paths))
+                      last_used=_last_used(model_dir), kind="model", layout=layout, paths=paths,
+                      paths_bytes=(full, *(size(x) for x in extra_paths)))
     return [model] + ([partial] if partial else [])
 
 
-def scan_modelscope(root: Path) -> list[CacheItem]:
+def scan_modelscope(root: Path, size: Size = _size) -> list[CacheItem]:
     """Models in both ModelScope layouts, partial downloads and the lock folder."""
     items: list[CacheItem] = []
     for base, prefix in ((root / "models", ""), (root / "hub" / "models", ""),
@@ -218,20 +239,20 @@ def scan_modelscope(root: Path) -> list[CacheItem]:
             if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
                 continue
             if entry.name == MS_TEMP:
-                items.extend(_legacy_temp_items(path, prefix))
+                items.extend(_legacy_temp_items(path, prefix, size))
             elif "--" in entry.name and (path / "snapshots").is_dir():
-                items.extend(_model_item(prefix + entry.name.replace("--", "/", 1), path, "modelscope"))
+                items.extend(_model_item(prefix + entry.name.replace("--", "/", 1), path, "modelscope", size=size))
             else:
-                items.extend(_legacy_owner_items(path, prefix))
+                items.extend(_legacy_owner_items(path, prefix, size))
     lock_dir = root / ".lock"
     if lock_dir.is_dir() and not lock_dir.is_symlink():
-        items.append(CacheItem(id="(locks)", path=str(lock_dir), bytes=_size(lock_dir),
-                               last_used=_last_used(lock_dir), kind="lock", layout="modelscope",
-                               paths=(str(lock_dir),)))
+        locks = size(lock_dir)
+        items.append(CacheItem(id="(locks)", path=str(lock_dir), bytes=locks, last_used=_last_used(lock_dir),
+                               kind="lock", layout="modelscope", paths=(str(lock_dir),), paths_bytes=(locks,)))
     return items
 
 
-def _legacy_owner_items(owner_dir: Path, prefix: str) -> list[CacheItem]:
+def _legacy_owner_items(owner_dir: Path, prefix: str, size: Size = _size) -> list[CacheItem]:
     """``models/Owner/Name___x`` (legacy SDK) with the dotted symlink ``Name.x`` pointing at it."""
     links: dict[str, list[str]] = {}
     dirs = []
@@ -248,24 +269,24 @@ def _legacy_owner_items(owner_dir: Path, prefix: str) -> list[CacheItem]:
     for entry in dirs:
         model_id = f"{prefix}{owner_dir.name}/{entry.name.replace('___', '.')}"
         extra = tuple(links.get(os.path.realpath(entry.path), ()))
-        items.extend(_model_item(model_id, Path(entry.path), "modelscope-legacy", extra))
+        items.extend(_model_item(model_id, Path(entry.path), "modelscope-legacy", extra, size))
     return items
 
 
-def _legacy_temp_items(temp_dir: Path, prefix: str) -> list[CacheItem]:
+def _legacy_temp_items(temp_dir: Path, prefix: str, size: Size = _size) -> list[CacheItem]:
     items = []
     for owner in sorted(os.scandir(temp_dir), key=lambda e: e.name):
         if owner.is_symlink() or not owner.is_dir(follow_symlinks=False):
             continue
         for entry in sorted(os.scandir(owner.path), key=lambda e: e.name):
             model_id = f"{prefix}{owner.name}/{entry.name.replace('___', '.')} (partial)"
-            items.append(CacheItem(id=model_id, path=entry.path, bytes=_size(entry.path),
-                                   last_used=_last_used(entry.path), kind="partial", layout="modelscope-legacy",
-                                   paths=(entry.path,)))
+            b = size(entry.path)
+            items.append(CacheItem(id=model_id, path=entry.path, bytes=b, last_used=_last_used(entry.path),
+                                   kind="partial", layout="modelscope-legacy", paths=(entry.path,), paths_bytes=(b,)))
     return items
 
 
-def scan_huggingface(root: Path) -> list[CacheItem]:
+def scan_huggingface(root: Path, size: Size = _size) -> list[CacheItem]:
     """``models--owner--name`` (and datasets--, spaces--) per repo, ``blobs/*.incomplete`` as partials."""
     items: list[CacheItem] = []
     if not root.is_dir():
@@ -276,24 +297,20 @@ def scan_huggingface(root: Path) -> list[CacheItem]:
         kind, sep, rest = entry.name.partition("--")
         if sep and kind in ("models", "datasets", "spaces"):
             prefix = "" if kind == "models" else f"{kind[:-1]}:"
-            items.extend(_model_item(prefix + rest.replace("--", "/", 1), Path(entry.path), "huggingface"))
+            items.extend(_model_item(prefix + rest.replace("--", "/", 1), Path(entry.path), "huggingface",
+                                     size=size))
         elif entry.name == ".locks":
-            items.append(CacheItem(id="(locks)", path=entry.path, bytes=_size(entry.path),
-                                   last_used=_last_used(entry.path), kind="lock", layout="huggingface",
-                                   paths=(entry.path,)))
+            b = size(entry.path)
+            items.append(CacheItem(id="(locks)", path=entry.path, bytes=b, last_used=_last_used(entry.path),
+                                   kind="lock", layout="huggingface", paths=(entry.path,), paths_bytes=(b,)))
     return items
 
 
-def scan_generic(root: Path) -> list[CacheItem]:
-    """Top-level folders and files of a package/compiler cache, measured in one pass."""
-    if not root.is_dir():
-        return []
-    report = scan(root, depth=1)
-    items = []
-    for e in report.entries:
-        items.append(CacheItem(id=os.path.basename(e.path), path=e.path, bytes=e.bytes,
-                               last_used=_mtime(e.path), kind="entry", paths=(e.path,)))
-    return items
+def scan_generic(report: DiskReport) -> list[CacheItem]:
+    """Top-level folders and files of a package/compiler cache, from the depth-1 scan of its root."""
+    return [CacheItem(id=os.path.basename(e.path), path=e.path, bytes=e.bytes, last_used=_mtime(e.path),
+                      kind="entry", paths=(e.path,), paths_bytes=(e.bytes,))
+            for e in report.entries]
 
 
 def _mark_in_use(items: list[CacheItem], active: dict[str, str]) -> list[CacheItem]:
@@ -333,13 +350,14 @@ def scan_caches(env: Environ, active: dict[str, str] | None = None,
         total = 0
         if exists:
             try:
+                # One scan of the root: its total, and the size of every item path below it.
+                report = scan(path, depth=SCAN_DEPTH.get(name, 1))
                 if name == "modelscope":
-                    items = scan_modelscope(path)
+                    items = scan_modelscope(path, _sizes_from(report))
                 elif name == "huggingface":
-                    items = scan_huggingface(path)
+                    items = scan_huggingface(path, _sizes_from(report))
                 else:
-                    items = scan_generic(path)
-                report = scan(path, depth=0)
+                    items = scan_generic(report)
                 total = report.total_bytes
                 if not report.complete:
                     warnings.append(f"{report.unreadable_count + report.error_count} entries could not be read")
@@ -479,10 +497,11 @@ def plan_clean(reports: list[CacheReport], *, partial: bool = False, models: Ite
                                                                "(a download lock is held or it changed <2 min ago)"))
                     continue
             chosen_here = True
+            measured = dict(zip(item.paths, item.paths_bytes))
             for p in item.paths:
-                is_link = os.path.islink(p)
-                entries.append(PlanEntry(path=p, bytes=_size(p), cache=report.name, item_id=item.id, kind=item.kind,
-                                         is_symlink=is_link))
+                b = measured[p] if p in measured else _size(p)
+                entries.append(PlanEntry(path=p, bytes=b, cache=report.name, item_id=item.id, kind=item.kind,
+                                         is_symlink=os.path.islink(p)))
         if chosen_here and report.clean_command:
             notes.append(f"{report.name} has its own cleaner: `{report.clean_command}` "
                          f"(safe while no install is running)")
