@@ -200,10 +200,7 @@ class _Walker:
             marks = (len(self.links), len(self.deferred))
             subdirs: list[tuple[int, int]] = []  # (index, d_ino) of the subdirectories listed
             with it:
-                if depth < self.maxdepth:
-                    total, n = self._list_recorded(it, fd, path, depth + 1, level, key, parts, subdirs)
-                else:
-                    total, n = self._list(it, fd, path, depth + 1, level, key, parts, subdirs)
+                total, n = self._list(it, fd, path, depth + 1, level, key, parts, subdirs)
             if n > INODE_SORT_THRESHOLD and os.fstat(fd).st_dev not in self.unsorted_devs:
                 self._inode_order(len(key), n, subdirs, marks)
             self.count += n
@@ -258,7 +255,7 @@ class _Walker:
 
     def _list(self, it: Iterable[os.DirEntry], fd: int, path: str, cdepth: int, level: int,
               key: tuple[int, ...], parts: tuple[str, ...], subdirs: list[tuple[int, int]]) -> tuple[int, int]:
-        """The hot loop: sum a directory below the listed depth. Returns (bytes, entries listed).
+        """Sum a directory; record its entries when they are within the listed depth. Returns (bytes, entries).
 
         Most entries of a large tree pass through here, so it does the least per entry: one ``fstatat``
         (``DirEntry.stat``), a mode test, a link-count test.
@@ -267,6 +264,7 @@ class _Walker:
         apparent = self.apparent
         xdev = self.xdev
         links = self.links
+        entries = self.entries if cdepth <= self.maxdepth else None
         i = -1
         try:
             for i, e in enumerate(it):
@@ -278,49 +276,18 @@ class _Walker:
                     self._warn(f"{path}/{e.name}", "error", exc.strerror or str(exc))
                     continue
                 b = st.st_size if apparent else st.st_blocks * 512
-                if st.st_mode & 0o170000 == 0o040000:
+                cparts = parts if entries is None else parts + (e.name,)
+                if st.st_mode & _S_IFMT == _S_IFDIR:
                     if xdev is not None and st.st_dev != xdev:
                         continue
                     subdirs.append((i, e.inode()))
-                    b += self._subdir(path, fd, e.name, st.st_dev, cdepth, level, key + (i,), parts)
+                    b += self._subdir(path, fd, e.name, st.st_dev, cdepth, level, key + (i,), cparts)
                 elif st.st_nlink > 1:
-                    links.append((key + (i,), st.st_dev, st.st_ino, b, parts))
+                    links.append((key + (i,), st.st_dev, st.st_ino, b, cparts))
+                if entries is not None:
+                    entries[cparts] = [b, st.st_mode & _S_IFMT == _S_IFDIR]
                 total += b
         except OSError as exc:  # readdir failed mid-directory (EIO, ...)
-            self._warn(path, "error", exc.strerror or str(exc))
-        return total, i + 1
-
-    def _list_recorded(self, it: Iterable[os.DirEntry], fd: int, path: str, cdepth: int, level: int,
-                       key: tuple[int, ...], parts: tuple[str, ...],
-                       subdirs: list[tuple[int, int]]) -> tuple[int, int]:
-        """Like :meth:`_list` for a directory whose entries are listed (depth <= maxdepth): records each."""
-        total = 0
-        apparent = self.apparent
-        entries = self.entries
-        i = -1
-        try:
-            for i, e in enumerate(it):
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    self._warn(f"{path}/{e.name}", "error", exc.strerror or str(exc))
-                    continue
-                b = st.st_size if apparent else st.st_blocks * 512
-                cparts = parts + (e.name,)
-                if st.st_mode & _S_IFMT == _S_IFDIR:
-                    if self.xdev is not None and st.st_dev != self.xdev:
-                        continue
-                    subdirs.append((i, e.inode()))
-                    b += self._subdir(path, fd, e.name, st.st_dev, cdepth, level, key + (i,), cparts)
-                    entries[cparts] = [b, True]
-                else:
-                    if st.st_nlink > 1:
-                        self.links.append((key + (i,), st.st_dev, st.st_ino, b, cparts))
-                    entries[cparts] = [b, False]
-                total += b
-        except OSError as exc:
             self._warn(path, "error", exc.strerror or str(exc))
         return total, i + 1
 
