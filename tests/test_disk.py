@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -174,6 +175,18 @@ def test_parallel_scan_of_a_wider_tree_equals_du(tmp_path):
     assert {**{e.path: e.bytes for e in rep.entries}, rep.root: rep.total_bytes} == du(root, 2)
 
 
+@contextmanager
+def script_running(script: str, root: Path):
+    """``python -c SCRIPT ROOT`` from the repo; yields (the process, its first line split). Killed at the end."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(root)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parent.parent)
+    try:
+        yield proc, proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
 def forked_children(parent, count: int, what: str) -> list:
     """The ``count`` children ``parent`` (a psutil.Process) forks within 10 s."""
     deadline = time.monotonic() + 10
@@ -194,33 +207,38 @@ def kill_and_expect_gone(starter: subprocess.Popen, procs: list, what: str) -> N
     assert not alive, f"{what} outlived the killed process: {[p.pid for p in alive]}"
 
 
-_SLOW_SCAN = """
-import sys, time
+# A scan that takes seconds (50 ms per directory) and checks its parent after every directory.
+SLOW_OPEN = """
+import os, sys, time
 from bootstrap.core import disk
 
-def slow(path, name, dir_fd):  # 50 ms per directory: without the watch, workers go on for seconds
+def slow(path, name, dir_fd):
     time.sleep(0.05)
     return disk.default_open_dir(path, name, dir_fd)
 
 disk.WATCH_EVERY = 1
+"""
+
+
+def wide_tree(root: Path) -> Path:
+    """400 empty directories under 8 parents: enough tasks for every worker."""
+    for i in range(400):
+        (root / f"d{i % 8}" / f"e{i}").mkdir(parents=True)
+    return root
+
+
+_SLOW_SCAN = SLOW_OPEN + """
 print("scanning", flush=True)
 disk.scan(sys.argv[1], depth=1, workers=3, split_after=1, open_dir=slow)
 """
 
 
 def test_workers_stop_when_the_scanning_process_is_killed(tmp_path):
-    root = tmp_path / "t"
-    for i in range(400):
-        (root / f"d{i % 8}" / f"e{i}").mkdir(parents=True)
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SCAN, str(root)], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parent.parent)
-    try:
-        assert proc.stdout.readline() == b"scanning\n"
+    root = wide_tree(tmp_path / "t")
+    with script_running(_SLOW_SCAN, root) as (proc, line):
+        assert line == [b"scanning"]
         workers = forked_children(psutil.Process(proc.pid), 2, "the scan")
         kill_and_expect_gone(proc, workers, "the workers")
-    finally:
-        proc.kill()
-        proc.wait(5)
 
 
 _WAITING_SCANNER = """
@@ -255,17 +273,12 @@ def test_a_scanner_waiting_for_its_workers_stops_when_its_starter_is_killed(tmp_
         for i in range(100):
             deep = deep / f"d{i}"
         deep.mkdir(parents=True)
-    proc = subprocess.Popen([sys.executable, "-c", _WAITING_SCANNER, str(root)], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parent.parent)
-    try:
-        scanner = psutil.Process(int(proc.stdout.readline().split()[1]))
+    with script_running(_WAITING_SCANNER, root) as (proc, line):
+        scanner = psutil.Process(int(line[1]))
         tree = [scanner, *forked_children(scanner, 1, "the scan")]
         time.sleep(1.5)  # the scanner is now waiting for the worker's result
         assert scanner.status() != psutil.STATUS_ZOMBIE and tree[1].is_running()
         kill_and_expect_gone(proc, tree, "the scan")
-    finally:
-        proc.kill()
-        proc.wait(5)
 
 
 def test_cli_json_carries_root_total_entries_and_warnings(tmp_path, run_vboot):

@@ -15,7 +15,8 @@ from bootstrap.cli import entry
 from bootstrap.cli.disk import report_cmd
 from bootstrap.core.disk import report_from_wire, scan, scan_wire
 from bootstrap.core.headstart import HeadStart
-from test_disk import build, du, forked_children, kill_and_expect_gone
+from test_disk import (SLOW_OPEN, build, du, forked_children, kill_and_expect_gone, script_running,
+                       wide_tree)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,15 +122,10 @@ def test_the_cli_without_head_start_when_turned_off(tmp_path, isolated_env):
     assert proc.returncode == 0 and "head start used: False" in proc.stderr
 
 
-_ORPHAN = """
-import os, sys, time
-from bootstrap.core import disk, headstart
+_ORPHAN = SLOW_OPEN + """
+from bootstrap.core import headstart
 
 def slow_scan(root, *, watch_parent):
-    def slow(path, name, dir_fd):  # 50 ms per directory: seconds of work left when the starter dies
-        time.sleep(0.05)
-        return disk.default_open_dir(path, name, dir_fd)
-    disk.WATCH_EVERY = 1
     print("scanning", os.getpid(), flush=True)
     return disk.scan(root, workers=3, split_after=1, open_dir=slow, watch_parent=watch_parent).total_bytes
 
@@ -139,19 +135,12 @@ time.sleep(60)
 
 
 def test_a_head_start_stops_when_its_starter_is_killed(tmp_path):
-    root = tmp_path / "t"
-    for i in range(400):
-        (root / f"d{i % 8}" / f"e{i}").mkdir(parents=True)
-    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(root)], stdout=subprocess.PIPE, cwd=REPO)
-    try:
-        line = proc.stdout.readline().split()
+    root = wide_tree(tmp_path / "t")
+    with script_running(_ORPHAN, root) as (proc, line):
         assert line[0] == b"scanning"
         child = psutil.Process(int(line[1]))
         tree = [child, *forked_children(child, 2, "the head start")]
         kill_and_expect_gone(proc, tree, "the head start")
-    finally:
-        proc.kill()
-        proc.wait(5)
 
 
 def test_an_ignored_sigchld_does_not_break_the_command(tmp_path, isolated_env):
