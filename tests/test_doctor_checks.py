@@ -402,3 +402,13 @@ def test_disk_is_judged_where_serve_will_download(tmp_path):
 
     one(make_facts(disk=disk, cache_dir=str(tmp_path / "big")), "disk")
     assert seen == [tmp_path / "big"]
+
+
+def test_gpu_memory_utilization_from_serve_extra_args_is_judged():
+    """`vboot serve qwen -- --gpu-memory-utilization 0.5`: 40 GiB of an 80 GiB GPU, which 60 GiB free covers."""
+    busy = fakes.process_holding_memory(pid=4242, held=20 * GiB)
+    assert one(make_facts(nvml=busy), "vram").status == Status.FAIL
+    r = one(make_facts(nvml=fakes.process_holding_memory(pid=4242, held=20 * GiB),
+                       extra_args=("--gpu-memory-utilization", "0.5")), "vram")
+    assert r.status == Status.OK and r.data["gpus"][0]["gpu_memory_utilization"] == 0.5
+    assert r.data["gpus"][0]["needed_bytes"] == 40 * GiB

@@ -62,3 +62,35 @@ def test_tensor_parallel_size_reads_every_spelling():
     assert tensor_parallel_size(prof) == 2
     assert tensor_parallel_size(prof, ("--tensor-parallel-size=8",)) == 8
     assert tensor_parallel_size(parse_profile(BASE, "p")) == 1
+
+
+def test_last_flag_value_reads_every_spelling_and_keeps_the_last():
+    from bootstrap.core.envplan import last_flag_value
+
+    assert last_flag_value(["--tensor-parallel-size", "2"], "--tensor-parallel-size", "-tp") == "2"
+    assert last_flag_value(["--tensor-parallel-size=2"], "--tensor-parallel-size", "-tp") == "2"
+    assert last_flag_value(["-tp", "4"], "--tensor-parallel-size", "-tp") == "4"
+    assert last_flag_value(["-tp=4"], "--tensor-parallel-size", "-tp") == "4"
+    assert last_flag_value(["-tp", "4", "--max-num-seqs", "8", "--tensor-parallel-size=2"],
+                           "--tensor-parallel-size", "-tp") == "2"
+    assert last_flag_value(["--max-num-seqs", "8"], "--tensor-parallel-size", "-tp") is None
+    assert last_flag_value(["--tensor-parallel-size-x", "3"], "--tensor-parallel-size") is None
+
+
+def test_a_later_tensor_parallel_flag_wins_as_in_vllms_argparse():
+    from bootstrap.core.envplan import tensor_parallel_size
+
+    prof = parse_profile(BASE + '[serve]\ntensor_parallel_size = 4\nargs = ["-tp", "2"]\n', "p")
+    assert tensor_parallel_size(prof) == 2
+    assert tensor_parallel_size(prof, ("-tp=1",)) == 1
+
+
+def test_gpu_memory_utilization_from_profile_args_or_extra_args():
+    from bootstrap.core.envplan import gpu_memory_utilization
+
+    assert gpu_memory_utilization(parse_profile(BASE, "p")) == 0.9  # vLLM's default
+    prof = parse_profile(BASE + "[serve]\ngpu_memory_utilization = 0.8\n", "p")
+    assert gpu_memory_utilization(prof) == 0.8
+    assert gpu_memory_utilization(prof, ("--gpu-memory-utilization", "0.5")) == 0.5
+    assert gpu_memory_utilization(prof, ("--gpu-memory-utilization=0.6",)) == 0.6
+    assert gpu_memory_utilization(prof, ("--gpu-memory-utilization", "lots")) == 0.8

@@ -17,8 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, expandable_conflicts, has_expandable,
-                                    tensor_parallel_size)
+from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, expandable_conflicts, gpu_memory_utilization,
+                                    has_expandable, tensor_parallel_size)
 from bootstrap.core.environ import KNOWN, is_secret, mask
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
@@ -464,16 +464,14 @@ def check_vram(f: Facts) -> CheckResult:
     gpus = [g for g in f.visible_gpus if g.error is None]
     if not gpus:
         return CheckResult("vram", Status.SKIP, "no usable GPU (see nvidia.* checks)", "", {})
-    s = f.profile.serve
     tp = _tp(f)
-    util = s.gpu_memory_utilization or 0.9
+    util = gpu_memory_utilization(f.profile, f.settings.extra_args)
     chosen = gpus[:tp]
     rows = []
     worst = None
     for g in chosen:
         total = g.memory_total_bytes or 0
-        need = max(f.profile.needs.min_free_vram_bytes // tp if tp > 1 else f.profile.needs.min_free_vram_bytes,
-                   int(total * util))
+        need = max(f.profile.needs.min_free_vram_bytes // tp, int(total * util))
         holders = [{"pid": p.pid, "name": f.c.process_name(p.pid), "used_bytes": p.used_bytes} for p in g.processes]
         row = {"index": g.index, "free_bytes": g.memory_free_bytes, "total_bytes": total, "needed_bytes": need,
                "gpu_memory_utilization": util, "holders": holders}

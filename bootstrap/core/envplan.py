@@ -38,18 +38,41 @@ class EnvPlan:
         return {v.name: v.value for v in self.vars}
 
 
+def last_flag_value(args: Sequence[str], flag: str, alias: str | None = None) -> str | None:
+    """The value vLLM's argparse keeps for ``flag`` among ``args``: the last one given, spelt ``--flag N``,
+    ``--flag=N``, or the short ``alias`` as ``-a N`` / ``-a=N``. None when the flag is absent."""
+    names = {flag, alias} - {None}
+    value = None
+    for i, arg in enumerate(args):
+        name, eq, inline = arg.partition("=")
+        if name in names:
+            value = inline if eq else (args[i + 1] if i + 1 < len(args) else value)
+    return value
+
+
+def _serve_args(profile: Profile, extra_args: Sequence[str]) -> list[str]:
+    """The arguments vLLM gets after the profile's own settings, in order (build_command's tail)."""
+    return [*profile.serve.args, *extra_args]
+
+
 def tensor_parallel_size(profile: Profile, extra_args: Sequence[str] = ()) -> int:
-    """The tensor-parallel size vLLM will get: the profile's, or a --tensor-parallel-size / -tp among its args
-    or the extra args of `vboot serve ... -- ARGS` (the largest wins)."""
-    all_args = list(profile.serve.args) + list(extra_args)
-    tp = profile.serve.tensor_parallel_size
-    for i, arg in enumerate(all_args):
-        name, _, inline = arg.partition("=")
-        if name in ("--tensor-parallel-size", "-tp"):
-            raw = inline or (all_args[i + 1] if i + 1 < len(all_args) else "")
-            if raw.isdigit():
-                tp = max(tp, int(raw))
+    """The tensor-parallel size vLLM will get: the last --tensor-parallel-size / -tp among the profile's args
+    and the extra args of `vboot serve ... -- ARGS`, else the profile's serve.tensor_parallel_size."""
+    raw = last_flag_value(_serve_args(profile, extra_args), "--tensor-parallel-size", "-tp")
+    tp = int(raw) if raw is not None and raw.isdigit() else profile.serve.tensor_parallel_size
     return max(1, tp)
+
+
+def gpu_memory_utilization(profile: Profile, extra_args: Sequence[str] = ()) -> float:
+    """The share of each GPU's memory vLLM will claim: the last --gpu-memory-utilization among the profile's
+    args and the extra args, else the profile's serve.gpu_memory_utilization, else vLLM's default 0.9."""
+    raw = last_flag_value(_serve_args(profile, extra_args), "--gpu-memory-utilization")
+    if raw is not None:
+        try:
+            return float(raw)
+        except ValueError:  # vLLM refuses it at start; meanwhile judge the profile's value
+            pass
+    return profile.serve.gpu_memory_utilization or 0.9
 
 
 def expandable_conflicts(profile: Profile, extra_args: Sequence[str] = ()) -> list[str]:
