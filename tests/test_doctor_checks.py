@@ -412,3 +412,41 @@ def test_gpu_memory_utilization_from_serve_extra_args_is_judged():
                        extra_args=("--gpu-memory-utilization", "0.5")), "vram")
     assert r.status == Status.OK and r.data["gpus"][0]["gpu_memory_utilization"] == 0.5
     assert r.data["gpus"][0]["needed_bytes"] == 40 * GiB
+
+
+CPU_KV = '[model]\nid = "a/b"\n[serve]\ndevice = "cpu"\n[env]\nVLLM_CPU_KVCACHE_SPACE = "{gib}"\n'
+
+
+def test_cpu_kv_cache_from_the_profile_wins_over_the_users_as_serve_sets_it():
+    """serve puts the profile's [env] over the user's environment; 200 GiB of KV cache do not fit 100 GiB."""
+    f = make_facts(prof_text=CPU_KV.format(gib=200), nvml=fakes.no_library(), dists=VLLM_CPU,
+                   torch=TorchBuild("2.13.0+cpu", None), pin="==2.13.0+cpu", env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+    r = one(f, "system")
+    assert r.status == Status.FAIL and r.data["ram_needed_bytes"] == int(201.5 * GiB)
+
+
+def test_cpu_kv_cache_from_the_user_counts_where_the_profile_sets_none():
+    f = make_facts(prof_text='[model]\nid = "a/b"\n[serve]\ndevice = "cpu"\n', nvml=fakes.no_library(),
+                   dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None), pin="==2.13.0+cpu",
+                   env={"VLLM_CPU_KVCACHE_SPACE": "200"})
+    assert one(f, "system").status == Status.FAIL
+
+
+def test_expandable_segments_from_the_profile_env_with_tensor_parallel_warns():
+    """The profile's [env] sets what vLLM gets; doctor judged only the user's environment before."""
+    text = TP.format(tp=2) + '[env]\nPYTORCH_CUDA_ALLOC_CONF = "expandable_segments:True"\n'
+    r = one(make_facts(nvml=fakes.gpus(2), prof_text=text), "env.alloc_conf")
+    assert r.status == Status.WARN and "tensor parallel" in r.summary
+    assert r.data["origin"] == "profile" and "[env]" in r.hint
+
+
+def test_profile_env_alloc_conf_overrides_the_users_invalid_one():
+    text = '[model]\nid = "a/b"\n[env]\nPYTORCH_CUDA_ALLOC_CONF = "max_split_size_mb:128"\n'
+    r = one(make_facts(prof_text=text, env={"PYTORCH_CUDA_ALLOC_CONF": "garbage"}), "env.alloc_conf")
+    assert r.status == Status.OK and r.data["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
+
+
+def test_alloc_conf_unset_reports_the_default_serve_adds():
+    r = one(make_facts(), "env.alloc_conf")
+    assert r.status == Status.OK and "vboot serve sets expandable_segments:True" in r.summary
+    assert r.data["origin"] == "vboot"

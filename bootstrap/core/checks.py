@@ -17,8 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, expandable_conflicts, gpu_memory_utilization,
-                                    has_expandable, tensor_parallel_size)
+from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts,
+                                    gpu_memory_utilization, has_expandable, plan_environment, tensor_parallel_size)
 from bootstrap.core.environ import KNOWN, is_secret, mask
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
@@ -71,6 +71,16 @@ class Facts:
         self.python = python
         self.python_origin = python_origin
         self.c = collab
+
+    @cached_property
+    def env_plan(self) -> EnvPlan:
+        """What `vboot serve` sets in vLLM's environment: the profile's [env] > the user's > vboot's defaults."""
+        return plan_environment(self.profile, self.settings.cache_dir, self.env, self.settings.extra_args)
+
+    def vllm_env(self, name: str) -> str | None:
+        """``name`` as vLLM will see it: serve starts it with the user's environment updated by the plan."""
+        planned = self.env_plan.var(name)
+        return planned.value if planned else self.env.get(name)
 
     @cached_property
     def nvml(self) -> Any:
@@ -562,33 +572,41 @@ def check_port(f: Facts) -> CheckResult:
 
 
 def check_env_alloc(f: Facts) -> CheckResult:
-    """`echo $PYTORCH_CUDA_ALLOC_CONF $PYTORCH_ALLOC_CONF`."""
-    env = f.env
-    cur = env.get(ALLOC_VAR)
-    alias = env.get(ALLOC_ALIAS)
+    """`echo $PYTORCH_CUDA_ALLOC_CONF $PYTORCH_ALLOC_CONF`, with the profile's [env] that serve puts over them."""
+    planned = f.env_plan.var(ALLOC_VAR)
+    origin = planned.origin if planned else None
+    chosen = planned.value if planned and origin != "vboot" else None  # set by the user or the profile
+    alias = f.vllm_env(ALLOC_ALIAS)
     conflicts = expandable_conflicts(f.profile, f.settings.extra_args)
-    data = {ALLOC_VAR: cur, ALLOC_ALIAS: alias, "conflicts": conflicts}
-    for name, value in ((ALLOC_VAR, cur), (ALLOC_ALIAS, alias)):
+    data = {ALLOC_VAR: planned.value if planned else None, ALLOC_ALIAS: alias, "origin": origin,
+            "conflicts": conflicts}
+
+    def where(name: str) -> str:
+        v = f.env_plan.var(name)
+        return f"in profile {f.profile.name}'s [env]" if v and v.origin == "profile" else "in your environment"
+
+    for name, value in ((ALLOC_VAR, chosen), (ALLOC_ALIAS, alias)):
         if value and not all(":" in part for part in value.split(",") if part.strip()):
             return CheckResult("env.alloc_conf", Status.WARN, f"{name}={value!r} is not a list of key:value options",
-                               f"fix it, e.g. {name}=expandable_segments:True, or unset it", data)
-    if alias and not cur:
+                               f"fix it {where(name)}, e.g. {name}={EXPANDABLE}, or unset it", data)
+    if alias and not chosen:
         return CheckResult("env.alloc_conf", Status.WARN,
                            f"{ALLOC_ALIAS} is set but {ALLOC_VAR} is not: torch >= 2.10 reads either, vLLM's own "
                            f"checks read only {ALLOC_VAR}", f"set {ALLOC_VAR}={alias} instead", data)
-    if alias and cur and alias != cur:
+    if alias and chosen and alias != chosen:
         return CheckResult("env.alloc_conf", Status.WARN,
-                           f"{ALLOC_VAR}={cur!r} and {ALLOC_ALIAS}={alias!r} disagree",
+                           f"{ALLOC_VAR}={chosen!r} and {ALLOC_ALIAS}={alias!r} disagree",
                            "keep one: unset PYTORCH_ALLOC_CONF", data)
-    effective = cur or alias
-    if has_expandable(effective) and conflicts:
+    if has_expandable(chosen or alias) and conflicts:
+        name = ALLOC_VAR if chosen else ALLOC_ALIAS
         return CheckResult("env.alloc_conf", Status.WARN,
-                           f"expandable_segments is on, which breaks with " + "; ".join(conflicts),
-                           f"unset {ALLOC_VAR} for profile {f.profile.name} (vboot serve leaves it out)", data)
-    if effective:
-        return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR}={effective}", "", data)
+                           "expandable_segments is on, which breaks with " + "; ".join(conflicts),
+                           f"unset {name} {where(name)} (vboot serve then leaves expandable segments out)", data)
+    if chosen:
+        return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR}={chosen}"
+                           + (f" (profile {f.profile.name}'s [env])" if origin == "profile" else ""), "", data)
     return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR} unset (vboot serve sets "
-                       + ("expandable_segments:True" if not conflicts else "nothing, see its warning") + ")", "", data)
+                       + (planned.value if planned else "nothing, see its warning") + ")", "", data)
 
 
 def check_env_modelscope(f: Facts) -> CheckResult:
@@ -701,7 +719,7 @@ def check_system(f: Facts) -> CheckResult:
     summary = f"Python {si.python_version}, {si.cpu_count} CPU(s), {_gib(si.ram_available_bytes)} of " \
               f"{_gib(si.ram_total_bytes)} RAM free; serves on the {f.device.upper()}"
     if f.device == "cpu":
-        kv = float(f.env.get("VLLM_CPU_KVCACHE_SPACE") or f.profile.env.get("VLLM_CPU_KVCACHE_SPACE") or 4)
+        kv = float(f.vllm_env("VLLM_CPU_KVCACHE_SPACE") or 4)
         need = int((kv + 1.5) * 1024**3)
         data["ram_needed_bytes"] = need
         if si.ram_available_bytes < need:

@@ -37,6 +37,10 @@ class EnvPlan:
     def as_dict(self) -> dict[str, str]:
         return {v.name: v.value for v in self.vars}
 
+    def var(self, name: str) -> EnvVar | None:
+        """The planned variable ``name``, or None when vboot leaves it as the user's environment has it."""
+        return next((v for v in self.vars if v.name == name), None)
+
 
 def last_flag_value(args: Sequence[str], flag: str, alias: str | None = None) -> str | None:
     """The value vLLM's argparse keeps for ``flag`` among ``args``: the last one given, spelt ``--flag N``,
