@@ -450,3 +450,22 @@ def test_alloc_conf_unset_reports_the_default_serve_adds():
     r = one(make_facts(), "env.alloc_conf")
     assert r.status == Status.OK and "vboot serve sets expandable_segments:True" in r.summary
     assert r.data["origin"] == "vboot"
+
+
+def _untouchable_collaborators() -> Collaborators:
+    def boom(*_args):
+        raise AssertionError("a probe was called")
+
+    return Collaborators(**{name: boom for name in Collaborators.__dataclass_fields__})
+
+
+def test_no_check_ids_run_no_check_and_touch_no_probe(tmp_path):
+    """`vboot serve --skip-preflight` asks for no check: () means none, None means all."""
+    from bootstrap.cli.doctor import diagnose
+
+    e = Environ({"HOME": str(tmp_path)})
+    settings = resolve_serve_settings(load_profile("qwen", e), e, cache_dir=str(tmp_path))
+    _facts, results = diagnose(settings, e, check_ids=(), collab=_untouchable_collaborators())
+    assert results == []
+    assert run_checks(make_facts(), ()) == []
+    assert len(run_checks(make_facts(), None)) == len(checks.CHECKS)

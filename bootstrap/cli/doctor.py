@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from bootstrap.cli import output
-from bootstrap.core.checks import CHECKS, Collaborators, Facts, Status, overall, run_checks
+from bootstrap.core.checks import CHECKS, CheckResult, Collaborators, Facts, Status, overall, run_checks
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
@@ -60,12 +61,14 @@ def default_collaborators(env: Environ) -> Collaborators:
     )
 
 
-def diagnose(settings: ServeSettings, env: Environ, *, check_ids=(), collab: Collaborators | None = None):
+def diagnose(settings: ServeSettings, env: Environ, *, check_ids: Sequence[str] | None = None,
+             collab: Collaborators | None = None) -> tuple[Facts, list[CheckResult]]:
     """Run doctor's checks against resolved settings; shared by `vboot doctor` and `vboot serve`'s pre-flight,
-    so the pre-flight judges exactly what serve will run (its port, cache dir, extra vLLM arguments)."""
+    so the pre-flight judges exactly what serve will run (its port, cache dir, extra vLLM arguments).
+    ``check_ids``: None runs every check, an empty sequence none (`vboot serve --skip-preflight`)."""
     choice = choose_python(env, settings.vllm_python)
     facts = Facts(settings, env.as_dict(), choice.python, choice.origin, collab or default_collaborators(env))
-    return facts, run_checks(facts, list(check_ids) or None)
+    return facts, run_checks(facts, check_ids)
 
 
 @click.command()
@@ -93,7 +96,7 @@ def doctor(profile_name: str, check_ids: tuple[str, ...], list_checks: bool, vll
             raise UsageError(f"unknown check id {cid!r}", hint="run `vboot doctor --list-checks` for the ids")
     env = Environ()
     settings = resolve_serve_settings(load_profile(profile_name, env), env, port=port, vllm_python=vllm_python)
-    facts, results = diagnose(settings, env, check_ids=check_ids)
+    facts, results = diagnose(settings, env, check_ids=check_ids or None)
     status, code = overall(results)
     data = {
         "profile": profile_name,

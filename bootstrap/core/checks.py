@@ -759,8 +759,9 @@ CHECKS: tuple[CheckSpec, ...] = (
 
 
 def run_checks(facts: Facts, ids: Sequence[str] | None = None) -> list[CheckResult]:
-    """Run the selected checks (all by default) in their fixed order. A check that crashes becomes a fail."""
-    selected = [c for c in CHECKS if not ids or c.id in ids or any(c.id.startswith(i + ".") for i in ids)]
+    """Run the checks ``ids`` selects (None: all; empty: none; a prefix such as "env" selects its group) in
+    their fixed order. A check that crashes becomes a fail."""
+    selected = [c for c in CHECKS if ids is None or c.id in ids or any(c.id.startswith(i + ".") for i in ids)]
     results = []
     for spec in selected:
         try:
