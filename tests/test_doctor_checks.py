@@ -50,7 +50,7 @@ def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11
         largest_dirs=lambda root, n: list(largest),
         dir_bytes=lambda p: cached,
     )
-    return Facts(settings, env or {}, "/venv/bin/python", "setup", collab)
+    return Facts(settings, Environ(env or {}), "/venv/bin/python", "setup", collab)
 
 
 def one(facts, cid):

@@ -67,7 +67,7 @@ def diagnose(settings: ServeSettings, env: Environ, *, check_ids: Sequence[str] 
     so the pre-flight judges exactly what serve will run (its port, cache dir, extra vLLM arguments).
     ``check_ids``: None runs every check, an empty sequence none (`vboot serve --skip-preflight`)."""
     choice = choose_python(env, settings.vllm_python)
-    facts = Facts(settings, env.as_dict(), choice.python, choice.origin, collab or default_collaborators(env))
+    facts = Facts(settings, env, choice.python, choice.origin, collab or default_collaborators(env))
     return facts, run_checks(facts, check_ids)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts,
                                     gpu_memory_utilization, has_expandable, plan_environment, tensor_parallel_size)
-from bootstrap.core.environ import KNOWN, is_secret, mask
+from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
 
@@ -63,7 +63,7 @@ class Collaborators:
 class Facts:
     """Everything the checks look at, computed on first use and then shared between checks."""
 
-    def __init__(self, settings: ServeSettings, env: Mapping[str, str], python: str, python_origin: str,
+    def __init__(self, settings: ServeSettings, env: Environ, python: str, python_origin: str,
                  collab: Collaborators) -> None:
         self.settings = settings
         self.profile: Profile = settings.profile
@@ -679,8 +679,9 @@ def check_env_misc(f: Facts) -> CheckResult:
     """Variables that do nothing or do something surprising: `env | grep -E 'CUDA_EMPTY_CACHE|HF_HUB_OFFLINE|VLLM_PORT'`."""
     env = f.env
     findings: list[tuple[Status, str, str]] = []
-    if "CUDA_EMPTY_CACHE" in env:
-        findings.append((Status.WARN, f"CUDA_EMPTY_CACHE={env['CUDA_EMPTY_CACHE']!r} does nothing (no code in vLLM, "
+    empty_cache = env.get("CUDA_EMPTY_CACHE")
+    if empty_cache is not None:
+        findings.append((Status.WARN, f"CUDA_EMPTY_CACHE={empty_cache!r} does nothing (no code in vLLM, "
                          "torch or transformers reads it)", "unset CUDA_EMPTY_CACHE"))
     vport = env.get("VLLM_PORT")
     if vport is not None:
@@ -694,7 +695,7 @@ def check_env_misc(f: Facts) -> CheckResult:
     if offline and offline.strip().lower() in ("1", "true", "yes", "on") and f.profile.model.source == "huggingface":
         findings.append((Status.WARN, "HF_HUB_OFFLINE is on: vLLM cannot download the model from Hugging Face",
                          "unset HF_HUB_OFFLINE or download the model first"))
-    data = {k: env.get(k) for k in ("CUDA_EMPTY_CACHE", "VLLM_PORT", "HF_HUB_OFFLINE")}
+    data = {"CUDA_EMPTY_CACHE": empty_cache, "VLLM_PORT": vport, "HF_HUB_OFFLINE": offline}
     if not findings:
         return CheckResult("env.misc", Status.OK, "no useless or conflicting variables", "", data)
     findings.sort(key=lambda x: x[0] != Status.FAIL)
@@ -704,9 +705,9 @@ def check_env_misc(f: Facts) -> CheckResult:
 
 def check_env_report(f: Facts) -> CheckResult:
     """What vboot read from the environment (secrets masked): `env`."""
-    env = f.env
-    names = sorted(set(KNOWN) | {k for k in env if is_secret(k) and re.search(r"HF|HUGGING|MODELSCOPE|VLLM|OPENAI", k)})
-    shown = {n: mask(n, env[n]) for n in names if n in env}
+    secrets = {k for k in f.env.names() if is_secret(k) and re.search(r"HF|HUGGING|MODELSCOPE|VLLM|OPENAI", k)}
+    values = {n: f.env.get(n) for n in sorted(set(KNOWN) | secrets)}
+    shown = {n: mask(n, v) for n, v in values.items() if v is not None}
     return CheckResult("env.report", Status.OK, f"{len(shown)} relevant variable(s) set", "", {"variables": shown})
 
 

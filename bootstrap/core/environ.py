@@ -88,6 +88,10 @@ class Environ:
         raw = self.get("HOME")
         return Path(raw) if raw else Path.home()
 
+    def names(self) -> frozenset[str]:
+        """Every variable's name; no value is read, so no name counts as read."""
+        return frozenset(self._values)
+
     @property
     def read(self) -> frozenset[str]:
         """Names looked up so far, for doctor's report."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bootstrap.core.environ import Environ
 from bootstrap.core.profiles import Profile
 
 ALLOC_VAR = "PYTORCH_CUDA_ALLOC_CONF"
@@ -104,7 +105,7 @@ def has_expandable(value: str | None) -> bool:
     return parts.get("expandable_segments", "").lower() == "true"
 
 
-def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, str],
+def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, str] | Environ,
                      extra_args: Sequence[str] = ()) -> EnvPlan:
     """What vboot sets in vLLM's environment for ``profile``, each with its origin, plus warnings."""
     out: dict[str, EnvVar] = {}
@@ -123,8 +124,8 @@ def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, s
         out["VLLM_USE_MODELSCOPE"] = EnvVar("VLLM_USE_MODELSCOPE", "true", "vboot",
                                             "vLLM resolves model ids on ModelScope ('true': old vLLM ignores '1')")
         out["MODELSCOPE_CACHE"] = EnvVar("MODELSCOPE_CACHE", str(cache_dir), "vboot", "where the model is cached")
-    elif user_env.get("MODELSCOPE_CACHE"):
-        out["MODELSCOPE_CACHE"] = EnvVar("MODELSCOPE_CACHE", user_env["MODELSCOPE_CACHE"], "environment")
+    elif user_cache := user_env.get("MODELSCOPE_CACHE"):
+        out["MODELSCOPE_CACHE"] = EnvVar("MODELSCOPE_CACHE", user_cache, "environment")
 
     for name, value in profile.env.items():
         out[name] = EnvVar(name, value, "profile", f"from profile {profile.name}")
