@@ -469,3 +469,20 @@ def test_no_check_ids_run_no_check_and_touch_no_probe(tmp_path):
     assert results == []
     assert run_checks(make_facts(), ()) == []
     assert len(run_checks(make_facts(), None)) == len(checks.CHECKS)
+
+
+def test_run_records_are_loaded_once_per_diagnosis():
+    calls = []
+    run = SimpleNamespace(pid=99, port=8000, name="qwen", profile="qwen")
+    f = make_facts(port_free=False, runs=[run])
+    f.c.live_runs = lambda: calls.append(1) or [run]
+    run_checks(f, ["leftovers", "port"])
+    assert len(calls) == 1
+
+
+def test_a_port_held_by_a_vboot_run_does_not_scan_every_socket():
+    """port_holder walks psutil.net_connections (slow); a vboot run record already names the holder."""
+    run = SimpleNamespace(pid=99, port=8000, name="qwen", profile="qwen")
+    f = make_facts(port_free=False, runs=[run])
+    f.c.port_holder = lambda port: pytest.fail("port_holder was called")
+    assert one(f, "port").status == Status.WARN

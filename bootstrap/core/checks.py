@@ -123,6 +123,11 @@ class Facts:
         return self.c.vllm_processes()
 
     @cached_property
+    def live_runs(self) -> list[Any]:
+        """vboot's servers that are still running (their run records, read once per diagnosis)."""
+        return self.c.live_runs()
+
+    @cached_property
     def gpu_bytes_by_pid(self) -> dict[int, int]:
         out: dict[int, int] = {}
         if self.nvml.ok:
@@ -520,7 +525,7 @@ def check_vram(f: Facts) -> CheckResult:
 def check_leftovers(f: Facts) -> CheckResult:
     """Leftover vLLM processes whose launcher is gone: `ps -eo pid,ppid,rss,args | grep VLLM::`."""
     procs = f.vllm_procs
-    live = {r.pid for r in f.c.live_runs()}
+    live = {r.pid for r in f.live_runs}
     orphans = [p for p in procs if p.orphan]
     rows = [{"pid": p.pid, "name": p.name, "role": p.role, "ppid": p.ppid, "rss_bytes": p.rss_bytes,
              "gpu_bytes": f.gpu_bytes_by_pid.get(p.pid, 0), "orphan": p.orphan, "managed": p.pid in live}
@@ -549,16 +554,15 @@ def check_port(f: Facts) -> CheckResult:
         data["free"] = True
         return CheckResult("port", Status.OK, f"{host}:{port} is free", "", data)
     data["free"] = False
-    holder = f.c.port_holder(port)
-    runs = [r for r in f.c.live_runs() if r.port == port]
-    if runs:
-        r = runs[0]
+    r = next((r for r in f.live_runs if r.port == port), None)
+    if r is not None:
         data["holder"] = {"pid": r.pid, "name": "vboot server", "run": r.name, "profile": r.profile}
         same = r.profile == f.profile.name
         return CheckResult("port", Status.WARN if same else Status.FAIL,
                            f"port {port} is taken by vboot server {r.name!r} (profile {r.profile}, PID {r.pid})"
                            + (" — the same profile is already being served" if same else ""),
                            f"use it, or `vboot stop {r.name}`, or serve on another --port", data)
+    holder = f.c.port_holder(port)  # after the run records: it walks every socket of the box
     if holder is not None:
         data["holder"] = {"pid": holder.pid, "name": holder.name, "cmdline": holder.cmdline}
         who = f"PID {holder.pid} ({holder.name})" if holder.pid else "a process vboot cannot see"
