@@ -486,3 +486,30 @@ def test_a_port_held_by_a_vboot_run_does_not_scan_every_socket():
     f = make_facts(port_free=False, runs=[run])
     f.c.port_holder = lambda port: pytest.fail("port_holder was called")
     assert one(f, "port").status == Status.WARN
+
+
+def test_disk_counts_a_model_in_the_older_layout_pull_reuses(tmp_path):
+    """pull reuses a pre-1.38 cache directory (CACHE/OWNER/NAME); doctor must count what it holds."""
+    old = tmp_path / "Qwen" / "Qwen2.5-1.5B-Instruct"
+    old.mkdir(parents=True)
+    (old / "model.safetensors").write_bytes(b"x")
+    seen = []
+    f = make_facts(disk=fakes.FakeDiskFree(free=1 * GiB), cache_dir=str(tmp_path))
+    f.c.dir_bytes = lambda p: seen.append(p) or 3_600_000_000
+    r = one(f, "disk")
+    assert seen == [old] and r.status == Status.OK and r.data["already_cached_bytes"] == 3_600_000_000
+
+
+def test_doctor_measures_a_cached_model_like_du_counting_hard_links_once(tmp_path):
+    from bootstrap.cli.doctor import default_collaborators
+
+    (tmp_path / "a").write_bytes(b"x" * 1_000_000)
+    (tmp_path / "b").hardlink_to(tmp_path / "a")
+    one_copy = (tmp_path / "a").stat().st_blocks * 512
+    measured = default_collaborators(Environ({"HOME": str(tmp_path)})).dir_bytes(tmp_path)
+    assert one_copy <= measured < 2 * one_copy
+
+
+def test_disk_check_survives_a_model_id_that_is_not_owner_slash_name():
+    r = one(make_facts(prof_text='[model]\nid = "noslash"\n'), "disk")
+    assert r.status == Status.OK and r.data["already_cached_bytes"] == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from bootstrap.cli import output
 from bootstrap.core.checks import CHECKS, CheckResult, Collaborators, Facts, Status, overall, run_checks
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import UsageError
+from bootstrap.core.errors import NotFoundError, UsageError
 from bootstrap.core.profiles import DEFAULT_PROFILE, ServeSettings, load_profile, resolve_serve_settings
 from bootstrap.core.vllm_env import choose_python
 
@@ -20,29 +19,23 @@ from bootstrap.core.vllm_env import choose_python
 def default_collaborators(env: Environ) -> Collaborators:
     """The real probes. Imported here, not at module level, so `--list-checks` stays instant."""
     from bootstrap.core import runs
+    from bootstrap.core.disk import scan
     from bootstrap.probes import nvml, procs, pyenv, system
 
     def largest_dirs(root: Path, n: int) -> list[tuple[str, int]]:
         try:
-            from bootstrap.core.disk import scan
-        except ImportError:
-            return []
-        try:
             report = scan(root, depth=1)
-        except OSError:
+        except (OSError, NotFoundError):
             return []
         rows = [(str(e.path), int(e.bytes)) for e in report.entries if str(e.path) != str(root)]
         return sorted(rows, key=lambda r: -r[1])[:n]
 
     def dir_bytes(path: Path) -> int:
-        total = 0
-        for dirpath, _dirs, files in os.walk(path):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-                except OSError:
-                    pass
-        return total
+        """`du -s -B1 PATH`: hard links counted once."""
+        try:
+            return scan(path, depth=0).total_bytes
+        except (OSError, NotFoundError):
+            return 0
 
     return Collaborators(
         nvml_snapshot=nvml.snapshot,

@@ -458,17 +458,17 @@ def check_disk(f: Facts) -> CheckResult:
 
 
 def _cached_snapshot_bytes(f: Facts) -> int:
-    """Bytes of the profile's model already in the ModelScope cache (new or legacy layout)."""
+    """Bytes of the profile's model already in the ModelScope cache, in the directory pull would use."""
+    from bootstrap.core.errors import UsageError
+    from bootstrap.core.pull import snapshot_dir_for, validate_model_id  # stdlib only, off `--list-checks`
+
     model = f.profile.model
-    cache = f.settings.cache_dir
-    owner, _, name = model.id.partition("/")
-    candidates = [cache / "models" / model.id.replace("/", "--") / "snapshots" / model.revision,
-                  cache / "models" / owner / name.replace(".", "___"),
-                  cache / "hub" / "models" / owner / name.replace(".", "___")]
-    for c in candidates:
-        if c.is_dir():
-            return f.c.dir_bytes(c)
-    return 0
+    try:
+        validate_model_id(model.id)
+    except UsageError:  # not OWNER/NAME: pull refuses it, so nothing of it is cached
+        return 0
+    snapshot = snapshot_dir_for(f.settings.cache_dir, model.id, model.revision)
+    return f.c.dir_bytes(snapshot) if snapshot.is_dir() else 0
 
 
 def check_vram(f: Facts) -> CheckResult:
