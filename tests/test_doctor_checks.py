@@ -513,3 +513,9 @@ def test_doctor_measures_a_cached_model_like_du_counting_hard_links_once(tmp_pat
 def test_disk_check_survives_a_model_id_that_is_not_owner_slash_name():
     r = one(make_facts(prof_text='[model]\nid = "noslash"\n'), "disk")
     assert r.status == Status.OK and r.data["already_cached_bytes"] == 0
+
+
+def test_driver_cuda_version_is_spelt_by_the_nvml_probe():
+    assert one(make_facts(), "nvidia.driver").data["cuda_driver_version_str"] == "13.0"
+    r = one(make_facts(nvml=fakes.FakeNvml(gpus=[fakes.FakeGpu()], cuda=0)), "nvidia.driver")
+    assert r.data["cuda_driver_version_str"] is None and "CUDA ?" in r.summary  # data stays raw: no placeholder

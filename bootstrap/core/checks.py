@@ -22,6 +22,7 @@ from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan,
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
+from bootstrap.probes.nvml import cuda_str
 
 
 class Status(str, enum.Enum):
@@ -183,10 +184,6 @@ def _cuda_num(text: str | None) -> int | None:
     return int(m.group(1)) * 1000 + int(m.group(2)) * 10 if m else None
 
 
-def _cuda_str(value: int | None) -> str:
-    return "?" if not value else f"{value // 1000}.{(value % 1000) // 10}"
-
-
 def _version_tuple(v: str) -> tuple[int, ...]:
     base = v.split("+", 1)[0]
     parts = []
@@ -251,14 +248,14 @@ def check_nvidia_driver(f: Facts) -> CheckResult:
                                f"profile {f.profile.name} serves on the CPU", "", data)
         return CheckResult("nvidia.driver", Status.FAIL, summary, hint, data)
     data = {"driver_version": s.driver_version, "cuda_driver_version": s.cuda_driver_version,
-            "cuda_driver_version_str": _cuda_str(s.cuda_driver_version), "nvml_version": s.nvml_version,
+            "cuda_driver_version_str": s.cuda_version_str, "nvml_version": s.nvml_version,
             "gpu_count": len(s.gpus)}
     if not s.gpus:
         status = Status.SKIP if cpu_ok else Status.FAIL
         return CheckResult("nvidia.driver", status, f"driver {s.driver_version} loaded but no GPU found",
                            "" if cpu_ok else "check `nvidia-smi -L` and `lspci | grep -i nvidia`", data)
     return CheckResult("nvidia.driver", Status.OK,
-                       f"driver {s.driver_version}, CUDA {_cuda_str(s.cuda_driver_version)}, {len(s.gpus)} GPU(s)",
+                       f"driver {s.driver_version}, CUDA {s.cuda_version_str or '?'}, {len(s.gpus)} GPU(s)",
                        "", data)
 
 
@@ -372,16 +369,16 @@ def check_torch(f: Facts) -> CheckResult:
     data["cuda_driver_version"] = have
     if have and need and have < need:
         return CheckResult("torch", Status.FAIL,
-                           f"torch {tb.version} needs CUDA {tb.cuda} but the driver supports CUDA {_cuda_str(have)}: "
+                           f"torch {tb.version} needs CUDA {tb.cuda} but the driver supports CUDA {cuda_str(have)}: "
                            f"vLLM will stop with 'RuntimeError: The NVIDIA driver on your system is too old "
                            f"(found version {have})'",
                            f"upgrade the NVIDIA driver to one for CUDA {tb.cuda}, or install a torch/vLLM built for "
-                           f"CUDA {_cuda_str(have)} (`vboot setup --gpu`)", data)
+                           f"CUDA {cuda_str(have)} (`vboot setup --gpu`)", data)
     if have is None and f.device == "gpu":
         return CheckResult("torch", Status.WARN, f"torch {tb.version} (CUDA {tb.cuda}); driver CUDA version unknown",
                            "check `nvidia-smi`", data)
     return CheckResult("torch", Status.OK, f"torch {tb.version} (CUDA {tb.cuda})"
-                       + (f", driver supports CUDA {_cuda_str(have)}" if have else ""), "", data)
+                       + (f", driver supports CUDA {cuda_str(have)}" if have else ""), "", data)
 
 
 def check_vllm(f: Facts) -> CheckResult:
