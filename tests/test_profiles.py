@@ -93,9 +93,21 @@ def test_precedence_flags_over_profile_over_environment():
     prof = parse_profile(GOOD, "mine")
     env = Environ({"HOME": "/h", "MODELSCOPE_CACHE": "/env-cache", "VBOOT_VLLM_PYTHON": "/env/python"})
     s = resolve_serve_settings(prof, env)
-    assert s.port == 8100 and str(s.cache_dir) == "/env-cache" and s.vllm_python == "/env/python"
+    assert s.port == 8100 and str(s.cache_dir) == "/env-cache"
     s = resolve_serve_settings(prof, env, port=9000, cache_dir="/flag", vllm_python="/flag/python")
     assert s.port == 9000 and str(s.cache_dir) == "/flag" and s.vllm_python == "/flag/python"
+
+
+def test_the_vllm_python_from_the_environment_is_reported_as_such():
+    """Settings carry only --vllm-python; choose_python reads $VBOOT_VLLM_PYTHON and names the origin."""
+    from bootstrap.core.vllm_env import PythonChoice, choose_python
+
+    env = Environ({"HOME": "/h", "VBOOT_VLLM_PYTHON": "/env/python"})
+    s = resolve_serve_settings(parse_profile(GOOD, "mine"), env)
+    assert s.vllm_python is None
+    assert choose_python(env, s.vllm_python) == PythonChoice("/env/python", "environment")
+    s = resolve_serve_settings(parse_profile(GOOD, "mine"), env, vllm_python="/flag/python")
+    assert choose_python(env, s.vllm_python) == PythonChoice("/flag/python", "flag")
 
 
 def test_profiles_and_tiny_model_ship_inside_the_wheel(tmp_path):

@@ -312,7 +312,7 @@ class ServeSettings:
     api_key: str | None
     extra_args: tuple[str, ...]
     cache_dir: Path
-    vllm_python: str | None
+    vllm_python: str | None  # --vllm-python only: vllm_env.choose_python ranks it over the rest
 
 
 def resolve_serve_settings(
@@ -342,5 +342,5 @@ def resolve_serve_settings(
         api_key=api_key or env.get("VLLM_API_KEY") or None,
         extra_args=tuple(extra_args),
         cache_dir=cache,
-        vllm_python=vllm_python or env.get("VBOOT_VLLM_PYTHON") or None,
+        vllm_python=vllm_python or None,
     )
