@@ -7,7 +7,6 @@ Subcommands are imported only when invoked, so `vboot doctor` never pays for the
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import Any
 
@@ -15,6 +14,7 @@ import click
 
 from bootstrap import __version__
 from bootstrap.cli import output
+from bootstrap.core.environ import debug_enabled
 from bootstrap.core.errors import EXIT_FAIL, EXIT_SIGINT, EXIT_USAGE, VbootError
 
 # name -> "module:attribute". Order is the order in `vboot --help`.
@@ -98,10 +98,11 @@ def _command_name(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; translate expected errors to one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if "--json" in args:
+    ours = args[: args.index("--")] if "--" in args else args  # after `--`, arguments belong to vLLM
+    if "--json" in ours:
         output.STATE.json = True
-    output.STATE.command = _command_name(args)
-    debug = os.environ.get("VBOOT_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+    output.STATE.command = _command_name(ours)
+    debug = debug_enabled()
     try:
         rv: Any = cli.main(args=args, prog_name="vboot", standalone_mode=False)
     except VbootError as exc:

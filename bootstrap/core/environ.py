@@ -103,4 +103,5 @@ class Environ:
 
 
 def debug_enabled(env: Environ | None = None) -> bool:
+    """VBOOT_DEBUG is on: the entry point lets tracebacks through instead of printing one line."""
     return (env or Environ()).flag("VBOOT_DEBUG")
