@@ -7,7 +7,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
@@ -66,7 +66,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     from bootstrap.core.checks import Status
     from bootstrap.core.paths import runs_dir
     from bootstrap.core.profiles import load_profile, local_model_dir, resolve_serve_settings
-    from bootstrap.core.runs import RunRecord, live_runs, save_run
+    from bootstrap.core.runs import RUN_FILE, RunRecord, live_runs, save_run
     from bootstrap.core.supervisor import Supervisor, spawn
     from bootstrap.core.vllm_cmd import build_command, redact
     from bootstrap.probes import procs
@@ -138,8 +138,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     run_dir = runs_dir(env) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     serving.rotate_log(run_dir)
-    for stale in ("run.json",):
-        (run_dir / stale).unlink(missing_ok=True)
+    (run_dir / RUN_FILE).unlink(missing_ok=True)  # the old server's record; the new one is saved once vLLM runs
     target = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
     serving.write_run_files(
         run_dir, redact(argv), child_env, plan.as_dict(),
@@ -168,8 +167,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     try:
         if with_prometheus:
             prom_sup, prom_port = _start_prometheus(run_dir, prometheus_port, detach)
-            record = _replace(record, prometheus_pid=prom_sup.proc.pid,
-                              prometheus_create_time=procs.create_time(prom_sup.proc.pid), prometheus_port=prom_port)
+            record = replace(record, prometheus_pid=prom_sup.proc.pid,
+                             prometheus_create_time=procs.create_time(prom_sup.proc.pid), prometheus_port=prom_port)
             save_run(record)
         ready_s = _wait_ready(sup, record, timeout_s, t_start)
     except BaseException:
@@ -216,12 +215,6 @@ def serving_name_ok(name: str) -> bool:
     import re
 
     return bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name))
-
-
-def _replace(record, **changes):
-    from dataclasses import replace
-
-    return replace(record, **changes)
 
 
 def _start_prometheus(run_dir: Path, port: int | None, detach: bool):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,3 @@ def active_model_paths(env: Environ, alive: Callable[[int, float], bool] | None 
         if r.model_path:
             out[str(Path(r.model_path).resolve())] = r.name
     return out
-
-
-def names_in_use(records: Iterable[RunRecord]) -> set[str]:
-    return {r.name for r in records}
