@@ -66,7 +66,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     from bootstrap.core.checks import Status
     from bootstrap.core.paths import runs_dir
     from bootstrap.core.profiles import load_profile, local_model_dir, resolve_serve_settings
-    from bootstrap.core.runs import RUN_FILE, RunRecord, live_runs, save_run
+    from bootstrap.core.runs import RUN_FILE, RunRecord, client_host, live_runs, save_run
     from bootstrap.core.supervisor import Supervisor, spawn
     from bootstrap.core.vllm_cmd import build_command, redact
     from bootstrap.probes import procs
@@ -139,7 +139,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     run_dir.mkdir(parents=True, exist_ok=True)
     serving.rotate_log(run_dir)
     (run_dir / RUN_FILE).unlink(missing_ok=True)  # the old server's record; the new one is saved once vLLM runs
-    target = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
+    target = f"{client_host(settings.host)}:{settings.port}"
     serving.write_run_files(
         run_dir, redact(argv), child_env, plan.as_dict(),
         prom.render_prometheus_config(run_name, target, api_key=settings.api_key,

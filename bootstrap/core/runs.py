@@ -45,14 +45,24 @@ class RunRecord:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"http://{client_host(self.host)}:{self.port}"
 
     @property
     def log_path(self) -> Path:
         return Path(self.run_dir) / "vllm.log"
+
+
+def client_host(host: str) -> str:
+    """How a client on this machine names a server bound to ``host``, ready to go before ``:PORT``.
+
+    A wildcard bind (0.0.0.0, ::) is reached on 127.0.0.1; an IPv6 address is bracketed, since ``::1:8000`` is
+    ambiguous (Prometheus refuses it: "too many colons in address").
+    """
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
