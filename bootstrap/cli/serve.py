@@ -66,7 +66,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     from bootstrap.core.checks import Status
     from bootstrap.core.paths import runs_dir
     from bootstrap.core.profiles import load_profile, local_model_dir, resolve_serve_settings
-    from bootstrap.core.runs import RUN_FILE, RunRecord, client_host, live_runs, save_run
+    from bootstrap.core.runs import RUN_FILE, RunRecord, client_host, find_run, run_name_ok, save_run
     from bootstrap.core.supervisor import Supervisor, spawn
     from bootstrap.core.vllm_cmd import build_command, redact
     from bootstrap.probes import procs
@@ -79,12 +79,12 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     facts, results = diagnose(settings, env, check_ids=() if skip_preflight else PREFLIGHT_CHECKS)
     serving.check_exposure(settings.host, settings.api_key, insecure)
     run_name = name or profile.name
-    if not serving_name_ok(run_name):
+    if not run_name_ok(run_name):
         raise UsageError(f"invalid --name {run_name!r}", hint="use letters, digits, '.', '_' or '-'")
-    for r in live_runs(env):
-        if r.name == run_name:
-            raise ConflictError(f"a server named {run_name!r} is already running (PID {r.pid}, {r.url})",
-                                hint=f"`vboot stop {run_name}`, or pass --name OTHER")
+    same_name = find_run(env, run_name)
+    if same_name is not None and procs.pid_alive(same_name.pid, same_name.pid_create_time):
+        raise ConflictError(f"a server named {run_name!r} is already running (PID {same_name.pid}, {same_name.url})",
+                            hint=f"`vboot stop {run_name}`, or pass --name OTHER")
 
     # Pre-flight: every failing check stops us here, within a second or two, before anything heavy.
     if not skip_preflight:
@@ -209,12 +209,6 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         _raise_startup_failure(record, rc, during="while serving")
     output.info(f"server {run_name} stopped (exit {rc})")
     sys.exit(rc)
-
-
-def serving_name_ok(name: str) -> bool:
-    import re
-
-    return bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name))
 
 
 def _start_prometheus(run_dir: Path, port: int | None, detach: bool):
@@ -449,7 +443,7 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
     SIGTERM to the server's whole process group, then SIGKILL after --timeout; returns once every process
     is gone (checked by PID).
     """
-    from bootstrap.core.runs import live_runs
+    from bootstrap.core.runs import find_run, live_runs
     from bootstrap.core.supervisor import GroupOps, stop_group
     from bootstrap.probes import procs
 
@@ -460,11 +454,16 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
     stopped: list[int] = []
     survivors: list[int] = []
     escalated = False
-    runs = live_runs(env)
-    targets = runs if stop_all else [r for r in runs if r.name == name] if name else []
-    if name and not targets:
-        known = ", ".join(r.name for r in runs) or "none running"
-        raise NotFoundError(f"no running server named {name!r} ({known})", hint="`vboot ps` lists them")
+    if stop_all:
+        targets = live_runs(env)
+    elif name:
+        found = find_run(env, name)
+        if found is None or not procs.pid_alive(found.pid, found.pid_create_time):
+            known = ", ".join(r.name for r in live_runs(env)) or "none running"
+            raise NotFoundError(f"no running server named {name!r} ({known})", hint="`vboot ps` lists them")
+        targets = [found]
+    else:
+        targets = []
     for r in targets:
         members = procs.group_members(r.pgid)
         if r.supervisor_pid and procs.signal_pid(r.supervisor_pid, signal.SIGTERM, r.supervisor_create_time):
@@ -532,22 +531,21 @@ def _render_stop(data: dict) -> None:
 def logs(name: str | None, follow: bool, lines: int, which: str | None) -> None:
     """Show the vLLM log of server NAME (the most recent run when NAME is omitted)."""
     from bootstrap.core.paths import runs_dir
-    from bootstrap.core.runs import iter_runs
+    from bootstrap.core.runs import find_run, iter_runs
     from bootstrap.core.serving import tail_lines
     from bootstrap.probes import procs
 
     env = Environ()
-    runs = iter_runs(env)
     if name:
-        matches = [r for r in runs if r.name == name]
-        if not matches:
-            known = ", ".join(sorted({r.name for r in runs})) or "none yet"
+        run = find_run(env, name)
+        if run is None:
+            known = ", ".join(sorted({r.name for r in iter_runs(env)})) or "none yet"
             raise NotFoundError(f"no server named {name!r} (known: {known})", hint="`vboot ps` lists running servers")
-        run = matches[-1]
-    elif runs:
-        run = runs[-1]
     else:
-        raise NotFoundError(f"no runs under {runs_dir(env)}", hint="start one with `vboot serve PROFILE`")
+        runs = iter_runs(env)
+        if not runs:
+            raise NotFoundError(f"no runs under {runs_dir(env)}", hint="start one with `vboot serve PROFILE`")
+        run = runs[-1]
     path = Path(run.run_dir) / (which or "vllm.log")
     if not path.exists():
         raise NotFoundError(f"{path} does not exist", hint="the server may not have started yet")

@@ -29,10 +29,11 @@ def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
     """``(label, base_url)`` for NAME (a live run), URL (http://host:port), or the only live run."""
     if target and target.startswith(("http://", "https://")):
         return target.rstrip("/"), target.rstrip("/")
-    from bootstrap.core.runs import iter_runs, live_runs
+    from bootstrap.core.runs import find_run, live_runs
+    from bootstrap.probes.procs import pid_alive
 
-    live = live_runs(env)
     if target is None:
+        live = live_runs(env)
         if len(live) == 1:
             return live[0].name, live[0].url
         if not live:
@@ -40,13 +41,13 @@ def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
                                 hint="start one with `vboot serve tiny`, or pass a URL: `vboot top http://HOST:PORT`")
         names = ", ".join(f"{r.name} ({r.url})" for r in live)
         raise UsageError(f"{len(live)} servers are running: {names}", hint="name one: `vboot top NAME`")
-    for record in live:
-        if record.name == target:
+    record = find_run(env, target)
+    if record is not None:
+        if pid_alive(record.pid, record.pid_create_time):
             return record.name, record.url
-    if any(r.name == target for r in iter_runs(env)):
         raise NotFoundError(f"server {target!r} is not running",
                             hint=f"start it again with `vboot serve`, or see `vboot logs {target}`")
-    known = ", ".join(r.name for r in live) or "none"
+    known = ", ".join(r.name for r in live_runs(env)) or "none"
     raise NotFoundError(f"no running server named {target!r} (running: {known})",
                         hint="pass a run name from `vboot ps` or a URL such as http://127.0.0.1:8000")
 

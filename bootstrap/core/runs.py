@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +19,8 @@ from bootstrap.core.environ import Environ
 from bootstrap.core.paths import runs_dir
 
 RUN_FILE = "run.json"
+# A run's name is also its directory's: no separators, no leading dot (so never "." or ".."), no newline.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,20 @@ def load_run(run_dir: Path) -> RunRecord | None:
         return RunRecord(**kwargs)
     except TypeError:
         return None
+
+
+def run_name_ok(name: str) -> bool:
+    """Can ``name`` name a run (letters, digits, '.', '_', '-'; at most 64; not starting with '.' or '-')?"""
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
+def find_run(env: Environ, name: str, root: Path | None = None) -> RunRecord | None:
+    """The recorded run called ``name``, alive or not (check :func:`bootstrap.probes.procs.pid_alive` for a
+    live one); None when there is none, or when ``name`` could not be a run's (``../x`` never leaves the runs
+    directory)."""
+    if not run_name_ok(name):
+        return None
+    return load_run((root or runs_dir(env)) / name)
 
 
 def iter_runs(env: Environ, root: Path | None = None) -> list[RunRecord]:
