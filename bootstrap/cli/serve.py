@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -61,12 +62,12 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
       vboot serve qwen --port 8001 -d   # detach once healthy
       vboot serve qwen -- --max-num-seqs 64
     """
-    from bootstrap.cli.doctor import diagnose
+    from bootstrap.cli.doctor import default_collaborators, diagnose
     from bootstrap.core import envplan, prom, serving
     from bootstrap.core.checks import Status
     from bootstrap.core.paths import runs_dir
     from bootstrap.core.profiles import load_profile, local_model_dir, resolve_serve_settings
-    from bootstrap.core.runs import RUN_FILE, RunRecord, client_host, find_run, run_name_ok, save_run
+    from bootstrap.core.runs import RUN_FILE, RunRecord, client_host, find_run, live_runs, run_name_ok, save_run
     from bootstrap.core.supervisor import Supervisor, spawn
     from bootstrap.core.vllm_cmd import build_command, redact
     from bootstrap.probes import procs
@@ -76,7 +77,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     profile = load_profile(profile_name, env)
     settings = resolve_serve_settings(profile, env, host=host, port=port, api_key=api_key, extra_args=extra_args,
                                       cache_dir=cache_dir, vllm_python=vllm_python)
-    facts, results = diagnose(settings, env, check_ids=() if skip_preflight else PREFLIGHT_CHECKS)
+    # Refusals that need no probe come before the pre-flight's (NVML, the vLLM Python, a process scan).
     serving.check_exposure(settings.host, settings.api_key, insecure)
     run_name = name or profile.name
     if not run_name_ok(run_name):
@@ -87,6 +88,9 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
                             hint=f"`vboot stop {run_name}`, or pass --name OTHER")
 
     # Pre-flight: every failing check stops us here, within a second or two, before anything heavy.
+    # The leftovers and port checks both ask for the live runs: load them once.
+    collab = replace(default_collaborators(env), live_runs=functools.cache(lambda: live_runs(env)))
+    facts, results = diagnose(settings, env, check_ids=() if skip_preflight else PREFLIGHT_CHECKS, collab=collab)
     if not skip_preflight:
         by_id = {r.id: r for r in results}
         port_check = by_id.get("port")

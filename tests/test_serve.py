@@ -1,0 +1,90 @@
+"""`vboot serve`'s decisions before anything starts, driven in-process with the pre-flight replaced."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from bootstrap.cli import output
+from bootstrap.cli.serve import serve
+from bootstrap.core import runs
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import ConflictError, UsageError
+from bootstrap.core.paths import runs_dir
+from bootstrap.core.runs import RunRecord, save_run
+
+
+class PreflightReached(Exception):
+    """Raised by the fake pre-flight: the command got past its cheap refusals."""
+
+
+@pytest.fixture
+def preflight(monkeypatch):
+    """Replaces doctor's diagnose; records each call's collaborators, then stops the command."""
+    calls = []
+
+    def fake_diagnose(settings, env, *, check_ids=(), collab=None):
+        calls.append(collab)
+        raise PreflightReached
+
+    monkeypatch.setattr("bootstrap.cli.doctor.diagnose", fake_diagnose)
+    monkeypatch.setattr(output.STATE, "json", False)
+    return calls
+
+
+def invoke(*args: str) -> BaseException | None:
+    return CliRunner().invoke(serve, list(args)).exception
+
+
+def _live_run(env: dict, name: str) -> RunRecord:
+    """A record of a server that is alive: this test process stands in for it."""
+    run_dir = runs_dir(Environ(env)) / name
+    run_dir.mkdir(parents=True)
+    rec = RunRecord(name=name, profile="tiny", run_dir=str(run_dir), pid=os.getpid(),
+                    pid_create_time=psutil.Process().create_time(), pgid=os.getpid(), host="127.0.0.1", port=8123,
+                    served_model_name="m", model_id="m", model_path="/m", started_at=0.0)
+    save_run(rec)
+    return rec
+
+
+def test_an_exposed_host_without_a_key_is_refused_before_the_preflight(isolated_env, preflight):
+    err = invoke("tiny", "--host", "0.0.0.0")
+    assert isinstance(err, UsageError) and "--host 0.0.0.0" in err.message
+    assert preflight == []
+
+
+def test_a_bad_name_is_refused_before_the_preflight(isolated_env, preflight):
+    err = invoke("tiny", "--name", "../x")
+    assert isinstance(err, UsageError) and err.message == "invalid --name '../x'"
+    assert preflight == []
+
+
+def test_a_name_taken_by_a_live_server_is_refused_before_the_preflight(isolated_env, preflight):
+    _live_run(isolated_env, "demo")
+    err = invoke("tiny", "--name", "demo")
+    assert isinstance(err, ConflictError) and "'demo' is already running" in err.message
+    assert preflight == []
+
+
+def test_a_name_of_a_stopped_server_can_be_reused(isolated_env, preflight):
+    run_dir = runs_dir(Environ(isolated_env)) / "demo"
+    run_dir.mkdir(parents=True)
+    save_run(RunRecord(name="demo", profile="tiny", run_dir=str(run_dir), pid=2**22 + 12345, pid_create_time=1.0,
+                       pgid=2**22 + 12345, host="127.0.0.1", port=8123, served_model_name="m", model_id="m",
+                       model_path="/m", started_at=0.0))
+    assert isinstance(invoke("tiny", "--name", "demo"), PreflightReached)
+
+
+def test_the_preflight_checks_share_one_load_of_the_live_runs(isolated_env, preflight, monkeypatch):
+    _live_run(isolated_env, "other")
+    loads = []
+    real = runs.live_runs
+    monkeypatch.setattr(runs, "live_runs", lambda env: loads.append(1) or real(env))
+    assert isinstance(invoke("tiny", "--name", "demo"), PreflightReached)
+    [collab] = preflight
+    assert [r.name for r in collab.live_runs()] == ["other"]  # the leftovers check
+    assert [r.name for r in collab.live_runs()] == ["other"]  # the port check
+    assert len(loads) == 1
