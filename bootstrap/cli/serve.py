@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -135,6 +136,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         model_dir = profile.model.id
 
     argv = build_command(install, model_dir, settings, device)
+    shown_argv = redact(argv)  # the command as stored and shown: the API key masked
     child_env = env.as_dict()
     child_env.update(plan.as_dict())
     child_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -145,7 +147,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     (run_dir / RUN_FILE).unlink(missing_ok=True)  # the old server's record; the new one is saved once vLLM runs
     target = f"{client_host(settings.host)}:{settings.port}"
     serving.write_run_files(
-        run_dir, redact(argv), child_env, plan.as_dict(),
+        run_dir, shown_argv, child_env, plan.as_dict(),
         prom.render_prometheus_config(run_name, target, api_key=settings.api_key,
                                       labels={"profile": profile.name}),
         prom.render_rules(), prom.RULES_FILE)
@@ -161,11 +163,11 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         model_id=profile.model.id, model_path=model_dir, started_at=time.time(),
         supervisor_pid=0 if detach else os.getpid(),
         supervisor_create_time=0.0 if detach else procs.create_time(os.getpid()), detached=detach,
-        api_key_set=bool(settings.api_key), argv=tuple(redact(argv)))
+        api_key_set=bool(settings.api_key), argv=tuple(shown_argv))
     save_run(record)
     (run_dir / "vllm.pid").write_text(f"{pid}\n")
     output.info(f"[dim]run dir[/] {run_dir}")
-    output.info(f"[dim]command[/] {' '.join(redact(argv))}")
+    output.info(f"[dim]command[/] {_esc(shlex.join(shown_argv))}")
 
     prom_sup = None
     try:
@@ -197,7 +199,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         "prometheus_url": f"http://127.0.0.1:{record.prometheus_port}" if record.prometheus_port else None,
         "prometheus_config": str(run_dir / "prometheus.yml"), "detached": detach,
         "smoke": asdict(smoke) if smoke else None, "log": str(run_dir / "vllm.log"),
-        "env": plan.as_dict(), "command": list(redact(argv)),
+        "env": plan.as_dict(), "command": shown_argv,
     }
     status = "warn" if smoke is not None and not smoke.ok else "ok"
     if detach:
@@ -210,7 +212,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     if sup.stop_requested is None and rc != 0:
-        _raise_startup_failure(record, rc, during="while serving")
+        raise _startup_failure(record, rc, during="while serving")
     output.info(f"server {run_name} stopped (exit {rc})")
     sys.exit(rc)
 
@@ -267,13 +269,13 @@ def _wait_ready(sup, record, timeout_s: float, t_start: float) -> float | None:
             rc = sup.proc.poll()
             if rc is not None:
                 sup.stop()  # the rest of the tree (EngineCore) must not outlive a failed start
-                _raise_startup_failure(record, rc, during="during startup")
+                raise _startup_failure(record, rc, during="during startup")
             if healthy(record.url, timeout=1.0):
                 return time.monotonic() - t_start
             now = time.monotonic()
             if now > deadline:
                 sup.stop()
-                _raise_startup_failure(record, None, during=f"within --timeout {timeout_s:g}s")
+                raise _startup_failure(record, None, during=f"within --timeout {timeout_s:g}s")
             line = last_log_line(record.log_path)
             elapsed = now - t_start
             if status is not None:
@@ -289,7 +291,8 @@ def _wait_ready(sup, record, timeout_s: float, t_start: float) -> float | None:
             status.stop()
 
 
-def _raise_startup_failure(record, rc: int | None, during: str) -> None:
+def _startup_failure(record, rc: int | None, during: str) -> StartupError:
+    """The error that says why vLLM stopped or never became healthy (with the log's tail for people)."""
     from bootstrap.core.diagnosis import diagnose
     from bootstrap.core.serving import tail_lines
 
@@ -300,10 +303,10 @@ def _raise_startup_failure(record, rc: int | None, during: str) -> None:
         output.info(f"[dim]last lines of {record.log_path}:[/]\n[dim]{_esc(tail)}[/]")
     what = f"vLLM exited with code {rc} {during}" if rc is not None else f"vLLM did not become healthy {during}"
     if diag is not None:
-        raise StartupError(f"{what}: {diag.summary}", hint=diag.fix, diagnosis=diag.code, log=str(record.log_path),
-                           exit_code=rc)
-    raise StartupError(what, hint=f"see the log: `vboot logs {record.name}` ({record.log_path})",
-                       log=str(record.log_path), exit_code=rc)
+        return StartupError(f"{what}: {diag.summary}", hint=diag.fix, diagnosis=diag.code, log=str(record.log_path),
+                            exit_code=rc)
+    return StartupError(what, hint=f"see the log: `vboot logs {record.name}` ({record.log_path})",
+                        log=str(record.log_path), exit_code=rc)
 
 
 def _esc(text: str) -> str:
