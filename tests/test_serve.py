@@ -157,6 +157,16 @@ def run_main(*args: str) -> int:
     return exited.value.code
 
 
+def test_foreground_json_prints_one_document_when_vllm_dies_after_ready(isolated_env, fake_vllm, capsys):
+    from tests.e2e_support import free_port
+
+    code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke", "--json")
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # exactly one JSON document: the ready envelope
+    assert doc["command"] == "serve" and doc["data"]["name"] == "tiny"
+    assert code == 8 and "vLLM exited with code 1 while serving" in err
+
+
 def test_foreground_human_reports_a_later_death_as_an_error(isolated_env, fake_vllm, capsys):
     from tests.e2e_support import free_port
 

@@ -212,7 +212,12 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     if sup.stop_requested is None and rc != 0:
-        raise _startup_failure(record, rc, during="while serving")
+        err = _startup_failure(record, rc, during="while serving")
+        if output.STATE.json:
+            # stdout already holds the ready document, and --json promises exactly one: the failure goes to stderr.
+            output.print_error(err.message, err.hint)
+            sys.exit(err.exit_code)
+        raise err
     output.info(f"server {run_name} stopped (exit {rc})")
     sys.exit(rc)
 
