@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 
 import psutil
 import pytest
 from click.testing import CliRunner
 
 from bootstrap.cli import output
-from bootstrap.cli.serve import serve
+from bootstrap.cli.serve import orphan_ops, serve
 from bootstrap.core import runs
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError
 from bootstrap.core.paths import runs_dir
 from bootstrap.core.runs import RunRecord, save_run
+from bootstrap.core.supervisor import stop_group
+from bootstrap.probes.procs import VllmProcess
 
 
 class PreflightReached(Exception):
@@ -187,3 +190,56 @@ def test_the_command_is_shown_as_the_shell_would_read_it_with_the_key_masked(iso
     shown = shlex.join(redact(fake_vllm))
     assert "'a b.jinja'" in shown and "s3cret" not in shown
     assert f"command {shown}\n" in err and "s3cret" not in err
+
+
+# ---------------------------------------------------------------------------------------------- stop --orphans
+
+class FakeProcesses:
+    """Orphans that obey a script: which signal ends each of them (None: only SIGKILL), checked by create time."""
+
+    def __init__(self, dies_on: dict[int, int | None]):
+        self.dies_on = dies_on
+        self.alive = set(dies_on)
+        self.sent: list[tuple[int, int, float]] = []
+
+    def signal_pid(self, pid, sig, create_time):
+        if pid not in self.alive:
+            return False
+        self.sent.append((pid, sig, create_time))
+        if sig in (self.dies_on[pid], signal.SIGKILL):
+            self.alive.discard(pid)
+        return True
+
+    def pid_alive(self, pid, create_time):
+        return pid in self.alive
+
+
+def _orphan(pid: int) -> VllmProcess:
+    return VllmProcess(pid=pid, ppid=1, pgid=100, name="VLLM::EngineCore", role="engine_core", rss_bytes=1,
+                       create_time=float(pid), cmdline="VLLM::EngineCore", orphan=True)
+
+
+def test_orphans_get_sigterm_each_by_pid_and_create_time():
+    from tests.test_supervisor import FakeClock
+
+    table = FakeProcesses({201: signal.SIGTERM, 202: signal.SIGTERM})
+    out = stop_group(0, orphan_ops([_orphan(201), _orphan(202)], table.signal_pid, table.pid_alive), FakeClock())
+    assert table.sent == [(201, signal.SIGTERM, 201.0), (202, signal.SIGTERM, 202.0)]
+    assert out.signalled == (201, 202) and out.survivors == () and not out.escalated
+
+
+def test_an_orphan_that_ignores_sigterm_gets_sigkill_after_the_grace_period():
+    from tests.test_supervisor import FakeClock
+
+    clock = FakeClock()
+    table = FakeProcesses({201: signal.SIGTERM, 202: None})
+    out = stop_group(0, orphan_ops([_orphan(201), _orphan(202)], table.signal_pid, table.pid_alive), clock,
+                     grace_s=5)
+    assert table.sent[-1] == (202, signal.SIGKILL, 202.0) and (201, signal.SIGKILL, 201.0) not in table.sent
+    assert out.escalated and out.survivors == () and 5.0 <= clock.t < 5.5
+
+
+def test_no_orphans_means_no_signal():
+    table = FakeProcesses({})
+    out = stop_group(0, orphan_ops([], table.signal_pid, table.pid_alive))
+    assert table.sent == [] and out.signalled == ()

@@ -9,8 +9,10 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +21,10 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import (ConflictError, NotFoundError, PortInUseError, PreflightError, StartupError,
                                    UsageError, VllmNotFoundError)
+
+if TYPE_CHECKING:
+    from bootstrap.core.supervisor import GroupOps
+    from bootstrap.probes.procs import VllmProcess
 
 PREFLIGHT_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "vram", "leftovers", "port", "env.alloc_conf",
                     "env.modelscope", "env.cuda_visible_devices", "env.misc")
@@ -495,24 +501,10 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
             survivors.extend(pout.survivors)
     if orphans:
         found = [p for p in procs.vllm_processes() if p.orphan]
-        # Orphans are grouped by their old process group; signal each process itself (its group may also
-        # hold unrelated processes of whoever launched vLLM by hand).
-        import signal as _s
-
-        for p in found:
-            procs.signal_pid(p.pid, _s.SIGTERM, p.create_time)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(procs.pid_alive(p.pid, p.create_time) for p in found):
-            time.sleep(0.2)
-        left = [p for p in found if procs.pid_alive(p.pid, p.create_time)]
-        for p in left:
-            escalated = True
-            procs.signal_pid(p.pid, _s.SIGKILL, p.create_time)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(procs.pid_alive(p.pid, p.create_time) for p in left):
-            time.sleep(0.1)
-        stopped.extend(p.pid for p in found)
-        survivors.extend(p.pid for p in left if procs.pid_alive(p.pid, p.create_time))
+        out = stop_group(0, orphan_ops(found), grace_s=grace_s)
+        stopped.extend(out.signalled)
+        survivors.extend(out.survivors)
+        escalated |= out.escalated
     data = {"stopped": sorted(set(stopped)), "survivors": sorted(set(survivors)), "escalated": escalated,
             "servers": [r.name for r in targets]}
     if survivors:
@@ -521,6 +513,28 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
             "hint": "they may be stuck in the kernel (D state); check `ps -o pid,stat,args -p PID`"},)),
             human=_render_stop)
     output.emit(CommandResult("stop", data), human=_render_stop)
+
+
+def orphan_ops(found: Sequence[VllmProcess], signal_pid: Callable[[int, int, float], bool] | None = None,
+               pid_alive: Callable[[int, float], bool] | None = None) -> GroupOps:
+    """stop_group's operations over the orphans ``found``, as if they were one group.
+
+    Orphans keep their old process group, which may also hold unrelated processes of whoever launched vLLM
+    by hand: each orphan is signalled alone, by PID and create time, and the members are those still alive.
+    """
+    from bootstrap.core.supervisor import GroupOps
+    from bootstrap.probes import procs
+
+    signal_pid = signal_pid or procs.signal_pid
+    pid_alive = pid_alive or procs.pid_alive
+
+    def signal_each(_pgid: int, sig: int) -> bool:
+        return any([signal_pid(p.pid, sig, p.create_time) for p in found])
+
+    def alive(_pgid: int) -> list[int]:
+        return [p.pid for p in found if pid_alive(p.pid, p.create_time)]
+
+    return GroupOps(signal_group=signal_each, members=alive)
 
 
 def _render_stop(data: dict) -> None:
