@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from bootstrap.cli import output
-from bootstrap.cli.serve import orphan_ops, serve
+from bootstrap.cli.serve import collect_ps, orphan_ops, serve
 from bootstrap.core import runs
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError
@@ -243,3 +243,60 @@ def test_no_orphans_means_no_signal():
     table = FakeProcesses({})
     out = stop_group(0, orphan_ops([], table.signal_pid, table.pid_alive))
     assert table.sent == [] and out.signalled == ()
+
+
+# ---------------------------------------------------------------------------------------------- ps
+
+def _proc(pid: int, pgid: int, role: str, orphan: bool = False) -> VllmProcess:
+    return VllmProcess(pid=pid, ppid=1, pgid=pgid, name=role, role=role, rss_bytes=1, create_time=1.0,
+                       cmdline=f"python -m vllm ({role})", orphan=orphan)
+
+
+@pytest.fixture
+def no_group_scan(monkeypatch):
+    def scan(pgid):
+        raise AssertionError("ps scanned the process table again for a group")
+
+    monkeypatch.setattr("bootstrap.probes.procs.group_members", scan)
+
+
+def test_ps_with_nothing_running_asks_neither_nvml_nor_http(isolated_env):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from bootstrap.cli.serve import collect_ps\n"
+        "from bootstrap.core.environ import Environ\n"
+        "from bootstrap.probes import nvml, procs\n"
+        "procs.vllm_processes = lambda: []\n"
+        "def no(*a, **k): raise AssertionError('NVML was asked')\n"
+        "nvml.snapshot = no\n"
+        "assert collect_ps(Environ()) == {'servers': [], 'orphans': [], 'unmanaged': []}\n"
+        "print(sorted(m for m in ('bootstrap.probes.http', 'pynvml') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=isolated_env,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+def test_ps_counts_a_servers_gpu_memory_over_its_process_group_once(isolated_env, monkeypatch, no_group_scan):
+    rec = _live_run(isolated_env, "demo")
+    GiB = 2**30
+    found = [_proc(rec.pid, rec.pgid, "api_server"), _proc(4243, rec.pgid, "engine_core"),
+             _proc(5000, 5000, "engine_core", orphan=True)]
+    monkeypatch.setattr("bootstrap.probes.procs.vllm_processes", lambda: found)
+    monkeypatch.setattr("bootstrap.cli.serve._gpu_bytes_by_pid", lambda: {rec.pid: 1 * GiB, 4243: 5 * GiB,
+                                                                          5000: 7 * GiB})
+    data = collect_ps(Environ(isolated_env))
+    [server] = data["servers"]
+    assert server["name"] == "demo" and server["gpu_bytes"] == 6 * GiB
+    assert [(o["pid"], o["gpu_bytes"]) for o in data["orphans"]] == [(5000, 7 * GiB)] and data["unmanaged"] == []
+
+
+def test_ps_lists_a_vllm_server_vboot_did_not_start(isolated_env, monkeypatch, no_group_scan):
+    monkeypatch.setattr("bootstrap.probes.procs.vllm_processes", lambda: [_proc(6000, 6000, "api_server")])
+    monkeypatch.setattr("bootstrap.cli.serve._gpu_bytes_by_pid", lambda: {})
+    data = collect_ps(Environ(isolated_env))
+    assert data["servers"] == [] and data["orphans"] == []
+    assert [(u["pid"], u["cmdline"]) for u in data["unmanaged"]] == [(6000, "python -m vllm (api_server)")]

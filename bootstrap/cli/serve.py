@@ -375,33 +375,47 @@ def _gpu_bytes_by_pid() -> dict[int, int]:
 
 
 def collect_ps(env: Environ) -> dict:
+    """vboot's live servers, orphaned vLLM processes and vLLM servers vboot did not start.
+
+    One process scan serves all three (a server's processes are those of its process group); NVML and the
+    HTTP probe are used only when there is something to show.
+    """
     from bootstrap.core.runs import live_runs
     from bootstrap.probes import procs
-    from bootstrap.probes.http import healthy
 
+    found = procs.vllm_processes()
+    runs = live_runs(env)
+    managed_pgids = {r.pgid for r in runs}
+    orphans = [p for p in found if p.orphan]
+    unmanaged = [p for p in found if not p.orphan and p.role == "api_server" and p.pgid not in managed_pgids]
+    if not (runs or orphans or unmanaged):
+        return {"servers": [], "orphans": [], "unmanaged": []}
     gpu = _gpu_bytes_by_pid()
+    pids_by_pgid: dict[int, set[int]] = {}
+    for p in found:
+        pids_by_pgid.setdefault(p.pgid, set()).add(p.pid)
     now = time.time()
     servers = []
-    runs = live_runs(env)
-    for r in runs:
-        servers.append({
-            "name": r.name, "pid": r.pid, "port": r.port, "host": r.host, "url": r.url, "profile": r.profile,
-            "model": r.model_id, "served_model_name": r.served_model_name, "uptime_s": round(now - r.started_at, 1),
-            "healthy": healthy(r.url, timeout=1.0), "detached": r.detached, "run_dir": r.run_dir,
-            "supervised": bool(r.supervisor_pid) and procs.pid_alive(r.supervisor_pid, r.supervisor_create_time),
-            "gpu_bytes": sum(gpu.get(p, 0) for p in [r.pid, *procs.group_members(r.pgid)]),
-            "prometheus_port": r.prometheus_port or None,
-        })
-    managed_pgids = {r.pgid for r in runs}
-    orphans, unmanaged = [], []
-    for p in procs.vllm_processes():
-        row = {"pid": p.pid, "name": p.name, "role": p.role, "ppid": p.ppid, "pgid": p.pgid, "rss_bytes": p.rss_bytes,
-               "gpu_bytes": gpu.get(p.pid, 0), "age_s": round(now - p.create_time, 1)}
-        if p.orphan:
-            orphans.append(row)
-        elif p.role == "api_server" and p.pgid not in managed_pgids:
-            unmanaged.append(row | {"cmdline": p.cmdline})
-    return {"servers": servers, "orphans": orphans, "unmanaged": unmanaged}
+    if runs:
+        from bootstrap.probes.http import healthy
+
+        for r in runs:
+            servers.append({
+                "name": r.name, "pid": r.pid, "port": r.port, "host": r.host, "url": r.url, "profile": r.profile,
+                "model": r.model_id, "served_model_name": r.served_model_name,
+                "uptime_s": round(now - r.started_at, 1), "healthy": healthy(r.url, timeout=1.0),
+                "detached": r.detached, "run_dir": r.run_dir,
+                "supervised": bool(r.supervisor_pid) and procs.pid_alive(r.supervisor_pid, r.supervisor_create_time),
+                "gpu_bytes": sum(gpu.get(p, 0) for p in pids_by_pgid.get(r.pgid, set()) | {r.pid}),
+                "prometheus_port": r.prometheus_port or None,
+            })
+
+    def row(p: VllmProcess) -> dict:
+        return {"pid": p.pid, "name": p.name, "role": p.role, "ppid": p.ppid, "pgid": p.pgid, "rss_bytes": p.rss_bytes,
+                "gpu_bytes": gpu.get(p.pid, 0), "age_s": round(now - p.create_time, 1)}
+
+    return {"servers": servers, "orphans": [row(p) for p in orphans],
+            "unmanaged": [row(p) | {"cmdline": p.cmdline} for p in unmanaged]}
 
 
 @click.command()
