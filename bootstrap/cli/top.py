@@ -23,6 +23,9 @@ from bootstrap.core.metrics import MetricsEndpoint, TopFrame, TopSession
 
 SPARK = "▁▂▃▄▅▆▇█"
 GpuReader = Callable[[], tuple[list[dict[str, Any]], str | None]]
+# The fields of bootstrap.probes.nvml.GpuInfo that top shows (and `top --once --json` reports).
+GPU_FIELDS = ("index", "name", "memory_total_bytes", "memory_used_bytes", "memory_free_bytes", "utilization_gpu_pct",
+              "temperature_c", "power_w", "power_limit_w", "error")
 
 
 def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
@@ -52,35 +55,27 @@ def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
                         hint="pass a run name from `vboot ps` or a URL such as http://127.0.0.1:8000")
 
 
-def default_gpu_reader() -> GpuReader:
-    """NVML through bootstrap.probes.nvml, imported lazily; a missing driver or module gives no GPUs."""
-    try:
-        from bootstrap.probes import nvml
-    except Exception as exc:  # the probe is optional for top: the engine view works without it
-        reason = f"NVML probe unavailable: {exc}"
-        return lambda: ([], reason)
+def default_gpu_reader(snapshot: Callable[[], Any] | None = None) -> GpuReader:
+    """The GPU panel's reader: ``snapshot`` (default: bootstrap.probes.nvml's, without processes) as rows of
+    GPU_FIELDS; a missing library or driver gives no GPUs and is not asked again."""
+    if snapshot is None:
+        from bootstrap.probes import nvml  # here, not at module level: top without GPUs never pays for it
+
+        def snapshot() -> Any:
+            return nvml.snapshot(with_processes=False)
+
     fatal: list[str] = []
 
     def read() -> tuple[list[dict[str, Any]], str | None]:
         if fatal:  # no library / no driver: asking again every second would only cost time
             return [], fatal[0]
-        try:
-            try:
-                snap = nvml.snapshot(with_processes=False)
-            except TypeError:
-                snap = nvml.snapshot()
-        except Exception as exc:
-            return [], f"NVML: {exc}"
-        if not getattr(snap, "ok", False):
-            reason = getattr(snap, "error", None) or "NVML unavailable"
-            if getattr(snap, "error_kind", None) in ("library_not_found", "driver_not_loaded"):
+        snap = snapshot()
+        if not snap.ok:
+            reason = snap.error or "NVML unavailable"
+            if snap.error_kind in ("library_not_found", "driver_not_loaded"):
                 fatal.append(reason)
             return [], reason
-        gpus = []
-        for g in getattr(snap, "gpus", ()):
-            gpus.append({k: getattr(g, k, None) for k in (
-                "index", "name", "memory_total_bytes", "memory_used_bytes", "memory_free_bytes",
-                "utilization_gpu_pct", "temperature_c", "power_w", "power_limit_w", "error")})
+        gpus = [{k: getattr(g, k) for k in GPU_FIELDS} for g in snap.gpus]
         return gpus, None
 
     return read
