@@ -240,3 +240,45 @@ def test_no_server_running_is_exit_4_with_a_hint(run_vboot):
     result = run_vboot("top")
     assert result.returncode == 4
     assert "vboot serve tiny" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- the GPU panel
+
+def _reader(fake):
+    from bootstrap.cli.top import default_gpu_reader
+    from bootstrap.probes import nvml
+
+    calls = []
+
+    def snapshot():
+        calls.append(1)
+        return nvml.snapshot(fake, with_processes=False)
+
+    return default_gpu_reader(snapshot), calls
+
+
+def test_gpu_reader_gives_one_row_per_gpu_in_raw_units():
+    from tests import fakes
+
+    read, _ = _reader(fakes.one_h100(used=16 * fakes.GiB))
+    gpus, error = read()
+    assert error is None and len(gpus) == 1
+    g = gpus[0]
+    assert g["name"] == "NVIDIA H100 80GB HBM3" and g["memory_used_bytes"] == 16 * fakes.GiB
+    assert g["utilization_gpu_pct"] == 37 and g["error"] is None
+
+
+def test_gpu_reader_reports_a_lost_gpu_while_the_other_reports():
+    from tests import fakes
+
+    gpus, error = _reader(fakes.two_gpus_one_lost())[0]()
+    assert error is None and gpus[0]["error"] is None and gpus[1]["error"]
+
+
+def test_gpu_reader_without_a_driver_gives_no_gpus_and_stops_asking():
+    from tests import fakes
+
+    read, calls = _reader(fakes.driver_not_loaded())
+    first, second = read(), read()
+    assert first[0] == [] and first[1] and second == first
+    assert len(calls) == 1

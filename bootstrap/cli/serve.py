@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shlex
 import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +21,10 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import (ConflictError, NotFoundError, PortInUseError, PreflightError, StartupError,
                                    UsageError, VllmNotFoundError)
+
+if TYPE_CHECKING:
+    from bootstrap.core.supervisor import GroupOps
+    from bootstrap.probes.procs import VllmProcess
 
 PREFLIGHT_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "vram", "leftovers", "port", "env.alloc_conf",
                     "env.modelscope", "env.cuda_visible_devices", "env.misc")
@@ -61,12 +69,12 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
       vboot serve qwen --port 8001 -d   # detach once healthy
       vboot serve qwen -- --max-num-seqs 64
     """
-    from bootstrap.cli.doctor import diagnose
+    from bootstrap.cli.doctor import default_collaborators, diagnose
     from bootstrap.core import envplan, prom, serving
     from bootstrap.core.checks import Status
     from bootstrap.core.paths import runs_dir
     from bootstrap.core.profiles import load_profile, local_model_dir, resolve_serve_settings
-    from bootstrap.core.runs import RunRecord, live_runs, save_run
+    from bootstrap.core.runs import RUN_FILE, RunRecord, client_host, find_run, live_runs, run_name_ok, save_run
     from bootstrap.core.supervisor import Supervisor, spawn
     from bootstrap.core.vllm_cmd import build_command, redact
     from bootstrap.probes import procs
@@ -76,17 +84,20 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     profile = load_profile(profile_name, env)
     settings = resolve_serve_settings(profile, env, host=host, port=port, api_key=api_key, extra_args=extra_args,
                                       cache_dir=cache_dir, vllm_python=vllm_python)
-    facts, results = diagnose(settings, env, check_ids=() if skip_preflight else PREFLIGHT_CHECKS)
+    # Refusals that need no probe come before the pre-flight's (NVML, the vLLM Python, a process scan).
     serving.check_exposure(settings.host, settings.api_key, insecure)
     run_name = name or profile.name
-    if not serving_name_ok(run_name):
+    if not run_name_ok(run_name):
         raise UsageError(f"invalid --name {run_name!r}", hint="use letters, digits, '.', '_' or '-'")
-    for r in live_runs(env):
-        if r.name == run_name:
-            raise ConflictError(f"a server named {run_name!r} is already running (PID {r.pid}, {r.url})",
-                                hint=f"`vboot stop {run_name}`, or pass --name OTHER")
+    same_name = find_run(env, run_name)
+    if same_name is not None and procs.pid_alive(same_name.pid, same_name.pid_create_time):
+        raise ConflictError(f"a server named {run_name!r} is already running (PID {same_name.pid}, {same_name.url})",
+                            hint=f"`vboot stop {run_name}`, or pass --name OTHER")
 
     # Pre-flight: every failing check stops us here, within a second or two, before anything heavy.
+    # The leftovers and port checks both ask for the live runs: load them once.
+    collab = replace(default_collaborators(env), live_runs=functools.cache(lambda: live_runs(env)))
+    facts, results = diagnose(settings, env, check_ids=() if skip_preflight else PREFLIGHT_CHECKS, collab=collab)
     if not skip_preflight:
         by_id = {r.id: r for r in results}
         port_check = by_id.get("port")
@@ -131,6 +142,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         model_dir = profile.model.id
 
     argv = build_command(install, model_dir, settings, device)
+    shown_argv = redact(argv)  # the command as stored and shown: the API key masked
     child_env = env.as_dict()
     child_env.update(plan.as_dict())
     child_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -138,11 +150,10 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     run_dir = runs_dir(env) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     serving.rotate_log(run_dir)
-    for stale in ("run.json",):
-        (run_dir / stale).unlink(missing_ok=True)
-    target = f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
+    (run_dir / RUN_FILE).unlink(missing_ok=True)  # the old server's record; the new one is saved once vLLM runs
+    target = f"{client_host(settings.host)}:{settings.port}"
     serving.write_run_files(
-        run_dir, redact(argv), child_env, plan.as_dict(),
+        run_dir, shown_argv, child_env, plan.as_dict(),
         prom.render_prometheus_config(run_name, target, api_key=settings.api_key,
                                       labels={"profile": profile.name}),
         prom.render_rules(), prom.RULES_FILE)
@@ -158,18 +169,18 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         model_id=profile.model.id, model_path=model_dir, started_at=time.time(),
         supervisor_pid=0 if detach else os.getpid(),
         supervisor_create_time=0.0 if detach else procs.create_time(os.getpid()), detached=detach,
-        api_key_set=bool(settings.api_key), argv=tuple(redact(argv)))
+        api_key_set=bool(settings.api_key), argv=tuple(shown_argv))
     save_run(record)
     (run_dir / "vllm.pid").write_text(f"{pid}\n")
     output.info(f"[dim]run dir[/] {run_dir}")
-    output.info(f"[dim]command[/] {' '.join(redact(argv))}")
+    output.info(f"[dim]command[/] {_esc(shlex.join(shown_argv))}")
 
     prom_sup = None
     try:
         if with_prometheus:
             prom_sup, prom_port = _start_prometheus(run_dir, prometheus_port, detach)
-            record = _replace(record, prometheus_pid=prom_sup.proc.pid,
-                              prometheus_create_time=procs.create_time(prom_sup.proc.pid), prometheus_port=prom_port)
+            record = replace(record, prometheus_pid=prom_sup.proc.pid,
+                             prometheus_create_time=procs.create_time(prom_sup.proc.pid), prometheus_port=prom_port)
             save_run(record)
         ready_s = _wait_ready(sup, record, timeout_s, t_start)
     except BaseException:
@@ -194,7 +205,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         "prometheus_url": f"http://127.0.0.1:{record.prometheus_port}" if record.prometheus_port else None,
         "prometheus_config": str(run_dir / "prometheus.yml"), "detached": detach,
         "smoke": asdict(smoke) if smoke else None, "log": str(run_dir / "vllm.log"),
-        "env": plan.as_dict(), "command": list(redact(argv)),
+        "env": plan.as_dict(), "command": shown_argv,
     }
     status = "warn" if smoke is not None and not smoke.ok else "ok"
     if detach:
@@ -207,21 +218,14 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     if sup.stop_requested is None and rc != 0:
-        _raise_startup_failure(record, rc, during="while serving")
+        err = _startup_failure(record, rc, during="while serving")
+        if output.STATE.json:
+            # stdout already holds the ready document, and --json promises exactly one: the failure goes to stderr.
+            output.print_error(err.message, err.hint)
+            sys.exit(err.exit_code)
+        raise err
     output.info(f"server {run_name} stopped (exit {rc})")
     sys.exit(rc)
-
-
-def serving_name_ok(name: str) -> bool:
-    import re
-
-    return bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name))
-
-
-def _replace(record, **changes):
-    from dataclasses import replace
-
-    return replace(record, **changes)
 
 
 def _start_prometheus(run_dir: Path, port: int | None, detach: bool):
@@ -276,13 +280,13 @@ def _wait_ready(sup, record, timeout_s: float, t_start: float) -> float | None:
             rc = sup.proc.poll()
             if rc is not None:
                 sup.stop()  # the rest of the tree (EngineCore) must not outlive a failed start
-                _raise_startup_failure(record, rc, during="during startup")
+                raise _startup_failure(record, rc, during="during startup")
             if healthy(record.url, timeout=1.0):
                 return time.monotonic() - t_start
             now = time.monotonic()
             if now > deadline:
                 sup.stop()
-                _raise_startup_failure(record, None, during=f"within --timeout {timeout_s:g}s")
+                raise _startup_failure(record, None, during=f"within --timeout {timeout_s:g}s")
             line = last_log_line(record.log_path)
             elapsed = now - t_start
             if status is not None:
@@ -298,7 +302,8 @@ def _wait_ready(sup, record, timeout_s: float, t_start: float) -> float | None:
             status.stop()
 
 
-def _raise_startup_failure(record, rc: int | None, during: str) -> None:
+def _startup_failure(record, rc: int | None, during: str) -> StartupError:
+    """The error that says why vLLM stopped or never became healthy (with the log's tail for people)."""
     from bootstrap.core.diagnosis import diagnose
     from bootstrap.core.serving import tail_lines
 
@@ -309,10 +314,10 @@ def _raise_startup_failure(record, rc: int | None, during: str) -> None:
         output.info(f"[dim]last lines of {record.log_path}:[/]\n[dim]{_esc(tail)}[/]")
     what = f"vLLM exited with code {rc} {during}" if rc is not None else f"vLLM did not become healthy {during}"
     if diag is not None:
-        raise StartupError(f"{what}: {diag.summary}", hint=diag.fix, diagnosis=diag.code, log=str(record.log_path),
-                           exit_code=rc)
-    raise StartupError(what, hint=f"see the log: `vboot logs {record.name}` ({record.log_path})",
-                       log=str(record.log_path), exit_code=rc)
+        return StartupError(f"{what}: {diag.summary}", hint=diag.fix, diagnosis=diag.code, log=str(record.log_path),
+                            exit_code=rc)
+    return StartupError(what, hint=f"see the log: `vboot logs {record.name}` ({record.log_path})",
+                        log=str(record.log_path), exit_code=rc)
 
 
 def _esc(text: str) -> str:
@@ -370,33 +375,47 @@ def _gpu_bytes_by_pid() -> dict[int, int]:
 
 
 def collect_ps(env: Environ) -> dict:
+    """vboot's live servers, orphaned vLLM processes and vLLM servers vboot did not start.
+
+    One process scan serves all three (a server's processes are those of its process group); NVML and the
+    HTTP probe are used only when there is something to show.
+    """
     from bootstrap.core.runs import live_runs
     from bootstrap.probes import procs
-    from bootstrap.probes.http import healthy
 
+    found = procs.vllm_processes()
+    runs = live_runs(env)
+    managed_pgids = {r.pgid for r in runs}
+    orphans = [p for p in found if p.orphan]
+    unmanaged = [p for p in found if not p.orphan and p.role == "api_server" and p.pgid not in managed_pgids]
+    if not (runs or orphans or unmanaged):
+        return {"servers": [], "orphans": [], "unmanaged": []}
     gpu = _gpu_bytes_by_pid()
+    pids_by_pgid: dict[int, set[int]] = {}
+    for p in found:
+        pids_by_pgid.setdefault(p.pgid, set()).add(p.pid)
     now = time.time()
     servers = []
-    runs = live_runs(env)
-    for r in runs:
-        servers.append({
-            "name": r.name, "pid": r.pid, "port": r.port, "host": r.host, "url": r.url, "profile": r.profile,
-            "model": r.model_id, "served_model_name": r.served_model_name, "uptime_s": round(now - r.started_at, 1),
-            "healthy": healthy(r.url, timeout=1.0), "detached": r.detached, "run_dir": r.run_dir,
-            "supervised": bool(r.supervisor_pid) and procs.pid_alive(r.supervisor_pid, r.supervisor_create_time),
-            "gpu_bytes": sum(gpu.get(p, 0) for p in [r.pid, *procs.group_members(r.pgid)]),
-            "prometheus_port": r.prometheus_port or None,
-        })
-    managed_pgids = {r.pgid for r in runs}
-    orphans, unmanaged = [], []
-    for p in procs.vllm_processes():
-        row = {"pid": p.pid, "name": p.name, "role": p.role, "ppid": p.ppid, "pgid": p.pgid, "rss_bytes": p.rss_bytes,
-               "gpu_bytes": gpu.get(p.pid, 0), "age_s": round(now - p.create_time, 1)}
-        if p.orphan:
-            orphans.append(row)
-        elif p.role == "api_server" and p.pgid not in managed_pgids:
-            unmanaged.append(row | {"cmdline": p.cmdline})
-    return {"servers": servers, "orphans": orphans, "unmanaged": unmanaged}
+    if runs:
+        from bootstrap.probes.http import healthy
+
+        for r in runs:
+            servers.append({
+                "name": r.name, "pid": r.pid, "port": r.port, "host": r.host, "url": r.url, "profile": r.profile,
+                "model": r.model_id, "served_model_name": r.served_model_name,
+                "uptime_s": round(now - r.started_at, 1), "healthy": healthy(r.url, timeout=1.0),
+                "detached": r.detached, "run_dir": r.run_dir,
+                "supervised": bool(r.supervisor_pid) and procs.pid_alive(r.supervisor_pid, r.supervisor_create_time),
+                "gpu_bytes": sum(gpu.get(p, 0) for p in pids_by_pgid.get(r.pgid, set()) | {r.pid}),
+                "prometheus_port": r.prometheus_port or None,
+            })
+
+    def row(p: VllmProcess) -> dict:
+        return {"pid": p.pid, "name": p.name, "role": p.role, "ppid": p.ppid, "pgid": p.pgid, "rss_bytes": p.rss_bytes,
+                "gpu_bytes": gpu.get(p.pid, 0), "age_s": round(now - p.create_time, 1)}
+
+    return {"servers": servers, "orphans": [row(p) for p in orphans],
+            "unmanaged": [row(p) | {"cmdline": p.cmdline} for p in unmanaged]}
 
 
 @click.command()
@@ -456,7 +475,7 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
     SIGTERM to the server's whole process group, then SIGKILL after --timeout; returns once every process
     is gone (checked by PID).
     """
-    from bootstrap.core.runs import live_runs
+    from bootstrap.core.runs import find_run, live_runs
     from bootstrap.core.supervisor import GroupOps, stop_group
     from bootstrap.probes import procs
 
@@ -467,11 +486,16 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
     stopped: list[int] = []
     survivors: list[int] = []
     escalated = False
-    runs = live_runs(env)
-    targets = runs if stop_all else [r for r in runs if r.name == name] if name else []
-    if name and not targets:
-        known = ", ".join(r.name for r in runs) or "none running"
-        raise NotFoundError(f"no running server named {name!r} ({known})", hint="`vboot ps` lists them")
+    if stop_all:
+        targets = live_runs(env)
+    elif name:
+        found = find_run(env, name)
+        if found is None or not procs.pid_alive(found.pid, found.pid_create_time):
+            known = ", ".join(r.name for r in live_runs(env)) or "none running"
+            raise NotFoundError(f"no running server named {name!r} ({known})", hint="`vboot ps` lists them")
+        targets = [found]
+    else:
+        targets = []
     for r in targets:
         members = procs.group_members(r.pgid)
         if r.supervisor_pid and procs.signal_pid(r.supervisor_pid, signal.SIGTERM, r.supervisor_create_time):
@@ -491,24 +515,10 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
             survivors.extend(pout.survivors)
     if orphans:
         found = [p for p in procs.vllm_processes() if p.orphan]
-        # Orphans are grouped by their old process group; signal each process itself (its group may also
-        # hold unrelated processes of whoever launched vLLM by hand).
-        import signal as _s
-
-        for p in found:
-            procs.signal_pid(p.pid, _s.SIGTERM, p.create_time)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(procs.pid_alive(p.pid, p.create_time) for p in found):
-            time.sleep(0.2)
-        left = [p for p in found if procs.pid_alive(p.pid, p.create_time)]
-        for p in left:
-            escalated = True
-            procs.signal_pid(p.pid, _s.SIGKILL, p.create_time)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(procs.pid_alive(p.pid, p.create_time) for p in left):
-            time.sleep(0.1)
-        stopped.extend(p.pid for p in found)
-        survivors.extend(p.pid for p in left if procs.pid_alive(p.pid, p.create_time))
+        out = stop_group(0, orphan_ops(found), grace_s=grace_s)
+        stopped.extend(out.signalled)
+        survivors.extend(out.survivors)
+        escalated |= out.escalated
     data = {"stopped": sorted(set(stopped)), "survivors": sorted(set(survivors)), "escalated": escalated,
             "servers": [r.name for r in targets]}
     if survivors:
@@ -517,6 +527,28 @@ def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_jso
             "hint": "they may be stuck in the kernel (D state); check `ps -o pid,stat,args -p PID`"},)),
             human=_render_stop)
     output.emit(CommandResult("stop", data), human=_render_stop)
+
+
+def orphan_ops(found: Sequence[VllmProcess], signal_pid: Callable[[int, int, float], bool] | None = None,
+               pid_alive: Callable[[int, float], bool] | None = None) -> GroupOps:
+    """stop_group's operations over the orphans ``found``, as if they were one group.
+
+    Orphans keep their old process group, which may also hold unrelated processes of whoever launched vLLM
+    by hand: each orphan is signalled alone, by PID and create time, and the members are those still alive.
+    """
+    from bootstrap.core.supervisor import GroupOps
+    from bootstrap.probes import procs
+
+    signal_pid = signal_pid or procs.signal_pid
+    pid_alive = pid_alive or procs.pid_alive
+
+    def signal_each(_pgid: int, sig: int) -> bool:
+        return any([signal_pid(p.pid, sig, p.create_time) for p in found])
+
+    def alive(_pgid: int) -> list[int]:
+        return [p.pid for p in found if pid_alive(p.pid, p.create_time)]
+
+    return GroupOps(signal_group=signal_each, members=alive)
 
 
 def _render_stop(data: dict) -> None:
@@ -539,22 +571,21 @@ def _render_stop(data: dict) -> None:
 def logs(name: str | None, follow: bool, lines: int, which: str | None) -> None:
     """Show the vLLM log of server NAME (the most recent run when NAME is omitted)."""
     from bootstrap.core.paths import runs_dir
-    from bootstrap.core.runs import iter_runs
+    from bootstrap.core.runs import find_run, iter_runs
     from bootstrap.core.serving import tail_lines
     from bootstrap.probes import procs
 
     env = Environ()
-    runs = iter_runs(env)
     if name:
-        matches = [r for r in runs if r.name == name]
-        if not matches:
-            known = ", ".join(sorted({r.name for r in runs})) or "none yet"
+        run = find_run(env, name)
+        if run is None:
+            known = ", ".join(sorted({r.name for r in iter_runs(env)})) or "none yet"
             raise NotFoundError(f"no server named {name!r} (known: {known})", hint="`vboot ps` lists running servers")
-        run = matches[-1]
-    elif runs:
-        run = runs[-1]
     else:
-        raise NotFoundError(f"no runs under {runs_dir(env)}", hint="start one with `vboot serve PROFILE`")
+        runs = iter_runs(env)
+        if not runs:
+            raise NotFoundError(f"no runs under {runs_dir(env)}", hint="start one with `vboot serve PROFILE`")
+        run = runs[-1]
     path = Path(run.run_dir) / (which or "vllm.log")
     if not path.exists():
         raise NotFoundError(f"{path} does not exist", hint="the server may not have started yet")

@@ -23,16 +23,20 @@ from bootstrap.core.metrics import MetricsEndpoint, TopFrame, TopSession
 
 SPARK = "▁▂▃▄▅▆▇█"
 GpuReader = Callable[[], tuple[list[dict[str, Any]], str | None]]
+# The fields of bootstrap.probes.nvml.GpuInfo that top shows (and `top --once --json` reports).
+GPU_FIELDS = ("index", "name", "memory_total_bytes", "memory_used_bytes", "memory_free_bytes", "utilization_gpu_pct",
+              "temperature_c", "power_w", "power_limit_w", "error")
 
 
 def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
     """``(label, base_url)`` for NAME (a live run), URL (http://host:port), or the only live run."""
     if target and target.startswith(("http://", "https://")):
         return target.rstrip("/"), target.rstrip("/")
-    from bootstrap.core.runs import iter_runs, live_runs
+    from bootstrap.core.runs import find_run, live_runs
+    from bootstrap.probes.procs import pid_alive
 
-    live = live_runs(env)
     if target is None:
+        live = live_runs(env)
         if len(live) == 1:
             return live[0].name, live[0].url
         if not live:
@@ -40,46 +44,38 @@ def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
                                 hint="start one with `vboot serve tiny`, or pass a URL: `vboot top http://HOST:PORT`")
         names = ", ".join(f"{r.name} ({r.url})" for r in live)
         raise UsageError(f"{len(live)} servers are running: {names}", hint="name one: `vboot top NAME`")
-    for record in live:
-        if record.name == target:
+    record = find_run(env, target)
+    if record is not None:
+        if pid_alive(record.pid, record.pid_create_time):
             return record.name, record.url
-    if any(r.name == target for r in iter_runs(env)):
         raise NotFoundError(f"server {target!r} is not running",
                             hint=f"start it again with `vboot serve`, or see `vboot logs {target}`")
-    known = ", ".join(r.name for r in live) or "none"
+    known = ", ".join(r.name for r in live_runs(env)) or "none"
     raise NotFoundError(f"no running server named {target!r} (running: {known})",
                         hint="pass a run name from `vboot ps` or a URL such as http://127.0.0.1:8000")
 
 
-def default_gpu_reader() -> GpuReader:
-    """NVML through bootstrap.probes.nvml, imported lazily; a missing driver or module gives no GPUs."""
-    try:
-        from bootstrap.probes import nvml
-    except Exception as exc:  # the probe is optional for top: the engine view works without it
-        reason = f"NVML probe unavailable: {exc}"
-        return lambda: ([], reason)
+def default_gpu_reader(snapshot: Callable[[], Any] | None = None) -> GpuReader:
+    """The GPU panel's reader: ``snapshot`` (default: bootstrap.probes.nvml's, without processes) as rows of
+    GPU_FIELDS; a missing library or driver gives no GPUs and is not asked again."""
+    if snapshot is None:
+        from bootstrap.probes import nvml  # here, not at module level: top without GPUs never pays for it
+
+        def snapshot() -> Any:
+            return nvml.snapshot(with_processes=False)
+
     fatal: list[str] = []
 
     def read() -> tuple[list[dict[str, Any]], str | None]:
         if fatal:  # no library / no driver: asking again every second would only cost time
             return [], fatal[0]
-        try:
-            try:
-                snap = nvml.snapshot(with_processes=False)
-            except TypeError:
-                snap = nvml.snapshot()
-        except Exception as exc:
-            return [], f"NVML: {exc}"
-        if not getattr(snap, "ok", False):
-            reason = getattr(snap, "error", None) or "NVML unavailable"
-            if getattr(snap, "error_kind", None) in ("library_not_found", "driver_not_loaded"):
+        snap = snapshot()
+        if not snap.ok:
+            reason = snap.error or "NVML unavailable"
+            if snap.error_kind in ("library_not_found", "driver_not_loaded"):
                 fatal.append(reason)
             return [], reason
-        gpus = []
-        for g in getattr(snap, "gpus", ()):
-            gpus.append({k: getattr(g, k, None) for k in (
-                "index", "name", "memory_total_bytes", "memory_used_bytes", "memory_free_bytes",
-                "utilization_gpu_pct", "temperature_c", "power_w", "power_limit_w", "error")})
+        gpus = [{k: getattr(g, k) for k in GPU_FIELDS} for g in snap.gpus]
         return gpus, None
 
     return read

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from bootstrap.core.environ import Environ
 from bootstrap.core.paths import runs_dir
 
 RUN_FILE = "run.json"
+# A run's name is also its directory's: no separators, no leading dot (so never "." or ".."), no newline.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,24 @@ class RunRecord:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"http://{client_host(self.host)}:{self.port}"
 
     @property
     def log_path(self) -> Path:
         return Path(self.run_dir) / "vllm.log"
+
+
+def client_host(host: str) -> str:
+    """How a client on this machine names a server bound to ``host``, ready to go before ``:PORT``.
+
+    A wildcard bind (0.0.0.0, ::) is reached on 127.0.0.1; an IPv6 address is bracketed, since ``::1:8000`` is
+    ambiguous (Prometheus refuses it: "too many colons in address").
+    """
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -93,6 +106,20 @@ def load_run(run_dir: Path) -> RunRecord | None:
         return None
 
 
+def run_name_ok(name: str) -> bool:
+    """Can ``name`` name a run (letters, digits, '.', '_', '-'; at most 64; not starting with '.' or '-')?"""
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
+def find_run(env: Environ, name: str, root: Path | None = None) -> RunRecord | None:
+    """The recorded run called ``name``, alive or not (check :func:`bootstrap.probes.procs.pid_alive` for a
+    live one); None when there is none, or when ``name`` could not be a run's (``../x`` never leaves the runs
+    directory)."""
+    if not run_name_ok(name):
+        return None
+    return load_run((root or runs_dir(env)) / name)
+
+
 def iter_runs(env: Environ, root: Path | None = None) -> list[RunRecord]:
     """Every recorded run (alive or not), oldest first."""
     base = root or runs_dir(env)
@@ -118,7 +145,3 @@ def active_model_paths(env: Environ, alive: Callable[[int, float], bool] | None 
         if r.model_path:
             out[str(Path(r.model_path).resolve())] = r.name
     return out
-
-
-def names_in_use(records: Iterable[RunRecord]) -> set[str]:
-    return {r.name for r in records}

@@ -57,8 +57,8 @@ def last_log_line(path: Path) -> str:
 
 def write_run_files(run_dir: Path, argv: Sequence[str], child_env: Mapping[str, str], shown_vars: Mapping[str, str],
                     prometheus_yml: str, rules_yml: str, rules_name: str) -> None:
-    """The exact command line, the environment vboot set (secrets masked), the Prometheus files."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """The exact command line, the environment vboot set (secrets masked), the Prometheus files, written into
+    ``run_dir`` (which the caller has made)."""
     (run_dir / "cmdline").write_text(shlex.join(argv) + "\n", encoding="utf-8")
     (run_dir / "env.json").write_text(json.dumps(
         {"set_by_vboot": {k: mask(k, v) for k, v in shown_vars.items()},

@@ -41,11 +41,10 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def spawn(argv: Sequence[str], env: dict[str, str], log: IO[bytes], cwd: str | None = None,
-          pdeathsig: bool = False) -> subprocess.Popen:
+def spawn(argv: Sequence[str], env: dict[str, str], log: IO[bytes], pdeathsig: bool = False) -> subprocess.Popen:
     """Start ``argv`` as the leader of a new session, stdout+stderr to ``log``, stdin closed."""
     return subprocess.Popen(
-        list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        list(argv), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, close_fds=True, preexec_fn=_set_pdeathsig if pdeathsig else None,
     )
 
@@ -74,15 +73,14 @@ class StopOutcome:
 
 
 def stop_group(pgid: int, ops: GroupOps, clock: Clock | None = None, grace_s: float = 20.0,
-               kill_wait_s: float = 10.0, reap: Callable[[], Any] | None = None,
-               first_signal: int = signal.SIGTERM) -> StopOutcome:
+               kill_wait_s: float = 10.0, reap: Callable[[], Any] | None = None) -> StopOutcome:
     """SIGTERM the group, wait up to ``grace_s`` for every member to go, then SIGKILL and wait again."""
     clock = clock or SystemClock()
     t0 = clock.monotonic()
     before = tuple(ops.members(pgid))
     if not before:
         return StopOutcome(pgid, False, (), (), 0.0)
-    ops.signal_group(pgid, first_signal)
+    ops.signal_group(pgid, signal.SIGTERM)
 
     def wait(limit: float) -> list[int]:
         deadline = clock.monotonic() + limit

