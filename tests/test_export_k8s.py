@@ -286,6 +286,16 @@ def test_tensor_parallel_in_args_counts_as_gpus_and_is_not_passed_twice():
     assert spec["vllmConfig"]["extraArgs"] == ["--enforce-eager"]
 
 
+@pytest.mark.parametrize("tp_args", [("-tp=4",), ("-tp", "4"), ("--tensor-parallel-size=4",),
+                                     ("--tensor-parallel-size", "4")])
+def test_every_tensor_parallel_form_serve_reads_sets_the_gpu_count_and_is_stripped(tp_args):
+    prof = qwen()
+    prof = replace(prof, serve=replace(prof.serve, args=("--enforce-eager", *tp_args, "--max-num-seqs", "8")))
+    spec = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]
+    assert spec["requestGPU"] == 4 and spec["vllmConfig"]["tensorParallelSize"] == 4
+    assert spec["vllmConfig"]["extraArgs"] == ["--enforce-eager", "--max-num-seqs", "8"]
+
+
 def test_tensor_parallel_drops_expandable_segments_like_serve_does():
     env = parsed(two_gpu_profile())["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["env"]
     assert "PYTORCH_CUDA_ALLOC_CONF" not in {e["name"] for e in env}

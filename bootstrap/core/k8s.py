@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from bootstrap.core.envplan import plan_environment
+from bootstrap.core.envplan import plan_environment, tensor_parallel_size
 from bootstrap.core.errors import UsageError
 from bootstrap.core.profiles import Profile
 
@@ -150,24 +150,6 @@ class Export:
 # Profile -> facts the four files share
 
 
-def tensor_parallel_size(profile: Profile) -> int:
-    """GPUs one replica needs: ``serve.tensor_parallel_size``, or ``--tensor-parallel-size``/``-tp`` in args."""
-    tp = profile.serve.tensor_parallel_size
-    args = list(profile.serve.args)
-    for i, arg in enumerate(args):
-        value = None
-        if arg in ("--tensor-parallel-size", "-tp") and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith("--tensor-parallel-size="):
-            value = arg.split("=", 1)[1]
-        if value is not None:
-            try:
-                tp = max(tp, int(value))
-            except ValueError:
-                pass
-    return tp
-
-
 def gpus_per_replica(profile: Profile) -> int:
     return 0 if profile.serve.device == "cpu" else tensor_parallel_size(profile)
 
@@ -217,18 +199,27 @@ def vllm_extra_args(profile: Profile) -> list[str]:
         args.append("--enable-sleep-mode")
     if s.kv_connector and "--kv-transfer-config" not in " ".join(s.args):
         args += ["--kv-transfer-config", '{"kv_connector":"%s","kv_role":"kv_both"}' % s.kv_connector]
-    skip = False
-    for arg in s.args:  # tensor parallel has its own chart field
-        if skip:
-            skip = False
+    return args + _without_chart_fields(s.args)
+
+
+def _without_chart_fields(serve_args: Sequence[str]) -> list[str]:
+    """``serve_args`` less those the chart sets from its own fields: prefix caching, and tensor parallel in every
+    form :func:`tensor_parallel_size` reads (``-tp 4``, ``-tp=4``, ``--tensor-parallel-size[=]4``), so the GPU
+    count the values request and the size vLLM gets cannot disagree."""
+    out: list[str] = []
+    skip_value = False
+    for arg in serve_args:
+        if skip_value:
+            skip_value = False
             continue
-        if arg in ("--tensor-parallel-size", "-tp"):
-            skip = True
+        name, _, inline = arg.partition("=")
+        if name in ("--tensor-parallel-size", "-tp"):  # the names and value rule of envplan.tensor_parallel_size
+            skip_value = not inline
             continue
-        if arg.startswith("--tensor-parallel-size=") or arg in ("--no-enable-prefix-caching", "--enable-prefix-caching"):
+        if arg in ("--no-enable-prefix-caching", "--enable-prefix-caching"):
             continue
-        args.append(arg)
-    return args
+        out.append(arg)
+    return out
 
 
 def pod_environment(profile: Profile) -> tuple[list[dict[str, str]], list[str]]:
