@@ -315,10 +315,25 @@ def test_local_profiles_are_refused_because_pods_cannot_see_the_directory():
         k8s.build_export(load_profile("tiny", Environ({})), k8s.K8sOptions())
 
 
-@pytest.mark.parametrize("text", ["0:2", "3:1", "a:b", "1:2:3"])
-def test_bad_replica_bounds_are_usage_errors(text):
-    with pytest.raises(UsageError):
+@pytest.mark.parametrize("text", ["a:b", "1:2:3", "", "1:"])
+def test_replicas_that_are_not_numbers_are_usage_errors(text):
+    with pytest.raises(UsageError, match="not MIN:MAX"):
         k8s.parse_replicas(text)
+
+
+@pytest.mark.parametrize("text", ["0:2", "3:1", "0"])
+def test_replica_bounds_out_of_order_are_usage_errors(text):
+    low, high = k8s.parse_replicas(text)
+    with pytest.raises(UsageError, match="1 <= MIN <= MAX"):
+        k8s.K8sOptions(min_replicas=low, max_replicas=high)
+
+
+def test_cli_bad_replica_bounds_fail_with_one_line_and_a_hint(run_vboot, tmp_path):
+    proc = run_vboot("export", "k8s", "qwen", "--out", str(tmp_path / "o"), "--replicas", "3:1")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "1 <= MIN <= MAX" in proc.stderr and "--replicas 1:4" in proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_single_replica_count_means_fixed_bounds():
