@@ -229,6 +229,13 @@ def test_rules_use_metric_names_vllm_032_serves():
     assert "vllm:time_per_output_token_seconds" not in text
 
 
+def test_the_autoscaler_metric_names_come_from_the_metrics_and_rules_modules():
+    from bootstrap.core import metrics, prom
+
+    assert k8s.WAITING_METRIC == metrics.WAITING
+    assert k8s.CUSTOM_METRIC == prom.WAITING_RECORD and k8s.CUSTOM_METRIC in prom.recording_rule_names()
+
+
 def test_adapter_points_at_the_stacks_prometheus_service():
     values = parsed(options=k8s.K8sOptions(monitoring_namespace="obs"))["prom-adapter-values.yaml"]
     # kube-prometheus-stack: "{fullname | trunc 26}-prometheus", fullname = RELEASE-kube-prometheus-stack

@@ -30,7 +30,10 @@ import yaml
 
 from bootstrap.core.envplan import plan_environment, tensor_parallel_size
 from bootstrap.core.errors import UsageError
+from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile
+from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
+from bootstrap.core.prom import rule_groups
 
 GIB = 1024**3
 
@@ -40,10 +43,9 @@ PROM_ADAPTER_FILE = "prom-adapter-values.yaml"
 HPA_FILE = "hpa.yaml"
 FILES: tuple[str, ...] = (PRODUCTION_STACK_FILE, KUBE_PROM_STACK_FILE, PROM_ADAPTER_FILE, HPA_FILE)
 
-#: The vLLM metric the autoscaler reads (a gauge per engine; FACTS: served by vLLM 0.32 under this name).
-WAITING_METRIC = "vllm:num_requests_waiting"
-#: Its name in the custom metrics API (Kubernetes metric names cannot contain ':').
-CUSTOM_METRIC = "vllm_num_requests_waiting"
+# The autoscaler reads WAITING_METRIC (vLLM's waiting-requests gauge, one per engine; imported above) and the adapter
+# exposes it as CUSTOM_METRIC (Kubernetes metric names cannot contain ':'), the name of vboot's recording rule for
+# the same sum, so dashboards and the HPA say the same thing.
 
 #: The vLLM image production-stack runs (`vllm serve` is on its PATH). Pinned to the release whose metric names
 #: the rules were checked against; change ``servingEngineSpec.modelSpec[0].tag`` to move.
@@ -460,8 +462,6 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
             hint="export a profile whose model comes from ModelScope or Hugging Face (e.g. `vboot export k8s qwen`)",
         )
     if groups is None:
-        from bootstrap.core.prom import rule_groups
-
         groups = rule_groups()
     _, warnings = pod_environment(profile)
     ns, mon = options.namespace, options.monitoring_namespace
