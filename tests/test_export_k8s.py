@@ -223,6 +223,19 @@ def test_prometheus_rule_groups_pass_promtool_check_rules(tmp_path):
     assert "SUCCESS" in proc.stdout
 
 
+def test_prometheus_rule_groups_read_exactly_like_the_local_rules_file():
+    """One YAML style for both: the same groups, line for line, only indented under the values' keys."""
+    import textwrap
+
+    from bootstrap.core.prom import render_rules
+
+    k8s_text = export_files()["kube-prom-stack-values.yaml"]
+    assert k8s_text.endswith("\n") and "\n    groups:\n" in k8s_text
+    k8s_groups = textwrap.dedent(k8s_text.split("\n    groups:\n", 1)[1])
+    local_groups = textwrap.dedent(render_rules().split("\ngroups:\n", 1)[1])
+    assert k8s_groups == local_groups
+
+
 def test_rules_use_metric_names_vllm_032_serves():
     text = export_files()["kube-prom-stack-values.yaml"]
     assert "vllm:gpu_cache_usage_perc" not in text

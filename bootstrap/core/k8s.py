@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bootstrap.core.envplan import plan_environment, tensor_parallel_size
 from bootstrap.core.errors import UsageError
 from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
 from bootstrap.core.prom import rule_groups
+from bootstrap.core.yamltext import to_yaml
 
 GIB = 1024**3
 
@@ -428,18 +427,6 @@ def hpa_manifest(profile: Profile, options: K8sOptions) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rendering
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style everywhere; long strings are not folded (PromQL stays on one line)."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:  # lists indented under keys
-        super().increase_indent(flow, False)
-
-
-def to_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=10_000,
-                     allow_unicode=True)
 
 
 def _header(profile: Profile, options: K8sOptions, what: str, apply: str) -> str:
