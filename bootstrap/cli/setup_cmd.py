@@ -137,7 +137,7 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
         (python_request or sys.executable)
 
     state = core.read_venv(venv)
-    core.check_target(venv, state, python_request)  # before any probe: a refusal should be instant
+    core.check_target(venv, state, choice, python_request)  # before any probe: a refusal should be instant
     torch_source = _torch_source(choice, state, chosen_installer, torch_index, reinstall, base_python, env)
     plan = core.plan_setup(choice, venv, state, installer=chosen_installer, uv=uv, base_python=base_python,
                            torch_source=torch_source, with_jupyter=with_jupyter, reinstall=reinstall,
@@ -173,7 +173,7 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
 def _torch_source(choice: core.BuildChoice, state: core.VenvState, installer: str, mode: str, reinstall: bool,
                   base_python: str, env: Environ) -> core.TorchSource:
     """Gather what decide_torch_source needs; probing is skipped when nothing will be installed."""
-    if state.python_ok and state.has(choice.distribution, choice.version) and not reinstall:
+    if core.reuses(choice, state, reinstall):
         return core.TorchSource((), "already installed in this environment")
     if choice.device == "gpu" or mode != "auto":
         return core.decide_torch_source(choice, installer, mode, core.torch_pin(choice.distribution, choice.version),

