@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.core.setup import quote_dotenv, quote_fish, render_exports
+from bootstrap.core.shellenv import quote_single, render_exports
 
 # Values that break naive quoting: spaces, both quotes, $, backslashes, a newline, a glob, a backtick, unicode.
 NASTY = {
@@ -146,12 +146,13 @@ def test_unknown_profile_is_one_line_error_with_exit_2(isolated_env, run_vboot):
     assert "Traceback" not in proc.stderr
 
 
-def test_fish_quoting_escapes_only_backslash_and_single_quote():
-    assert quote_fish("a'b\\c $d\n") == "'a\\'b\\\\c $d\n'"
+def test_single_quoting_escapes_only_backslash_and_single_quote():
+    assert quote_single("a'b\\c $d\n") == "'a\\'b\\\\c $d\n'"
 
 
-def test_dotenv_quoting_uses_single_quotes():
-    assert quote_dotenv("x'y") == "'x\\'y'"
+def test_fish_and_dotenv_lines_use_the_same_single_quoting():
+    assert render_exports({"X": "x'y"}, dotenv=True) == "X='x\\'y'\n"
+    assert render_exports({"X": "x'y"}, shell="fish") == "set -gx X 'x\\'y'\n"
 
 
 def test_render_rejects_an_invalid_variable_name():
@@ -159,3 +160,13 @@ def test_render_rejects_an_invalid_variable_name():
 
     with pytest.raises(UsageError):
         render_exports({"NOT-VALID": "x"}, "bash")
+
+
+@pytest.mark.parametrize("args", [["env", "tiny", "--shell", "bash"], ["kernel", "list"]])
+def test_env_and_kernel_do_not_import_the_setup_planner(args, isolated_env):
+    """They only render text and kernel specs; the setup planner (and its pip machinery) is setup's."""
+    code = ("import sys\nfrom bootstrap.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    code = e.code\nprint('EXIT', code, 'bootstrap.core.setup' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=isolated_env | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}, stdin=subprocess.DEVNULL)
+    assert proc.stderr.strip().splitlines()[-1] == "EXIT 0 False", proc.stderr

@@ -223,10 +223,30 @@ def test_prometheus_rule_groups_pass_promtool_check_rules(tmp_path):
     assert "SUCCESS" in proc.stdout
 
 
+def test_prometheus_rule_groups_read_exactly_like_the_local_rules_file():
+    """One YAML style for both: the same groups, line for line, only indented under the values' keys."""
+    import textwrap
+
+    from bootstrap.core.prom import render_rules
+
+    k8s_text = export_files()["kube-prom-stack-values.yaml"]
+    assert k8s_text.endswith("\n") and "\n    groups:\n" in k8s_text
+    k8s_groups = textwrap.dedent(k8s_text.split("\n    groups:\n", 1)[1])
+    local_groups = textwrap.dedent(render_rules().split("\ngroups:\n", 1)[1])
+    assert k8s_groups == local_groups
+
+
 def test_rules_use_metric_names_vllm_032_serves():
     text = export_files()["kube-prom-stack-values.yaml"]
     assert "vllm:gpu_cache_usage_perc" not in text
     assert "vllm:time_per_output_token_seconds" not in text
+
+
+def test_the_autoscaler_metric_names_come_from_the_metrics_and_rules_modules():
+    from bootstrap.core import metrics, prom
+
+    assert k8s.WAITING_METRIC == metrics.WAITING
+    assert k8s.CUSTOM_METRIC == prom.WAITING_RECORD and k8s.CUSTOM_METRIC in prom.recording_rule_names()
 
 
 def test_adapter_points_at_the_stacks_prometheus_service():
@@ -286,6 +306,16 @@ def test_tensor_parallel_in_args_counts_as_gpus_and_is_not_passed_twice():
     assert spec["vllmConfig"]["extraArgs"] == ["--enforce-eager"]
 
 
+@pytest.mark.parametrize("tp_args", [("-tp=4",), ("-tp", "4"), ("--tensor-parallel-size=4",),
+                                     ("--tensor-parallel-size", "4")])
+def test_every_tensor_parallel_form_serve_reads_sets_the_gpu_count_and_is_stripped(tp_args):
+    prof = qwen()
+    prof = replace(prof, serve=replace(prof.serve, args=("--enforce-eager", *tp_args, "--max-num-seqs", "8")))
+    spec = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]
+    assert spec["requestGPU"] == 4 and spec["vllmConfig"]["tensorParallelSize"] == 4
+    assert spec["vllmConfig"]["extraArgs"] == ["--enforce-eager", "--max-num-seqs", "8"]
+
+
 def test_tensor_parallel_drops_expandable_segments_like_serve_does():
     env = parsed(two_gpu_profile())["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["env"]
     assert "PYTORCH_CUDA_ALLOC_CONF" not in {e["name"] for e in env}
@@ -305,10 +335,25 @@ def test_local_profiles_are_refused_because_pods_cannot_see_the_directory():
         k8s.build_export(load_profile("tiny", Environ({})), k8s.K8sOptions())
 
 
-@pytest.mark.parametrize("text", ["0:2", "3:1", "a:b", "1:2:3"])
-def test_bad_replica_bounds_are_usage_errors(text):
-    with pytest.raises(UsageError):
+@pytest.mark.parametrize("text", ["a:b", "1:2:3", "", "1:"])
+def test_replicas_that_are_not_numbers_are_usage_errors(text):
+    with pytest.raises(UsageError, match="not MIN:MAX"):
         k8s.parse_replicas(text)
+
+
+@pytest.mark.parametrize("text", ["0:2", "3:1", "0"])
+def test_replica_bounds_out_of_order_are_usage_errors(text):
+    low, high = k8s.parse_replicas(text)
+    with pytest.raises(UsageError, match="1 <= MIN <= MAX"):
+        k8s.K8sOptions(min_replicas=low, max_replicas=high)
+
+
+def test_cli_bad_replica_bounds_fail_with_one_line_and_a_hint(run_vboot, tmp_path):
+    proc = run_vboot("export", "k8s", "qwen", "--out", str(tmp_path / "o"), "--replicas", "3:1")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "1 <= MIN <= MAX" in proc.stderr and "--replicas 1:4" in proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_single_replica_count_means_fixed_bounds():

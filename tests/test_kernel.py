@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.core import setup as core
+from bootstrap.core import shellenv as core
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 

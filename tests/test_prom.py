@@ -83,6 +83,31 @@ def test_every_vllm_metric_in_the_rules_is_served_by_vllm_0_32():
                 assert name in served, f"{name} (in {rule.get('record') or rule.get('alert')}) is not served"
 
 
+def test_every_vllm_metric_in_the_rules_is_a_name_from_the_metrics_module():
+    from bootstrap.core import metrics
+
+    known = {v for k, v in vars(metrics).items() if k.isupper() and isinstance(v, str) and v.startswith("vllm:")}
+    for group in rule_groups():
+        for rule in group["rules"]:
+            for name in _raw_metric_names(rule["expr"]):
+                assert name.removesuffix("_bucket") in known, f"{name} is not one of bootstrap.core.metrics' names"
+
+
+def test_the_exported_recorded_names_are_recorded():
+    from bootstrap.core.prom import KV_CACHE_RECORD, RUNNING_RECORD, WAITING_RECORD
+
+    assert {WAITING_RECORD, RUNNING_RECORD, KV_CACHE_RECORD} <= set(recording_rule_names())
+
+
+def test_importing_the_rules_does_not_import_prometheus_client():
+    import subprocess
+    import sys
+
+    code = "import sys, bootstrap.core.prom, bootstrap.core.k8s; print('prometheus_client' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
+
+
 def test_rules_never_use_removed_or_total_less_names():
     text = render_rules()
     assert "gpu_cache_usage_perc" not in text

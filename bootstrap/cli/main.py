@@ -29,8 +29,8 @@ COMMANDS: dict[str, str] = {
     "top": "bootstrap.cli.top:top",
     "disk": "bootstrap.cli.disk:disk",
     "setup": "bootstrap.cli.setup_cmd:setup",
-    "env": "bootstrap.cli.setup_cmd:env",
-    "kernel": "bootstrap.cli.setup_cmd:kernel",
+    "env": "bootstrap.cli.env_cmd:env",
+    "kernel": "bootstrap.cli.env_cmd:kernel",
     "export": "bootstrap.cli.export:export",
 }
 

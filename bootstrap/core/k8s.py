@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bootstrap.core.envplan import plan_environment
+from bootstrap.core.envplan import plan_environment, tensor_parallel_size
 from bootstrap.core.errors import UsageError
+from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile
+from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
+from bootstrap.core.prom import rule_groups
+from bootstrap.core.yamltext import to_yaml
 
 GIB = 1024**3
 
@@ -40,10 +42,9 @@ PROM_ADAPTER_FILE = "prom-adapter-values.yaml"
 HPA_FILE = "hpa.yaml"
 FILES: tuple[str, ...] = (PRODUCTION_STACK_FILE, KUBE_PROM_STACK_FILE, PROM_ADAPTER_FILE, HPA_FILE)
 
-#: The vLLM metric the autoscaler reads (a gauge per engine; FACTS: served by vLLM 0.32 under this name).
-WAITING_METRIC = "vllm:num_requests_waiting"
-#: Its name in the custom metrics API (Kubernetes metric names cannot contain ':').
-CUSTOM_METRIC = "vllm_num_requests_waiting"
+# The autoscaler reads WAITING_METRIC (vLLM's waiting-requests gauge, one per engine; imported above) and the adapter
+# exposes it as CUSTOM_METRIC (Kubernetes metric names cannot contain ':'), the name of vboot's recording rule for
+# the same sum, so dashboards and the HPA say the same thing.
 
 #: The vLLM image production-stack runs (`vllm serve` is on its PATH). Pinned to the release whose metric names
 #: the rules were checked against; change ``servingEngineSpec.modelSpec[0].tag`` to move.
@@ -108,7 +109,8 @@ class K8sOptions:
 
 
 def parse_replicas(text: str) -> tuple[int, int]:
-    """``"1:4" -> (1, 4)``; a single number N means N:N. Raises :class:`UsageError`."""
+    """``"1:4" -> (1, 4)``; a single number N means N:N. Raises :class:`UsageError` for text that is not numbers;
+    the bounds themselves are checked once, by :class:`K8sOptions`."""
     parts = text.split(":")
     try:
         if len(parts) == 1:
@@ -119,8 +121,6 @@ def parse_replicas(text: str) -> tuple[int, int]:
             raise ValueError(text)
     except ValueError:
         raise UsageError(f"--replicas {text!r} is not MIN:MAX", hint="pass e.g. --replicas 1:4") from None
-    if low < 1 or high < low:
-        raise UsageError(f"--replicas {text!r}: need 1 <= MIN <= MAX", hint="pass e.g. --replicas 1:4")
     return low, high
 
 
@@ -148,24 +148,6 @@ class Export:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Profile -> facts the four files share
-
-
-def tensor_parallel_size(profile: Profile) -> int:
-    """GPUs one replica needs: ``serve.tensor_parallel_size``, or ``--tensor-parallel-size``/``-tp`` in args."""
-    tp = profile.serve.tensor_parallel_size
-    args = list(profile.serve.args)
-    for i, arg in enumerate(args):
-        value = None
-        if arg in ("--tensor-parallel-size", "-tp") and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith("--tensor-parallel-size="):
-            value = arg.split("=", 1)[1]
-        if value is not None:
-            try:
-                tp = max(tp, int(value))
-            except ValueError:
-                pass
-    return tp
 
 
 def gpus_per_replica(profile: Profile) -> int:
@@ -217,18 +199,27 @@ def vllm_extra_args(profile: Profile) -> list[str]:
         args.append("--enable-sleep-mode")
     if s.kv_connector and "--kv-transfer-config" not in " ".join(s.args):
         args += ["--kv-transfer-config", '{"kv_connector":"%s","kv_role":"kv_both"}' % s.kv_connector]
-    skip = False
-    for arg in s.args:  # tensor parallel has its own chart field
-        if skip:
-            skip = False
+    return args + _without_chart_fields(s.args)
+
+
+def _without_chart_fields(serve_args: Sequence[str]) -> list[str]:
+    """``serve_args`` less those the chart sets from its own fields: prefix caching, and tensor parallel in every
+    form :func:`tensor_parallel_size` reads (``-tp 4``, ``-tp=4``, ``--tensor-parallel-size[=]4``), so the GPU
+    count the values request and the size vLLM gets cannot disagree."""
+    out: list[str] = []
+    skip_value = False
+    for arg in serve_args:
+        if skip_value:
+            skip_value = False
             continue
-        if arg in ("--tensor-parallel-size", "-tp"):
-            skip = True
+        name, _, inline = arg.partition("=")
+        if name in ("--tensor-parallel-size", "-tp"):  # the names and value rule of envplan.tensor_parallel_size
+            skip_value = not inline
             continue
-        if arg.startswith("--tensor-parallel-size=") or arg in ("--no-enable-prefix-caching", "--enable-prefix-caching"):
+        if arg in ("--no-enable-prefix-caching", "--enable-prefix-caching"):
             continue
-        args.append(arg)
-    return args
+        out.append(arg)
+    return out
 
 
 def pod_environment(profile: Profile) -> tuple[list[dict[str, str]], list[str]]:
@@ -438,18 +429,6 @@ def hpa_manifest(profile: Profile, options: K8sOptions) -> dict[str, Any]:
 # Rendering
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style everywhere; long strings are not folded (PromQL stays on one line)."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:  # lists indented under keys
-        super().increase_indent(flow, False)
-
-
-def to_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=10_000,
-                     allow_unicode=True)
-
-
 def _header(profile: Profile, options: K8sOptions, what: str, apply: str) -> str:
     return (
         f"# {what}\n"
@@ -470,8 +449,6 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
             hint="export a profile whose model comes from ModelScope or Hugging Face (e.g. `vboot export k8s qwen`)",
         )
     if groups is None:
-        from bootstrap.core.prom import rule_groups
-
         groups = rule_groups()
     _, warnings = pod_environment(profile)
     ns, mon = options.namespace, options.monitoring_namespace

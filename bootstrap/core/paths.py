@@ -17,6 +17,11 @@ def state_dir(env: Environ) -> Path:
     return (env.path("XDG_STATE_HOME") or env.home() / ".local" / "state") / "vboot"
 
 
+def data_home(env: Environ) -> Path:
+    """``$XDG_DATA_HOME`` (default ``~/.local/share``): vboot's venvs, and Jupyter's kernels on Linux."""
+    return env.path("XDG_DATA_HOME") or env.home() / ".local" / "share"
+
+
 def cache_home(env: Environ) -> Path:
     return env.path("XDG_CACHE_HOME") or env.home() / ".cache"
 

@@ -17,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bootstrap.core import metrics as m
+from bootstrap.core.yamltext import to_yaml
+
 #: Rules file name `vboot serve` writes beside prometheus.yml (and loads from it).
 RULES_FILE = "vllm-rules.yml"
 #: Recording-rule group and alert group names (the Kubernetes export keeps them).
@@ -25,11 +28,11 @@ ALERT_GROUP = "vllm.alerts"
 #: Quantiles recorded for every latency histogram (a ``quantile`` label tells them apart).
 QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 #: Latency histograms served by vLLM 0.32 -> short name used in recording-rule names.
-LATENCY_HISTOGRAMS: dict[str, str] = {
-    "vllm:time_to_first_token_seconds": "ttft",
-    "vllm:inter_token_latency_seconds": "itl",
-    "vllm:e2e_request_latency_seconds": "e2e",
-}
+LATENCY_HISTOGRAMS: dict[str, str] = {m.TTFT: "ttft", m.ITL: "itl", m.E2E: "e2e"}
+#: Recorded series other files refer to (alerts here; the autoscaler's metric name in the Kubernetes export).
+WAITING_RECORD = "vllm_num_requests_waiting"
+RUNNING_RECORD = "vllm_num_requests_running"
+KV_CACHE_RECORD = "vllm_kv_cache_usage_ratio"
 
 # Aggregation used by every recording rule: drop only the engine index.
 _AGG = "sum without (engine)"
@@ -97,19 +100,19 @@ def _recording_rules(t: AlertThresholds) -> list[dict[str, Any]]:
     w = duration(t.rate_window_s)
     rules: list[dict[str, Any]] = [
         # The series the production-stack autoscaler (prometheus-adapter -> HPA) scales on.
-        {"record": "vllm_num_requests_waiting", "expr": f"{_AGG} (vllm:num_requests_waiting)"},
-        {"record": "vllm_num_requests_running", "expr": f"{_AGG} (vllm:num_requests_running)"},
+        {"record": WAITING_RECORD, "expr": f"{_AGG} ({m.WAITING})"},
+        {"record": RUNNING_RECORD, "expr": f"{_AGG} ({m.RUNNING})"},
         # max, not sum: usage is a ratio per engine; the fullest engine is the one that preempts.
-        {"record": "vllm_kv_cache_usage_ratio", "expr": "max without (engine) (vllm:kv_cache_usage_perc)"},
+        {"record": KV_CACHE_RECORD, "expr": f"max without (engine) ({m.KV_CACHE})"},
         {"record": f"model_name:vllm_prompt_tokens:rate{w}",
-         "expr": f"{_AGG} (rate(vllm:prompt_tokens_total[{w}]))"},
+         "expr": f"{_AGG} (rate({m.PROMPT_TOKENS}[{w}]))"},
         {"record": f"model_name:vllm_generation_tokens:rate{w}",
-         "expr": f"{_AGG} (rate(vllm:generation_tokens_total[{w}]))"},
+         "expr": f"{_AGG} (rate({m.GENERATION_TOKENS}[{w}]))"},
         {"record": f"model_name:vllm_num_preemptions:rate{w}",
-         "expr": f"{_AGG} (rate(vllm:num_preemptions_total[{w}]))"},
+         "expr": f"{_AGG} (rate({m.PREEMPTIONS}[{w}]))"},
         # Finished requests per second by finished_reason (stop, length, abort, error, repetition).
         {"record": f"model_name_finished_reason:vllm_request_success:rate{w}",
-         "expr": f"{_AGG} (rate(vllm:request_success_total[{w}]))"},
+         "expr": f"{_AGG} (rate({m.REQUEST_SUCCESS}[{w}]))"},
     ]
     for metric, short in LATENCY_HISTOGRAMS.items():
         for q in QUANTILES:
@@ -127,7 +130,7 @@ def _alert_rules(t: AlertThresholds) -> list[dict[str, Any]]:
     return [
         {
             "alert": "VllmQueueBacklog",
-            "expr": f"vllm_num_requests_waiting > {_num(t.queue_waiting)}",
+            "expr": f"{WAITING_RECORD} > {_num(t.queue_waiting)}",
             "for": duration(t.queue_for_s),
             "labels": {"severity": "warning"},
             "annotations": {
@@ -139,7 +142,7 @@ def _alert_rules(t: AlertThresholds) -> list[dict[str, Any]]:
         },
         {
             "alert": "VllmKvCacheNearFull",
-            "expr": f"vllm_kv_cache_usage_ratio > {_num(t.kv_cache_usage)}",
+            "expr": f"{KV_CACHE_RECORD} > {_num(t.kv_cache_usage)}",
             "for": duration(t.kv_cache_for_s),
             "labels": {"severity": "warning"},
             "annotations": {
@@ -159,13 +162,13 @@ def _alert_rules(t: AlertThresholds) -> list[dict[str, Any]]:
             "annotations": {
                 "summary": "vLLM time to first token p99 high on {{ $labels.instance }} ({{ $labels.model_name }})",
                 "description": (f"TTFT p99 over {w} is {{{{ $value | humanizeDuration }}}} (threshold "
-                                f"{_num(t.ttft_p99_s)}s). Look at the queue (vllm_num_requests_waiting) and "
+                                f"{_num(t.ttft_p99_s)}s). Look at the queue ({WAITING_RECORD}) and "
                                 "prompt lengths; chunked prefill or more replicas help."),
             },
         },
         {
             "alert": "VllmPreemptionsRising",
-            "expr": f"{_AGG} (increase(vllm:num_preemptions_total[{pw}])) > {_num(t.preemptions_increase)}",
+            "expr": f"{_AGG} (increase({m.PREEMPTIONS}[{pw}])) > {_num(t.preemptions_increase)}",
             "for": duration(t.preemptions_for_s),
             "labels": {"severity": "warning"},
             "annotations": {
@@ -179,7 +182,7 @@ def _alert_rules(t: AlertThresholds) -> list[dict[str, Any]]:
             "alert": "VllmTargetDown",
             # By job name, or any target that served vLLM metrics in the last hour (whatever its job is called).
             "expr": (f'up{{job=~"{t.job_regex}"}} == 0 or up == 0 and on (job, instance) '
-                     "group by (job, instance) (last_over_time(vllm:num_requests_running[1h]))"),
+                     f"group by (job, instance) (last_over_time({m.RUNNING}[1h]))"),
             "for": duration(t.target_down_for_s),
             "labels": {"severity": "critical"},
             "annotations": {
@@ -208,16 +211,10 @@ def alert_names(thresholds: AlertThresholds = AlertThresholds()) -> list[str]:
     return [r["alert"] for r in rule_groups(thresholds)[1]["rules"]]
 
 
-def _dump(payload: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(payload, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
-
-
 def render_rules(thresholds: AlertThresholds = AlertThresholds()) -> str:
     """The rules file (YAML) that prometheus.yml loads."""
     header = "# Generated by vboot: recording and alert rules for vLLM. Edit thresholds via vboot, not here.\n"
-    return header + _dump({"groups": rule_groups(thresholds)})
+    return header + to_yaml({"groups": rule_groups(thresholds)})
 
 
 def render_prometheus_config(job: str, target: str, *, rule_files: Sequence[str] = (RULES_FILE,),
@@ -250,4 +247,4 @@ def render_prometheus_config(job: str, target: str, *, rule_files: Sequence[str]
         "rule_files": list(rule_files),
         "scrape_configs": [scrape],
     }
-    return "# Generated by vboot for one vLLM server.\n" + _dump(config)
+    return "# Generated by vboot for one vLLM server.\n" + to_yaml(config)

