@@ -50,9 +50,10 @@ class FakeHub:
         self.calls.append("list")
         return self.files
 
-    def download(self, model_id, revision, cache_dir, endpoint, *, on_bytes=None, max_workers=4, local_dir=None,
+    def download(self, model_id, revision, cache_dir, endpoint, files, *, on_bytes=None, max_workers=4, local_dir=None,
                  debug=False):
         self.calls.append("download")
+        self.downloaded = tuple(files)
         snap = snapshot_dir_for(cache_dir, model_id, revision)
         if self.on_download is not None:
             return self.on_download(snap, on_bytes)
@@ -204,6 +205,12 @@ def test_fresh_pull_downloads_and_records(tmp_path):
     assert hub.calls == ["list", "download"]
     assert (result.bytes, result.files, result.downloaded_bytes, result.source) == (10_100, 2, 10_100, "hub")
     assert load_record(env, MODEL, "master", tmp_path / "cache") is not None
+
+
+def test_download_is_given_the_files_the_plan_was_made_from(tmp_path):
+    hub = FakeHub()
+    ensure_model(MODEL, "master", tmp_path / "cache", env_for(tmp_path), hub=hub, free_space=plenty)
+    assert hub.downloaded == FILES
 
 
 def test_recorded_pull_answers_without_the_hub(tmp_path):

@@ -4,11 +4,11 @@ The flow of :func:`ensure_model`:
 
 1. A recorded pull for (model, revision, cache dir) whose files are all still there with the recorded sizes
    answers at once: no hub, no hashing (``vboot serve`` on every start, ``vboot pull --offline``).
-2. Otherwise list the repo (the client's own listing call), look at what the cache already holds (complete
+2. Otherwise list the repo once (the client's own listing call), look at what the cache already holds (complete
    files, resumable ``*.incomplete`` partials, stray partials of other revisions) and compare the bytes still
    to fetch with the free space of the target filesystem plus a margin: refuse *before* any byte moves.
-3. ``snapshot_download`` (resume with Range, sha256 + size checks, retries), then record the pull
-   atomically in ``$XDG_STATE_HOME/vboot/pulls/``.
+3. Download exactly the listed files (the client skips its own listing; resume with Range, sha256 + size
+   checks against that listing, retries), then record the pull atomically in ``$XDG_STATE_HOME/vboot/pulls/``.
 
 After a full disk, the partial files this call created or grew are removed (the client leaves them).
 The planning functions are pure; the machine is touched through injected collaborators (``hub``,
@@ -142,8 +142,8 @@ class HubClient(Protocol):
     def list_files(self, model_id: str, revision: str, endpoint: str | None, *, debug: bool = False
                    ) -> tuple[RemoteFile, ...]: ...
 
-    def download(self, model_id: str, revision: str, cache_dir: Path, endpoint: str | None, *,
-                 on_bytes: Callable[[str, int], None] | None = None, max_workers: int = 4,
+    def download(self, model_id: str, revision: str, cache_dir: Path, endpoint: str | None,
+                 files: Sequence[RemoteFile], *, on_bytes: Callable[[str, int], None] | None = None, max_workers: int = 4,
                  local_dir: Path | None = None, debug: bool = False) -> Path: ...
 
     def cached_snapshot(self, model_id: str, revision: str, cache_dir: Path, *, debug: bool = False) -> Path: ...
@@ -547,7 +547,7 @@ def ensure_model(
     before = _partial_sizes(snapshot)
     meter = _Meter(plan, progress)
     try:
-        path = client.download(model_id, revision, cache_dir, endpoint, on_bytes=meter, max_workers=max_workers,
+        path = client.download(model_id, revision, cache_dir, endpoint, files, on_bytes=meter, max_workers=max_workers,
                                local_dir=reusable_legacy_dir(cache_dir, model_id), debug=debug)
     except DiskFullError as exc:
         freed = remove_new_partials(before, snapshot)
