@@ -14,7 +14,8 @@ triton          ``$TRITON_CACHE_DIR`` / ``$TRITON_HOME/.triton/cache`` / ``~/.tr
 ==============  ============================================================================================
 
 ModelScope keeps models in two layouts, both read here: ``models/Owner--Name/snapshots/REV/`` (modelscope-hub,
-SDK >= 1.38) with partial files ``*.incomplete`` beside their targets and locks in ``.lock/``; and the legacy
+SDK >= 1.38) with partial files (``*.incomplete``, ``*.parallel_tmp``, range parts ``NAME_START_END``:
+``paths.partial_target``, shared with `vboot pull`) beside their targets and locks in ``.lock/``; and the legacy
 ``models/Owner/Name___with___dots/`` (dots written as ``___``; under ``hub/models`` when no cache variable was
 set), with a dotted symlink ``Name.with.dots -> Name___with___dots`` beside it and partial downloads under
 ``models/._____temp/Owner/Name___``. The Hugging Face hub keeps ``models--owner--name/{blobs,snapshots,refs}``
@@ -40,12 +41,11 @@ from pathlib import Path
 from bootstrap.core.disk import DiskReport, display_path, scan
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError
-from bootstrap.core.paths import cache_home, modelscope_cache
+from bootstrap.core.paths import cache_home, modelscope_cache, partial_target
 
 CACHE_NAMES = ("modelscope", "huggingface", "pip", "uv", "torch", "inductor", "vllm", "triton")
 CLEAN_COMMANDS = {"pip": "pip cache purge", "uv": "uv cache clean"}
 MS_TEMP = "._____temp"
-PARTIAL_SUFFIX = ".incomplete"
 # A partial file written this recently may belong to a download in progress: never planned for deletion.
 BUSY_WINDOW_S = 120.0
 LAST_USED_FILE_LIMIT = 5000
@@ -56,7 +56,7 @@ class CacheItem:
     """One thing in a cache: a model (``kind`` model), partial downloads (partial), locks, or a top folder (entry).
 
     ``paths`` is what cleaning it removes (a legacy ModelScope model: its directory and its dotted symlink;
-    partials: the ``*.incomplete`` files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the newest access/modification
+    partials: the partial files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the newest access/modification
     time seen (epoch seconds). ``in_use_by`` names the live vboot server that serves it.
     """
 
@@ -183,9 +183,17 @@ def _last_used(path: Path | str, limit: int = LAST_USED_FILE_LIMIT) -> float | N
 
 
 def _partials(model_dir: Path) -> list[str]:
+    """The partial downloads below ``model_dir`` (:func:`~bootstrap.core.paths.partial_target`, as `vboot pull`)."""
     out = []
     for dirpath, _dirs, files in os.walk(model_dir):  # os.walk does not follow directory symlinks
-        out.extend(os.path.join(dirpath, f) for f in files if f.endswith(PARTIAL_SUFFIX))
+        for f in files:
+            full = os.path.join(dirpath, f)
+            try:
+                size = os.lstat(full).st_size
+            except OSError:
+                continue
+            if partial_target(f, size) is not None:
+                out.append(full)
     return sorted(out)
 
 

@@ -1,7 +1,9 @@
-"""Where vboot keeps its files (XDG base directories)."""
+"""Where vboot keeps its files (XDG base directories), where the ModelScope cache is, and what a partial download
+in a model cache looks like."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bootstrap.core.environ import Environ
@@ -43,3 +45,27 @@ def modelscope_cache(env: Environ) -> Path:
     if legacy:
         return legacy
     return env.home() / ".cache" / "modelscope"
+
+
+# Partial downloads, as the clients name them beside their target file NAME (modelscope-hub 0.5 ``_download.py``):
+# ``NAME.incomplete`` (one stream, resumed with Range), ``NAME.parallel_tmp`` (range parts being merged; rebuilt,
+# never resumed) and ``NAME_START_END`` (one range part of a large file); huggingface_hub: ``blobs/HASH.incomplete``.
+PARTIAL_SUFFIXES = (".incomplete", ".parallel_tmp")
+_RANGE_PART = re.compile(r"^(?P<base>.+)_(?P<start>\d+)_(?P<end>\d+)$")
+
+
+def partial_target(name: str, size: int) -> str | None:
+    """The name of the file the partial download ``name`` (``size`` bytes) belongs to, or None when it is not one.
+
+    The one definition `vboot pull` (its budget and its refusal) and `vboot disk clean --partial` share. A range part
+    ``NAME_START_END`` never holds more than END - START + 1 bytes (the client drops a longer one), so an ordinary
+    file that merely ends in ``_1_2`` is not taken for one.
+    """
+    for suffix in PARTIAL_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    m = _RANGE_PART.match(name)
+    if m is None:
+        return None
+    start, end = int(m.group("start")), int(m.group("end"))
+    return m.group("base") if start <= end and size <= end - start + 1 else None

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
-from bootstrap.core.paths import state_dir
+from bootstrap.core.paths import partial_target, state_dir
 from bootstrap.core.runs import write_json_atomic
 from bootstrap.core.units import parse_size
 
@@ -38,7 +38,6 @@ MARGIN_ENV = "VBOOT_PULL_MARGIN"
 MARGIN_MIN_BYTES = 256 * 1024**2  # room for logs, lock files and whatever else writes there meanwhile
 MARGIN_FRACTION = 0.02
 RECORD_VERSION = 1
-_PART = re.compile(r"^(?P<base>.+)_(?P<start>\d+)_(?P<end>\d+)$")  # the client's parallel range parts
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total), called from download threads
 
@@ -204,21 +203,13 @@ def snapshot_dir_for(cache_dir: Path, model_id: str, revision: str) -> Path:
     return reusable_legacy_dir(cache_dir, model_id) or cache_dir / "models" / f"{owner}--{name}" / "snapshots" / revision
 
 
-def _partial_base(name: str) -> str | None:
-    """The target file a partial file belongs to, or None when ``name`` is not a partial."""
-    for suffix in (".incomplete", ".parallel_tmp"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    m = _PART.match(name)
-    return m.group("base") if m else None
-
-
 def find_partials(cache_dir: Path, model_id: str, snapshot_dir: Path, listed: Iterable[RemoteFile] = ()
                   ) -> list[Partial]:
-    """Partial files of this model anywhere in the cache; those the coming call will resume are marked.
+    """Partial files of this model anywhere in the cache (:func:`~bootstrap.core.paths.partial_target`, the
+    definition `vboot disk clean --partial` uses too); those the coming call will resume are marked.
 
-    A range part ``NAME_START_END`` counts only next to a listed ``NAME`` (an ordinary file may end in
-    ``_1_2``); ``*.parallel_tmp`` is never resumed (the client rebuilds it from the parts).
+    Only a partial of a listed file inside ``snapshot_dir`` is resumed; ``*.parallel_tmp`` never is (the client
+    rebuilds it from the range parts).
     """
     listed_paths = {f.path for f in listed}
     out: list[Partial] = []
@@ -228,24 +219,20 @@ def find_partials(cache_dir: Path, model_id: str, snapshot_dir: Path, listed: It
             continue
         for dirpath, _dirs, names in os.walk(root):
             for name in names:
-                base = _partial_base(name)
-                if base is None:
-                    continue
                 full = Path(dirpath) / name
                 if full in seen:
-                    continue
-                in_snapshot = Path(dirpath) == snapshot_dir or snapshot_dir in Path(dirpath).parents
-                rel_base = (Path(dirpath) / base).relative_to(snapshot_dir).as_posix() if in_snapshot else ""
-                is_part = not name.endswith((".incomplete", ".parallel_tmp"))
-                if is_part and rel_base not in listed_paths:
                     continue
                 try:
                     size = full.stat().st_size
                 except OSError:
                     continue  # vanished meanwhile
+                base = partial_target(name, size)
+                if base is None:
+                    continue
                 seen.add(full)
-                resumes = rel_base if in_snapshot and rel_base in listed_paths and not name.endswith(
-                    ".parallel_tmp") else ""
+                in_snapshot = Path(dirpath) == snapshot_dir or snapshot_dir in Path(dirpath).parents
+                rel_base = (Path(dirpath) / base).relative_to(snapshot_dir).as_posix() if in_snapshot else ""
+                resumes = rel_base if rel_base in listed_paths and not name.endswith(".parallel_tmp") else ""
                 out.append(Partial(str(full), size, resumes))
     return sorted(out, key=lambda p: p.path)
 
@@ -336,7 +323,7 @@ def not_enough_space(plan: PullPlan, caches: Sequence[CacheHint]) -> NotEnoughSp
         parts.append("largest caches: " + ", ".join(
             f"{c.path} {_gb(c.bytes)}" + (f" (`{c.clean_command}`)" if c.clean_command else "") for c in caches))
     if plan.stray_bytes:
-        parts.append(f"stray partial downloads of this model: {_gb(plan.stray_bytes)}")
+        parts.append(f"stray partial downloads of this model: {_gb(plan.stray_bytes)} (`vboot disk clean --partial`)")
     return NotEnoughSpaceError(
         "; ".join(parts),
         hint="free space (`vboot disk caches`, then `vboot disk clean`), or pass --cache-dir on a larger disk",
@@ -451,14 +438,13 @@ def _partial_sizes(snapshot_dir: Path) -> dict[str, tuple[int, int]]:
         return out
     for dirpath, _dirs, names in os.walk(snapshot_dir):
         for name in names:
-            if _partial_base(name) is None:
-                continue
             full = os.path.join(dirpath, name)
             try:
                 st = os.stat(full)
             except OSError:
                 continue
-            out[full] = (st.st_size, st.st_mtime_ns)
+            if partial_target(name, st.st_size) is not None:
+                out[full] = (st.st_size, st.st_mtime_ns)
     return out
 
 
@@ -580,14 +566,15 @@ def _offline_result(model_id: str, revision: str, path: Path, cache_dir: Path, s
     for dirpath, _dirs, names in os.walk(path):
         for name in names:
             full = os.path.join(dirpath, name)
-            if _partial_base(name) is not None:
-                partial.append(os.path.relpath(full, path))
-                continue
             try:
-                total += os.stat(full).st_size
-                count += 1
+                size = os.stat(full).st_size
             except OSError:
                 continue
+            if partial_target(name, size) is not None:
+                partial.append(os.path.relpath(full, path))
+                continue
+            total += size
+            count += 1
     if partial or count == 0:
         raise ModelNotFoundError(
             f"{model_id}@{revision} in {path} is incomplete ({', '.join(sorted(partial)[:3]) or 'no files'})",
