@@ -19,8 +19,8 @@ OLD = time.time() - 3600
 def make_cache(root: Path) -> tuple[Path, set[str]]:
     """A new-layout model with one partial of each kind the client writes, an ordinary file ending in ``_1_2``
     and a stray partial of another revision; returns (snapshot dir, the partial paths)."""
-    snap = snapshot_dir_for(root, MODEL, "master")
-    other = snapshot_dir_for(root, MODEL, "v0")
+    snap = snapshot_dir_for(root, MODEL, "master", None)
+    other = snapshot_dir_for(root, MODEL, "v0", None)
     snap.mkdir(parents=True)
     other.mkdir(parents=True)
     files = {

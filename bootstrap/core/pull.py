@@ -142,10 +142,11 @@ class HubClient(Protocol):
                    ) -> tuple[RemoteFile, ...]: ...
 
     def download(self, model_id: str, revision: str, cache_dir: Path, endpoint: str | None,
-                 files: Sequence[RemoteFile], *, on_bytes: Callable[[str, int], None] | None = None, max_workers: int = 4,
-                 local_dir: Path | None = None, debug: bool = False) -> Path: ...
+                 files: Sequence[RemoteFile], *, on_bytes: Callable[[str, int], None] | None = None,
+                 max_workers: int = 4, local_dir: Path | None = None, debug: bool = False) -> Path: ...
 
-    def cached_snapshot(self, model_id: str, revision: str, cache_dir: Path, *, debug: bool = False) -> Path: ...
+    def cached_snapshot(self, model_id: str, revision: str, cache_dir: Path, *, local_dir: Path | None = None,
+                        debug: bool = False) -> Path: ...
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -158,17 +159,38 @@ def validate_model_id(model_id: str) -> None:
                          hint="write OWNER/NAME, e.g. Qwen/Qwen2.5-1.5B-Instruct, or a profile name")
 
 
-def model_dirs(cache_dir: Path, model_id: str) -> list[Path]:
-    """Every directory that may hold this model's files: the 1.38+ layout and both legacy layouts."""
+@dataclass(frozen=True)
+class ModelLayout:
+    """Every directory below a cache root that may hold one model's files (the one list of layouts)."""
+
+    new: Path  # models/Owner--Name (snapshots/REV below it): modelscope-hub 0.5, SDK >= 1.38
+    probed: tuple[Path, ...]  # models/Owner/Name___x, hub/models/Owner/Name___x: the client reuses these itself
+    flat: tuple[Path, ...]  # older layouts the client does not probe (the modelscope shim passes one as local_dir)
+    temp: tuple[Path, ...]  # legacy SDK partial downloads (models/._____temp/Owner/Name___x)
+
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys((self.new, *self.probed, *self.temp, *self.flat)))
+
+
+def model_layout(cache_dir: Path, model_id: str) -> ModelLayout:
+    """Where modelscope-hub 0.5 (``DownloadManager._find_legacy_repo_dir``) and the ``modelscope`` shim
+    (``find_reusable_legacy_repo_dir``) look for ``model_id`` below ``cache_dir``, in their order."""
     owner, name = model_id.split("/", 1)
-    legacy_name = name.replace(".", "___")
-    return [
-        cache_dir / "models" / f"{owner}--{name}",
-        cache_dir / "models" / owner / legacy_name,
-        cache_dir / "hub" / "models" / owner / legacy_name,
-        cache_dir / "models" / "._____temp" / owner / legacy_name,
-        cache_dir / "hub" / "models" / "._____temp" / owner / legacy_name,
-    ]
+    safe = name.replace(".", "___")
+    return ModelLayout(
+        new=cache_dir / "models" / f"{owner}--{name}",
+        probed=(cache_dir / "models" / owner / safe, cache_dir / "hub" / "models" / owner / safe),
+        flat=(cache_dir / owner / name, cache_dir / owner / safe, cache_dir / "hub" / owner / name,
+              cache_dir / "hub" / owner / safe, cache_dir / "models" / owner / name),
+        temp=(cache_dir / "models" / "._____temp" / owner / safe,
+              cache_dir / "hub" / "models" / "._____temp" / owner / safe),
+    )
+
+
+def model_dirs(cache_dir: Path, model_id: str) -> list[Path]:
+    """Every directory that may hold this model's files: the 1.38+ layout and all legacy layouts."""
+    return list(model_layout(cache_dir, model_id).dirs)
 
 
 def _non_empty_dir(path: Path) -> bool:
@@ -181,26 +203,19 @@ def _non_empty_dir(path: Path) -> bool:
 def reusable_legacy_dir(cache_dir: Path, model_id: str) -> Path | None:
     """A pre-1.38 cache directory that modelscope-hub itself does not probe (what ``modelscope``'s
     ``snapshot_download`` shim passes as ``local_dir``): reused so an old cache is not downloaded again."""
-    owner, name = model_id.split("/", 1)
-    safe_name = name.replace(".", "___")
-    if _non_empty_dir(cache_dir / "models" / f"{owner}--{name}") or _non_empty_dir(
-            cache_dir / "models" / owner / safe_name):
+    layout = model_layout(cache_dir, model_id)
+    if _non_empty_dir(layout.new) or _non_empty_dir(layout.probed[0]):
         return None
-    for cand in (cache_dir / owner / name, cache_dir / owner / safe_name, cache_dir / "hub" / owner / name,
-                 cache_dir / "hub" / owner / safe_name, cache_dir / "models" / owner / name):
-        if _non_empty_dir(cand):
-            return cand
-    return None
+    return next((d for d in layout.flat if _non_empty_dir(d)), None)
 
 
-def snapshot_dir_for(cache_dir: Path, model_id: str, revision: str) -> Path:
-    """The directory the client will download into: a non-empty legacy dir is reused, else the new layout."""
-    owner, name = model_id.split("/", 1)
-    legacy_name = name.replace(".", "___")
-    for legacy in (cache_dir / "models" / owner / legacy_name, cache_dir / "hub" / "models" / owner / legacy_name):
-        if _non_empty_dir(legacy):
-            return legacy
-    return reusable_legacy_dir(cache_dir, model_id) or cache_dir / "models" / f"{owner}--{name}" / "snapshots" / revision
+def snapshot_dir_for(cache_dir: Path, model_id: str, revision: str, local_dir: Path | None) -> Path:
+    """The directory the client will download into, given the ``local_dir`` it is passed
+    (:func:`reusable_legacy_dir`): that, else a non-empty legacy dir the client probes, else the new layout."""
+    if local_dir is not None:
+        return local_dir
+    layout = model_layout(cache_dir, model_id)
+    return next((d for d in layout.probed if _non_empty_dir(d)), layout.new / "snapshots" / revision)
 
 
 def find_partials(cache_dir: Path, model_id: str, snapshot_dir: Path, listed: Iterable[RemoteFile] = ()
@@ -214,7 +229,10 @@ def find_partials(cache_dir: Path, model_id: str, snapshot_dir: Path, listed: It
     listed_paths = {f.path for f in listed}
     out: list[Partial] = []
     seen: set[Path] = set()
-    for root in model_dirs(cache_dir, model_id):
+    roots = model_dirs(cache_dir, model_id)
+    if not any(snapshot_dir == r or r in snapshot_dir.parents for r in roots):
+        roots.append(snapshot_dir)  # wherever the client writes, its partials count
+    for root in roots:
         if not root.is_dir():
             continue
         for dirpath, _dirs, names in os.walk(root):
@@ -510,8 +528,9 @@ def ensure_model(
         return _result_from_record(record, start)
 
     client = hub or _default_hub()
+    local_dir = reusable_legacy_dir(cache_dir, model_id)  # one answer for the plan and both client calls
     if offline:
-        path = client.cached_snapshot(model_id, revision, cache_dir, debug=debug)
+        path = client.cached_snapshot(model_id, revision, cache_dir, local_dir=local_dir, debug=debug)
         return _offline_result(model_id, revision, path, cache_dir, start)
 
     endpoint = env.get("MODELSCOPE_ENDPOINT") or None
@@ -519,7 +538,7 @@ def ensure_model(
     if not files:
         raise ModelNotFoundError(f"{model_id}@{revision} lists no files", hint="check the model id and --revision",
                                  model=model_id, revision=revision)
-    snapshot = snapshot_dir_for(cache_dir, model_id, revision)
+    snapshot = snapshot_dir_for(cache_dir, model_id, revision, local_dir)
     fs_path, free = free_space(cache_dir)
     plan = plan_pull(model_id, revision, snapshot, files, present=present_files(snapshot, files),
                      partials=find_partials(cache_dir, model_id, snapshot, files), free_bytes=free,
@@ -534,7 +553,7 @@ def ensure_model(
     meter = _Meter(plan, progress)
     try:
         path = client.download(model_id, revision, cache_dir, endpoint, files, on_bytes=meter, max_workers=max_workers,
-                               local_dir=reusable_legacy_dir(cache_dir, model_id), debug=debug)
+                               local_dir=local_dir, debug=debug)
     except DiskFullError as exc:
         freed = remove_new_partials(before, snapshot)
         exc.context["removed_partial_bytes"] = freed

@@ -81,17 +81,16 @@ def download(model_id: str, revision: str, cache_dir: Path, endpoint: str | None
     return Path(path)
 
 
-def cached_snapshot(model_id: str, revision: str, cache_dir: Path, *, debug: bool = False) -> Path:
-    """The snapshot directory already in the cache (``local_files_only``: no network, no hashing)."""
+def cached_snapshot(model_id: str, revision: str, cache_dir: Path, *, local_dir: Path | None = None,
+                    debug: bool = False) -> Path:
+    """The snapshot directory already in the cache (``local_files_only``: no network, no hashing); ``local_dir``
+    is the legacy directory a pull would reuse (``bootstrap.core.pull.reusable_legacy_dir``)."""
     try:
         from modelscope_hub.compat.snapshot_download import snapshot_download
 
-        from bootstrap.core.pull import reusable_legacy_dir
-
         _quiet_client(debug)
-        legacy = reusable_legacy_dir(cache_dir, model_id)
         return Path(snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir),
-                                      local_dir=str(legacy) if legacy else None, local_files_only=True))
+                                      local_dir=str(local_dir) if local_dir else None, local_files_only=True))
     except Exception as exc:  # noqa: BLE001
         err = translate(exc, model_id, revision, None)
         if isinstance(err, ModelNotFoundError):
