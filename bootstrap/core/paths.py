@@ -3,7 +3,10 @@ in a model cache looks like."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat as stat_mod
+from collections.abc import Iterator
 from pathlib import Path
 
 from bootstrap.core.environ import Environ
@@ -69,3 +72,19 @@ def partial_target(name: str, size: int) -> str | None:
         return None
     start, end = int(m.group("start")), int(m.group("end"))
     return m.group("base") if start <= end and size <= end - start + 1 else None
+
+
+def files_under(root: Path | str) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, stat) of every regular file below ``root``, like `find -L ROOT -type f` that does not descend into
+    linked directories (``os.walk`` never does): a file link counts with its target's stat; entries that vanish
+    or cannot be read are skipped. The one walk of a model directory (pull's partials, offline sizes, local models).
+    """
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            if stat_mod.S_ISREG(st.st_mode):
+                yield full, st

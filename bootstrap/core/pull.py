@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
-from bootstrap.core.paths import partial_target, state_dir
+from bootstrap.core.paths import files_under, partial_target, state_dir
 from bootstrap.core.runs import write_json_atomic
 from bootstrap.core.units import parse_size
 
@@ -233,25 +233,16 @@ def find_partials(cache_dir: Path, model_id: str, snapshot_dir: Path, listed: It
     if not any(snapshot_dir == r or r in snapshot_dir.parents for r in roots):
         roots.append(snapshot_dir)  # wherever the client writes, its partials count
     for root in roots:
-        if not root.is_dir():
-            continue
-        for dirpath, _dirs, names in os.walk(root):
-            for name in names:
-                full = Path(dirpath) / name
-                if full in seen:
-                    continue
-                try:
-                    size = full.stat().st_size
-                except OSError:
-                    continue  # vanished meanwhile
-                base = partial_target(name, size)
-                if base is None:
-                    continue
-                seen.add(full)
-                in_snapshot = Path(dirpath) == snapshot_dir or snapshot_dir in Path(dirpath).parents
-                rel_base = (Path(dirpath) / base).relative_to(snapshot_dir).as_posix() if in_snapshot else ""
-                resumes = rel_base if rel_base in listed_paths and not name.endswith(".parallel_tmp") else ""
-                out.append(Partial(str(full), size, resumes))
+        for path, st in files_under(root):
+            full = Path(path)
+            base = partial_target(full.name, st.st_size)
+            if base is None or full in seen:
+                continue
+            seen.add(full)
+            in_snapshot = full.parent == snapshot_dir or snapshot_dir in full.parents
+            rel_base = (full.parent / base).relative_to(snapshot_dir).as_posix() if in_snapshot else ""
+            resumes = rel_base if rel_base in listed_paths and not full.name.endswith(".parallel_tmp") else ""
+            out.append(Partial(path, st.st_size, resumes))
     return sorted(out, key=lambda p: p.path)
 
 
@@ -451,19 +442,8 @@ class _Meter:
 
 def _partial_sizes(snapshot_dir: Path) -> dict[str, tuple[int, int]]:
     """path -> (size, mtime_ns) of partial files in the snapshot directory."""
-    out: dict[str, tuple[int, int]] = {}
-    if not snapshot_dir.is_dir():
-        return out
-    for dirpath, _dirs, names in os.walk(snapshot_dir):
-        for name in names:
-            full = os.path.join(dirpath, name)
-            try:
-                st = os.stat(full)
-            except OSError:
-                continue
-            if partial_target(name, st.st_size) is not None:
-                out[full] = (st.st_size, st.st_mtime_ns)
-    return out
+    return {path: (st.st_size, st.st_mtime_ns) for path, st in files_under(snapshot_dir)
+            if partial_target(os.path.basename(path), st.st_size) is not None}
 
 
 def remove_new_partials(before: Mapping[str, tuple[int, int]], snapshot_dir: Path) -> int:
@@ -582,18 +562,12 @@ def _offline_result(model_id: str, revision: str, path: Path, cache_dir: Path, s
     total = 0
     count = 0
     partial: list[str] = []
-    for dirpath, _dirs, names in os.walk(path):
-        for name in names:
-            full = os.path.join(dirpath, name)
-            try:
-                size = os.stat(full).st_size
-            except OSError:
-                continue
-            if partial_target(name, size) is not None:
-                partial.append(os.path.relpath(full, path))
-                continue
-            total += size
-            count += 1
+    for full, st in files_under(path):
+        if partial_target(os.path.basename(full), st.st_size) is not None:
+            partial.append(os.path.relpath(full, path))
+            continue
+        total += st.st_size
+        count += 1
     if partial or count == 0:
         raise ModelNotFoundError(
             f"{model_id}@{revision} in {path} is incomplete ({', '.join(sorted(partial)[:3]) or 'no files'})",
