@@ -36,3 +36,18 @@ def test_a_local_profile_reports_the_directory_without_loading_the_pull_machiner
     data = json.loads(proc.stdout)["data"]
     assert (data["source"], data["files"], data["bytes"]) == ("local", 3, 610)
     assert "IMPORTED_PULL=False CODE=0" in proc.stderr, proc.stderr
+
+
+def test_the_cache_root_follows_flag_then_profile_then_environment(tmp_path):
+    from bootstrap.cli.pull import _resolve
+    from bootstrap.core.environ import Environ
+    from bootstrap.core.paths import modelscope_cache_source
+
+    env = Environ({"HOME": str(tmp_path / "home"), "MS_CACHE_HOME": str(tmp_path / "legacy")})
+    assert modelscope_cache_source(env) == (tmp_path / "legacy", "MS_CACHE_HOME")
+    assert _resolve("acme/demo", None, None, env)[1:3] == ("master", tmp_path / "legacy")
+    assert _resolve("acme/demo", "v1", tmp_path / "flag", env)[1:3] == ("v1", tmp_path / "flag")
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'description = "d"\ncache_dir = "{tmp_path / "prof"}"\n[model]\nid = "acme/demo"\n')
+    assert _resolve(str(profile), None, None, env)[2] == tmp_path / "prof"
+    assert _resolve(str(profile), None, tmp_path / "flag", env)[2] == tmp_path / "flag"

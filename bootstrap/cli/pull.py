@@ -12,7 +12,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
-from bootstrap.core.paths import files_under, modelscope_cache
+from bootstrap.core.paths import files_under
 from bootstrap.core.units import parse_size
 
 
@@ -71,19 +71,23 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
 
 def _resolve(target: str, revision: str | None, cache_dir: Path | None, env: Environ
              ) -> tuple[str, str, Path, Path | None]:
-    """(model id, revision, cache root, local dir for source = local) from a profile name/path or a model id."""
-    from bootstrap.core.profiles import load_profile, local_model_dir
+    """(model id, revision, cache root, local dir for source = local) from a profile name/path or a model id.
+
+    A bare model id is pulled as a profile of its own, so the cache root comes from the one place that ranks
+    --cache-dir, the profile and the environment (``resolve_serve_settings``).
+    """
+    from bootstrap.core.profiles import ModelSpec, Profile, load_profile, local_model_dir, resolve_serve_settings
 
     looks_like_id = "/" in target and not target.endswith(".toml") and not Path(target).is_file()
     if looks_like_id:
-        return target, revision or "master", (cache_dir or modelscope_cache(env)).expanduser(), None
-    prof = load_profile(target, env)
+        prof = Profile(name=target, description="", model=ModelSpec(id=target))
+    else:
+        prof = load_profile(target, env)
     if prof.model.source == "huggingface":
         raise UsageError(f"profile {prof.name!r} pulls from Hugging Face; `vboot pull` speaks ModelScope only",
                          hint="let vLLM download it at `vboot serve`, or change model.source to modelscope")
-    cache = cache_dir or (Path(prof.cache_dir) if prof.cache_dir else modelscope_cache(env))
-    local = local_model_dir(prof)
-    return prof.model.id, revision or prof.model.revision or "master", cache.expanduser(), local
+    cache = resolve_serve_settings(prof, env, cache_dir=str(cache_dir) if cache_dir else None).cache_dir
+    return prof.model.id, revision or prof.model.revision or "master", cache, local_model_dir(prof)
 
 
 class PullProgress:

@@ -3,7 +3,7 @@
 Locations follow each tool's own rules (read through :class:`Environ`):
 
 ==============  ============================================================================================
-modelscope      ``$MODELSCOPE_CACHE`` / ``$MS_CACHE_HOME`` / ``~/.cache/modelscope`` (``paths.modelscope_cache``)
+modelscope      ``$MODELSCOPE_CACHE`` / ``$MS_CACHE_HOME`` / ``~/.cache/modelscope`` (``paths.modelscope_cache_source``)
 huggingface     ``$HF_HUB_CACHE`` / ``$HF_HOME/hub`` / ``$XDG_CACHE_HOME/huggingface/hub``
 pip             ``$PIP_CACHE_DIR`` / ``$XDG_CACHE_HOME/pip``
 uv              ``$UV_CACHE_DIR`` / ``$XDG_CACHE_HOME/uv``
@@ -41,7 +41,7 @@ from pathlib import Path
 from bootstrap.core.disk import DiskReport, display_path, scan
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError
-from bootstrap.core.paths import cache_home, modelscope_cache, partial_target
+from bootstrap.core.paths import cache_home, modelscope_cache_source, partial_target
 
 CACHE_NAMES = ("modelscope", "huggingface", "pip", "uv", "torch", "inductor", "vllm", "triton")
 CLEAN_COMMANDS = {"pip": "pip cache purge", "uv": "uv cache clean"}
@@ -99,12 +99,10 @@ def cache_locations(env: Environ) -> dict[str, tuple[Path, str]]:
     xdg = cache_home(env)
     home = env.home()
     same: Callable[[Path], Path] = lambda p: p  # noqa: E731
-    ms_source = "MODELSCOPE_CACHE" if env.get("MODELSCOPE_CACHE") else ("MS_CACHE_HOME" if env.get("MS_CACHE_HOME")
-                                                                        else "default")
     user = env.get("USER") or env.get("LOGNAME") or _login_name()
     tmp = env.path("TMPDIR") or Path("/tmp")
     return {
-        "modelscope": (modelscope_cache(env), ms_source),
+        "modelscope": modelscope_cache_source(env),
         "huggingface": _pick(env, [("HF_HUB_CACHE", same), ("HF_HOME", lambda p: p / "hub")],
                              xdg / "huggingface" / "hub"),
         "pip": _pick(env, [("PIP_CACHE_DIR", same)], xdg / "pip"),

@@ -34,20 +34,23 @@ def user_profiles_dir(env: Environ) -> Path:
     return config_dir(env) / "profiles"
 
 
-def modelscope_cache(env: Environ) -> Path:
-    """The cache root the ModelScope client (modelscope-hub >= 0.5) uses.
+def modelscope_cache_source(env: Environ) -> tuple[Path, str]:
+    """The cache root the ModelScope client (modelscope-hub >= 0.5) uses, and the variable that set it.
 
-    ``$MODELSCOPE_CACHE``, else the legacy ``$MS_CACHE_HOME``, else ``~/.cache/modelscope`` (not ``$XDG_CACHE_HOME``:
-    the client ignores it). Models land in ``<root>/models/Owner--Name/snapshots/REV``; SDKs <= 1.37 used
-    ``<root>/[hub/]models/Owner/Name___with___dots``, which the client still reuses when present.
+    ``$MODELSCOPE_CACHE``, else the legacy ``$MS_CACHE_HOME``, else ``~/.cache/modelscope`` ("default"; not
+    ``$XDG_CACHE_HOME``: the client ignores it). Models land in ``<root>/models/Owner--Name/snapshots/REV``; SDKs
+    <= 1.37 used ``<root>/[hub/]models/Owner/Name___with___dots``, which the client still reuses when present.
     """
-    explicit = env.path("MODELSCOPE_CACHE")
-    if explicit:
-        return explicit
-    legacy = env.path("MS_CACHE_HOME")
-    if legacy:
-        return legacy
-    return env.home() / ".cache" / "modelscope"
+    for var in ("MODELSCOPE_CACHE", "MS_CACHE_HOME"):
+        value = env.path(var)
+        if value:
+            return value, var
+    return env.home() / ".cache" / "modelscope", "default"
+
+
+def modelscope_cache(env: Environ) -> Path:
+    """The cache root the ModelScope client uses (:func:`modelscope_cache_source` without the source)."""
+    return modelscope_cache_source(env)[0]
 
 
 # Partial downloads, as the clients name them beside their target file NAME (modelscope-hub 0.5 ``_download.py``):
