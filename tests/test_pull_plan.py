@@ -350,15 +350,17 @@ def test_new_layout_wins_over_an_old_flat_layout(tmp_path):
     assert snapshot_dir_for(tmp_path, MODEL, "master", reusable_legacy_dir(tmp_path, MODEL)) == new
 
 
-def test_a_non_callable_progress_is_ignored(tmp_path):
-    result = ensure_model(MODEL, "master", tmp_path / "cache", env_for(tmp_path), hub=FakeHub(), free_space=plenty,
-                          progress="auto")
-    assert result.source == "hub"
-
-
 def test_a_missing_modelscope_client_is_one_line_with_the_install_command():
     from bootstrap.probes.modelscope_hub import translate
 
     err = translate(ModuleNotFoundError("No module named 'modelscope_hub'", name="modelscope_hub"), MODEL, "master",
                     None)
     assert "not installed" in err.message and "vboot[modelscope]" in err.hint
+
+
+def test_a_model_missing_from_the_local_cache_names_the_cache_searched(tmp_path):
+    from bootstrap.probes.modelscope_hub import cached_snapshot
+
+    with pytest.raises(ModelNotFoundError, match=f"is not in the local cache {tmp_path}$") as info:
+        cached_snapshot(MODEL, "master", tmp_path)
+    assert info.value.context["cache_dir"] == str(tmp_path) and "--cache-dir" in info.value.hint

@@ -303,10 +303,8 @@ def free_space(path: Path) -> tuple[str, int]:
 def largest_caches(env: Environ, limit: int = 3) -> tuple[CacheHint, ...]:
     """The biggest caches `vboot disk caches` reports, to name in a refusal (never raises: a hint must not
     turn a clear refusal into a crash)."""
-    try:
-        from bootstrap.core.caches import scan_caches
-    except ImportError:  # a checkout without `vboot disk`
-        return ()
+    from bootstrap.core.caches import scan_caches
+
     try:
         reports = scan_caches(env)
     except Exception:  # noqa: BLE001
@@ -494,12 +492,10 @@ def ensure_model(
     - Online: list, check the disk budget (refuse before downloading), download, record.
 
     ``progress(done_bytes, total_bytes)`` is called from download threads (the CLI's bar:
-    ``bootstrap.cli.pull.PullProgress``); anything not callable is ignored. Raises NetworkError,
+    ``bootstrap.cli.pull.PullProgress``); core draws nothing itself. Raises NetworkError,
     ModelNotFoundError, NotEnoughSpaceError, DiskFullError, IntegrityError (all one-line with a hint).
     """
     start = time.monotonic()
-    if not callable(progress):
-        progress = None  # e.g. "auto" from a caller that meant "the CLI's bar": core draws nothing itself
     validate_model_id(model_id)
     cache_dir = Path(cache_dir).expanduser()
     debug = env.flag("VBOOT_DEBUG")

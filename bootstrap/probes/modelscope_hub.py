@@ -92,14 +92,7 @@ def cached_snapshot(model_id: str, revision: str, cache_dir: Path, *, local_dir:
         return Path(snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir),
                                       local_dir=str(local_dir) if local_dir else None, local_files_only=True))
     except Exception as exc:  # noqa: BLE001
-        err = translate(exc, model_id, revision, None)
-        if isinstance(err, ModelNotFoundError):
-            raise ModelNotFoundError(
-                f"{model_id}@{revision} is not in the local cache {cache_dir}",
-                hint=f"run `vboot pull {model_id}` while online (or pass --cache-dir)", model=model_id,
-                revision=revision, cache_dir=str(cache_dir),
-            ) from exc
-        raise err from exc
+        raise translate(exc, model_id, revision, None, cache_dir=cache_dir) from exc
 
 
 def _callback_class(sink: ByteSink) -> type:
@@ -150,8 +143,10 @@ def _headline(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | None) -> VbootError:
-    """One VbootError (one line, a hint, stable code and exit code) for any client failure."""
+def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | None, *,
+              cache_dir: Path | None = None) -> VbootError:
+    """One VbootError (one line, a hint, stable code and exit code) for any client failure; ``cache_dir`` is the
+    cache a local-only lookup searched (named when the model is not there)."""
     if isinstance(exc, VbootError):
         return exc
     if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] in ("modelscope_hub", "modelscope"):
@@ -187,8 +182,10 @@ def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | 
         inner_err.context.setdefault("files", sorted(failed))
         return inner_err
     if isinstance(exc, ms.CacheNotFound):
-        return ModelNotFoundError(f"{model_id}@{revision} is not in the local cache",
-                                  hint=f"run `vboot pull {model_id}` while online", **ctx)
+        where_cached = f" {cache_dir}" if cache_dir is not None else ""
+        return ModelNotFoundError(f"{model_id}@{revision} is not in the local cache{where_cached}",
+                                  hint=f"run `vboot pull {model_id}` while online (or pass --cache-dir)",
+                                  cache_dir=str(cache_dir) if cache_dir is not None else None, **ctx)
     status = _status(exc)
     if isinstance(exc, ms.NotExistError) or status == 404:
         return ModelNotFoundError(f"{where} has no model {model_id!r} at revision {revision!r}",
