@@ -165,6 +165,11 @@ class HubServer:
         with self.lock:
             return [r for r in self.requests if r.file is not None and (path is None or r.file == path)]
 
+    def listing_requests(self) -> list[Request]:
+        """The repo-listing requests (``.../repo/files``) answered so far."""
+        with self.lock:
+            return [r for r in self.requests if _FILES.match(r.path)]
+
     def bytes_sent(self) -> int:
         return sum(r.sent_bytes for r in self.file_requests())
 

@@ -288,3 +288,31 @@ def test_each_cache_root_is_scanned_once_and_the_plan_measures_nothing_again(env
     assert chosen[str(legacy)] == du_s(legacy)
     assert chosen[str(ms_root / "models" / "Qwen" / "Qwen2.5-1.5B-Instruct")] == os.lstat(
         ms_root / "models" / "Qwen" / "Qwen2.5-1.5B-Instruct").st_blocks * 512
+
+
+def test_each_model_directory_is_listed_once_for_its_partials_and_last_use(env, tmp_path, monkeypatch):
+    from bootstrap.core import caches
+
+    make_modelscope_new(Path(env["MODELSCOPE_CACHE"]))
+    make_modelscope_legacy(Path(env["MODELSCOPE_CACHE"]))
+    make_hf(tmp_path / "hf" / "hub")
+    listed: list[str] = []
+    recording = [True]
+    real_scandir, real_scan = os.scandir, caches.scan
+
+    def scandir(path="."):
+        if recording[0]:
+            listed.append(os.fspath(path))
+        return real_scandir(path)
+
+    def quiet_scan(*args, **kwargs):  # the du-style scan of the root is counted by the test above
+        recording[0] = False
+        try:
+            return real_scan(*args, **kwargs)
+        finally:
+            recording[0] = True
+
+    monkeypatch.setattr(os, "scandir", scandir)  # os.walk lists through it too
+    monkeypatch.setattr(caches, "scan", quiet_scan)
+    scan_caches(Environ(env), active={}, names=("modelscope", "huggingface"))
+    assert listed and sorted({p for p in listed if listed.count(p) > 1}) == []

@@ -83,6 +83,31 @@ def test_fresh_download_returns_the_snapshot_with_identical_files(pull, tmp_path
     assert all(sha(path / p.name) == sha(p) for p in TINY.iterdir())
 
 
+def test_a_pull_lists_the_repo_once_and_downloads_what_it_listed(pull, hub):
+    code, doc, _ = pull(MODEL)
+    assert code == 0, doc
+    assert len(hub.listing_requests()) == 1
+    assert sorted(r.file for r in hub.file_requests()) == sorted(p.name for p in TINY.iterdir())
+
+
+def test_a_branch_moved_after_the_listing_fails_the_check_instead_of_swapping_files(hub, tmp_path, monkeypatch):
+    """The bytes are checked against the listing the plan used, not against a second, newer listing."""
+    from bootstrap.core.errors import IntegrityError
+    from bootstrap.probes import modelscope_hub as client
+
+    for key, value in client_env(hub.url, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    listed = client.list_files(MODEL, "master", hub.url)
+    moved = make_repo(tmp_path / "moved", {})
+    for p in TINY.iterdir():
+        (moved / p.name).write_bytes(p.read_bytes())
+    (moved / "config.json").write_bytes(bytes(b ^ 1 for b in (TINY / "config.json").read_bytes()))  # same size
+    hub.add_repo(MODEL, moved)
+    with pytest.raises(IntegrityError, match="config.json"):
+        client.download(MODEL, "master", tmp_path / "cache", hub.url, listed)
+    assert len(hub.listing_requests()) == 1
+
+
 def test_second_pull_downloads_no_file(pull, hub):
     pull(MODEL)
     hub.clear()

@@ -25,6 +25,7 @@ from bootstrap.core.pull import (
     record_intact,
     record_path,
     remove_new_partials,
+    reusable_legacy_dir,
     save_record,
     snapshot_dir_for,
 )
@@ -50,10 +51,12 @@ class FakeHub:
         self.calls.append("list")
         return self.files
 
-    def download(self, model_id, revision, cache_dir, endpoint, *, on_bytes=None, max_workers=4, local_dir=None,
+    def download(self, model_id, revision, cache_dir, endpoint, files, *, on_bytes=None, max_workers=4, local_dir=None,
                  debug=False):
         self.calls.append("download")
-        snap = snapshot_dir_for(cache_dir, model_id, revision)
+        self.downloaded = tuple(files)
+        self.local_dir = local_dir
+        snap = local_dir or snapshot_dir_for(cache_dir, model_id, revision, None)
         if self.on_download is not None:
             return self.on_download(snap, on_bytes)
         snap.mkdir(parents=True, exist_ok=True)
@@ -63,8 +66,9 @@ class FakeHub:
                 on_bytes(f.path, f.size)
         return snap
 
-    def cached_snapshot(self, model_id, revision, cache_dir, *, debug=False):
+    def cached_snapshot(self, model_id, revision, cache_dir, *, local_dir=None, debug=False):
         self.calls.append("cached")
+        self.local_dir = local_dir
         raise ModelNotFoundError(f"{model_id}@{revision} is not in the local cache")
 
 
@@ -74,7 +78,7 @@ def plenty(_path: Path) -> tuple[str, int]:
 
 # -- planning -------------------------------------------------------------------------------------------
 def test_plan_subtracts_present_files_and_resumable_partials(tmp_path):
-    snap = snapshot_dir_for(tmp_path, MODEL, "master")
+    snap = snapshot_dir_for(tmp_path, MODEL, "master", None)
     plan = plan_pull(MODEL, "master", snap, FILES, present=frozenset({"config.json"}),
                      partials=[Partial(str(snap / "model.safetensors.incomplete"), 4_000, "model.safetensors")],
                      free_bytes=10**9, filesystem_path="/", margin_bytes=0)
@@ -101,8 +105,8 @@ def test_stray_partials_are_counted_as_space_that_could_go(tmp_path):
 
 
 def test_find_partials_marks_this_snapshot_resumable_and_other_revisions_stray(tmp_path):
-    snap = snapshot_dir_for(tmp_path, MODEL, "master")
-    other = snapshot_dir_for(tmp_path, MODEL, "v1")
+    snap = snapshot_dir_for(tmp_path, MODEL, "master", None)
+    other = snapshot_dir_for(tmp_path, MODEL, "v1", None)
     snap.mkdir(parents=True)
     other.mkdir(parents=True)
     (snap / "model.safetensors.incomplete").write_bytes(b"1" * 30)
@@ -120,7 +124,7 @@ def test_legacy_layout_is_used_when_it_already_holds_files(tmp_path):
     legacy = tmp_path / "models" / "acme" / "demo-1___5B"
     legacy.mkdir(parents=True)
     (legacy / "config.json").write_text("{}")
-    assert snapshot_dir_for(tmp_path, MODEL, "master") == legacy
+    assert snapshot_dir_for(tmp_path, MODEL, "master", reusable_legacy_dir(tmp_path, MODEL)) == legacy
 
 
 def test_present_files_require_the_listed_size(tmp_path):
@@ -206,6 +210,12 @@ def test_fresh_pull_downloads_and_records(tmp_path):
     assert load_record(env, MODEL, "master", tmp_path / "cache") is not None
 
 
+def test_download_is_given_the_files_the_plan_was_made_from(tmp_path):
+    hub = FakeHub()
+    ensure_model(MODEL, "master", tmp_path / "cache", env_for(tmp_path), hub=hub, free_space=plenty)
+    assert hub.downloaded == FILES
+
+
 def test_recorded_pull_answers_without_the_hub(tmp_path):
     env = env_for(tmp_path)
     ensure_model(MODEL, "master", tmp_path / "cache", env, hub=FakeHub(), free_space=plenty)
@@ -239,7 +249,7 @@ def test_short_space_refuses_before_downloading(tmp_path):
 
 def test_disk_full_removes_partials_this_call_wrote_and_keeps_older_ones(tmp_path):
     cache = tmp_path / "cache"
-    snap = snapshot_dir_for(cache, MODEL, "master")
+    snap = snapshot_dir_for(cache, MODEL, "master", None)
     snap.mkdir(parents=True)
     old = snap / "config.json.incomplete"
     old.write_bytes(b"o" * 10)
@@ -266,7 +276,7 @@ def test_remove_new_partials_keeps_untouched_ones(tmp_path):
 
 def test_progress_counts_resumed_prefix_as_done_but_not_downloaded(tmp_path):
     cache = tmp_path / "cache"
-    snap = snapshot_dir_for(cache, MODEL, "master")
+    snap = snapshot_dir_for(cache, MODEL, "master", None)
     snap.mkdir(parents=True)
     (snap / "model.safetensors.incomplete").write_bytes(b"p" * 4_000)
     seen: list[tuple[int, int]] = []
@@ -297,20 +307,47 @@ def test_old_flat_cache_layout_is_reused_as_local_dir(tmp_path):
     old = tmp_path / "acme" / "demo-1___5B"
     old.mkdir(parents=True)
     (old / "config.json").write_text("{}")
-    assert snapshot_dir_for(tmp_path, MODEL, "master") == old
+    assert snapshot_dir_for(tmp_path, MODEL, "master", reusable_legacy_dir(tmp_path, MODEL)) == old
+
+
+def test_a_partial_in_an_old_flat_layout_counts_as_resumable(tmp_path):
+    old = tmp_path / "acme" / "demo-1___5B"
+    old.mkdir(parents=True)
+    (old / "config.json").write_bytes(b"x" * 100)
+    (old / "model.safetensors.incomplete").write_bytes(b"p" * 4_000)
+    plans = []
+    hub = FakeHub()
+    ensure_model(MODEL, "master", tmp_path, env_for(tmp_path), hub=hub, free_space=plenty, on_plan=plans.append)
+    assert plans[0].snapshot_dir == str(old) and hub.local_dir == old
+    assert (plans[0].present_bytes, plans[0].resumable_bytes, plans[0].needed_bytes) == (100, 4_000, 6_000)
+
+
+def test_the_planned_snapshot_is_the_local_dir_the_client_is_given(tmp_path):
+    # A flat layout is passed as local_dir (the client then writes there), even beside a hub/models legacy dir.
+    for d in (tmp_path / "hub" / "models" / "acme" / "demo-1___5B", tmp_path / "acme" / "demo-1.5B"):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+    local = reusable_legacy_dir(tmp_path, MODEL)
+    assert local == tmp_path / "acme" / "demo-1.5B"
+    assert snapshot_dir_for(tmp_path, MODEL, "master", local) == local
+
+
+def test_offline_passes_the_reused_legacy_dir_to_the_client(tmp_path):
+    old = tmp_path / "acme" / "demo-1___5B"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    hub = FakeHub()
+    with pytest.raises(ModelNotFoundError):
+        ensure_model(MODEL, "master", tmp_path, env_for(tmp_path), hub=hub, offline=True)
+    assert hub.local_dir == old
 
 
 def test_new_layout_wins_over_an_old_flat_layout(tmp_path):
     for d in (tmp_path / "acme" / "demo-1___5B", tmp_path / "models" / "acme--demo-1.5B" / "snapshots" / "master"):
         d.mkdir(parents=True)
         (d / "config.json").write_text("{}")
-    assert snapshot_dir_for(tmp_path, MODEL, "master") == tmp_path / "models" / "acme--demo-1.5B" / "snapshots" / "master"
-
-
-def test_a_non_callable_progress_is_ignored(tmp_path):
-    result = ensure_model(MODEL, "master", tmp_path / "cache", env_for(tmp_path), hub=FakeHub(), free_space=plenty,
-                          progress="auto")
-    assert result.source == "hub"
+    new = tmp_path / "models" / "acme--demo-1.5B" / "snapshots" / "master"
+    assert snapshot_dir_for(tmp_path, MODEL, "master", reusable_legacy_dir(tmp_path, MODEL)) == new
 
 
 def test_a_missing_modelscope_client_is_one_line_with_the_install_command():
@@ -319,3 +356,11 @@ def test_a_missing_modelscope_client_is_one_line_with_the_install_command():
     err = translate(ModuleNotFoundError("No module named 'modelscope_hub'", name="modelscope_hub"), MODEL, "master",
                     None)
     assert "not installed" in err.message and "vboot[modelscope]" in err.hint
+
+
+def test_a_model_missing_from_the_local_cache_names_the_cache_searched(tmp_path):
+    from bootstrap.probes.modelscope_hub import cached_snapshot
+
+    with pytest.raises(ModelNotFoundError, match=f"is not in the local cache {tmp_path}$") as info:
+        cached_snapshot(MODEL, "master", tmp_path)
+    assert info.value.context["cache_dir"] == str(tmp_path) and "--cache-dir" in info.value.hint

@@ -12,7 +12,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
-from bootstrap.core.paths import modelscope_cache
+from bootstrap.core.paths import files_under
 from bootstrap.core.units import parse_size
 
 
@@ -47,13 +47,12 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
     Exit codes: 0 ok, 2 usage, 3 network, 4 unknown model/revision or not cached (--offline),
     5 not enough space / disk full, 6 integrity (sha256 or size) failure.
     """
-    from bootstrap.core.pull import ensure_model
-
     env = Environ()
     model_id, rev, cache, local = _resolve(target, revision, cache_dir, env)
     if local is not None:
-        data = {"model": model_id, "revision": rev, "path": str(local), "bytes": _dir_bytes(local),
-                "files": _dir_files(local), "downloaded_bytes": 0, "source": "local", "verified_at": None}
+        sizes = [st.st_size for _path, st in files_under(local)]
+        data = {"model": model_id, "revision": rev, "path": str(local), "bytes": sum(sizes), "files": len(sizes),
+                "downloaded_bytes": 0, "source": "local", "verified_at": None}
         output.emit(CommandResult("pull", data), human=_render)
     margin_bytes = None
     if margin is not None:
@@ -61,6 +60,8 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
             margin_bytes = parse_size(margin)
         except ValueError as exc:
             raise UsageError(f"--margin: {exc}", hint="write e.g. --margin 1GB or --margin 0") from None
+
+    from bootstrap.core.pull import ensure_model  # not needed for a local model
 
     with PullProgress() as bar:
         result = ensure_model(model_id, rev, cache, env, offline=offline, verify=not offline, progress=bar.update,
@@ -70,27 +71,23 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
 
 def _resolve(target: str, revision: str | None, cache_dir: Path | None, env: Environ
              ) -> tuple[str, str, Path, Path | None]:
-    """(model id, revision, cache root, local dir for source = local) from a profile name/path or a model id."""
-    from bootstrap.core.profiles import load_profile, local_model_dir
+    """(model id, revision, cache root, local dir for source = local) from a profile name/path or a model id.
+
+    A bare model id is pulled as a profile of its own, so the cache root comes from the one place that ranks
+    --cache-dir, the profile and the environment (``resolve_serve_settings``).
+    """
+    from bootstrap.core.profiles import ModelSpec, Profile, load_profile, local_model_dir, resolve_serve_settings
 
     looks_like_id = "/" in target and not target.endswith(".toml") and not Path(target).is_file()
     if looks_like_id:
-        return target, revision or "master", (cache_dir or modelscope_cache(env)).expanduser(), None
-    prof = load_profile(target, env)
+        prof = Profile(name=target, description="", model=ModelSpec(id=target))
+    else:
+        prof = load_profile(target, env)
     if prof.model.source == "huggingface":
         raise UsageError(f"profile {prof.name!r} pulls from Hugging Face; `vboot pull` speaks ModelScope only",
                          hint="let vLLM download it at `vboot serve`, or change model.source to modelscope")
-    cache = cache_dir or (Path(prof.cache_dir) if prof.cache_dir else modelscope_cache(env))
-    local = local_model_dir(prof)
-    return prof.model.id, revision or prof.model.revision or "master", cache.expanduser(), local
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _dir_files(path: Path) -> int:
-    return sum(1 for p in path.rglob("*") if p.is_file())
+    cache = resolve_serve_settings(prof, env, cache_dir=str(cache_dir) if cache_dir else None).cache_dir
+    return prof.model.id, revision or prof.model.revision or "master", cache, local_model_dir(prof)
 
 
 class PullProgress:

@@ -3,7 +3,7 @@
 Locations follow each tool's own rules (read through :class:`Environ`):
 
 ==============  ============================================================================================
-modelscope      ``$MODELSCOPE_CACHE`` / ``$MS_CACHE_HOME`` / ``~/.cache/modelscope`` (``paths.modelscope_cache``)
+modelscope      ``$MODELSCOPE_CACHE`` / ``$MS_CACHE_HOME`` / ``~/.cache/modelscope`` (``paths.modelscope_cache_source``)
 huggingface     ``$HF_HUB_CACHE`` / ``$HF_HOME/hub`` / ``$XDG_CACHE_HOME/huggingface/hub``
 pip             ``$PIP_CACHE_DIR`` / ``$XDG_CACHE_HOME/pip``
 uv              ``$UV_CACHE_DIR`` / ``$XDG_CACHE_HOME/uv``
@@ -14,7 +14,8 @@ triton          ``$TRITON_CACHE_DIR`` / ``$TRITON_HOME/.triton/cache`` / ``~/.tr
 ==============  ============================================================================================
 
 ModelScope keeps models in two layouts, both read here: ``models/Owner--Name/snapshots/REV/`` (modelscope-hub,
-SDK >= 1.38) with partial files ``*.incomplete`` beside their targets and locks in ``.lock/``; and the legacy
+SDK >= 1.38) with partial files (``*.incomplete``, ``*.parallel_tmp``, range parts ``NAME_START_END``:
+``paths.partial_target``, shared with `vboot pull`) beside their targets and locks in ``.lock/``; and the legacy
 ``models/Owner/Name___with___dots/`` (dots written as ``___``; under ``hub/models`` when no cache variable was
 set), with a dotted symlink ``Name.with.dots -> Name___with___dots`` beside it and partial downloads under
 ``models/._____temp/Owner/Name___``. The Hugging Face hub keeps ``models--owner--name/{blobs,snapshots,refs}``
@@ -40,12 +41,11 @@ from pathlib import Path
 from bootstrap.core.disk import DiskReport, display_path, scan
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError
-from bootstrap.core.paths import cache_home, modelscope_cache
+from bootstrap.core.paths import cache_home, modelscope_cache_source, partial_target
 
 CACHE_NAMES = ("modelscope", "huggingface", "pip", "uv", "torch", "inductor", "vllm", "triton")
 CLEAN_COMMANDS = {"pip": "pip cache purge", "uv": "uv cache clean"}
 MS_TEMP = "._____temp"
-PARTIAL_SUFFIX = ".incomplete"
 # A partial file written this recently may belong to a download in progress: never planned for deletion.
 BUSY_WINDOW_S = 120.0
 LAST_USED_FILE_LIMIT = 5000
@@ -56,7 +56,7 @@ class CacheItem:
     """One thing in a cache: a model (``kind`` model), partial downloads (partial), locks, or a top folder (entry).
 
     ``paths`` is what cleaning it removes (a legacy ModelScope model: its directory and its dotted symlink;
-    partials: the ``*.incomplete`` files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the newest access/modification
+    partials: the partial files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the newest access/modification
     time seen (epoch seconds). ``in_use_by`` names the live vboot server that serves it.
     """
 
@@ -99,12 +99,10 @@ def cache_locations(env: Environ) -> dict[str, tuple[Path, str]]:
     xdg = cache_home(env)
     home = env.home()
     same: Callable[[Path], Path] = lambda p: p  # noqa: E731
-    ms_source = "MODELSCOPE_CACHE" if env.get("MODELSCOPE_CACHE") else ("MS_CACHE_HOME" if env.get("MS_CACHE_HOME")
-                                                                        else "default")
     user = env.get("USER") or env.get("LOGNAME") or _login_name()
     tmp = env.path("TMPDIR") or Path("/tmp")
     return {
-        "modelscope": (modelscope_cache(env), ms_source),
+        "modelscope": modelscope_cache_source(env),
         "huggingface": _pick(env, [("HF_HUB_CACHE", same), ("HF_HOME", lambda p: p / "hub")],
                              xdg / "huggingface" / "hub"),
         "pip": _pick(env, [("PIP_CACHE_DIR", same)], xdg / "pip"),
@@ -156,56 +154,64 @@ def _sizes_from(report: DiskReport) -> Size:
     return size
 
 
-def _last_used(path: Path | str, limit: int = LAST_USED_FILE_LIMIT) -> float | None:
-    """Newest atime/mtime of the files below ``path`` (directories: mtime only; ``limit`` entries at most;
-    links not followed). File atimes are moved by reads (relatime), never by our stat calls."""
+@dataclass(frozen=True)
+class _Walked:
+    """What one walk of a directory found (see :func:`_walk`)."""
+
+    last_used: float | None
+    partials: tuple[str, ...] = ()
+    partial_bytes: int = 0
+    partial_last_used: float | None = None
+
+
+def _newer(a: float | None, b: float) -> float:
+    return b if a is None or b > a else a
+
+
+def _walk(path: Path | str, limit: int = LAST_USED_FILE_LIMIT) -> _Walked:
+    """One walk below ``path`` (links not followed) for both facts an item needs:
+
+    - last use: the newest atime/mtime of its first ``limit`` entries (directories: mtime only, as listing one
+      moves its atime, this walk too). File atimes are moved by reads (relatime), never by our stat calls.
+    - its partial downloads (``paths.partial_target``, the definition `vboot pull` uses) with their du bytes
+      and newest mtime, looked for in the whole tree.
+    """
     newest: float | None = None
+    partials: list[str] = []
+    partial_bytes = 0
+    partial_newest: float | None = None
     seen = 0
-    stack = [os.fspath(path)]
-    while stack and seen < limit:
-        current = stack.pop()
-        try:
-            st = os.lstat(current)
-        except OSError:
-            continue
-        is_dir = stat_mod.S_ISDIR(st.st_mode)
-        # A directory's atime moves whenever anyone lists it (this scan too): only its mtime means use.
-        t = st.st_mtime if is_dir else max(st.st_atime, st.st_mtime)
-        newest = t if newest is None or t > newest else newest
-        seen += 1
+    root = os.fspath(path)
+    stack: list[tuple[str, bool]] = [(root, True)]  # (path, a real directory per its dir entry)
+    while stack:
+        current, is_dir = stack.pop()
+        name = os.path.basename(current)
+        timed = seen < limit
+        # A name that is no partial at size 0 is none at any size (the size only narrows a range part).
+        if timed or (not is_dir and partial_target(name, 0) is not None):
+            try:
+                st = os.lstat(current)
+            except OSError:
+                continue
+            is_dir = stat_mod.S_ISDIR(st.st_mode)
+            if timed:
+                newest = _newer(newest, st.st_mtime if is_dir else max(st.st_atime, st.st_mtime))
+                seen += 1
+            if not is_dir and current != root and partial_target(name, st.st_size) is not None:
+                partials.append(current)
+                partial_bytes += st.st_blocks * 512
+                partial_newest = _newer(partial_newest, st.st_mtime)
         if is_dir:
             try:
                 with os.scandir(current) as it:
-                    stack.extend(e.path for e in it)
+                    stack.extend((e.path, e.is_dir(follow_symlinks=False)) for e in it)
             except OSError:
                 continue
-    return newest
+    return _Walked(newest, tuple(sorted(partials)), partial_bytes, partial_newest)
 
 
-def _partials(model_dir: Path) -> list[str]:
-    out = []
-    for dirpath, _dirs, files in os.walk(model_dir):  # os.walk does not follow directory symlinks
-        out.extend(os.path.join(dirpath, f) for f in files if f.endswith(PARTIAL_SUFFIX))
-    return sorted(out)
-
-
-def _file_bytes(paths: Iterable[str]) -> int:
-    total = 0
-    for p in paths:
-        try:
-            total += os.lstat(p).st_blocks * 512
-        except OSError:
-            pass
-    return total
-
-
-def _partial_item(model_id: str, model_dir: Path, layout: str) -> CacheItem | None:
-    files = _partials(model_dir)
-    if not files:
-        return None
-    newest = max((_mtime(f) for f in files), default=None)
-    return CacheItem(id=f"{model_id} (partial)", path=str(model_dir), bytes=_file_bytes(files), last_used=newest,
-                     kind="partial", layout=layout, paths=tuple(files))
+def _last_used(path: Path | str) -> float | None:
+    return _walk(path).last_used
 
 
 def _mtime(path: str) -> float | None:
@@ -218,13 +224,17 @@ def _mtime(path: str) -> float | None:
 def _model_item(model_id: str, model_dir: Path, layout: str, extra_paths: tuple[str, ...] = (),
                 size: Size = _size) -> list[CacheItem]:
     """A model item (bytes without its partial files) plus, separately, its partial downloads."""
-    partial = _partial_item(model_id, model_dir, layout)
+    walked = _walk(model_dir)
     full = size(model_dir)
     paths = (str(model_dir), *extra_paths)
-    model = CacheItem(id=model_id, path=str(model_dir), bytes=full - (partial.bytes if partial else 0),
-                      last_used=_last_used(model_dir), kind="model", layout=layout, paths=paths,
+    model = CacheItem(id=model_id, path=str(model_dir), bytes=full - walked.partial_bytes,
+                      last_used=walked.last_used, kind="model", layout=layout, paths=paths,
                       paths_bytes=(full, *(size(x) for x in extra_paths)))
-    return [model] + ([partial] if partial else [])
+    if not walked.partials:
+        return [model]
+    return [model, CacheItem(id=f"{model_id} (partial)", path=str(model_dir), bytes=walked.partial_bytes,
+                             last_used=walked.partial_last_used, kind="partial", layout=layout,
+                             paths=walked.partials)]
 
 
 def scan_modelscope(root: Path, size: Size = _size) -> list[CacheItem]:

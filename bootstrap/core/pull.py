@@ -4,11 +4,11 @@ The flow of :func:`ensure_model`:
 
 1. A recorded pull for (model, revision, cache dir) whose files are all still there with the recorded sizes
    answers at once: no hub, no hashing (``vboot serve`` on every start, ``vboot pull --offline``).
-2. Otherwise list the repo (the client's own listing call), look at what the cache already holds (complete
+2. Otherwise list the repo once (the client's own listing call), look at what the cache already holds (complete
    files, resumable ``*.incomplete`` partials, stray partials of other revisions) and compare the bytes still
    to fetch with the free space of the target filesystem plus a margin: refuse *before* any byte moves.
-3. ``snapshot_download`` (resume with Range, sha256 + size checks, retries), then record the pull
-   atomically in ``$XDG_STATE_HOME/vboot/pulls/``.
+3. Download exactly the listed files (the client skips its own listing; resume with Range, sha256 + size
+   checks against that listing, retries), then record the pull atomically in ``$XDG_STATE_HOME/vboot/pulls/``.
 
 After a full disk, the partial files this call created or grew are removed (the client leaves them).
 The planning functions are pure; the machine is touched through injected collaborators (``hub``,
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
-from bootstrap.core.paths import state_dir
+from bootstrap.core.paths import files_under, partial_target, state_dir
 from bootstrap.core.runs import write_json_atomic
 from bootstrap.core.units import parse_size
 
@@ -38,7 +38,6 @@ MARGIN_ENV = "VBOOT_PULL_MARGIN"
 MARGIN_MIN_BYTES = 256 * 1024**2  # room for logs, lock files and whatever else writes there meanwhile
 MARGIN_FRACTION = 0.02
 RECORD_VERSION = 1
-_PART = re.compile(r"^(?P<base>.+)_(?P<start>\d+)_(?P<end>\d+)$")  # the client's parallel range parts
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total), called from download threads
 
@@ -142,11 +141,12 @@ class HubClient(Protocol):
     def list_files(self, model_id: str, revision: str, endpoint: str | None, *, debug: bool = False
                    ) -> tuple[RemoteFile, ...]: ...
 
-    def download(self, model_id: str, revision: str, cache_dir: Path, endpoint: str | None, *,
-                 on_bytes: Callable[[str, int], None] | None = None, max_workers: int = 4,
-                 local_dir: Path | None = None, debug: bool = False) -> Path: ...
+    def download(self, model_id: str, revision: str, cache_dir: Path, endpoint: str | None,
+                 files: Sequence[RemoteFile], *, on_bytes: Callable[[str, int], None] | None = None,
+                 max_workers: int = 4, local_dir: Path | None = None, debug: bool = False) -> Path: ...
 
-    def cached_snapshot(self, model_id: str, revision: str, cache_dir: Path, *, debug: bool = False) -> Path: ...
+    def cached_snapshot(self, model_id: str, revision: str, cache_dir: Path, *, local_dir: Path | None = None,
+                        debug: bool = False) -> Path: ...
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -159,17 +159,38 @@ def validate_model_id(model_id: str) -> None:
                          hint="write OWNER/NAME, e.g. Qwen/Qwen2.5-1.5B-Instruct, or a profile name")
 
 
-def model_dirs(cache_dir: Path, model_id: str) -> list[Path]:
-    """Every directory that may hold this model's files: the 1.38+ layout and both legacy layouts."""
+@dataclass(frozen=True)
+class ModelLayout:
+    """Every directory below a cache root that may hold one model's files (the one list of layouts)."""
+
+    new: Path  # models/Owner--Name (snapshots/REV below it): modelscope-hub 0.5, SDK >= 1.38
+    probed: tuple[Path, ...]  # models/Owner/Name___x, hub/models/Owner/Name___x: the client reuses these itself
+    flat: tuple[Path, ...]  # older layouts the client does not probe (the modelscope shim passes one as local_dir)
+    temp: tuple[Path, ...]  # legacy SDK partial downloads (models/._____temp/Owner/Name___x)
+
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys((self.new, *self.probed, *self.temp, *self.flat)))
+
+
+def model_layout(cache_dir: Path, model_id: str) -> ModelLayout:
+    """Where modelscope-hub 0.5 (``DownloadManager._find_legacy_repo_dir``) and the ``modelscope`` shim
+    (``find_reusable_legacy_repo_dir``) look for ``model_id`` below ``cache_dir``, in their order."""
     owner, name = model_id.split("/", 1)
-    legacy_name = name.replace(".", "___")
-    return [
-        cache_dir / "models" / f"{owner}--{name}",
-        cache_dir / "models" / owner / legacy_name,
-        cache_dir / "hub" / "models" / owner / legacy_name,
-        cache_dir / "models" / "._____temp" / owner / legacy_name,
-        cache_dir / "hub" / "models" / "._____temp" / owner / legacy_name,
-    ]
+    safe = name.replace(".", "___")
+    return ModelLayout(
+        new=cache_dir / "models" / f"{owner}--{name}",
+        probed=(cache_dir / "models" / owner / safe, cache_dir / "hub" / "models" / owner / safe),
+        flat=(cache_dir / owner / name, cache_dir / owner / safe, cache_dir / "hub" / owner / name,
+              cache_dir / "hub" / owner / safe, cache_dir / "models" / owner / name),
+        temp=(cache_dir / "models" / "._____temp" / owner / safe,
+              cache_dir / "hub" / "models" / "._____temp" / owner / safe),
+    )
+
+
+def model_dirs(cache_dir: Path, model_id: str) -> list[Path]:
+    """Every directory that may hold this model's files: the 1.38+ layout and all legacy layouts."""
+    return list(model_layout(cache_dir, model_id).dirs)
 
 
 def _non_empty_dir(path: Path) -> bool:
@@ -182,71 +203,46 @@ def _non_empty_dir(path: Path) -> bool:
 def reusable_legacy_dir(cache_dir: Path, model_id: str) -> Path | None:
     """A pre-1.38 cache directory that modelscope-hub itself does not probe (what ``modelscope``'s
     ``snapshot_download`` shim passes as ``local_dir``): reused so an old cache is not downloaded again."""
-    owner, name = model_id.split("/", 1)
-    safe_name = name.replace(".", "___")
-    if _non_empty_dir(cache_dir / "models" / f"{owner}--{name}") or _non_empty_dir(
-            cache_dir / "models" / owner / safe_name):
+    layout = model_layout(cache_dir, model_id)
+    if _non_empty_dir(layout.new) or _non_empty_dir(layout.probed[0]):
         return None
-    for cand in (cache_dir / owner / name, cache_dir / owner / safe_name, cache_dir / "hub" / owner / name,
-                 cache_dir / "hub" / owner / safe_name, cache_dir / "models" / owner / name):
-        if _non_empty_dir(cand):
-            return cand
-    return None
+    return next((d for d in layout.flat if _non_empty_dir(d)), None)
 
 
-def snapshot_dir_for(cache_dir: Path, model_id: str, revision: str) -> Path:
-    """The directory the client will download into: a non-empty legacy dir is reused, else the new layout."""
-    owner, name = model_id.split("/", 1)
-    legacy_name = name.replace(".", "___")
-    for legacy in (cache_dir / "models" / owner / legacy_name, cache_dir / "hub" / "models" / owner / legacy_name):
-        if _non_empty_dir(legacy):
-            return legacy
-    return reusable_legacy_dir(cache_dir, model_id) or cache_dir / "models" / f"{owner}--{name}" / "snapshots" / revision
-
-
-def _partial_base(name: str) -> str | None:
-    """The target file a partial file belongs to, or None when ``name`` is not a partial."""
-    for suffix in (".incomplete", ".parallel_tmp"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    m = _PART.match(name)
-    return m.group("base") if m else None
+def snapshot_dir_for(cache_dir: Path, model_id: str, revision: str, local_dir: Path | None) -> Path:
+    """The directory the client will download into, given the ``local_dir`` it is passed
+    (:func:`reusable_legacy_dir`): that, else a non-empty legacy dir the client probes, else the new layout."""
+    if local_dir is not None:
+        return local_dir
+    layout = model_layout(cache_dir, model_id)
+    return next((d for d in layout.probed if _non_empty_dir(d)), layout.new / "snapshots" / revision)
 
 
 def find_partials(cache_dir: Path, model_id: str, snapshot_dir: Path, listed: Iterable[RemoteFile] = ()
                   ) -> list[Partial]:
-    """Partial files of this model anywhere in the cache; those the coming call will resume are marked.
+    """Partial files of this model anywhere in the cache (:func:`~bootstrap.core.paths.partial_target`, the
+    definition `vboot disk clean --partial` uses too); those the coming call will resume are marked.
 
-    A range part ``NAME_START_END`` counts only next to a listed ``NAME`` (an ordinary file may end in
-    ``_1_2``); ``*.parallel_tmp`` is never resumed (the client rebuilds it from the parts).
+    Only a partial of a listed file inside ``snapshot_dir`` is resumed; ``*.parallel_tmp`` never is (the client
+    rebuilds it from the range parts).
     """
     listed_paths = {f.path for f in listed}
     out: list[Partial] = []
     seen: set[Path] = set()
-    for root in model_dirs(cache_dir, model_id):
-        if not root.is_dir():
-            continue
-        for dirpath, _dirs, names in os.walk(root):
-            for name in names:
-                base = _partial_base(name)
-                if base is None:
-                    continue
-                full = Path(dirpath) / name
-                if full in seen:
-                    continue
-                in_snapshot = Path(dirpath) == snapshot_dir or snapshot_dir in Path(dirpath).parents
-                rel_base = (Path(dirpath) / base).relative_to(snapshot_dir).as_posix() if in_snapshot else ""
-                is_part = not name.endswith((".incomplete", ".parallel_tmp"))
-                if is_part and rel_base not in listed_paths:
-                    continue
-                try:
-                    size = full.stat().st_size
-                except OSError:
-                    continue  # vanished meanwhile
-                seen.add(full)
-                resumes = rel_base if in_snapshot and rel_base in listed_paths and not name.endswith(
-                    ".parallel_tmp") else ""
-                out.append(Partial(str(full), size, resumes))
+    roots = model_dirs(cache_dir, model_id)
+    if not any(snapshot_dir == r or r in snapshot_dir.parents for r in roots):
+        roots.append(snapshot_dir)  # wherever the client writes, its partials count
+    for root in roots:
+        for path, st in files_under(root):
+            full = Path(path)
+            base = partial_target(full.name, st.st_size)
+            if base is None or full in seen:
+                continue
+            seen.add(full)
+            in_snapshot = full.parent == snapshot_dir or snapshot_dir in full.parents
+            rel_base = (full.parent / base).relative_to(snapshot_dir).as_posix() if in_snapshot else ""
+            resumes = rel_base if rel_base in listed_paths and not full.name.endswith(".parallel_tmp") else ""
+            out.append(Partial(path, st.st_size, resumes))
     return sorted(out, key=lambda p: p.path)
 
 
@@ -307,10 +303,8 @@ def free_space(path: Path) -> tuple[str, int]:
 def largest_caches(env: Environ, limit: int = 3) -> tuple[CacheHint, ...]:
     """The biggest caches `vboot disk caches` reports, to name in a refusal (never raises: a hint must not
     turn a clear refusal into a crash)."""
-    try:
-        from bootstrap.core.caches import scan_caches
-    except ImportError:  # a checkout without `vboot disk`
-        return ()
+    from bootstrap.core.caches import scan_caches
+
     try:
         reports = scan_caches(env)
     except Exception:  # noqa: BLE001
@@ -336,7 +330,7 @@ def not_enough_space(plan: PullPlan, caches: Sequence[CacheHint]) -> NotEnoughSp
         parts.append("largest caches: " + ", ".join(
             f"{c.path} {_gb(c.bytes)}" + (f" (`{c.clean_command}`)" if c.clean_command else "") for c in caches))
     if plan.stray_bytes:
-        parts.append(f"stray partial downloads of this model: {_gb(plan.stray_bytes)}")
+        parts.append(f"stray partial downloads of this model: {_gb(plan.stray_bytes)} (`vboot disk clean --partial`)")
     return NotEnoughSpaceError(
         "; ".join(parts),
         hint="free space (`vboot disk caches`, then `vboot disk clean`), or pass --cache-dir on a larger disk",
@@ -446,20 +440,8 @@ class _Meter:
 
 def _partial_sizes(snapshot_dir: Path) -> dict[str, tuple[int, int]]:
     """path -> (size, mtime_ns) of partial files in the snapshot directory."""
-    out: dict[str, tuple[int, int]] = {}
-    if not snapshot_dir.is_dir():
-        return out
-    for dirpath, _dirs, names in os.walk(snapshot_dir):
-        for name in names:
-            if _partial_base(name) is None:
-                continue
-            full = os.path.join(dirpath, name)
-            try:
-                st = os.stat(full)
-            except OSError:
-                continue
-            out[full] = (st.st_size, st.st_mtime_ns)
-    return out
+    return {path: (st.st_size, st.st_mtime_ns) for path, st in files_under(snapshot_dir)
+            if partial_target(os.path.basename(path), st.st_size) is not None}
 
 
 def remove_new_partials(before: Mapping[str, tuple[int, int]], snapshot_dir: Path) -> int:
@@ -510,12 +492,10 @@ def ensure_model(
     - Online: list, check the disk budget (refuse before downloading), download, record.
 
     ``progress(done_bytes, total_bytes)`` is called from download threads (the CLI's bar:
-    ``bootstrap.cli.pull.PullProgress``); anything not callable is ignored. Raises NetworkError,
+    ``bootstrap.cli.pull.PullProgress``); core draws nothing itself. Raises NetworkError,
     ModelNotFoundError, NotEnoughSpaceError, DiskFullError, IntegrityError (all one-line with a hint).
     """
     start = time.monotonic()
-    if not callable(progress):
-        progress = None  # e.g. "auto" from a caller that meant "the CLI's bar": core draws nothing itself
     validate_model_id(model_id)
     cache_dir = Path(cache_dir).expanduser()
     debug = env.flag("VBOOT_DEBUG")
@@ -524,8 +504,9 @@ def ensure_model(
         return _result_from_record(record, start)
 
     client = hub or _default_hub()
+    local_dir = reusable_legacy_dir(cache_dir, model_id)  # one answer for the plan and both client calls
     if offline:
-        path = client.cached_snapshot(model_id, revision, cache_dir, debug=debug)
+        path = client.cached_snapshot(model_id, revision, cache_dir, local_dir=local_dir, debug=debug)
         return _offline_result(model_id, revision, path, cache_dir, start)
 
     endpoint = env.get("MODELSCOPE_ENDPOINT") or None
@@ -533,7 +514,7 @@ def ensure_model(
     if not files:
         raise ModelNotFoundError(f"{model_id}@{revision} lists no files", hint="check the model id and --revision",
                                  model=model_id, revision=revision)
-    snapshot = snapshot_dir_for(cache_dir, model_id, revision)
+    snapshot = snapshot_dir_for(cache_dir, model_id, revision, local_dir)
     fs_path, free = free_space(cache_dir)
     plan = plan_pull(model_id, revision, snapshot, files, present=present_files(snapshot, files),
                      partials=find_partials(cache_dir, model_id, snapshot, files), free_bytes=free,
@@ -547,8 +528,8 @@ def ensure_model(
     before = _partial_sizes(snapshot)
     meter = _Meter(plan, progress)
     try:
-        path = client.download(model_id, revision, cache_dir, endpoint, on_bytes=meter, max_workers=max_workers,
-                               local_dir=reusable_legacy_dir(cache_dir, model_id), debug=debug)
+        path = client.download(model_id, revision, cache_dir, endpoint, files, on_bytes=meter, max_workers=max_workers,
+                               local_dir=local_dir, debug=debug)
     except DiskFullError as exc:
         freed = remove_new_partials(before, snapshot)
         exc.context["removed_partial_bytes"] = freed
@@ -577,17 +558,12 @@ def _offline_result(model_id: str, revision: str, path: Path, cache_dir: Path, s
     total = 0
     count = 0
     partial: list[str] = []
-    for dirpath, _dirs, names in os.walk(path):
-        for name in names:
-            full = os.path.join(dirpath, name)
-            if _partial_base(name) is not None:
-                partial.append(os.path.relpath(full, path))
-                continue
-            try:
-                total += os.stat(full).st_size
-                count += 1
-            except OSError:
-                continue
+    for full, st in files_under(path):
+        if partial_target(os.path.basename(full), st.st_size) is not None:
+            partial.append(os.path.relpath(full, path))
+            continue
+        total += st.st_size
+        count += 1
     if partial or count == 0:
         raise ModelNotFoundError(
             f"{model_id}@{revision} in {path} is incomplete ({', '.join(sorted(partial)[:3]) or 'no files'})",

@@ -1,10 +1,13 @@
 """The only module that imports the ModelScope client (``modelscope_hub``, the library ``modelscope`` >= 1.38
 delegates every download to).
 
-Imports happen inside functions. We call ``modelscope_hub.compat.snapshot_download`` (the function
-``modelscope.hub.snapshot_download`` forwards to) rather than the ``modelscope`` shim: importing the shim loads the
-whole ``modelscope`` package (~0.4 s more per process here, and torch when torch is installed). The one thing the
-shim adds, reusing pre-1.38 cache layouts, is done by ``bootstrap.core.pull.reusable_legacy_dir`` (``local_dir``).
+Imports happen inside functions. We call ``modelscope_hub.api.HubApi`` (what ``modelscope.hub.snapshot_download``
+ends in) rather than the ``modelscope`` shim: importing the shim loads the whole ``modelscope`` package (~0.4 s more
+per process here, and torch when torch is installed). The one thing the shim adds, reusing pre-1.38 cache layouts, is
+done by ``bootstrap.core.pull.reusable_legacy_dir`` (``local_dir``).
+
+A pull lists the repo once (:func:`list_files`) and hands that listing to :func:`download` (``file_list``): the
+client then skips its own listing, so the disk budget and the bytes fetched come from the same answer of the hub.
 
 Every client exception leaves this module as a :class:`~bootstrap.core.errors.VbootError` with one line and a
 hint (:func:`translate`); callers never see a ``modelscope_hub`` type.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,47 +57,42 @@ def list_files(model_id: str, revision: str, endpoint: str | None, *, debug: boo
     )
 
 
-def download(model_id: str, revision: str, cache_dir: Path, endpoint: str | None, *,
+def download(model_id: str, revision: str, cache_dir: Path, endpoint: str | None, files: Sequence[RemoteFile], *,
              on_bytes: ByteSink | None = None, max_workers: int = 4, local_dir: Path | None = None,
              debug: bool = False) -> Path:
-    """``snapshot_download`` into ``cache_dir``; returns the snapshot directory the client returns.
+    """Download ``files`` (the listing :func:`list_files` returned) into ``cache_dir``; returns the snapshot
+    directory the client returns.
 
-    The client lists the repo again, re-hashes files already in the cache, resumes ``*.incomplete`` files
-    with ``Range`` and checks every file's sha256 and size against the listing.
+    ``HubApi.download_repo(file_list=...)`` skips the client's own listing request, so a branch that moves
+    between the plan and the download cannot swap the files: each one is checked against the planned sha256 and
+    size. The client re-hashes files already in the cache and resumes ``*.incomplete`` files with ``Range``.
     """
     try:
-        from modelscope_hub.compat.snapshot_download import snapshot_download
+        from modelscope_hub.api import HubApi
 
         _quiet_client(debug)
         callbacks = [_callback_class(on_bytes)] if on_bytes is not None else None
-        path = snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir), endpoint=endpoint,
-                                 local_dir=str(local_dir) if local_dir else None, max_workers=max_workers,
-                                 progress_callbacks=callbacks)
+        listing = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files]
+        path = HubApi(endpoint=endpoint).download_repo(
+            model_id, "model", revision=revision, cache_dir=cache_dir, local_dir=local_dir, max_workers=max_workers,
+            progress_callbacks=callbacks, file_list=listing)
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, model_id, revision, endpoint) from exc
     return Path(path)
 
 
-def cached_snapshot(model_id: str, revision: str, cache_dir: Path, *, debug: bool = False) -> Path:
-    """The snapshot directory already in the cache (``local_files_only``: no network, no hashing)."""
+def cached_snapshot(model_id: str, revision: str, cache_dir: Path, *, local_dir: Path | None = None,
+                    debug: bool = False) -> Path:
+    """The snapshot directory already in the cache (``local_files_only``: no network, no hashing); ``local_dir``
+    is the legacy directory a pull would reuse (``bootstrap.core.pull.reusable_legacy_dir``)."""
     try:
         from modelscope_hub.compat.snapshot_download import snapshot_download
 
-        from bootstrap.core.pull import reusable_legacy_dir
-
         _quiet_client(debug)
-        legacy = reusable_legacy_dir(cache_dir, model_id)
         return Path(snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir),
-                                      local_dir=str(legacy) if legacy else None, local_files_only=True))
+                                      local_dir=str(local_dir) if local_dir else None, local_files_only=True))
     except Exception as exc:  # noqa: BLE001
-        err = translate(exc, model_id, revision, None)
-        if isinstance(err, ModelNotFoundError):
-            raise ModelNotFoundError(
-                f"{model_id}@{revision} is not in the local cache {cache_dir}",
-                hint=f"run `vboot pull {model_id}` while online (or pass --cache-dir)", model=model_id,
-                revision=revision, cache_dir=str(cache_dir),
-            ) from exc
-        raise err from exc
+        raise translate(exc, model_id, revision, None, cache_dir=cache_dir) from exc
 
 
 def _callback_class(sink: ByteSink) -> type:
@@ -145,8 +143,10 @@ def _headline(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | None) -> VbootError:
-    """One VbootError (one line, a hint, stable code and exit code) for any client failure."""
+def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | None, *,
+              cache_dir: Path | None = None) -> VbootError:
+    """One VbootError (one line, a hint, stable code and exit code) for any client failure; ``cache_dir`` is the
+    cache a local-only lookup searched (named when the model is not there)."""
     if isinstance(exc, VbootError):
         return exc
     if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] in ("modelscope_hub", "modelscope"):
@@ -182,8 +182,10 @@ def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | 
         inner_err.context.setdefault("files", sorted(failed))
         return inner_err
     if isinstance(exc, ms.CacheNotFound):
-        return ModelNotFoundError(f"{model_id}@{revision} is not in the local cache",
-                                  hint=f"run `vboot pull {model_id}` while online", **ctx)
+        where_cached = f" {cache_dir}" if cache_dir is not None else ""
+        return ModelNotFoundError(f"{model_id}@{revision} is not in the local cache{where_cached}",
+                                  hint=f"run `vboot pull {model_id}` while online (or pass --cache-dir)",
+                                  cache_dir=str(cache_dir) if cache_dir is not None else None, **ctx)
     status = _status(exc)
     if isinstance(exc, ms.NotExistError) or status == 404:
         return ModelNotFoundError(f"{where} has no model {model_id!r} at revision {revision!r}",
