@@ -457,14 +457,15 @@ def check_disk(f: Facts) -> CheckResult:
 def _cached_snapshot_bytes(f: Facts) -> int:
     """Bytes of the profile's model already in the ModelScope cache, in the directory pull would use."""
     from bootstrap.core.errors import UsageError
-    from bootstrap.core.pull import snapshot_dir_for, validate_model_id  # stdlib only, off `--list-checks`
+    from bootstrap.core.pull import reusable_legacy_dir, snapshot_dir_for, validate_model_id  # stdlib only
 
     model = f.profile.model
     try:
         validate_model_id(model.id)
     except UsageError:  # not OWNER/NAME: pull refuses it, so nothing of it is cached
         return 0
-    snapshot = snapshot_dir_for(f.settings.cache_dir, model.id, model.revision)
+    cache = f.settings.cache_dir
+    snapshot = snapshot_dir_for(cache, model.id, model.revision, reusable_legacy_dir(cache, model.id))
     return f.c.dir_bytes(snapshot) if snapshot.is_dir() else 0
 
 
