@@ -366,12 +366,7 @@ def _render_ready(data: dict) -> None:
 def _gpu_bytes_by_pid() -> dict[int, int]:
     from bootstrap.probes import nvml
 
-    snap = nvml.snapshot()
-    out: dict[int, int] = {}
-    for g in snap.gpus if snap.ok else ():
-        for p in g.processes:
-            out[p.pid] = out.get(p.pid, 0) + (p.used_bytes or 0)
-    return out
+    return nvml.snapshot().gpu_bytes_by_pid()
 
 
 def collect_ps(env: Environ) -> dict:

@@ -130,12 +130,7 @@ class Facts:
 
     @cached_property
     def gpu_bytes_by_pid(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        if self.nvml.ok:
-            for g in self.nvml.gpus:
-                for p in g.processes:
-                    out[p.pid] = out.get(p.pid, 0) + (p.used_bytes or 0)
-        return out
+        return self.nvml.gpu_bytes_by_pid()
 
 
 def map_visible_devices(value: str | None, gpus: Sequence[Any]) -> tuple[list[Any], list[str]]:

@@ -85,6 +85,14 @@ class NvmlSnapshot:
                 return ln
         return None
 
+    def gpu_bytes_by_pid(self) -> dict[int, int]:
+        """GPU memory each process holds, summed over the GPUs (`nvidia-smi --query-compute-apps=pid,used_memory`)."""
+        out: dict[int, int] = {}
+        for g in self.gpus if self.ok else ():
+            for p in g.processes:
+                out[p.pid] = out.get(p.pid, 0) + (p.used_bytes or 0)
+        return out
+
     @property
     def cuda_version_str(self) -> str | None:
         return cuda_str(self.cuda_driver_version)
