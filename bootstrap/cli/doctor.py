@@ -19,8 +19,12 @@ from bootstrap.core.vllm_env import choose_python
 def default_collaborators(env: Environ) -> Collaborators:
     """The real probes. Imported here, not at module level, so `--list-checks` stays instant."""
     from bootstrap.core import runs
-    from bootstrap.core.disk import scan
     from bootstrap.probes import nvml, procs, pyenv, system
+
+    def scan(root: Path, depth: int):  # the du-style scanner, loaded only when a check measures a directory
+        from bootstrap.core.disk import scan as du_scan
+
+        return du_scan(root, depth=depth)
 
     def largest_dirs(root: Path, n: int) -> list[tuple[str, int]]:
         try:

@@ -452,7 +452,7 @@ def check_disk(f: Facts) -> CheckResult:
 def _cached_snapshot_bytes(f: Facts) -> int:
     """Bytes of the profile's model already in the ModelScope cache, in the directory pull would use."""
     from bootstrap.core.errors import UsageError
-    from bootstrap.core.pull import reusable_legacy_dir, snapshot_dir_for, validate_model_id  # stdlib only
+    from bootstrap.core.paths import reusable_legacy_dir, snapshot_dir_for, validate_model_id
 
     model = f.profile.model
     try:

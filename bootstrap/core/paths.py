@@ -1,5 +1,5 @@
-"""Where vboot keeps its files (XDG base directories), where the ModelScope cache is, and what a partial download
-in a model cache looks like."""
+"""Where vboot keeps its files (XDG base directories), where the ModelScope cache is, where a model lies in it
+(every layout the client has used), and what a partial download in a model cache looks like."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import os
 import re
 import stat as stat_mod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.core.environ import Environ
+from bootstrap.core.errors import UsageError
 
 
 def config_dir(env: Environ) -> Path:
@@ -96,3 +98,72 @@ def files_under(root: Path | str) -> Iterator[tuple[str, os.stat_result]]:
                 continue
             if stat_mod.S_ISREG(st.st_mode):
                 yield full, st
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Where the client puts things (mirrors modelscope-hub 0.5 DownloadManager; the returned path wins)
+# ---------------------------------------------------------------------------------------------------------
+def validate_model_id(model_id: str) -> None:
+    parts = model_id.split("/")
+    if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
+        raise UsageError(f"{model_id!r} is not a ModelScope model id",
+                         hint="write OWNER/NAME, e.g. Qwen/Qwen2.5-1.5B-Instruct, or a profile name")
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Every directory below a cache root that may hold one model's files (the one list of layouts)."""
+
+    new: Path  # models/Owner--Name (snapshots/REV below it): modelscope-hub 0.5, SDK >= 1.38
+    probed: tuple[Path, ...]  # models/Owner/Name___x, hub/models/Owner/Name___x: the client reuses these itself
+    flat: tuple[Path, ...]  # older layouts the client does not probe (the modelscope shim passes one as local_dir)
+    temp: tuple[Path, ...]  # legacy SDK partial downloads (models/._____temp/Owner/Name___x)
+
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys((self.new, *self.probed, *self.temp, *self.flat)))
+
+
+def model_layout(cache_dir: Path, model_id: str) -> ModelLayout:
+    """Where modelscope-hub 0.5 (``DownloadManager._find_legacy_repo_dir``) and the ``modelscope`` shim
+    (``find_reusable_legacy_repo_dir``) look for ``model_id`` below ``cache_dir``, in their order."""
+    owner, name = model_id.split("/", 1)
+    safe = name.replace(".", "___")
+    return ModelLayout(
+        new=cache_dir / "models" / f"{owner}--{name}",
+        probed=(cache_dir / "models" / owner / safe, cache_dir / "hub" / "models" / owner / safe),
+        flat=(cache_dir / owner / name, cache_dir / owner / safe, cache_dir / "hub" / owner / name,
+              cache_dir / "hub" / owner / safe, cache_dir / "models" / owner / name),
+        temp=(cache_dir / "models" / "._____temp" / owner / safe,
+              cache_dir / "hub" / "models" / "._____temp" / owner / safe),
+    )
+
+
+def model_dirs(cache_dir: Path, model_id: str) -> list[Path]:
+    """Every directory that may hold this model's files: the 1.38+ layout and all legacy layouts."""
+    return list(model_layout(cache_dir, model_id).dirs)
+
+
+def _non_empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return False
+
+
+def reusable_legacy_dir(cache_dir: Path, model_id: str) -> Path | None:
+    """A pre-1.38 cache directory that modelscope-hub itself does not probe (what ``modelscope``'s
+    ``snapshot_download`` shim passes as ``local_dir``): reused so an old cache is not downloaded again."""
+    layout = model_layout(cache_dir, model_id)
+    if _non_empty_dir(layout.new) or _non_empty_dir(layout.probed[0]):
+        return None
+    return next((d for d in layout.flat if _non_empty_dir(d)), None)
+
+
+def snapshot_dir_for(cache_dir: Path, model_id: str, revision: str, local_dir: Path | None) -> Path:
+    """The directory the client will download into, given the ``local_dir`` it is passed
+    (:func:`reusable_legacy_dir`): that, else a non-empty legacy dir the client probes, else the new layout."""
+    if local_dir is not None:
+        return local_dir
+    layout = model_layout(cache_dir, model_id)
+    return next((d for d in layout.probed if _non_empty_dir(d)), layout.new / "snapshots" / revision)
