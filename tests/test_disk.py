@@ -210,13 +210,13 @@ def kill_and_expect_gone(starter: subprocess.Popen, procs: list, what: str) -> N
 # A scan that takes seconds (50 ms per directory) and checks its parent after every directory.
 SLOW_OPEN = """
 import os, sys, time
-from bootstrap.core import disk
+from bootstrap.core import disk, duwalk
 
 def slow(path, name, dir_fd):
     time.sleep(0.05)
     return disk.default_open_dir(path, name, dir_fd)
 
-disk.WATCH_EVERY = 1
+duwalk.WATCH_EVERY = 1
 """
 
 
@@ -243,14 +243,14 @@ def test_workers_stop_when_the_scanning_process_is_killed(tmp_path):
 
 _WAITING_SCANNER = """
 import os, sys, time
-from bootstrap.core import disk
+from bootstrap.core import disk, duwalk
 
 def slow(path, name, dir_fd):  # the worker is 50x slower: the scanner ends its share soon, then waits
     time.sleep(0.001 if os.getpid() == scanner else 0.05)
     return disk.default_open_dir(path, name, dir_fd)
 
 def scan_for(starter):
-    disk.WATCH_EVERY = 1
+    duwalk.WATCH_EVERY = 1
     disk.scan(sys.argv[1], depth=1, workers=2, split_after=1, open_dir=slow, watch_parent=starter)
 
 starter = os.getpid()

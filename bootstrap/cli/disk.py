@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from bootstrap.cli import output
+from bootstrap.cli.disk_view import plural
 from bootstrap.core.envelope import CommandResult
 
 
@@ -60,6 +61,7 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
       vboot disk caches   model and package caches (ModelScope, Hugging Face, pip, uv, torch, vLLM, Triton)
       vboot disk clean    delete partial downloads, models or whole caches (plan, confirm, then delete)
     """
+    from bootstrap.cli.disk_view import render_report, report_result
     from bootstrap.cli.entry import take_head_start
     from bootstrap.core.disk import report_from_wire, scan
     from bootstrap.core.environ import Environ
@@ -69,86 +71,7 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
     wire = take_head_start(targets[0], depth, apparent, one_file_system)
     reports = [report_from_wire(wire) if wire else scan(targets[0], depth, apparent, one_file_system)]
     reports += [scan(p, depth=depth, apparent=apparent, one_file_system=one_file_system) for p in targets[1:]]
-    first = reports[0]
-    data: dict[str, Any] = {
-        "root": first.root, "total_bytes": first.total_bytes, "entries": first.entries,
-        "warnings": first.warnings, "unreadable_count": first.unreadable_count,
-        "unreadable_paths": first.unreadable_paths, "error_count": first.error_count,
-        "depth": depth, "apparent": apparent, "entry_count": first.entry_count,
-        "fs_total_bytes": first.fs_total_bytes, "fs_free_bytes": first.fs_free_bytes,
-        "elapsed_s": first.elapsed_s, "workers": first.workers, "skipped_mounts": first.skipped_mounts,
-        "reports": reports, "top": top,
-    }
-    incomplete = any(not r.complete for r in reports)
-    output.emit(CommandResult("disk", data, status="warn" if incomplete else "ok"), human=_render_report)
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
-def _bar(share: float, width: int = 20) -> str:
-    filled = max(0, min(width, round(share * width)))
-    return "█" * filled + "░" * (width - filled)
-
-
-def _render_report(data: dict[str, Any]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    con = output.console()
-    top = data["top"]
-    for rep in data["reports"]:
-        fs = ""
-        if rep.fs_total_bytes:
-            fs = (f"  [dim]filesystem {output.human_bytes(rep.fs_total_bytes)}, "
-                  f"{output.human_bytes(rep.fs_free_bytes)} free[/]")
-        kind = "apparent" if rep.apparent else "on disk"
-        con.print(f"[bold]{escape(rep.root)}[/]  {output.human_bytes(rep.total_bytes)} {kind}{fs}")
-        children: dict[str, list] = {}
-        for e in rep.entries:
-            children.setdefault(e.path.rsplit("/", 1)[0] or "/", []).append(e)
-        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-        table.add_column("size", justify="right")
-        table.add_column("share", justify="right")
-        table.add_column("", no_wrap=True)
-        table.add_column("path", overflow="fold")
-
-        def add(parent: str, parent_bytes: int, indent: int) -> None:
-            rows = sorted(children.get(parent, []), key=lambda e: (-e.bytes, e.path))
-            for e in rows[:top]:
-                share = e.bytes / parent_bytes if parent_bytes else 0.0
-                name = e.path[len(rep.root):].lstrip("/") if indent == 0 else e.path.rsplit("/", 1)[-1]
-                name = "  " * indent + escape(name) + ("/" if e.is_dir else "")
-                table.add_row(output.human_bytes(e.bytes), f"{share:4.0%}", _bar(share), name)
-                if e.is_dir:
-                    add(e.path, e.bytes, indent + 1)
-            rest = rows[top:]
-            if rest:
-                table.add_row(output.human_bytes(sum(e.bytes for e in rest)), "", "",
-                              "  " * indent + f"[dim]… {len(rest)} more[/]")
-
-        add(rep.root.rstrip("/") or "/", rep.total_bytes, 0)
-        con.print(table)
-        if rep.skipped_mounts:
-            shown = ", ".join(escape(m) for m in rep.skipped_mounts[:6])
-            more = f" and {len(rep.skipped_mounts) - 6} more" if len(rep.skipped_mounts) > 6 else ""
-            con.print(f"[dim]not entered (pseudo filesystems, no disk blocks): {shown}{more}[/]")
-        if rep.unreadable_count or rep.error_count:
-            parts = []
-            if rep.unreadable_count:
-                parts.append(_count(rep.unreadable_count, "directory", "directories") + " could not be read")
-            if rep.error_count:
-                parts.append(_count(rep.error_count, "entry", "entries") + " failed")
-            con.print(f"[yellow]incomplete:[/] {' and '.join(parts)}; their contents are not in the totals "
-                      f"(run as their owner or with sudo):")
-            for w in rep.warnings[:5]:
-                con.print(f"  [dim]{escape(w.kind)}[/] {escape(w.path)}: {escape(w.message)}")
-            if len(rep.warnings) > 5:
-                con.print(f"  [dim]… {len(rep.warnings) - 5} more (--json lists them)[/]")
-        odd = [w for w in rep.warnings if w.kind == "non_utf8"]
-        if odd and not (rep.unreadable_count or rep.error_count):
-            con.print(f"[dim]{len(odd)} names are not valid UTF-8 (shown with \\x escapes)[/]")
+    output.emit(report_result(reports, depth, apparent, top), human=render_report)
 
 
 @click.command("caches", context_settings={"help_option_names": ["-h", "--help"]})
@@ -257,7 +180,7 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
         if output.STATE.json or not sys.stdin.isatty():
             if not output.STATE.json:
                 _render_clean(data)
-            raise ConfirmationRequired(f"would delete {_count(len(plan.entries), 'path', 'paths')} "
+            raise ConfirmationRequired(f"would delete {plural(len(plan.entries), 'path', 'paths')} "
                                        f"({output.human_bytes(plan.total_bytes)}); nobody to confirm",
                                        hint="re-run with --yes to delete, or --dry-run to only see the plan")
         _render_clean(data)
@@ -289,7 +212,7 @@ def _render_clean(data: dict[str, Any]) -> None:
             for e in data["plan"]:
                 t.add_row(output.human_bytes(e.bytes), e.cache, escape(e.path) + (" (symlink)" if e.is_symlink else ""))
             con.print(t)
-            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in {_count(len(data['plan']), 'path', 'paths')}"
+            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in {plural(len(data['plan']), 'path', 'paths')}"
                       + (" [dim](dry run: nothing deleted)[/]" if data["dry_run"] else ""))
         else:
             con.print("nothing to clean")
@@ -298,7 +221,7 @@ def _render_clean(data: dict[str, Any]) -> None:
     for note in data["notes"]:
         con.print(f"[dim]note: {escape(note)}[/]")
     if done:
-        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] ({_count(len(data['removed']), 'path', 'paths')} removed)")
+        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] ({plural(len(data['removed']), 'path', 'paths')} removed)")
         for f in data["failed"]:
             con.print(f"[red]not removed[/] {escape(f.path)}: {escape(f.reason)}")
 

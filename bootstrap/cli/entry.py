@@ -2,10 +2,13 @@
 
 Python's start-up plus importing click and parsing take 50-120 ms before any command runs, while the other
 CPUs idle; a 200k-entry scan on 8 processes takes about as long. So when the arguments of `vboot disk` are
-plain (the grammar below, nothing else), the scan starts in a forked child *before* click is imported
-(bootstrap.core.headstart). The report command takes that result only if click parsed the same root, depth
-and flags; otherwise the child is killed and the command scans as usual. The head start can change how soon
-the report comes, never what it says. `VBOOT_DISK_HEAD_START=0` turns it off.
+plain (the grammar below, nothing else), the scan starts in a forked child *before* anything else is imported
+(bootstrap.core.headstart, bootstrap.core.duwalk). With one PATH at most, the report is then printed without
+loading click at all (bootstrap.cli.disk_view.print_head_start): on a 2-CPU box loading click would take CPU
+time from the scan. Otherwise (several PATHs, or no report from the head start) the CLI runs, and its report
+command takes the head start's result only if click parsed the same root, depth and flags. The grammar is
+held to click's parsing by tests (tests/test_disk_headstart.py), so the head start can change how soon the
+report comes, never what it says. `VBOOT_DISK_HEAD_START=0` turns it off.
 """
 
 from __future__ import annotations
@@ -15,17 +18,18 @@ import signal
 import sys
 
 # `vboot disk` options the head start understands; any other option means no head start.
-_FLAGS = {"--json": "", "--apparent": "apparent", "-x": "one_file_system", "--one-file-system": "one_file_system"}
+_FLAGS = {"--json": "json", "--apparent": "apparent", "-x": "one_file_system", "--one-file-system": "one_file_system"}
 _VALUED = {"--depth": "depth", "-d": "depth", "--top": "top", "-n": "top"}
 _SUBCOMMANDS = ("caches", "clean")
 
 HEAD_START = None  # the HeadStart running this process's first disk scan, if any
 
 
-def disk_request(args: list[str]) -> tuple[str, int, bool, bool] | None:
-    """(root, depth, apparent, one_file_system) of `vboot disk ARGS`'s first report, or None if not plain."""
-    found = {"depth": 1, "top": 15, "apparent": False, "one_file_system": False}
-    paths: list[str] = []
+def disk_request(args: list[str]) -> dict | None:
+    """What `vboot disk ARGS` asks for, when ARGS are plain: {"paths", "depth", "top", "apparent",
+    "one_file_system", "json"} with click's defaults; None for anything else (click then parses it)."""
+    found: dict = {"paths": [], "depth": 1, "top": 15, "apparent": False, "one_file_system": False, "json": False}
+    paths = found["paths"]
     i = 0
     while i < len(args):
         arg = args[i]
@@ -37,8 +41,7 @@ def disk_request(args: list[str]) -> tuple[str, int, bool, bool] | None:
             paths.append(arg)
             continue
         if arg in _FLAGS:
-            if _FLAGS[arg]:
-                found[_FLAGS[arg]] = True
+            found[_FLAGS[arg]] = True
             continue
         name, value = arg, None
         if arg.startswith("--") and "=" in arg:
@@ -56,8 +59,13 @@ def disk_request(args: list[str]) -> tuple[str, int, bool, bool] | None:
         found[_VALUED[name]] = int(value)
     if found["depth"] > 64 or found["top"] < 1 or (paths and paths[0] in _SUBCOMMANDS):
         return None  # click will refuse it, or it is a subcommand
-    root = paths[0] if paths else os.environ.get("HOME") or os.path.expanduser("~")
-    return root, int(found["depth"]), bool(found["apparent"]), bool(found["one_file_system"])
+    return found
+
+
+def scan_args(request: dict) -> tuple[str, int, bool, bool]:
+    """(root, depth, apparent, one_file_system) of a request's first report: the scan the head start runs."""
+    root = request["paths"][0] if request["paths"] else os.environ.get("HOME") or os.path.expanduser("~")
+    return root, request["depth"], request["apparent"], request["one_file_system"]
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -65,7 +73,7 @@ def _same(a: tuple, b: tuple) -> bool:
 
 
 def take_head_start(root: str, depth: int, apparent: bool, one_file_system: bool) -> dict | None:
-    """The head start's result (what :func:`bootstrap.core.disk.scan_wire` returns) when it measured exactly
+    """The head start's result (what :func:`bootstrap.core.duwalk.scan_wire` returns) when it measured exactly
     this request; otherwise None, after stopping a head start that measured something else."""
     global HEAD_START
     started, HEAD_START = HEAD_START, None
@@ -96,9 +104,13 @@ def main() -> None:
                 from bootstrap.core.headstart import HeadStart
 
                 try:
-                    HEAD_START = HeadStart("bootstrap.core.disk:scan_wire", request)
+                    HEAD_START = HeadStart("bootstrap.core.duwalk:scan_wire", scan_args(request))
                 except OSError:  # fork refused (process limit): the command scans itself
                     HEAD_START = None
+                if HEAD_START is not None and len(request["paths"]) <= 1:
+                    from bootstrap.cli.disk_view import print_head_start
+
+                    print_head_start(request)  # exits, unless the head start brought no report
         from bootstrap.cli.main import main as run
     except KeyboardInterrupt:  # Ctrl-C while Python is still loading the CLI
         sys.exit(130)

@@ -9,11 +9,12 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from bootstrap.core.envelope import CommandResult, envelope, error_envelope
+
+if TYPE_CHECKING:  # click is imported where an option is declared: `vboot disk`'s fast path never loads it
+    import click
 
 
 class _State:
@@ -32,6 +33,8 @@ def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``: print one versioned JSON document on stdout instead of the human view."""
+    import click
+
     return click.option(
         "--json", "as_json", is_flag=True, expose_value=True, is_eager=True, callback=set_json,
         help="Print one JSON document (the versioned vboot envelope) on stdout.",

@@ -1,0 +1,120 @@
+"""The report of `vboot disk PATH`: its JSON data and its human view, without click.
+
+Besides the `disk` command (bootstrap.cli.disk), the console script uses this module directly: a plain
+`vboot disk [PATH] [--depth N] [--top N] [--apparent] [-x] [--json]` whose scan it started before loading
+anything (bootstrap.cli.entry) is printed from here, so the scan never shares the CPUs with loading click.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from bootstrap.cli import output
+from bootstrap.core.disk import DiskReport
+from bootstrap.core.envelope import CommandResult
+
+
+def report_result(reports: list[DiskReport], depth: int, apparent: bool, top: int) -> CommandResult:
+    """`vboot disk`'s result: the first report's fields at the top of ``data`` (the JSON contract), every
+    report under ``reports`` for the human view, status "warn" when any of them could not read everything."""
+    first = reports[0]
+    data: dict[str, Any] = {
+        "root": first.root, "total_bytes": first.total_bytes, "entries": first.entries,
+        "warnings": first.warnings, "unreadable_count": first.unreadable_count,
+        "unreadable_paths": first.unreadable_paths, "error_count": first.error_count,
+        "depth": depth, "apparent": apparent, "entry_count": first.entry_count,
+        "fs_total_bytes": first.fs_total_bytes, "fs_free_bytes": first.fs_free_bytes,
+        "elapsed_s": first.elapsed_s, "workers": first.workers, "skipped_mounts": first.skipped_mounts,
+        "reports": reports, "top": top,
+    }
+    incomplete = any(not r.complete for r in reports)
+    return CommandResult("disk", data, status="warn" if incomplete else "ok")
+
+
+def print_head_start(request: dict[str, Any]) -> None:
+    """Print the report of a plain request (:func:`bootstrap.cli.entry.disk_request`, one PATH at most) from
+    the head start and exit. Returns, having printed nothing, when the head start brought no report (it
+    failed, say on a missing PATH): the full CLI then scans and reports as usual, errors included."""
+    from bootstrap.cli.entry import scan_args, take_head_start
+    from bootstrap.core.disk import report_from_wire
+
+    wire = take_head_start(*scan_args(request))
+    if wire is None:
+        return
+    result = report_result([report_from_wire(wire)], request["depth"], request["apparent"], request["top"])
+    output.STATE.json = request["json"]
+    output.STATE.command = "disk"
+    try:
+        output.emit(result, human=render_report)
+    except BrokenPipeError:  # `vboot disk | head`: as bootstrap.cli.main does
+        sys.stderr.close()
+        sys.exit(0)
+
+
+def plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _bar(share: float, width: int = 20) -> str:
+    filled = max(0, min(width, round(share * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def render_report(data: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = output.console()
+    top = data["top"]
+    for rep in data["reports"]:
+        fs = ""
+        if rep.fs_total_bytes:
+            fs = (f"  [dim]filesystem {output.human_bytes(rep.fs_total_bytes)}, "
+                  f"{output.human_bytes(rep.fs_free_bytes)} free[/]")
+        kind = "apparent" if rep.apparent else "on disk"
+        con.print(f"[bold]{escape(rep.root)}[/]  {output.human_bytes(rep.total_bytes)} {kind}{fs}")
+        children: dict[str, list] = {}
+        for e in rep.entries:
+            children.setdefault(e.path.rsplit("/", 1)[0] or "/", []).append(e)
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        table.add_column("size", justify="right")
+        table.add_column("share", justify="right")
+        table.add_column("", no_wrap=True)
+        table.add_column("path", overflow="fold")
+
+        def add(parent: str, parent_bytes: int, indent: int) -> None:
+            rows = sorted(children.get(parent, []), key=lambda e: (-e.bytes, e.path))
+            for e in rows[:top]:
+                share = e.bytes / parent_bytes if parent_bytes else 0.0
+                name = e.path[len(rep.root):].lstrip("/") if indent == 0 else e.path.rsplit("/", 1)[-1]
+                name = "  " * indent + escape(name) + ("/" if e.is_dir else "")
+                table.add_row(output.human_bytes(e.bytes), f"{share:4.0%}", _bar(share), name)
+                if e.is_dir:
+                    add(e.path, e.bytes, indent + 1)
+            rest = rows[top:]
+            if rest:
+                table.add_row(output.human_bytes(sum(e.bytes for e in rest)), "", "",
+                              "  " * indent + f"[dim]… {len(rest)} more[/]")
+
+        add(rep.root.rstrip("/") or "/", rep.total_bytes, 0)
+        con.print(table)
+        if rep.skipped_mounts:
+            shown = ", ".join(escape(m) for m in rep.skipped_mounts[:6])
+            more = f" and {len(rep.skipped_mounts) - 6} more" if len(rep.skipped_mounts) > 6 else ""
+            con.print(f"[dim]not entered (pseudo filesystems, no disk blocks): {shown}{more}[/]")
+        if rep.unreadable_count or rep.error_count:
+            parts = []
+            if rep.unreadable_count:
+                parts.append(plural(rep.unreadable_count, "directory", "directories") + " could not be read")
+            if rep.error_count:
+                parts.append(plural(rep.error_count, "entry", "entries") + " failed")
+            con.print(f"[yellow]incomplete:[/] {' and '.join(parts)}; their contents are not in the totals "
+                      f"(run as their owner or with sudo):")
+            for w in rep.warnings[:5]:
+                con.print(f"  [dim]{escape(w.kind)}[/] {escape(w.path)}: {escape(w.message)}")
+            if len(rep.warnings) > 5:
+                con.print(f"  [dim]… {len(rep.warnings) - 5} more (--json lists them)[/]")
+        odd = [w for w in rep.warnings if w.kind == "non_utf8"]
+        if odd and not (rep.unreadable_count or rep.error_count):
+            con.print(f"[dim]{len(odd)} names are not valid UTF-8 (shown with \\x escapes)[/]")
