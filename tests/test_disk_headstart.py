@@ -103,8 +103,8 @@ def test_the_head_start_child_loads_only_the_walk(isolated_env):
                                     "collections", "pathlib"}, loaded
 
 _SPY = """
-import atexit, sys
-from bootstrap.cli import entry
+import sys
+from bootstrap.cli import entry, output
 real = entry.take_head_start
 
 def spy(*args):
@@ -113,7 +113,14 @@ def spy(*args):
     return wire
 
 entry.take_head_start = spy
-atexit.register(lambda: sys.stderr.write(f"click loaded: {'click' in sys.modules}\\n"))
+real_emit = output.emit
+
+def emit_spy(*args, **kwargs):  # the fast path leaves by os._exit: report here, not at exit
+    sys.stderr.write(f"click loaded: {'click' in sys.modules}\\n")
+    sys.stderr.flush()
+    return real_emit(*args, **kwargs)
+
+output.emit = emit_spy
 sys.argv = ["vboot", *sys.argv[1:]]
 entry.main()
 """

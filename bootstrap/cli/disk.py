@@ -67,6 +67,8 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
     from bootstrap.core.environ import Environ
 
     targets = list(paths) or [str(Environ().home())]
+    if not as_json:
+        output.load_human_view()  # while a head start may still be scanning
     # The console script may have started the first scan before click was imported (bootstrap.cli.entry).
     wire = take_head_start(targets[0], depth, apparent, one_file_system)
     reports = [report_from_wire(wire) if wire else scan(targets[0], depth, apparent, one_file_system)]
