@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.profiles import Profile
+from bootstrap.core.vllm_cmd import option_name
 
 ALLOC_VAR = "PYTORCH_CUDA_ALLOC_CONF"
 ALLOC_ALIAS = "PYTORCH_ALLOC_CONF"
@@ -45,12 +46,13 @@ class EnvPlan:
 
 def last_flag_value(args: Sequence[str], flag: str, alias: str | None = None) -> str | None:
     """The value vLLM's argparse keeps for ``flag`` among ``args``: the last one given, spelt ``--flag N``,
-    ``--flag=N``, or the short ``alias`` as ``-a N`` / ``-a=N``. None when the flag is absent."""
+    ``--flag=N`` (with underscores for dashes too, as vLLM accepts: ``--flag_name N``), or the short ``alias`` as
+    ``-a N`` / ``-a=N``. None when the flag is absent."""
     names = {flag, alias} - {None}
     value = None
     for i, arg in enumerate(args):
-        name, eq, inline = arg.partition("=")
-        if name in names:
+        _, eq, inline = arg.partition("=")
+        if option_name(arg) in names:
             value = inline if eq else (args[i + 1] if i + 1 < len(args) else value)
     return value
 

@@ -68,6 +68,20 @@ def build_command(install: VllmInstall, model_dir: str, settings: ServeSettings,
     return argv
 
 
+def option_name(arg: str) -> str:
+    """The option ``arg`` names (its part before the first ``=``), spelt as vLLM's FlexibleArgumentParser reads it.
+
+    vLLM (``vllm/utils/argparse_utils.py``, 0.32) rewrites every argument that starts with ``--``: in the part
+    before the first ``=``, underscores become dashes up to the first ``.`` (so ``--gpu_memory_utilization=0.5``
+    is ``--gpu-memory-utilization``, ``--compilation_config.cudagraph_mode`` is
+    ``--compilation-config.cudagraph_mode``). Values and short options (``-tp``) are left as they are.
+    """
+    if not arg.startswith("--"):
+        return arg.partition("=")[0]
+    head, dot, tail = arg.partition("=")[0][2:].partition(".")
+    return "--" + head.replace("_", "-") + dot + tail
+
+
 def redact(argv: list[str]) -> list[str]:
     """The command as shown or stored: the value of --api-key masked."""
     out = list(argv)
