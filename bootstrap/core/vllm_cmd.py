@@ -83,12 +83,16 @@ def option_name(arg: str) -> str:
 
 
 def redact(argv: list[str]) -> list[str]:
-    """The command as shown or stored: the value of --api-key masked."""
+    """The command as shown or stored: the value of --api-key masked (in every spelling vLLM accepts)."""
     out = list(argv)
-    for i, arg in enumerate(out[:-1]):
-        if arg == "--api-key":
+    for i, arg in enumerate(argv):
+        if option_name(arg) != "--api-key":
+            continue
+        if "=" in arg:
+            out[i] = arg.partition("=")[0] + "=***"
+        elif i + 1 < len(out):
             out[i + 1] = "***"
-    return [("--api-key=***" if a.startswith("--api-key=") else a) for a in out]
+    return out
 
 
 def effective_device(profile_device: str, install: VllmInstall | None, gpus_usable: bool) -> str:
