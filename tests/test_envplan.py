@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bootstrap.core.envplan import plan_environment
 from bootstrap.core.profiles import parse_profile
 
@@ -36,6 +38,13 @@ def test_tensor_parallel_leaves_expandable_segments_out_with_a_warning():
 def test_sleep_mode_via_extra_args_is_detected():
     prof = parse_profile(BASE + '[serve]\nargs = ["--enable-sleep-mode"]\n', "p")
     assert "PYTORCH_CUDA_ALLOC_CONF" not in plan_environment(prof, Path("/c"), {}).as_dict()
+
+
+@pytest.mark.parametrize("args", [["--enable_sleep_mode"], ["--kv_transfer_config", '{"kv_connector":"X"}'],
+                                  ["--kv_transfer_config.kv_connector=X"]])
+def test_sleep_mode_or_kv_connector_spelt_with_underscores_leaves_expandable_segments_out(args):
+    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=args)
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
 
 
 def test_user_expandable_with_kv_connector_warns():
