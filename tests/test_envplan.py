@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bootstrap.core.envplan import plan_environment
 from bootstrap.core.profiles import parse_profile
 
@@ -36,6 +38,13 @@ def test_tensor_parallel_leaves_expandable_segments_out_with_a_warning():
 def test_sleep_mode_via_extra_args_is_detected():
     prof = parse_profile(BASE + '[serve]\nargs = ["--enable-sleep-mode"]\n', "p")
     assert "PYTORCH_CUDA_ALLOC_CONF" not in plan_environment(prof, Path("/c"), {}).as_dict()
+
+
+@pytest.mark.parametrize("args", [["--enable_sleep_mode"], ["--kv_transfer_config", '{"kv_connector":"X"}'],
+                                  ["--kv_transfer_config.kv_connector=X"]])
+def test_sleep_mode_or_kv_connector_spelt_with_underscores_leaves_expandable_segments_out(args):
+    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=args)
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
 
 
 def test_user_expandable_with_kv_connector_warns():
@@ -75,6 +84,45 @@ def test_last_flag_value_reads_every_spelling_and_keeps_the_last():
                            "--tensor-parallel-size", "-tp") == "2"
     assert last_flag_value(["--max-num-seqs", "8"], "--tensor-parallel-size", "-tp") is None
     assert last_flag_value(["--tensor-parallel-size-x", "3"], "--tensor-parallel-size") is None
+
+
+def test_last_flag_value_reads_underscore_spellings_as_vllm_does():
+    from bootstrap.core.envplan import last_flag_value
+
+    # vLLM's FlexibleArgumentParser turns --a_b into --a-b before argparse sees it.
+    assert last_flag_value(["--tensor_parallel_size", "2"], "--tensor-parallel-size", "-tp") == "2"
+    assert last_flag_value(["--tensor_parallel_size=2"], "--tensor-parallel-size", "-tp") == "2"
+    assert last_flag_value(["--tensor-parallel_size=3"], "--tensor-parallel-size", "-tp") == "3"
+    assert last_flag_value(["--tensor-parallel-size", "2", "--tensor_parallel_size", "4"],
+                           "--tensor-parallel-size", "-tp") == "4"
+
+
+def test_last_flag_value_leaves_values_and_dotted_keys_as_given():
+    from bootstrap.core.envplan import last_flag_value
+
+    assert last_flag_value(["--served_model_name=my_model"], "--served-model-name") == "my_model"
+    assert last_flag_value(["--served_model_name", "my_model"], "--served-model-name") == "my_model"
+    # Only the part before the first '.' is rewritten: --compilation_config.cudagraph_mode is
+    # --compilation-config.cudagraph_mode, which is neither spelling with dashes after the dot.
+    assert last_flag_value(["--compilation_config.cudagraph_mode=x"], "--compilation-config.cudagraph_mode") == "x"
+    assert last_flag_value(["--compilation_config.cudagraph_mode=x"], "--compilation-config.cudagraph-mode") is None
+    assert last_flag_value(["-t_p", "4"], "--tensor-parallel-size", "-tp") is None  # short options are not rewritten
+
+
+def test_underscore_spellings_count_for_tensor_parallel_and_gpu_memory():
+    from bootstrap.core.envplan import gpu_memory_utilization, tensor_parallel_size
+
+    prof = parse_profile(BASE + '[serve]\nargs = ["--tensor_parallel_size", "2"]\n', "p")
+    assert tensor_parallel_size(prof) == 2
+    assert tensor_parallel_size(parse_profile(BASE, "p"), ("--tensor_parallel_size=4",)) == 4
+    assert gpu_memory_utilization(parse_profile(BASE, "p"), ("--gpu_memory_utilization", "0.5")) == 0.5
+    assert gpu_memory_utilization(parse_profile(BASE, "p"), ("--gpu_memory_utilization=0.6",)) == 0.6
+
+
+def test_tensor_parallel_spelt_with_underscores_leaves_expandable_segments_out():
+    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=("--tensor_parallel_size", "2"))
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
+    assert any("tensor parallel 2" in w for w in plan.warnings)
 
 
 def test_a_later_tensor_parallel_flag_wins_as_in_vllms_argparse():

@@ -170,6 +170,41 @@ def test_foreground_json_prints_one_document_when_vllm_dies_after_ready(isolated
     assert code == 8 and "vLLM exited with code 1 while serving" in err
 
 
+def _smoke_answers(monkeypatch, ok: bool) -> None:
+    from bootstrap.probes.http import SmokeResult
+
+    result = (SmokeResult(True, 0.5, 8, 16.0, "hello") if ok else
+              SmokeResult(False, 0.1, 0, 0.0, "", "HTTP 500: b'engine error'"))
+    monkeypatch.setattr("bootstrap.probes.http.smoke_chat", lambda *a, **k: result)
+
+
+def test_foreground_json_reports_a_failed_smoke_request_as_warn(isolated_env, fake_vllm, capsys, monkeypatch):
+    from tests.e2e_support import free_port
+
+    _smoke_answers(monkeypatch, ok=False)
+    code = run_main("serve", "tiny", "--port", str(free_port()), "--json")
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "warn" and doc["data"]["smoke"]["ok"] is False
+    assert code == 8  # the exit code still follows vLLM (here: its death after ready), not the smoke request
+
+
+def test_foreground_json_reports_a_good_smoke_request_as_ok(isolated_env, fake_vllm, capsys, monkeypatch):
+    from tests.e2e_support import free_port
+
+    _smoke_answers(monkeypatch, ok=True)
+    run_main("serve", "tiny", "--port", str(free_port()), "--json")
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "ok" and doc["data"]["smoke"]["ok"] is True
+
+
+def test_foreground_human_shows_a_failed_smoke_request(isolated_env, fake_vllm, capsys, monkeypatch):
+    from tests.e2e_support import free_port
+
+    _smoke_answers(monkeypatch, ok=False)
+    run_main("serve", "tiny", "--port", str(free_port()))
+    assert "smoke        failed: HTTP 500" in capsys.readouterr().err
+
+
 def test_foreground_human_reports_a_later_death_as_an_error(isolated_env, fake_vllm, capsys):
     from tests.e2e_support import free_port
 

@@ -207,11 +207,12 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         "smoke": asdict(smoke) if smoke else None, "log": str(run_dir / "vllm.log"),
         "env": plan.as_dict(), "command": shown_argv,
     }
-    status = "warn" if smoke is not None and not smoke.ok else "ok"
+    # A failed smoke request is a warning, detached or not: the server is up but did not answer a chat.
+    ready = CommandResult("serve", data, status="warn" if smoke is not None and not smoke.ok else "ok", exit_code=0)
     if detach:
-        output.emit(CommandResult("serve", data, status=status, exit_code=0), human=_render_ready)
+        output.emit(ready, human=_render_ready)
     # Foreground: report readiness now, then supervise until the end.
-    _print_ready(data)
+    _print_ready(ready)
     rc = sup.wait()
     if prom_sup is not None:
         prom_sup.stop()
@@ -326,16 +327,18 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
-def _print_ready(data: dict) -> None:
+def _print_ready(ready: CommandResult) -> None:
+    """The foreground's readiness report, printed without exiting (the server is supervised afterwards): with
+    --json it is the one document on stdout, carrying the verdict (``warn`` when the smoke request failed)."""
     if output.STATE.json:
         import json
 
         from bootstrap.core.envelope import envelope
 
-        sys.stdout.write(json.dumps(envelope(CommandResult("serve", data)), indent=2) + "\n")
+        sys.stdout.write(json.dumps(envelope(ready), indent=2) + "\n")
         sys.stdout.flush()
         return
-    _render_ready(data)
+    _render_ready(ready.data)
     output.info("[dim]Ctrl-C stops the server and everything it started.[/]")
 
 

@@ -32,6 +32,7 @@ from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
 from bootstrap.core.prom import rule_groups
+from bootstrap.core.vllm_cmd import option_name
 from bootstrap.core.yamltext import to_yaml
 
 GIB = 1024**3
@@ -195,28 +196,35 @@ def vllm_extra_args(profile: Profile) -> list[str]:
     default_revision = {"modelscope": "master", "huggingface": "main"}.get(m.source, "")
     if m.revision and m.revision != default_revision:
         args += ["--revision", m.revision]
-    if s.enable_sleep_mode and "--enable-sleep-mode" not in s.args:
+    given = _option_names(s.args)
+    if s.enable_sleep_mode and "--enable-sleep-mode" not in given:
         args.append("--enable-sleep-mode")
-    if s.kv_connector and "--kv-transfer-config" not in " ".join(s.args):
+    if s.kv_connector and "--kv-transfer-config" not in given:
         args += ["--kv-transfer-config", '{"kv_connector":"%s","kv_role":"kv_both"}' % s.kv_connector]
     return args + _without_chart_fields(s.args)
 
 
+def _option_names(serve_args: Sequence[str]) -> set[str]:
+    """The options among ``serve_args`` as vLLM reads them (``--a_b`` is ``--a-b``); a dotted key
+    (``--kv-transfer-config.kv_connector=X``) counts as its head."""
+    return {option_name(a).partition(".")[0] for a in serve_args}
+
+
 def _without_chart_fields(serve_args: Sequence[str]) -> list[str]:
     """``serve_args`` less those the chart sets from its own fields: prefix caching, and tensor parallel in every
-    form :func:`tensor_parallel_size` reads (``-tp 4``, ``-tp=4``, ``--tensor-parallel-size[=]4``), so the GPU
-    count the values request and the size vLLM gets cannot disagree."""
+    form :func:`tensor_parallel_size` reads (``-tp 4``, ``-tp=4``, ``--tensor-parallel-size[=]4``, underscores for
+    dashes), so the GPU count the values request and the size vLLM gets cannot disagree."""
     out: list[str] = []
     skip_value = False
     for arg in serve_args:
         if skip_value:
             skip_value = False
             continue
-        name, _, inline = arg.partition("=")
+        name, eq = option_name(arg), "=" in arg
         if name in ("--tensor-parallel-size", "-tp"):  # the names and value rule of envplan.tensor_parallel_size
-            skip_value = not inline
+            skip_value = not eq
             continue
-        if arg in ("--no-enable-prefix-caching", "--enable-prefix-caching"):
+        if name in ("--no-enable-prefix-caching", "--enable-prefix-caching"):
             continue
         out.append(arg)
     return out
@@ -239,7 +247,7 @@ def production_stack_values(profile: Profile, options: K8sOptions) -> dict[str, 
     """Values for the ``vllm/vllm-stack`` chart: one modelSpec entry and the engine ServiceMonitor."""
     s = profile.serve
     # The chart passes --no-enable-prefix-caching unless this is true; vLLM (and `vboot serve`) default to on.
-    vllm_config: dict[str, Any] = {"enablePrefixCaching": "--no-enable-prefix-caching" not in s.args}
+    vllm_config: dict[str, Any] = {"enablePrefixCaching": "--no-enable-prefix-caching" not in _option_names(s.args)}
     if s.max_model_len:
         vllm_config["maxModelLen"] = s.max_model_len
     if s.dtype:

@@ -68,13 +68,31 @@ def build_command(install: VllmInstall, model_dir: str, settings: ServeSettings,
     return argv
 
 
+def option_name(arg: str) -> str:
+    """The option ``arg`` names (its part before the first ``=``), spelt as vLLM's FlexibleArgumentParser reads it.
+
+    vLLM (``vllm/utils/argparse_utils.py``, 0.32) rewrites every argument that starts with ``--``: in the part
+    before the first ``=``, underscores become dashes up to the first ``.`` (so ``--gpu_memory_utilization=0.5``
+    is ``--gpu-memory-utilization``, ``--compilation_config.cudagraph_mode`` is
+    ``--compilation-config.cudagraph_mode``). Values and short options (``-tp``) are left as they are.
+    """
+    if not arg.startswith("--"):
+        return arg.partition("=")[0]
+    head, dot, tail = arg.partition("=")[0][2:].partition(".")
+    return "--" + head.replace("_", "-") + dot + tail
+
+
 def redact(argv: list[str]) -> list[str]:
-    """The command as shown or stored: the value of --api-key masked."""
+    """The command as shown or stored: the value of --api-key masked (in every spelling vLLM accepts)."""
     out = list(argv)
-    for i, arg in enumerate(out[:-1]):
-        if arg == "--api-key":
+    for i, arg in enumerate(argv):
+        if option_name(arg) != "--api-key":
+            continue
+        if "=" in arg:
+            out[i] = arg.partition("=")[0] + "=***"
+        elif i + 1 < len(out):
             out[i + 1] = "***"
-    return [("--api-key=***" if a.startswith("--api-key=") else a) for a in out]
+    return out
 
 
 def effective_device(profile_device: str, install: VllmInstall | None, gpus_usable: bool) -> str:

@@ -1,0 +1,24 @@
+"""The vLLM command line: option names as vLLM reads them, and the command as shown."""
+
+from __future__ import annotations
+
+from bootstrap.core.vllm_cmd import option_name, redact
+
+
+def test_option_name_rewrites_underscores_in_long_option_names_only():
+    assert option_name("--gpu_memory_utilization") == "--gpu-memory-utilization"
+    assert option_name("--served_model_name=my_model") == "--served-model-name"
+    assert option_name("--compilation_config.cudagraph_mode=x") == "--compilation-config.cudagraph_mode"
+    assert option_name("-tp=2") == "-tp"
+    assert option_name("my_model") == "my_model"
+
+
+def test_redact_masks_the_api_key_in_every_spelling():
+    argv = ["vllm", "serve", "m", "--api-key", "k1", "--api-key=k2", "--api_key", "k3", "--api_key=k4",
+            "--served_model_name", "a_b"]
+    assert redact(argv) == ["vllm", "serve", "m", "--api-key", "***", "--api-key=***", "--api_key", "***",
+                            "--api_key=***", "--served_model_name", "a_b"]
+
+
+def test_redact_leaves_a_trailing_api_key_flag_alone():
+    assert redact(["vllm", "--api-key"]) == ["vllm", "--api-key"]
