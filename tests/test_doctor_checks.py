@@ -519,3 +519,63 @@ def test_driver_cuda_version_is_spelt_by_the_nvml_probe():
     assert one(make_facts(), "nvidia.driver").data["cuda_driver_version_str"] == "13.0"
     r = one(make_facts(nvml=fakes.FakeNvml(gpus=[fakes.FakeGpu()], cuda=0)), "nvidia.driver")
     assert r.data["cuda_driver_version_str"] is None and "CUDA ?" in r.summary  # data stays raw: no placeholder
+
+
+# --- the profile's [env] is what vLLM gets: CUDA_VISIBLE_DEVICES (serve puts it over the user's) ---
+
+def _with_env(text: str, **env: str) -> str:
+    return text + "[env]\n" + "".join(f'{k} = "{v}"\n' for k, v in env.items())
+
+
+GPU_PROFILE = '[model]\nid = "Qwen/Qwen2.5-7B-Instruct"\n[serve]\ndevice = "gpu"\n'
+
+
+@pytest.mark.parametrize("value,needle", [("0,0", "GPU 0 is listed twice"), ("3", "index 3 does not exist")])
+def test_cuda_visible_devices_from_the_profile_env_is_judged(value, needle):
+    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES=value))
+    r = one(f, "env.cuda_visible_devices")
+    assert r.status == Status.FAIL and needle in r.summary
+    assert r.data["origin"] == "profile" and "profile custom's [env]" in r.hint
+
+
+def test_profile_cuda_visible_devices_overrides_the_users_bad_one():
+    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
+                   env={"CUDA_VISIBLE_DEVICES": "7"})
+    r = one(f, "env.cuda_visible_devices")
+    assert r.status == Status.OK and r.data["CUDA_VISIBLE_DEVICES"] == "1" and r.data["visible_indices"] == [1]
+
+
+def test_vram_is_judged_on_the_gpus_the_profile_env_makes_visible():
+    """GPU 0 is busy; the profile pins vLLM to GPU 1, which is free, whatever the user exported."""
+    fake = fakes.gpus(2)
+    fake.gpus[0].used = 70 * GiB
+    fake.gpus[0].processes = [(4242, 69 * GiB)]
+    f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
+                   env={"CUDA_VISIBLE_DEVICES": "0"})
+    r = one(f, "vram")
+    assert r.status == Status.OK and [g["index"] for g in r.data["gpus"]] == [1]
+
+
+def test_tensor_parallel_counts_the_gpus_the_profile_env_leaves_visible():
+    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(TP.format(tp=2), CUDA_VISIBLE_DEVICES="0"))
+    r = one(f, "vram")
+    assert r.status == Status.FAIL and "1 visible" in r.summary and "profile custom's [env]" in r.hint
+
+
+def test_device_order_from_the_profile_env_is_what_counts_on_mixed_gpus():
+    fake = fakes.gpus(2)
+    fake.gpus[1].name = "NVIDIA A100-SXM4-80GB"
+    f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
+                   env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    assert one(f, "env.cuda_visible_devices").status == Status.OK
+    f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1", CUDA_DEVICE_ORDER="FASTEST_FIRST"),
+                   env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    r = one(f, "env.cuda_visible_devices")
+    assert r.status == Status.WARN and "profile custom's [env]" in r.hint
+
+
+def test_nvlink_set_proposal_points_to_the_profile_env_that_sets_the_devices():
+    fake = fakes.gpus(4, {(0, 1), (2, 3)}, p2p=False)
+    f = make_facts(nvml=fake, prof_text=_with_env(TP.format(tp=2), CUDA_VISIBLE_DEVICES="1,2"))
+    r = one(f, "nvidia.topology")
+    assert r.status == Status.WARN and "CUDA_VISIBLE_DEVICES=0,1 in profile custom's [env]" in r.hint

@@ -83,6 +83,20 @@ class Facts:
         planned = self.env_plan.var(name)
         return planned.value if planned else self.env.get(name)
 
+    def env_origin(self, name: str) -> str | None:
+        """Who sets ``name`` for vLLM: "profile" (its [env]), "vboot" (a default), "environment" (the user's
+        export, passed on), or None when it is unset."""
+        planned = self.env_plan.var(name)
+        if planned:
+            return planned.origin
+        return "environment" if self.env.get(name) is not None else None
+
+    def where(self, name: str) -> str:
+        """Where to fix ``name``, for a hint: the profile's [env] when vLLM's value comes from it."""
+        if self.env_origin(name) == "profile":
+            return f"in profile {self.profile.name}'s [env]"
+        return "in your environment"
+
     @cached_property
     def nvml(self) -> Any:
         return self.c.nvml_snapshot()
@@ -107,11 +121,11 @@ class Facts:
 
     @cached_property
     def visible_gpus(self) -> list[Any]:
-        """GPUs vLLM will see, in CUDA order, after CUDA_VISIBLE_DEVICES."""
+        """GPUs vLLM will see, in CUDA order, after the CUDA_VISIBLE_DEVICES serve gives it."""
         if not self.nvml.ok:
             return []
         gpus = list(self.nvml.gpus)
-        mapping, _problems = map_visible_devices(self.env.get("CUDA_VISIBLE_DEVICES"), gpus)
+        mapping, _problems = map_visible_devices(self.vllm_env("CUDA_VISIBLE_DEVICES"), gpus)
         return mapping
 
     @cached_property
@@ -313,7 +327,9 @@ def check_nvidia_topology(f: Facts) -> CheckResult:
         better = _best_nvlink_set(f, tp)
         hint = ("tensor parallel traffic will bounce through host memory (slow, and NCCL may hang without "
                 "NCCL_P2P_DISABLE=1); ")
-        hint += (f"these GPUs are linked by NVLink: CUDA_VISIBLE_DEVICES={','.join(map(str, better))}" if better
+        in_profile = f.env_origin("CUDA_VISIBLE_DEVICES") == "profile"
+        hint += (f"these GPUs are linked by NVLink: CUDA_VISIBLE_DEVICES={','.join(map(str, better))}"
+                 + (f" {f.where('CUDA_VISIBLE_DEVICES')}" if in_profile else "") if better
                  else "use GPUs under one PCIe switch or NVLink (`nvidia-smi topo -m`)")
         pair = no_p2p[0]
         return CheckResult("nvidia.topology", Status.WARN,
@@ -490,7 +506,8 @@ def check_vram(f: Facts) -> CheckResult:
     data: dict[str, Any] = {"gpus": rows, "tensor_parallel_size": tp}
     if len(gpus) < tp:
         return CheckResult("vram", Status.FAIL, f"tensor parallel {tp} needs {tp} GPUs, {len(gpus)} visible",
-                           "lower serve.tensor_parallel_size or widen CUDA_VISIBLE_DEVICES", data)
+                           "lower serve.tensor_parallel_size or widen CUDA_VISIBLE_DEVICES"
+                           + (f" {f.where('CUDA_VISIBLE_DEVICES')}" if f.vllm_env("CUDA_VISIBLE_DEVICES") else ""), data)
     if worst:
         row, g = worst
         holders = sorted(row["holders"], key=lambda h: -(h["used_bytes"] or 0))
@@ -578,14 +595,10 @@ def check_env_alloc(f: Facts) -> CheckResult:
     data = {ALLOC_VAR: planned.value if planned else None, ALLOC_ALIAS: alias, "origin": origin,
             "conflicts": conflicts}
 
-    def where(name: str) -> str:
-        v = f.env_plan.var(name)
-        return f"in profile {f.profile.name}'s [env]" if v and v.origin == "profile" else "in your environment"
-
     for name, value in ((ALLOC_VAR, chosen), (ALLOC_ALIAS, alias)):
         if value and not all(":" in part for part in value.split(",") if part.strip()):
             return CheckResult("env.alloc_conf", Status.WARN, f"{name}={value!r} is not a list of key:value options",
-                               f"fix it {where(name)}, e.g. {name}={EXPANDABLE}, or unset it", data)
+                               f"fix it {f.where(name)}, e.g. {name}={EXPANDABLE}, or unset it", data)
     if alias and not chosen:
         return CheckResult("env.alloc_conf", Status.WARN,
                            f"{ALLOC_ALIAS} is set but {ALLOC_VAR} is not: torch >= 2.10 reads either, vLLM's own "
@@ -598,7 +611,7 @@ def check_env_alloc(f: Facts) -> CheckResult:
         name = ALLOC_VAR if chosen else ALLOC_ALIAS
         return CheckResult("env.alloc_conf", Status.WARN,
                            "expandable_segments is on, which breaks with " + "; ".join(conflicts),
-                           f"unset {name} {where(name)} (vboot serve then leaves expandable segments out)", data)
+                           f"unset {name} {f.where(name)} (vboot serve then leaves expandable segments out)", data)
     if chosen:
         return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR}={chosen}"
                            + (f" (profile {f.profile.name}'s [env])" if origin == "profile" else ""), "", data)
@@ -648,28 +661,38 @@ def check_env_modelscope(f: Facts) -> CheckResult:
 
 
 def check_env_cuda_visible(f: Facts) -> CheckResult:
-    """`echo $CUDA_VISIBLE_DEVICES; nvidia-smi -L`."""
-    value = f.env.get("CUDA_VISIBLE_DEVICES")
-    data: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value}
+    """`echo $CUDA_VISIBLE_DEVICES; nvidia-smi -L`, with the profile's [env] that serve puts over it."""
+    value = f.vllm_env("CUDA_VISIBLE_DEVICES")
+    order = f.vllm_env("CUDA_DEVICE_ORDER")
+    origin = f.env_origin("CUDA_VISIBLE_DEVICES")
+    data: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value, "origin": origin}
     if value is None:
         return CheckResult("env.cuda_visible_devices", Status.OK, "CUDA_VISIBLE_DEVICES unset (all GPUs visible)", "", data)
+    in_profile = origin == "profile"
+    set_in = f" (profile {f.profile.name}'s [env])" if in_profile else ""
     gpus = list(f.nvml.gpus) if f.nvml.ok else []
     visible, problems = map_visible_devices(value, gpus)
     data["visible_indices"] = [g.index for g in visible]
-    data["CUDA_DEVICE_ORDER"] = f.env.get("CUDA_DEVICE_ORDER")
+    data["CUDA_DEVICE_ORDER"] = order
     if problems:
         status = Status.FAIL if f.device == "gpu" else Status.WARN
-        return CheckResult("env.cuda_visible_devices", status, f"CUDA_VISIBLE_DEVICES={value!r}: " + "; ".join(problems),
-                           "list existing GPU indices or UUIDs (see `nvidia-smi -L`), or unset it", data)
+        fix = "list existing GPU indices or UUIDs (see `nvidia-smi -L`)"
+        return CheckResult("env.cuda_visible_devices", status,
+                           f"CUDA_VISIBLE_DEVICES={value!r}: " + "; ".join(problems) + set_in,
+                           f"fix it {f.where('CUDA_VISIBLE_DEVICES')}: {fix}, or remove it there" if in_profile
+                           else f"{fix}, or unset it", data)
     mixed = len({g.name for g in gpus if g.error is None}) > 1
     uses_indices = all(p.strip().isdigit() for p in value.split(",") if p.strip())
-    if mixed and uses_indices and f.env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+    if mixed and uses_indices and order != "PCI_BUS_ID":
+        # set the order beside the indices: an export loses to a profile that sets either variable
+        fix = (f'set CUDA_DEVICE_ORDER = "PCI_BUS_ID" in profile {f.profile.name}\'s [env]'
+               if in_profile or f.env_origin("CUDA_DEVICE_ORDER") == "profile" else "export CUDA_DEVICE_ORDER=PCI_BUS_ID")
         return CheckResult("env.cuda_visible_devices", Status.WARN,
                            f"CUDA_VISIBLE_DEVICES={value} uses indices on a box with different GPU models: CUDA "
-                           "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match",
-                           "export CUDA_DEVICE_ORDER=PCI_BUS_ID (or use GPU UUIDs from `nvidia-smi -L`)", data)
+                           "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match" + set_in,
+                           f"{fix} (or use GPU UUIDs from `nvidia-smi -L`)", data)
     return CheckResult("env.cuda_visible_devices", Status.OK, f"CUDA_VISIBLE_DEVICES={value} -> GPU(s) "
-                       + ", ".join(str(g.index) for g in visible) + " (nvidia-smi numbering)", "", data)
+                       + ", ".join(str(g.index) for g in visible) + " (nvidia-smi numbering)" + set_in, "", data)
 
 
 def check_env_misc(f: Facts) -> CheckResult:
