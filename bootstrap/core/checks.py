@@ -20,6 +20,7 @@ from typing import Any
 from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts,
                                     gpu_memory_utilization, has_expandable, plan_environment, tensor_parallel_size)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
+from bootstrap.core.paths import modelscope_cache_source
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
 from bootstrap.probes.nvml import cuda_str
@@ -619,19 +620,47 @@ def check_env_alloc(f: Facts) -> CheckResult:
                        + (planned.value if planned else "nothing, see its warning") + ")", "", data)
 
 
+def _judged_cache(f: Facts) -> tuple[str | None, str]:
+    """The MODELSCOPE_CACHE vLLM gets, when a variable set it, and how to fix it; (None, "") otherwise.
+
+    For a ModelScope profile vboot passes on serve's cache dir (origin "vboot"). That is the user's variable when
+    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME; a --cache-dir, the profile's cache_dir or the
+    default is no variable of anyone's (the disk check and pull judge where the model goes)."""
+    planned = f.env_plan.var("MODELSCOPE_CACHE")
+    if planned is None:
+        return None, ""  # the plan keeps any non-empty export, so nothing is set
+    if planned.origin == "profile":
+        return planned.value, f"point MODELSCOPE_CACHE {f.where('MODELSCOPE_CACHE')} at a directory you can write"
+    if planned.origin == "environment":
+        return planned.value, "point MODELSCOPE_CACHE at a directory you can write"
+    path, var = modelscope_cache_source(f.env)
+    if var == "default" or Path(planned.value) != path:
+        return None, ""
+    return planned.value, ("point MODELSCOPE_CACHE at a directory you can write" if var == "MODELSCOPE_CACHE" else
+                           f"vboot serve passes your {var} on as MODELSCOPE_CACHE: export MODELSCOPE_CACHE=DIR you can "
+                           "write instead")
+
+
 def check_env_modelscope(f: Facts) -> CheckResult:
-    """`env | grep -E 'MODELSCOPE|MS_CACHE|VLLM_USE_MODELSCOPE'`."""
-    env = f.env
-    use = env.get("VLLM_USE_MODELSCOPE")
-    cache = env.get("MODELSCOPE_CACHE")
-    legacy = env.get("MS_CACHE_HOME")
-    level = env.get("MODELSCOPE_LOG_LEVEL")
-    data = {"VLLM_USE_MODELSCOPE": use, "MODELSCOPE_CACHE": cache, "MS_CACHE_HOME": legacy,
-            "MODELSCOPE_LOG_LEVEL": level, "MODELSCOPE_ENDPOINT": env.get("MODELSCOPE_ENDPOINT")}
+    """`env | grep -E 'MODELSCOPE|MS_CACHE|VLLM_USE_MODELSCOPE'`, with what serve puts over it (VLLM_USE_MODELSCOPE
+    and MODELSCOPE_CACHE for a ModelScope model, then the profile's [env])."""
+    use = f.vllm_env("VLLM_USE_MODELSCOPE")
+    level = f.vllm_env("MODELSCOPE_LOG_LEVEL")
+    legacy = f.vllm_env("MS_CACHE_HOME")
+    vllm_cache = f.vllm_env("MODELSCOPE_CACHE")
+    cache, cache_fix = _judged_cache(f)
+    data = {"VLLM_USE_MODELSCOPE": use, "MODELSCOPE_CACHE": vllm_cache, "MS_CACHE_HOME": legacy,
+            "MODELSCOPE_LOG_LEVEL": level, "MODELSCOPE_ENDPOINT": f.vllm_env("MODELSCOPE_ENDPOINT"),
+            "MODELSCOPE_CACHE_origin": f.env_origin("MODELSCOPE_CACHE")}
+
+    def in_profile(name: str) -> bool:
+        return f.env_origin(name) == "profile"
+
     if level is not None and not level.strip().lstrip("-").isdigit():
         return CheckResult("env.modelscope", Status.FAIL,
                            f"MODELSCOPE_LOG_LEVEL={level!r} makes `import modelscope` crash with ValueError",
-                           "set a number (e.g. MODELSCOPE_LOG_LEVEL=20 for INFO) or unset it", data)
+                           f"set a number {f.where('MODELSCOPE_LOG_LEVEL')} (e.g. MODELSCOPE_LOG_LEVEL=20 for INFO) "
+                           "or unset it", data)
     if cache:
         p = Path(cache).expanduser()
         probe = p
@@ -641,23 +670,30 @@ def check_env_modelscope(f: Facts) -> CheckResult:
         data["cache_writable"] = writable
         if not writable:
             return CheckResult("env.modelscope", Status.FAIL, f"MODELSCOPE_CACHE={cache} is not writable "
-                               f"({probe} {'is not a directory' if not probe.is_dir() else 'denies writing'})",
-                               "point MODELSCOPE_CACHE at a directory you can write", data)
-    if legacy and cache and Path(legacy) != Path(cache):
+                               f"({probe} {'is not a directory' if not probe.is_dir() else 'denies writing'})"
+                               + (f" (profile {f.profile.name}'s [env])" if in_profile("MODELSCOPE_CACHE") else ""),
+                               cache_fix, data)
+    # the legacy name is about where it is set: the user's shell is judged against the user's MODELSCOPE_CACHE
+    # (vboot passes MS_CACHE_HOME on as MODELSCOPE_CACHE), the profile's [env] against what vLLM gets
+    ms_cache = vllm_cache if in_profile("MS_CACHE_HOME") else f.env.get("MODELSCOPE_CACHE")
+    if legacy and ms_cache and Path(legacy) != Path(ms_cache):
         return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is ignored because "
-                           f"MODELSCOPE_CACHE={cache} is set", "unset MS_CACHE_HOME (legacy name)", data)
-    if legacy and not cache:
+                           f"MODELSCOPE_CACHE={ms_cache} is set", f"unset MS_CACHE_HOME {f.where('MS_CACHE_HOME')} "
+                           "(legacy name)", data)
+    if legacy and not ms_cache:
         return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is the legacy name",
-                           f"use MODELSCOPE_CACHE={legacy} instead", data)
+                           f"use MODELSCOPE_CACHE={legacy} instead" + (f" {f.where('MS_CACHE_HOME')}"
+                                                                      if in_profile("MS_CACHE_HOME") else ""), data)
     if use is not None and use.strip().lower() not in ("true", "false"):
         return CheckResult("env.modelscope", Status.WARN,
                            f"VLLM_USE_MODELSCOPE={use!r}: current vLLM accepts it, older releases only 'true'",
-                           "write VLLM_USE_MODELSCOPE=true", data)
+                           f"write VLLM_USE_MODELSCOPE=true {f.where('VLLM_USE_MODELSCOPE')}", data)
     if use and use.strip().lower() == "true" and f.profile.model.source == "huggingface":
         return CheckResult("env.modelscope", Status.WARN, f"VLLM_USE_MODELSCOPE=true but profile {f.profile.name} "
-                           "takes its model from Hugging Face", "unset VLLM_USE_MODELSCOPE", data)
+                           "takes its model from Hugging Face",
+                           f"unset VLLM_USE_MODELSCOPE {f.where('VLLM_USE_MODELSCOPE')}", data)
     return CheckResult("env.modelscope", Status.OK, "ModelScope variables are consistent"
-                       + (f" (cache {cache})" if cache else ""), "", data)
+                       + (f" (cache {vllm_cache})" if vllm_cache else ""), "", data)
 
 
 def check_env_cuda_visible(f: Facts) -> CheckResult:
