@@ -658,3 +658,22 @@ def test_use_modelscope_from_the_profile_env_on_a_hugging_face_profile_warns_nam
 def test_unwritable_legacy_cache_that_serve_passes_on_fails_naming_the_legacy_variable(tmp_path):
     r = one(make_facts(env={"MS_CACHE_HOME": _unwritable(tmp_path)}, cache_dir=None), "env.modelscope")
     assert r.status == Status.FAIL and "not writable" in r.summary and "your MS_CACHE_HOME" in r.hint
+
+
+# --- the profile's [env] is what vLLM gets: VLLM_PORT, HF_HUB_OFFLINE, CUDA_EMPTY_CACHE ---
+
+def test_vllm_port_from_the_profile_env_colliding_with_the_http_port_fails_naming_the_profile():
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, VLLM_PORT="8000")), "env.misc")
+    assert r.status == Status.FAIL and "equals the HTTP port" in r.summary and "profile custom's [env]" in r.hint
+
+
+def test_hf_offline_from_the_profile_env_warns_and_the_profile_can_turn_the_users_off():
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, HF_HUB_OFFLINE="1")), "env.misc")
+    assert r.status == Status.WARN and "HF_HUB_OFFLINE" in r.summary and "profile custom's [env]" in r.hint
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, HF_HUB_OFFLINE="0"), env={"HF_HUB_OFFLINE": "1"}), "env.misc")
+    assert r.status == Status.OK
+
+
+def test_useless_variable_from_the_profile_env_points_to_the_profile():
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, CUDA_EMPTY_CACHE="1")), "env.misc")
+    assert r.status == Status.WARN and "does nothing" in r.summary and "profile custom's [env]" in r.hint

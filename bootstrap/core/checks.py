@@ -732,25 +732,26 @@ def check_env_cuda_visible(f: Facts) -> CheckResult:
 
 
 def check_env_misc(f: Facts) -> CheckResult:
-    """Variables that do nothing or do something surprising: `env | grep -E 'CUDA_EMPTY_CACHE|HF_HUB_OFFLINE|VLLM_PORT'`."""
-    env = f.env
+    """Variables that do nothing or do something surprising: `env | grep -E 'CUDA_EMPTY_CACHE|HF_HUB_OFFLINE|VLLM_PORT'`,
+    with the profile's [env] that serve puts over them."""
     findings: list[tuple[Status, str, str]] = []
-    empty_cache = env.get("CUDA_EMPTY_CACHE")
+    empty_cache = f.vllm_env("CUDA_EMPTY_CACHE")
     if empty_cache is not None:
         findings.append((Status.WARN, f"CUDA_EMPTY_CACHE={empty_cache!r} does nothing (no code in vLLM, "
-                         "torch or transformers reads it)", "unset CUDA_EMPTY_CACHE"))
-    vport = env.get("VLLM_PORT")
+                         "torch or transformers reads it)", f"unset CUDA_EMPTY_CACHE {f.where('CUDA_EMPTY_CACHE')}"))
+    vport = f.vllm_env("VLLM_PORT")
     if vport is not None:
         if vport.strip() == str(f.settings.port):
             findings.append((Status.FAIL, f"VLLM_PORT={vport} equals the HTTP port: VLLM_PORT is vLLM's internal "
-                             "port and the two will collide", "unset VLLM_PORT (use --port for the HTTP port)"))
+                             "port and the two will collide",
+                             f"unset VLLM_PORT {f.where('VLLM_PORT')} (use --port for the HTTP port)"))
         else:
             findings.append((Status.WARN, f"VLLM_PORT={vport} sets vLLM's internal port, not the HTTP port",
-                             "unset it unless you mean it; the HTTP port is --port / serve.port"))
-    offline = env.get("HF_HUB_OFFLINE")
+                             f"unset it {f.where('VLLM_PORT')} unless you mean it; the HTTP port is --port / serve.port"))
+    offline = f.vllm_env("HF_HUB_OFFLINE")
     if offline and offline.strip().lower() in ("1", "true", "yes", "on") and f.profile.model.source == "huggingface":
         findings.append((Status.WARN, "HF_HUB_OFFLINE is on: vLLM cannot download the model from Hugging Face",
-                         "unset HF_HUB_OFFLINE or download the model first"))
+                         f"unset HF_HUB_OFFLINE {f.where('HF_HUB_OFFLINE')} or download the model first"))
     data = {"CUDA_EMPTY_CACHE": empty_cache, "VLLM_PORT": vport, "HF_HUB_OFFLINE": offline}
     if not findings:
         return CheckResult("env.misc", Status.OK, "no useless or conflicting variables", "", data)
