@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/vboot ]; then
   "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+  # editable ("compat": a plain path, no import hook to slow every `vboot` start), so a `git pull` takes effect
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e . --config-settings editable_mode=compat
 fi
 .venv/bin/vboot setup --cpu
 .venv/bin/vboot doctor --profile tiny || true   # show the verdict; serve's own pre-flight decides
