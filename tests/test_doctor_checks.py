@@ -231,6 +231,20 @@ def test_port_held_by_a_program_names_it():
     assert r.status == Status.FAIL and "PID 4242 (nginx)" in r.summary and "--port" in r.hint
 
 
+def test_the_port_check_judges_the_port_vllm_gets_from_the_extra_arguments():
+    asked = []
+    f = make_facts(extra_args=("--port", "9123"))
+    f.c.port_is_free = lambda host, port: asked.append(port) or True
+    r = one(f, "port")
+    assert asked == [9123] and r.data["port"] == 9123 and "9123" in r.summary
+
+
+def test_a_taken_port_from_the_extra_arguments_says_where_to_change_it():
+    holder = SimpleNamespace(pid=4242, name="nginx", cmdline="nginx: master")
+    r = one(make_facts(port_free=False, holder=holder, extra_args=("--port=9123",)), "port")
+    assert "port 9123 is taken" in r.summary and "change the --port in the vLLM arguments after --" in r.hint
+
+
 def test_port_held_by_vboot_server_of_same_profile_offers_stop():
     run = SimpleNamespace(pid=99, port=8000, name="qwen", profile="qwen")
     r = one(make_facts(port_free=False, runs=[run]), "port")

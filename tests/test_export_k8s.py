@@ -317,6 +317,19 @@ def test_every_tensor_parallel_form_serve_reads_sets_the_gpu_count_and_is_stripp
     assert spec["vllmConfig"]["extraArgs"] == ["--enforce-eager", "--max-num-seqs", "8"]
 
 
+@pytest.mark.parametrize("bind_args", [("--port", "9000"), ("--port=9000",), ("--host", "127.0.0.1"),
+                                       ("--host=127.0.0.1", "--por", "9000")])
+def test_host_and_port_in_args_are_left_to_the_chart_with_a_warning(bind_args):
+    """The chart binds vLLM to 0.0.0.0 and its container port and looks there; a later --host/--port would win."""
+    prof = qwen()
+    prof = replace(prof, serve=replace(prof.serve, args=("--enforce-eager", *bind_args, "--max-num-seqs", "8")))
+    result = k8s.build_export(prof, k8s.K8sOptions())
+    [values] = [d.data for d in result.documents if d.filename == k8s.PRODUCTION_STACK_FILE]
+    spec = values["servingEngineSpec"]["modelSpec"][0]
+    assert spec["vllmConfig"]["extraArgs"] == ["--enforce-eager", "--max-num-seqs", "8"]
+    assert any("left out of extraArgs" in w and bind_args[0].partition("=")[0] in w for w in result.warnings)
+
+
 def test_prefix_caching_turned_off_with_underscores_reaches_the_charts_field():
     prof = qwen()
     prof = replace(prof, serve=replace(prof.serve, args=("--no_enable_prefix_caching", "--enforce-eager")))

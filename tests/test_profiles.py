@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import ProfileError, ProfileNotFoundError
+from bootstrap.core.errors import ProfileError, ProfileNotFoundError, UsageError
 from bootstrap.core.profiles import list_profiles, load_profile, local_model_dir, parse_profile, resolve_serve_settings
 from conftest import REPO
 
@@ -96,6 +96,30 @@ def test_precedence_flags_over_profile_over_environment():
     assert s.port == 8100 and str(s.cache_dir) == "/env-cache"
     s = resolve_serve_settings(prof, env, port=9000, cache_dir="/flag", vllm_python="/flag/python")
     assert s.port == 9000 and str(s.cache_dir) == "/flag" and s.vllm_python == "/flag/python"
+
+
+def test_host_port_and_key_follow_the_vllm_arguments_that_come_after_vboots_own():
+    """build_command puts --host/--port/--api-key first, then serve.args, then the extra args: vLLM keeps the last."""
+    prof = parse_profile(GOOD.replace('args = ["--max-num-seqs", "8"]', 'args = ["--port", "8200", "--host", "::"]'),
+                         "mine")
+    env = Environ({"HOME": "/h"})
+    s = resolve_serve_settings(prof, env, port=9000, host="127.0.0.1")
+    assert (s.host, s.port) == ("::", 8200) and s.from_args.keys() == {"host", "port"}
+    s = resolve_serve_settings(prof, env, port=9000, extra_args=("--port=9100", "--api_key", "K"))
+    assert (s.port, s.api_key) == (9100, "K")
+    assert s.from_args["port"] == "the vLLM arguments after --"
+    assert s.change_hint("port", "--port") == "change the --port in the vLLM arguments after --"
+
+
+def test_a_bad_port_in_serve_args_is_refused_like_a_bad_serve_port():
+    text = GOOD.replace('"--max-num-seqs", "8"', '"--port", "http"')
+    with pytest.raises(ProfileError, match=r"^/p/mine.toml:\d+: --port 'http' in 'serve.args' is not a port number"):
+        parse_profile(text, "mine", source="/p/mine.toml")
+
+
+def test_a_bad_port_among_the_extra_arguments_is_a_usage_error():
+    with pytest.raises(UsageError, match="--port 'x' in the vLLM arguments after -- is not a port number"):
+        resolve_serve_settings(parse_profile(GOOD, "mine"), Environ({"HOME": "/h"}), extra_args=("--port", "x"))
 
 
 def test_the_vllm_python_from_the_environment_is_reported_as_such():

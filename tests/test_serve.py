@@ -61,6 +61,42 @@ def test_an_exposed_host_without_a_key_is_refused_before_the_preflight(isolated_
     assert preflight == []
 
 
+@pytest.mark.parametrize("extra, shown", [(["--host", "0.0.0.0"], "0.0.0.0"), (["--host=::"], "::"),
+                                          (["--host="], "0.0.0.0")])
+def test_an_exposed_host_among_the_vllm_arguments_is_refused_without_a_key(isolated_env, preflight, monkeypatch,
+                                                                           extra, shown):
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    err = invoke("tiny", "--", *extra)
+    assert isinstance(err, UsageError)
+    assert err.message.startswith(f"--host {shown} (in the vLLM arguments after --) exposes the server")
+    assert preflight == []
+
+
+def test_a_loopback_host_among_the_vllm_arguments_wins_over_an_exposed_host_flag(isolated_env, preflight,
+                                                                                 monkeypatch):
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert isinstance(invoke("tiny", "--host", "0.0.0.0", "--", "--host", "127.0.0.1"), PreflightReached)
+
+
+@pytest.mark.parametrize("extra", [["--api_key", "K"], ["--api-key=K"], ["--api-key", "K"]])
+def test_an_api_key_among_the_vllm_arguments_counts_as_a_key(isolated_env, preflight, monkeypatch, extra):
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert isinstance(invoke("tiny", "--host", "0.0.0.0", "--", *extra), PreflightReached)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--port", "x"], "--port 'x' in the vLLM arguments after -- is not a port number"),
+    (["--port=80000"], "--port 80000 in the vLLM arguments after -- is outside 1-65535"),
+    (["--max-num-seqs", "8", "--port"], "--port in the vLLM arguments after -- has no value"),
+])
+def test_a_bad_port_among_the_vllm_arguments_is_a_usage_error_before_anything_starts(isolated_env, preflight,
+                                                                                    capsys, extra, message):
+    code = run_main("serve", "tiny", "--", *extra)
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: {message}" in err
+    assert preflight == [] and not runs_dir(Environ(isolated_env)).exists()
+
+
 def test_a_bad_name_is_refused_before_the_preflight(isolated_env, preflight):
     err = invoke("tiny", "--name", "../x")
     assert isinstance(err, UsageError) and err.message == "invalid --name '../x'"
@@ -121,6 +157,20 @@ HTTPServer(("127.0.0.1", port), Health).serve_forever()
 """
 
 
+def vllm_port(argv: list[str]) -> int:
+    """The port real vLLM binds for ``argv``, decided by the stdlib argparse vLLM's parser builds on (the last
+    value wins, a prefix such as --por counts), with underscores in option names read as dashes, as vLLM does."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host")
+    parser.add_argument("--api-key", nargs="+")
+    dashed = [a.partition("=")[0].replace("_", "-") + "".join(a.partition("=")[1:]) if a.startswith("--") else a
+              for a in argv]
+    return parser.parse_known_args(dashed)[0].port
+
+
 @pytest.fixture
 def fake_vllm(tmp_path, monkeypatch):
     """serve with the pre-flight answered (a CPU vLLM) and, instead of vLLM, a process that answers /health
@@ -141,7 +191,7 @@ def fake_vllm(tmp_path, monkeypatch):
 
     def fake_spawn(argv, env, log, pdeathsig=False):
         started.extend(argv)
-        port = argv[argv.index("--port") + 1]
+        port = str(vllm_port(argv))
         return subprocess.Popen([sys.executable, str(script), port, "0.3"], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -225,6 +275,51 @@ def test_the_command_is_shown_as_the_shell_would_read_it_with_the_key_masked(iso
     shown = shlex.join(redact(fake_vllm))
     assert "'a b.jinja'" in shown and "s3cret" not in shown
     assert f"command {shown}\n" in err and "s3cret" not in err
+
+
+@pytest.mark.parametrize("form", ["--port {}", "--port={}", "--port 1 --por {}"])  # the last, shortened
+def test_a_port_among_the_vllm_arguments_is_waited_on_recorded_and_scraped(isolated_env, fake_vllm, capsys,
+                                                                          monkeypatch, form):
+    """vLLM binds the last --port: readiness, the smoke request, the run record (`vboot ps`, `vboot top`) and
+    the Prometheus target must all use it, not --port or the profile's."""
+    from tests.e2e_support import free_port
+
+    from bootstrap.probes.http import SmokeResult
+
+    flag_port, port = free_port(), free_port()
+    smoke = []
+    monkeypatch.setattr("bootstrap.probes.http.smoke_chat",
+                        lambda url, model, api_key=None: smoke.append(url) or SmokeResult(True, 0.1, 4, 40.0, "hi"))
+    code = run_main("serve", "tiny", "--port", str(flag_port), "--detach", "--json", "--timeout", "5", "--",
+                    *form.format(port).split())
+    doc = json.loads(capsys.readouterr().out)
+    url = f"http://127.0.0.1:{port}"
+    assert code == 0 and vllm_port(fake_vllm) == port and doc["data"]["url"] == url and smoke == [url]
+    run_dir = runs_dir(Environ(isolated_env)) / "tiny"
+    record = json.loads((run_dir / runs.RUN_FILE).read_text())
+    assert (record["host"], record["port"]) == ("127.0.0.1", port)
+    assert f"127.0.0.1:{port}" in (run_dir / "prometheus.yml").read_text()
+
+
+def test_an_api_key_among_the_vllm_arguments_reaches_clients_but_not_the_logs(isolated_env, fake_vllm, capsys,
+                                                                              monkeypatch):
+    from tests.e2e_support import free_port
+
+    from bootstrap.probes.http import SmokeResult
+
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    keys = []
+    monkeypatch.setattr("bootstrap.probes.http.smoke_chat",
+                        lambda url, model, api_key=None: keys.append(api_key) or SmokeResult(True, 0.1, 4, 40.0, "hi"))
+    code = run_main("serve", "tiny", "--host", "0.0.0.0", "--detach", "--", "--api_key", "s3cret",
+                    f"--port={free_port()}")
+    err = capsys.readouterr().err
+    run_dir = runs_dir(Environ(isolated_env)) / "tiny"
+    assert code == 0 and keys == ["s3cret"]
+    assert json.loads((run_dir / runs.RUN_FILE).read_text())["api_key_set"] is True
+    assert "credentials: s3cret" in (run_dir / "prometheus.yml").read_text()
+    assert "s3cret" not in err and "s3cret" not in (run_dir / "cmdline").read_text()
+    assert "s3cret" not in (run_dir / runs.RUN_FILE).read_text()
 
 
 # ---------------------------------------------------------------------------------------------- stop --orphans

@@ -22,3 +22,15 @@ def test_redact_masks_the_api_key_in_every_spelling():
 
 def test_redact_leaves_a_trailing_api_key_flag_alone():
     assert redact(["vllm", "--api-key"]) == ["vllm", "--api-key"]
+
+
+def test_redact_masks_every_key_of_a_multi_key_api_key():
+    assert redact(["vllm", "--api-key", "k1", "k2", "--port", "1"]) == ["vllm", "--api-key", "***", "***", "--port", "1"]
+
+
+def test_redact_masks_a_shortened_api_key_option():
+    assert redact(["vllm", "--api-k", "k1", "--api_k=k2"]) == ["vllm", "--api-k", "***", "--api_k=***"]
+
+
+def test_redact_masks_a_key_that_starts_with_a_dash():
+    assert redact(["vllm", "--api-key", "-k1", "--port", "1"]) == ["vllm", "--api-key", "***", "--port", "1"]

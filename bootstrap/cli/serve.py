@@ -61,7 +61,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     (PYTORCH_CUDA_ALLOC_CONF, VLLM_USE_MODELSCOPE, MODELSCOPE_CACHE and the profile's), the model (pulled through
     ModelScope when missing), a run directory with the command, env, vllm.log and a Prometheus scrape config;
     then vLLM in its own process group, /health, a smoke request, and a summary. Ctrl-C or SIGTERM stops the
-    whole tree (SIGTERM, then SIGKILL). Arguments after `--` go to vLLM unchanged.
+    whole tree (SIGTERM, then SIGKILL). Arguments after `--` go to vLLM unchanged, last: a --host, --port or
+    --api-key there wins over vboot's own, as in vLLM, and vboot checks, waits on and records that one.
 
     \b
     Examples:
@@ -85,7 +86,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     settings = resolve_serve_settings(profile, env, host=host, port=port, api_key=api_key, extra_args=extra_args,
                                       cache_dir=cache_dir, vllm_python=vllm_python)
     # Refusals that need no probe come before the pre-flight's (NVML, the vLLM Python, a process scan).
-    serving.check_exposure(settings.host, settings.api_key, insecure)
+    serving.check_exposure(settings.host, settings.api_key, insecure, settings.from_args.get("host"))
     run_name = name or profile.name
     if not run_name_ok(run_name):
         raise UsageError(f"invalid --name {run_name!r}", hint="use letters, digits, '.', '_' or '-'")

@@ -558,8 +558,10 @@ def check_leftovers(f: Facts) -> CheckResult:
 
 
 def check_port(f: Facts) -> CheckResult:
-    """The profile's port: `ss -ltnp 'sport = :PORT'`."""
+    """The port vLLM will bind (--port, the profile's, or the last --port among its arguments):
+    `ss -ltnp 'sport = :PORT'`."""
     host, port = f.settings.host, f.settings.port
+    other_port = f.settings.change_hint("port", "--port")
     data: dict[str, Any] = {"host": host, "port": port}
     if f.c.port_is_free(host, port):
         data["free"] = True
@@ -572,7 +574,7 @@ def check_port(f: Facts) -> CheckResult:
         return CheckResult("port", Status.WARN if same else Status.FAIL,
                            f"port {port} is taken by vboot server {r.name!r} (profile {r.profile}, PID {r.pid})"
                            + (" — the same profile is already being served" if same else ""),
-                           f"use it, or `vboot stop {r.name}`, or serve on another --port", data)
+                           f"use it, or `vboot stop {r.name}`, or {other_port} to serve on another port", data)
     holder = f.c.port_holder(port)  # after the run records: it walks every socket of the box
     if holder is not None:
         data["holder"] = {"pid": holder.pid, "name": holder.name, "cmdline": holder.cmdline}
@@ -581,9 +583,9 @@ def check_port(f: Facts) -> CheckResult:
         return CheckResult("port", Status.FAIL, f"port {port} is taken by {who}",
                            (f"stop it (`kill {holder.pid}`)" if holder.pid else "find it with `ss -ltnp`")
                            + (" — it looks like an unmanaged vLLM server" if vllm else "")
-                           + "; or pass --port", data)
+                           + f"; or {other_port}", data)
     return CheckResult("port", Status.FAIL, f"port {port} on {host} cannot be bound",
-                       "find the holder with `ss -ltnp`, or pass --port", data)
+                       f"find the holder with `ss -ltnp`, or {other_port}", data)
 
 
 def check_env_alloc(f: Facts) -> CheckResult:

@@ -32,7 +32,7 @@ from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
 from bootstrap.core.prom import rule_groups
-from bootstrap.core.vllm_cmd import option_name
+from bootstrap.core.vllm_args import OptionUse, option_name, option_uses
 from bootstrap.core.yamltext import to_yaml
 
 GIB = 1024**3
@@ -210,15 +210,36 @@ def _option_names(serve_args: Sequence[str]) -> set[str]:
     return {option_name(a).partition(".")[0] for a in serve_args}
 
 
+def _bind_options(serve_args: Sequence[str]) -> list[OptionUse]:
+    """``--host``/``--port`` among ``serve_args``, in every spelling vLLM reads (``--port=9000``, ``--por 9000``).
+
+    The chart runs ``vllm serve MODEL --host 0.0.0.0 --port CONTAINER_PORT ... EXTRA_ARGS`` and points the
+    Service, the probes and the ServiceMonitor at that port: a later --port (vLLM keeps the last) would leave the
+    pod listening where nothing looks, a later --host (127.0.0.1) would make it unreachable."""
+    return sorted(option_uses(serve_args, "--host") + option_uses(serve_args, "--port"), key=lambda u: u.index)
+
+
+def chart_owned_warnings(profile: Profile) -> list[str]:
+    """Warnings for the profile's serve.args left out of ``extraArgs`` because the chart owns them."""
+    return [f"serve.args {' '.join([u.spelling, *u.values])} left out of extraArgs: in the cluster the chart binds "
+            "vLLM to 0.0.0.0 and its container port, where the Service, probes and ServiceMonitor look"
+            for u in _bind_options(profile.serve.args)]
+
+
 def _without_chart_fields(serve_args: Sequence[str]) -> list[str]:
-    """``serve_args`` less those the chart sets from its own fields: prefix caching, and tensor parallel in every
-    form :func:`tensor_parallel_size` reads (``-tp 4``, ``-tp=4``, ``--tensor-parallel-size[=]4``, underscores for
-    dashes), so the GPU count the values request and the size vLLM gets cannot disagree."""
+    """``serve_args`` less those the chart sets from its own fields: prefix caching, --host and --port
+    (:func:`_bind_options`), and tensor parallel in every form :func:`tensor_parallel_size` reads (``-tp 4``,
+    ``-tp=4``, ``--tensor-parallel-size[=]4``, underscores for dashes), so the GPU count the values request and
+    the size vLLM gets cannot disagree."""
+    bind = {i for u in _bind_options(serve_args)
+            for i in range(u.index, u.index + 1 + (0 if "=" in serve_args[u.index] else len(u.values)))}
     out: list[str] = []
     skip_value = False
-    for arg in serve_args:
+    for i, arg in enumerate(serve_args):
         if skip_value:
             skip_value = False
+            continue
+        if i in bind:
             continue
         name, eq = option_name(arg), "=" in arg
         if name in ("--tensor-parallel-size", "-tp"):  # the names and value rule of envplan.tensor_parallel_size
@@ -458,7 +479,8 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
         )
     if groups is None:
         groups = rule_groups()
-    _, warnings = pod_environment(profile)
+    _, env_warnings = pod_environment(profile)
+    warnings = env_warnings + chart_owned_warnings(profile)
     ns, mon = options.namespace, options.monitoring_namespace
     docs_data = [
         (PRODUCTION_STACK_FILE, "helm-values", production_stack_values(profile, options),

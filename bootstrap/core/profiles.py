@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import ProfileError, ProfileNotFoundError
+from bootstrap.core.errors import ProfileError, ProfileNotFoundError, UsageError
 from bootstrap.core.paths import user_profiles_dir
 from bootstrap.core.units import parse_size
+from bootstrap.core.vllm_args import ArgSource, bound_endpoint
 
 SOURCES = ("modelscope", "huggingface", "local")
 DEVICES = ("auto", "gpu", "cpu")
@@ -173,6 +174,10 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
     args = typed(serve_raw, "args", list, "serve.", [])
     if not all(isinstance(a, str) for a in args):
         raise _err(source, text, "'serve.args' must be a list of strings", "args", "serve")
+    try:  # a --port vLLM would refuse, or a --host/--port/--api-key without a value: refused like serve.port
+        bound_endpoint(DEFAULT_HOST, port, None, [ArgSource("'serve.args'", tuple(args))])
+    except UsageError as exc:
+        raise _err(source, text, exc.message, "args", "serve") from None
     serve = ServeSpec(
         port=port, host=typed(serve_raw, "host", str, "serve.", DEFAULT_HOST), device=device,
         max_model_len=typed(serve_raw, "max_model_len", int, "serve.", None),
@@ -304,7 +309,9 @@ def local_model_dir(profile: Profile) -> Path | None:
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """The resolved settings of one `vboot serve` (flags > profile > environment > defaults)."""
+    """The resolved settings of one `vboot serve` (flags > profile > environment > defaults), with host, port
+    and API key as vLLM will have them: a --host/--port/--api-key among the profile's serve.args or the extra
+    vLLM arguments comes after vboot's own on the command line, and vLLM keeps the last."""
 
     profile: Profile
     host: str
@@ -313,6 +320,15 @@ class ServeSettings:
     extra_args: tuple[str, ...]
     cache_dir: Path
     vllm_python: str | None  # --vllm-python only: vllm_env.choose_python ranks it over the rest
+    # "host", "port", "api_key" -> where the vLLM argument that decided it was given (e.g. "the vLLM arguments
+    # after --"); absent when vboot's flag, the profile, the environment or the default stands.
+    from_args: Mapping[str, str] = field(default_factory=dict)
+
+    def change_hint(self, setting: str, flag: str) -> str:
+        """How to change ``setting`` ("host", "port", "api_key"), for hints: vboot's ``flag`` unless a vLLM
+        argument decides it, in which case that argument."""
+        src = self.from_args.get(setting)
+        return f"change the {flag} in {src}" if src else f"pass {flag}"
 
 
 def resolve_serve_settings(
@@ -326,7 +342,13 @@ def resolve_serve_settings(
     cache_dir: str | None = None,
     vllm_python: str | None = None,
 ) -> ServeSettings:
-    """The one place where flags, the profile, the environment and defaults meet."""
+    """The one place where flags, the profile, the environment and defaults meet.
+
+    Host, port and API key then go through what vLLM will read after vboot's own options (the profile's
+    serve.args, then ``extra_args``; :func:`bootstrap.core.vllm_args.bound_endpoint`), so the pre-flight, the
+    run record, the Prometheus target and the readiness and smoke requests all use what vLLM binds. Raises
+    :class:`UsageError` for a --port among ``extra_args`` that is not 1-65535, or a host/port/key option there
+    without a value (:func:`parse_profile` already refused those in serve.args)."""
     from bootstrap.core.paths import modelscope_cache
 
     if cache_dir:
@@ -335,12 +357,21 @@ def resolve_serve_settings(
         cache = Path(profile.cache_dir).expanduser()
     else:
         cache = modelscope_cache(env)
+    where = profile.source_path or profile.name
+    bound = bound_endpoint(
+        host or profile.serve.host or DEFAULT_HOST,
+        port or profile.serve.port or DEFAULT_PORT,
+        api_key or env.get("VLLM_API_KEY") or None,
+        [ArgSource(f"profile {profile.name}'s serve.args ({where})", profile.serve.args),
+         ArgSource("the vLLM arguments after --", tuple(extra_args))],
+    )
     return ServeSettings(
         profile=profile,
-        host=host or profile.serve.host or DEFAULT_HOST,
-        port=port or profile.serve.port or DEFAULT_PORT,
-        api_key=api_key or env.get("VLLM_API_KEY") or None,
+        host=bound.host,
+        port=bound.port,
+        api_key=bound.api_key,
         extra_args=tuple(extra_args),
         cache_dir=cache,
         vllm_python=vllm_python or None,
+        from_args=bound.origins,
     )

@@ -24,12 +24,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
-    """A server reachable from other machines needs an API key, unless the user says --insecure."""
+def check_exposure(host: str, api_key: str | None, insecure: bool, host_from: str | None = None) -> None:
+    """A server reachable from other machines needs an API key, unless the user says --insecure.
+
+    ``host`` and ``api_key`` are those vLLM will have (``ServeSettings``: a --host or --api-key among the vLLM
+    arguments counts); ``host_from`` names those arguments when the host comes from them."""
     if is_loopback(host) or api_key or insecure:
         return
     raise UsageError(
-        f"--host {host} exposes the server beyond this machine without an API key",
+        f"--host {host}{f' (in {host_from})' if host_from else ''} exposes the server beyond this machine "
+        "without an API key",
         hint="pass --api-key KEY (clients send 'Authorization: Bearer KEY'), or --insecure if the network is trusted",
     )
 

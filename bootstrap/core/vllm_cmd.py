@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.core.profiles import ServeSettings
+from bootstrap.core.vllm_args import option_name, option_uses  # noqa: F401  (option_name: read from here too)
 
 
 @dataclass(frozen=True)
@@ -62,36 +63,24 @@ def build_command(install: VllmInstall, model_dir: str, settings: ServeSettings,
     if s.dtype:
         argv += ["--dtype", s.dtype]
     if settings.api_key:
-        argv += ["--api-key", settings.api_key]
+        argv += [f"--api-key={settings.api_key}"]  # one argument: a key may start with "-"
     argv += list(s.args)
     argv += list(settings.extra_args)
     return argv
 
 
-def option_name(arg: str) -> str:
-    """The option ``arg`` names (its part before the first ``=``), spelt as vLLM's FlexibleArgumentParser reads it.
-
-    vLLM (``vllm/utils/argparse_utils.py``, 0.32) rewrites every argument that starts with ``--``: in the part
-    before the first ``=``, underscores become dashes up to the first ``.`` (so ``--gpu_memory_utilization=0.5``
-    is ``--gpu-memory-utilization``, ``--compilation_config.cudagraph_mode`` is
-    ``--compilation-config.cudagraph_mode``). Values and short options (``-tp``) are left as they are.
-    """
-    if not arg.startswith("--"):
-        return arg.partition("=")[0]
-    head, dot, tail = arg.partition("=")[0][2:].partition(".")
-    return "--" + head.replace("_", "-") + dot + tail
-
-
 def redact(argv: list[str]) -> list[str]:
-    """The command as shown or stored: the value of --api-key masked (in every spelling vLLM accepts)."""
+    """The command as shown or stored: every value of every --api-key masked, in every spelling vLLM accepts
+    (``--api-key K``, ``--api-key=K``, ``--api_key K``, a prefix such as ``--api-k K``, several keys
+    ``--api-key K1 K2``)."""
     out = list(argv)
-    for i, arg in enumerate(argv):
-        if option_name(arg) != "--api-key":
-            continue
-        if "=" in arg:
-            out[i] = arg.partition("=")[0] + "=***"
-        elif i + 1 < len(out):
-            out[i + 1] = "***"
+    # Past a bare "--" too: vLLM would refuse such a command, but its log and run files must not show the key.
+    for use in option_uses(argv, "--api-key", many=True, past_double_dash=True):
+        if "=" in argv[use.index]:
+            out[use.index] = use.spelling + "=***"
+        else:  # no value by argparse's rules (a key starting with "-"): mask what follows all the same
+            n = len(use.values) or min(1, len(argv) - use.index - 1)
+            out[use.index + 1:use.index + 1 + n] = ["***"] * n
     return out
 
 

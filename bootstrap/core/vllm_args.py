@@ -1,0 +1,150 @@
+"""vLLM's command line read the way vLLM's own parser reads it, so vboot agrees with what the server does.
+
+vboot's command puts its own ``--host``/``--port``/``--api-key`` first and the profile's ``serve.args`` and the
+user's ``-- EXTRA_VLLM_ARGS`` after them (:func:`bootstrap.core.vllm_cmd.build_command`). vLLM's argparse keeps
+the last value of a repeated option, so those later arguments decide where the server listens and which key
+it wants; :func:`bound_endpoint` says what they decide, for every consumer (pre-flight, run record, Prometheus
+target, readiness and smoke requests).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bootstrap.core.errors import UsageError
+
+#: What vLLM binds when ``--host`` is empty or ``None`` (its ``optional_type`` reads both as no host, and the
+#: server then binds every interface). Shown as the IPv4 wildcard: a client on this machine uses 127.0.0.1.
+ALL_INTERFACES = "0.0.0.0"
+
+# argparse's test for a negative number, which it takes as a value rather than an option.
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def option_name(arg: str) -> str:
+    """The option ``arg`` names (its part before the first ``=``), spelt as vLLM's FlexibleArgumentParser reads it.
+
+    vLLM (``vllm/utils/argparse_utils.py``, 0.32) rewrites every argument that starts with ``--``: in the part
+    before the first ``=``, underscores become dashes up to the first ``.`` (so ``--gpu_memory_utilization=0.5``
+    is ``--gpu-memory-utilization``, ``--compilation_config.cudagraph_mode`` is
+    ``--compilation-config.cudagraph_mode``). Values and short options (``-tp``) are left as they are.
+    """
+    if not arg.startswith("--"):
+        return arg.partition("=")[0]
+    head, dot, tail = arg.partition("=")[0][2:].partition(".")
+    return "--" + head.replace("_", "-") + dot + tail
+
+
+def names_option(arg: str, option: str) -> bool:
+    """Whether vLLM reads ``arg`` as the long ``option`` (e.g. ``--port``): in any spelling
+    :func:`option_name` accepts, or shortened (argparse's allow_abbrev, on in vLLM, takes an unambiguous prefix
+    such as ``--hos`` for ``--host``; an ambiguous one makes vLLM exit, so counting it does no harm)."""
+    name = option_name(arg)
+    return arg.startswith("--") and len(name) > 2 and "." not in name and option.startswith(name)
+
+
+def is_value(arg: str) -> bool:
+    """Whether argparse takes ``arg`` as a value rather than as an option: anything not starting with ``-``,
+    a lone ``-``, a negative number, or text with a space in it (argparse's own rules); never ``--``."""
+    if arg == "--":
+        return False
+    return (not arg.startswith("-") or arg == "-" or bool(_NEGATIVE_NUMBER.match(arg)) or " " in arg)
+
+
+@dataclass(frozen=True)
+class OptionUse:
+    """One occurrence of an option on a command line."""
+
+    index: int  # where the option itself is in the args
+    spelling: str  # the option as written, without its inline value: "--port", "--api_key", "--hos"
+    values: tuple[str, ...]  # its value(s); empty when none follows (vLLM then refuses to start)
+
+
+def option_uses(args: Sequence[str], option: str, many: bool = False,
+                past_double_dash: bool = False) -> list[OptionUse]:
+    """Every use of the long ``option`` among ``args``, in order, each with its values: ``--opt V``,
+    ``--opt=V`` (underscore spellings and prefixes too, see :func:`names_option`). ``many``: the option takes
+    one or more values (vLLM's ``nargs='+'``, e.g. ``--api-key K1 K2``). Scanning stops at a bare ``--``, after
+    which argparse reads only positionals, unless ``past_double_dash``."""
+    uses = []
+    for i, arg in enumerate(args):
+        if arg == "--" and not past_double_dash:
+            break
+        if not names_option(arg, option):
+            continue
+        spelling, eq, inline = arg.partition("=")
+        if eq:
+            uses.append(OptionUse(i, spelling, (inline,)))
+            continue
+        values: list[str] = []
+        for following in args[i + 1:]:
+            if not is_value(following) or (values and not many):
+                break
+            values.append(following)
+        uses.append(OptionUse(i, spelling, tuple(values)))
+    return uses
+
+
+@dataclass(frozen=True)
+class ArgSource:
+    """A run of arguments vLLM gets after vboot's own options, and how to name it in messages."""
+
+    label: str  # "the vLLM arguments after --", "profile qwen's serve.args (/path/qwen.toml)"
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where vLLM will listen and the key it will want, as its parser decides from the whole command line.
+
+    ``origins`` names, for each of "host", "port" and "api_key" that a later argument decided, the
+    :attr:`ArgSource.label` it came from (absent: vboot's own flag, profile or default stands)."""
+
+    host: str
+    port: int
+    api_key: str | None
+    origins: dict[str, str]
+
+
+def bound_endpoint(host: str, port: int, api_key: str | None, later: Sequence[ArgSource]) -> Endpoint:
+    """The host, port and API key vLLM ends up with when its command line holds vboot's ``--host host --port
+    port [--api-key api_key]`` followed by the ``later`` sources, in order: the last use of each option wins,
+    as in vLLM's argparse. Raises :class:`UsageError` (before anything starts) for a ``--port`` that is not a
+    number from 1 to 65535 (vLLM would refuse it, or bind a port vboot cannot know) and for a host, port or key
+    option with no value (vLLM would refuse to start)."""
+    args: list[str] = []
+    owner: list[str] = []  # the label of each argument's source
+    for src in later:
+        args += src.args
+        owner += [src.label] * len(src.args)
+    origins: dict[str, str] = {}
+
+    def last(option: str, many: bool = False) -> tuple[OptionUse, str] | None:
+        uses = option_uses(args, option, many)
+        if not uses:
+            return None
+        use, where = uses[-1], owner[uses[-1].index]
+        if not use.values:
+            raise UsageError(f"{use.spelling} in {where} has no value", hint=f"give {option} a value ({option}=VALUE when it starts with '-'), or drop it")
+        return use, where
+
+    if found := last("--host"):
+        use, origins["host"] = found
+        host = use.values[0] if use.values[0] not in ("", "None") else ALL_INTERFACES
+    if found := last("--port"):
+        use, origins["port"] = found
+        raw, hint = use.values[0], "give --port a number from 1 to 65535"
+        try:
+            port = int(raw)  # what vLLM's type=int accepts
+        except ValueError:
+            raise UsageError(f"{use.spelling} {raw!r} in {origins['port']} is not a port number", hint=hint) from None
+        if not 1 <= port <= 65535:
+            raise UsageError(f"{use.spelling} {raw} in {origins['port']} is outside 1-65535", hint=hint)
+    if found := last("--api-key", many=True):
+        use, origins["api_key"] = found
+        # vLLM accepts any of the keys; clients (the smoke request, Prometheus) send the first. An empty key is
+        # no key as far as exposure goes.
+        api_key = next((v for v in use.values if v), None)
+    return Endpoint(host=host, port=port, api_key=api_key, origins=origins)
