@@ -26,7 +26,7 @@ def isolated_env(tmp_path, monkeypatch):
         "MODELSCOPE_CACHE": str(tmp_path / "ms-cache"),
     }
     for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "VLLM_USE_MODELSCOPE", "MS_CACHE_HOME",
-                "MODELSCOPE_LOG_LEVEL", "CUDA_EMPTY_CACHE", "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES", "VLLM_PORT",
+                "MODELSCOPE_LOG_LEVEL", "CUDA_EMPTY_CACHE", "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES", "VLLM_PORT", "VLLM_API_KEY",
                 "VBOOT_DEBUG"):
         monkeypatch.delenv(key, raising=False)
     for key, value in values.items():

@@ -98,6 +98,18 @@ def test_precedence_flags_over_profile_over_environment():
     assert s.port == 9000 and str(s.cache_dir) == "/flag" and s.vllm_python == "/flag/python"
 
 
+def test_a_cache_set_in_the_profiles_env_is_where_the_model_is_pulled():
+    # vLLM and the ModelScope client get the profile's [env] over the user's; the pull must land there too.
+    prof = parse_profile(GOOD.replace("[env]\n", '[env]\nMODELSCOPE_CACHE = "~/models"\n'), "mine")
+    env = Environ({"HOME": "/h", "MODELSCOPE_CACHE": "/env-cache"})
+    assert str(resolve_serve_settings(prof, env).cache_dir) == "/h/models"
+    assert str(resolve_serve_settings(prof, env, cache_dir="/flag").cache_dir) == "/flag"
+    legacy = parse_profile(GOOD.replace("[env]\n", '[env]\nMS_CACHE_HOME = "/legacy"\n'), "mine")
+    assert str(resolve_serve_settings(legacy, Environ({"HOME": "/h"})).cache_dir) == "/legacy"
+    # the user's MODELSCOPE_CACHE still beats a legacy name, in the client as here
+    assert str(resolve_serve_settings(legacy, env).cache_dir) == "/env-cache"
+
+
 def test_host_port_and_key_follow_the_vllm_arguments_that_come_after_vboots_own():
     """build_command puts --host/--port/--api-key first, then serve.args, then the extra args: vLLM keeps the last."""
     prof = parse_profile(GOOD.replace('args = ["--max-num-seqs", "8"]', 'args = ["--port", "8200", "--host", "::"]'),

@@ -81,8 +81,13 @@ class Environ:
         return raw.strip().lower() in {"1", "true", "yes", "on"}
 
     def path(self, name: str) -> Path | None:
+        """The variable as a path; ``~`` is this view's HOME (``~user`` is looked up as usual)."""
         raw = self.get(name)
-        return Path(raw).expanduser() if raw else None
+        if not raw:
+            return None
+        if raw == "~" or raw.startswith("~/"):
+            return self.home() / raw[2:]
+        return Path(raw).expanduser()
 
     def home(self) -> Path:
         raw = self.get("HOME")

@@ -331,6 +331,9 @@ class ServeSettings:
         return f"change the {flag} in {src}" if src else f"pass {flag}"
 
 
+_CACHE_VARS = frozenset({"MODELSCOPE_CACHE", "MS_CACHE_HOME"})  # the ModelScope client's cache root, in order
+
+
 def resolve_serve_settings(
     profile: Profile,
     env: Environ,
@@ -355,6 +358,11 @@ def resolve_serve_settings(
         cache = Path(cache_dir).expanduser()
     elif profile.cache_dir:
         cache = Path(profile.cache_dir).expanduser()
+    elif _CACHE_VARS & profile.env.keys():
+        # The ModelScope client gets the profile's [env] over the user's (bootstrap.core.envplan): pull where
+        # the client and vLLM will look, by the client's own rule.
+        seen = {name: value for name in (*_CACHE_VARS, "HOME") if (value := env.get(name)) is not None}
+        cache = modelscope_cache(Environ({**seen, **profile.env}))
     else:
         cache = modelscope_cache(env)
     where = profile.source_path or profile.name
