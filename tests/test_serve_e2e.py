@@ -147,7 +147,6 @@ def test_port_taken_by_another_program_is_refused_before_vllm_starts(e2e):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        before = {p.pid for p in psutil.process_iter() if "vllm" in " ".join(p.cmdline() if p.is_running() else [])}
         t0 = time.monotonic()
         res = _run(e2e, "serve", "tiny", "--port", str(port))
         took = time.monotonic() - t0
