@@ -58,3 +58,26 @@ def test_vllm_serve_cli_is_an_api_server(monkeypatch):
     monkeypatch.setattr(os, "getpgid", lambda pid: pid)
     [p] = procs.vllm_processes(table([(300, 1, ["/venv/bin/vllm", "serve", "/m"], "sleeping")]))
     assert p.role == "api_server" and not p.orphan
+
+
+def test_command_lines_shown_for_other_servers_mask_their_api_key():
+    """`vboot ps` and doctor show vLLM servers vboot did not start, and port holders: never with their key."""
+    import subprocess
+    import sys
+    import time
+
+    from bootstrap.probes.procs import process_cmdline
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "--api-key", "s3cret-key",
+                             "--api_key=other-key"])
+    try:
+        deadline = time.monotonic() + 10
+        shown = ""
+        while "--api-key" not in shown and time.monotonic() < deadline:
+            shown = process_cmdline(proc.pid)
+            time.sleep(0.05)
+        assert "--api-key ***" in shown and "--api_key=***" in shown, shown
+        assert "s3cret" not in shown and "other-key" not in shown
+    finally:
+        proc.kill()
+        proc.wait()

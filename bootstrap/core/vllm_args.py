@@ -148,3 +148,18 @@ def bound_endpoint(host: str, port: int, api_key: str | None, later: Sequence[Ar
         # no key as far as exposure goes.
         api_key = next((v for v in use.values if v), None)
     return Endpoint(host=host, port=port, api_key=api_key, origins=origins)
+
+
+def redact(argv: list[str]) -> list[str]:
+    """The command as shown or stored: every value of every --api-key masked, in every spelling vLLM accepts
+    (``--api-key K``, ``--api-key=K``, ``--api_key K``, a prefix such as ``--api-k K``, several keys
+    ``--api-key K1 K2``)."""
+    out = list(argv)
+    # Past a bare "--" too: vLLM would refuse such a command, but its log and run files must not show the key.
+    for use in option_uses(argv, "--api-key", many=True, past_double_dash=True):
+        if "=" in argv[use.index]:
+            out[use.index] = use.spelling + "=***"
+        else:  # no value by argparse's rules (a key starting with "-"): mask what follows all the same
+            n = len(use.values) or min(1, len(argv) - use.index - 1)
+            out[use.index + 1:use.index + 1 + n] = ["***"] * n
+    return out

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.core.profiles import ServeSettings
-from bootstrap.core.vllm_args import option_name, option_uses  # noqa: F401  (option_name: read from here too)
+from bootstrap.core.vllm_args import option_name, option_uses, redact  # noqa: F401  (also read from here)
 
 
 @dataclass(frozen=True)
@@ -67,21 +67,6 @@ def build_command(install: VllmInstall, model_dir: str, settings: ServeSettings,
     argv += list(s.args)
     argv += list(settings.extra_args)
     return argv
-
-
-def redact(argv: list[str]) -> list[str]:
-    """The command as shown or stored: every value of every --api-key masked, in every spelling vLLM accepts
-    (``--api-key K``, ``--api-key=K``, ``--api_key K``, a prefix such as ``--api-k K``, several keys
-    ``--api-key K1 K2``)."""
-    out = list(argv)
-    # Past a bare "--" too: vLLM would refuse such a command, but its log and run files must not show the key.
-    for use in option_uses(argv, "--api-key", many=True, past_double_dash=True):
-        if "=" in argv[use.index]:
-            out[use.index] = use.spelling + "=***"
-        else:  # no value by argparse's rules (a key starting with "-"): mask what follows all the same
-            n = len(use.values) or min(1, len(argv) - use.index - 1)
-            out[use.index + 1:use.index + 1 + n] = ["***"] * n
-    return out
 
 
 def effective_device(profile_device: str, install: VllmInstall | None, gpus_usable: bool) -> str:

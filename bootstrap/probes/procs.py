@@ -33,6 +33,8 @@ import os  # noqa: E402
 import socket  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
+from bootstrap.core.vllm_args import redact  # noqa: E402
+
 API_MARKERS = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.cli.main")
 
 
@@ -138,7 +140,7 @@ def _row(proc: psutil.Process, info: dict, role: str, pgid: int, orphan: bool) -
                                                                   else info.get("name") or "?")
     return VllmProcess(pid=info["pid"], ppid=info.get("ppid") or 0, pgid=pgid, name=name, role=role,
                        rss_bytes=int(mem.rss) if mem else 0, create_time=info.get("create_time") or 0.0,
-                       cmdline=" ".join(cmd)[:500], orphan=orphan)
+                       cmdline=" ".join(redact(cmd))[:500], orphan=orphan)
 
 
 # --- ports --------------------------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def port_holder(port: int) -> PortHolder | None:
                 return PortHolder(pid=None, name="?", cmdline="")
             try:
                 p = psutil.Process(c.pid)
-                return PortHolder(pid=c.pid, name=p.name(), cmdline=" ".join(p.cmdline())[:300])
+                return PortHolder(pid=c.pid, name=p.name(), cmdline=" ".join(redact(p.cmdline()))[:300])
             except psutil.Error:
                 return PortHolder(pid=c.pid, name="?", cmdline="")
     return None
@@ -194,7 +196,7 @@ def process_name(pid: int) -> str:
 
 def process_cmdline(pid: int) -> str:
     try:
-        return " ".join(psutil.Process(pid).cmdline())[:300]
+        return " ".join(redact(psutil.Process(pid).cmdline()))[:300]
     except psutil.Error:
         return ""
 
