@@ -179,6 +179,8 @@ def process_holding_memory(pid: int = 4242, held: int = 70 * GiB) -> FakeNvml:
 class FakeDiskFree:
     free: int = 500 * GiB
     total: int = 1000 * GiB
+    writable: bool = True
 
     def __call__(self, path: Path) -> Any:
-        return SimpleNamespace(path=str(path), checked_path=str(path), free_bytes=self.free, total_bytes=self.total)
+        return SimpleNamespace(path=str(path), checked_path=str(path), free_bytes=self.free, total_bytes=self.total,
+                               writable=self.writable)

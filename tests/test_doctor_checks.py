@@ -170,6 +170,38 @@ def test_disk_counts_what_is_already_cached(tmp_path):
     assert r.status == Status.OK and r.data["needed_bytes"] == 0
 
 
+
+def test_disk_names_where_to_move_the_cache_by_what_chose_it():
+    short = fakes.FakeDiskFree(free=1 * GiB)
+    assert "pass another --cache-dir" in one(make_facts(disk=short), "disk").hint
+    assert "set MODELSCOPE_CACHE or pass --cache-dir" in one(make_facts(disk=short, cache_dir=None), "disk").hint
+    r = one(make_facts(disk=short, cache_dir=None, env={"MODELSCOPE_CACHE": "/m"}), "disk")
+    assert "point MODELSCOPE_CACHE elsewhere" in r.hint and r.data["cache_from"] == "env:MODELSCOPE_CACHE"
+    text = ('description = "x"\ncache_dir = "/data/ms"\n[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\nsource = "modelscope"\n'
+            '[needs]\nweights = "3.1GB"\nmin_free_disk = "3.6GB"\n')
+    assert "change cache_dir in" in one(make_facts(disk=short, cache_dir=None, prof_text=text), "disk").hint
+
+
+def test_an_unwritable_cache_fails_the_disk_check_unless_a_variable_chose_it():
+    locked = fakes.FakeDiskFree(writable=False)
+    r = one(make_facts(disk=locked), "disk")  # --cache-dir /cache
+    assert r.status == Status.FAIL and "cannot be created or written" in r.summary
+    assert "pass another --cache-dir" in r.hint
+    r = one(make_facts(disk=locked, cache_dir=None), "disk")  # the default
+    assert r.status == Status.FAIL and "set MODELSCOPE_CACHE" in r.hint
+    # the user's MODELSCOPE_CACHE: env.modelscope names the variable; the disk check does not say it twice
+    r = one(make_facts(disk=locked, cache_dir=None, env={"MODELSCOPE_CACHE": "/m"}), "disk")
+    assert r.status == Status.OK
+
+
+def test_disk_free_says_whether_the_cache_can_be_written(tmp_path):
+    from bootstrap.probes.system import disk_free
+
+    assert disk_free(tmp_path / "new" / "cache").writable
+    (tmp_path / "file").write_text("x")
+    blocked = disk_free(tmp_path / "file" / "cache")  # a regular file where a directory must be created
+    assert not blocked.writable and blocked.checked_path == str(tmp_path / "file")
+
 def test_disk_enough_is_ok():
     assert one(make_facts(), "disk").status == Status.OK
 

@@ -450,15 +450,21 @@ def check_disk(f: Facts) -> CheckResult:
     short = max(0, need - present)
     data = {"path": str(cache), "checked_path": free.checked_path, "free_bytes": free.free_bytes,
             "total_bytes": free.total_bytes, "needed_bytes": short, "profile_needs_bytes": need,
-            "already_cached_bytes": present}
+            "already_cached_bytes": present, "writable": free.writable, "cache_from": f.settings.cache_from}
+    # A cache a variable decides is judged by env.modelscope, which names the variable to fix.
+    if not free.writable and _judged_cache(f)[0] is None:
+        why = "denies writing" if Path(free.checked_path).is_dir() else "is not a directory"
+        return CheckResult("disk", Status.FAIL, f"the model cache {cache} cannot be created or written "
+                           f"({free.checked_path} {why})",
+                           f"fix the permissions of {free.checked_path}, or {f.settings.cache_hint()}", data)
     if free.free_bytes < short:
         largest = f.c.largest_dirs(Path(free.checked_path), 5)
         data["largest_dirs"] = [{"path": p, "bytes": b} for p, b in largest]
         biggest = ", ".join(f"{p} ({_gib(b)})" for p, b in largest[:3])
         return CheckResult("disk", Status.FAIL,
                            f"{_gib(free.free_bytes)} free on {free.checked_path}, {prof.model.id} needs {_gib(short)}",
-                           "free space (`vboot disk caches`, `vboot disk clean`) or point MODELSCOPE_CACHE at a bigger "
-                           "disk" + (f"; largest here: {biggest}" if biggest else ""), data)
+                           "free space (`vboot disk caches`, `vboot disk clean`), or put the cache on a bigger disk: "
+                           + f.settings.cache_hint() + (f"; largest here: {biggest}" if biggest else ""), data)
     if free.free_bytes < short * 1.2 + 1024**3:
         return CheckResult("disk", Status.WARN, f"{_gib(free.free_bytes)} free on {free.checked_path}: just enough "
                            f"for {prof.model.id} ({_gib(short)})", "`vboot disk caches` shows what could go", data)

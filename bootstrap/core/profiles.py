@@ -323,6 +323,18 @@ class ServeSettings:
     # "host", "port", "api_key" -> where the vLLM argument that decided it was given (e.g. "the vLLM arguments
     # after --"); absent when vboot's flag, the profile, the environment or the default stands.
     from_args: Mapping[str, str] = field(default_factory=dict)
+    # what decided cache_dir: "flag" (--cache-dir), "profile" (its cache_dir), "profile_env:VAR" (its [env]),
+    # "env:VAR" (the user's MODELSCOPE_CACHE or MS_CACHE_HOME) or "default"
+    cache_from: str = "default"
+
+    def cache_hint(self) -> str:
+        """How to put the model cache somewhere else, for hints."""
+        kind, _, var = self.cache_from.partition(":")
+        where = self.profile.source_path or f"profile {self.profile.name}"
+        return {"flag": "pass another --cache-dir",
+                "profile": f"change cache_dir in {where}",
+                "profile_env": f"change {var} in profile {self.profile.name}'s [env]",
+                "env": f"point {var} elsewhere (or pass --cache-dir)"}.get(kind, "set MODELSCOPE_CACHE or pass --cache-dir")
 
     def change_hint(self, setting: str, flag: str) -> str:
         """How to change ``setting`` ("host", "port", "api_key"), for hints: vboot's ``flag`` unless a vLLM
@@ -352,19 +364,18 @@ def resolve_serve_settings(
     run record, the Prometheus target and the readiness and smoke requests all use what vLLM binds. Raises
     :class:`UsageError` for a --port among ``extra_args`` that is not 1-65535, or a host/port/key option there
     without a value (:func:`parse_profile` already refused those in serve.args)."""
-    from bootstrap.core.paths import modelscope_cache
+    from bootstrap.core.paths import modelscope_cache_source
 
     if cache_dir:
-        cache = Path(cache_dir).expanduser()
+        cache, cache_from = Path(cache_dir).expanduser(), "flag"
     elif profile.cache_dir:
-        cache = Path(profile.cache_dir).expanduser()
-    elif _CACHE_VARS & profile.env.keys():
+        cache, cache_from = Path(profile.cache_dir).expanduser(), "profile"
+    else:
         # The ModelScope client gets the profile's [env] over the user's (bootstrap.core.envplan): pull where
         # the client and vLLM will look, by the client's own rule.
         seen = {name: value for name in (*_CACHE_VARS, "HOME") if (value := env.get(name)) is not None}
-        cache = modelscope_cache(Environ({**seen, **profile.env}))
-    else:
-        cache = modelscope_cache(env)
+        cache, var = modelscope_cache_source(Environ({**seen, **profile.env}))
+        cache_from = "default" if var == "default" else f"{'profile_env' if var in profile.env else 'env'}:{var}"
     where = profile.source_path or profile.name
     bound = bound_endpoint(
         host or profile.serve.host or DEFAULT_HOST,
@@ -380,6 +391,7 @@ def resolve_serve_settings(
         api_key=bound.api_key,
         extra_args=tuple(extra_args),
         cache_dir=cache,
+        cache_from=cache_from,
         vllm_python=vllm_python or None,
         from_args=bound.origins,
     )

@@ -38,6 +38,7 @@ class DiskFree:
     checked_path: str  # the nearest existing ancestor that was measured
     free_bytes: int  # f_bavail: what an ordinary user can still write
     total_bytes: int
+    writable: bool = True  # checked_path is a directory this process may create files in
 
 
 def fs_usage(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -55,4 +56,5 @@ def disk_free(path: Path) -> DiskFree:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     total, free = fs_usage(probe)
-    return DiskFree(path=str(path), checked_path=str(probe), free_bytes=free, total_bytes=total)
+    return DiskFree(path=str(path), checked_path=str(probe), free_bytes=free, total_bytes=total,
+                    writable=probe.is_dir() and os.access(probe, os.W_OK))
