@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bootstrap.core.vllm_args import without_api_keys
 from bootstrap.core.vllm_cmd import option_name, redact
 
 
@@ -34,3 +35,15 @@ def test_redact_masks_a_shortened_api_key_option():
 
 def test_redact_masks_a_key_that_starts_with_a_dash():
     assert redact(["vllm", "--api-key", "-k1", "--port", "1"]) == ["vllm", "--api-key", "***", "--port", "1"]
+
+
+def test_without_api_keys_drops_every_spelling_and_every_key_redact_masks():
+    argv = ["--enforce-eager", "--api-key", "k1", "k2", "--api-key=k3", "--api_key", "k4", "--api-k=k5",
+            "--api_k", "-k6", "--max-num-seqs", "8", "--", "--api-key", "k7"]
+    assert without_api_keys(argv) == ["--enforce-eager", "--max-num-seqs", "8", "--"]
+    assert not any(k in " ".join(without_api_keys(argv)) for k in ("k1", "k2", "k3", "k4", "k5", "k6", "k7"))
+
+
+def test_without_api_keys_leaves_a_command_without_a_key_as_it_is():
+    argv = ["--api-server-count", "2", "--served-model-name", "api-key"]
+    assert without_api_keys(argv) == argv

@@ -150,16 +150,37 @@ def bound_endpoint(host: str, port: int, api_key: str | None, later: Sequence[Ar
     return Endpoint(host=host, port=port, api_key=api_key, origins=origins)
 
 
+def _key_value_count(argv: Sequence[str], use: OptionUse) -> int:
+    """How many arguments after ``use`` (an --api-key) hold its keys: none for ``--api-key=K``, else its values;
+    with no value by argparse's rules (a key starting with "-"), the argument that follows all the same."""
+    if "=" in argv[use.index]:
+        return 0
+    return len(use.values) or min(1, len(argv) - use.index - 1)
+
+
+def _api_key_uses(argv: Sequence[str]) -> list[OptionUse]:
+    # Past a bare "--" too: vLLM would refuse such a command, but no copy of it may show the key.
+    return option_uses(argv, "--api-key", many=True, past_double_dash=True)
+
+
 def redact(argv: list[str]) -> list[str]:
     """The command as shown or stored: every value of every --api-key masked, in every spelling vLLM accepts
     (``--api-key K``, ``--api-key=K``, ``--api_key K``, a prefix such as ``--api-k K``, several keys
     ``--api-key K1 K2``)."""
     out = list(argv)
-    # Past a bare "--" too: vLLM would refuse such a command, but its log and run files must not show the key.
-    for use in option_uses(argv, "--api-key", many=True, past_double_dash=True):
+    for use in _api_key_uses(argv):
         if "=" in argv[use.index]:
             out[use.index] = use.spelling + "=***"
-        else:  # no value by argparse's rules (a key starting with "-"): mask what follows all the same
-            n = len(use.values) or min(1, len(argv) - use.index - 1)
+        else:
+            n = _key_value_count(argv, use)
             out[use.index + 1:use.index + 1 + n] = ["***"] * n
     return out
+
+
+def without_api_keys(argv: Sequence[str]) -> list[str]:
+    """``argv`` less every --api-key and its keys, in every spelling :func:`redact` masks: for a command that
+    gets the key another way (a Kubernetes Secret read into VLLM_API_KEY, :mod:`bootstrap.core.k8s`)."""
+    drop: set[int] = set()
+    for use in _api_key_uses(argv):
+        drop.update(range(use.index, use.index + 1 + _key_value_count(argv, use)))
+    return [a for i, a in enumerate(argv) if i not in drop]
