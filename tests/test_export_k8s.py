@@ -56,6 +56,16 @@ MODEL_SPEC_SCHEMA = {
 }
 
 
+# servingEngineSpec.vllmApiKey in vllm-stack's values.schema.json: the key itself, or an existing Secret.
+VLLM_API_KEY_SCHEMA = {
+    "oneOf": [
+        {"type": "string"},
+        {"type": "object", "properties": {"secretName": {"type": "string"}, "secretKey": {"type": "string"}},
+         "required": ["secretName", "secretKey"]},
+    ],
+}
+
+
 def qwen():
     return load_profile("qwen", Environ({}))
 
@@ -343,6 +353,129 @@ def test_sleep_mode_and_kv_connector_given_with_underscores_are_not_passed_twice
     prof = replace(prof, serve=replace(prof.serve, enable_sleep_mode=True, kv_connector="X", args=given))
     config = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["vllmConfig"]
     assert config["extraArgs"] == list(given)
+
+
+# --- the API key: a Secret the user creates, never a value in the files ------------------------------------------
+
+KEY = "s3cret"
+
+
+def with_args(*args: str, env: dict[str, str] | None = None):
+    prof = qwen()
+    return replace(prof, serve=replace(prof.serve, args=args), env={**prof.env, **(env or {})})
+
+
+def keyed_export(*args: str, env: dict[str, str] | None = None, options=None):
+    return k8s.build_export(with_args(*args, env=env), options or k8s.K8sOptions(namespace="llm", release="stack"))
+
+
+def engine_values(result) -> dict:
+    [doc] = [d for d in result.documents if d.filename == k8s.PRODUCTION_STACK_FILE]
+    return yaml.safe_load(doc.text)["servingEngineSpec"]
+
+
+KEY_SPELLINGS = [("--api-key", KEY), ("--api-key=" + KEY,), ("--api_key", KEY), ("--api_key=" + KEY,),
+                 ("--api-k", KEY), ("--api-key", "other", KEY)]
+
+
+@pytest.mark.parametrize("key_args", KEY_SPELLINGS)
+def test_an_api_key_in_serve_args_is_written_to_no_file(key_args, tmp_path):
+    result = keyed_export("--enforce-eager", *key_args, "--max-num-seqs", "8")
+    k8s.write_files(k8s.plan_writes(tmp_path, result), result)
+    for path in tmp_path.iterdir():
+        assert KEY not in path.read_text(), path.name
+    assert KEY not in json.dumps([result.warnings, k8s.guide_commands(result, str(tmp_path))])
+
+
+@pytest.mark.parametrize("key_args", KEY_SPELLINGS)
+def test_an_api_key_in_serve_args_leaves_extra_args_and_becomes_a_secret_reference(key_args):
+    values = engine_values(keyed_export("--enforce-eager", *key_args, "--max-num-seqs", "8"))
+    assert values["modelSpec"][0]["vllmConfig"]["extraArgs"] == ["--enforce-eager", "--max-num-seqs", "8"]
+    assert values["vllmApiKey"] == {"secretName": "stack-vllm-api-key", "secretKey": "VLLM_API_KEY"}
+    jsonschema.validate(values["vllmApiKey"], VLLM_API_KEY_SCHEMA)
+    jsonschema.validate(values["modelSpec"][0], MODEL_SPEC_SCHEMA)
+
+
+def test_the_guide_creates_the_api_key_secret_from_the_shell_before_installing_vllm_stack():
+    result = keyed_export("--api-key", KEY)
+    guide = k8s.guide_commands(result, "out")
+    namespace = guide.index("kubectl create namespace llm --dry-run=client -o yaml | kubectl apply -f -")
+    secret = next(i for i, c in enumerate(guide) if "create secret generic stack-vllm-api-key" in c)
+    stack = next(i for i, c in enumerate(guide) if "vllm/vllm-stack" in c and "helm upgrade" in c)
+    assert namespace < secret < stack
+    assert guide[secret].startswith("kubectl -n llm create secret generic stack-vllm-api-key ")
+    # read from the shell, which refuses to run it with the variable unset or empty (no key = no auth)
+    assert '--from-literal=VLLM_API_KEY="${VLLM_API_KEY:?' in guide[secret]
+
+
+def test_the_api_key_secret_command_runs_in_a_shell_only_with_the_variable_set(tmp_path):
+    command = k8s.api_key_secret_command(keyed_export("--api-key", KEY).api_key)
+    fake = tmp_path / "kubectl"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    unset = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env)
+    assert unset.returncode != 0 and "set VLLM_API_KEY" in unset.stderr and unset.stdout == ""
+    ran = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env | {"VLLM_API_KEY": "k y"})
+    assert ran.returncode == 0 and ran.stdout.splitlines()[-1] == "--from-literal=VLLM_API_KEY=k y"
+
+
+def test_the_api_key_warning_names_the_secret_and_masks_the_key():
+    [warning] = [w for w in keyed_export("--api_key", KEY).warnings if "vllmApiKey" in w]
+    assert warning.startswith("serve.args --api_key *** left out of extraArgs")
+    assert "stack-vllm-api-key" in warning and "namespace llm" in warning
+
+
+def test_the_production_stack_header_says_to_create_the_secret_first():
+    [doc] = [d for d in keyed_export("--api-key", KEY).documents if d.filename == k8s.PRODUCTION_STACK_FILE]
+    header = [line for line in doc.text.splitlines() if line.startswith("# Before applying:")]
+    assert len(header) == 1 and "create secret generic stack-vllm-api-key" in header[0]
+
+
+def test_several_keys_warn_that_the_secret_holds_one():
+    [warning] = [w for w in keyed_export("--api-key", "k1", "k2").warnings if "vllmApiKey" in w]
+    assert "gives 2" in warning and "k1" not in warning
+
+
+def test_a_vllm_api_key_in_the_profile_env_becomes_the_secret_and_leaves_the_pod_env():
+    result = keyed_export("--enforce-eager", env={"VLLM_API_KEY": KEY})
+    values = engine_values(result)
+    assert all(KEY not in d.text for d in result.documents)
+    assert "VLLM_API_KEY" not in {e["name"] for e in values["modelSpec"][0]["env"]}
+    assert values["vllmApiKey"]["secretName"] == "stack-vllm-api-key"
+    assert any(w.startswith("[env] VLLM_API_KEY *** left out of the pod's env") for w in result.warnings)
+
+
+def test_an_api_key_in_args_wins_over_the_profile_env_as_in_vllm():
+    result = keyed_export("--api-key", KEY, env={"VLLM_API_KEY": "envkey"})
+    assert result.api_key.origin == "serve.args --api-key"
+    assert all(KEY not in d.text and "envkey" not in d.text for d in result.documents)
+
+
+def test_an_empty_last_api_key_means_no_key_and_no_secret():
+    """vLLM reads --api-key= as no key at all (authentication off, [env] ignored): nothing to protect."""
+    result = keyed_export("--api-key", KEY, "--api-key=", env={"VLLM_API_KEY": "envkey"})
+    values = engine_values(result)
+    assert result.api_key is None and "vllmApiKey" not in values
+    assert all(KEY not in d.text and "envkey" not in d.text for d in result.documents)
+    assert "extraArgs" not in values["modelSpec"][0]["vllmConfig"]
+
+
+def test_no_api_key_means_no_secret_no_warning_and_no_guide_step():
+    result = k8s.build_export(qwen(), k8s.K8sOptions())
+    assert "vllmApiKey" not in engine_values(result) and result.api_key is None
+    assert not any("vllm-api-key" in c for c in k8s.guide_commands(result, "out"))
+    assert not any("vllmApiKey" in w for w in result.warnings)
+
+
+def test_monitoring_files_are_the_same_with_and_without_an_api_key():
+    """vLLM's /metrics is outside the API key's reach (only /v1, /v2, /inference, /cohere are guarded)."""
+    plain, keyed = export_files(), {d.filename: d.text for d in keyed_export("--api-key", KEY,
+                                                                             options=k8s.K8sOptions()).documents}
+    for name in (k8s.KUBE_PROM_STACK_FILE, k8s.PROM_ADAPTER_FILE, k8s.HPA_FILE):
+        assert keyed[name] == plain[name], name
+    assert engine_values(keyed_export("--api-key", KEY))["serviceMonitor"] == \
+        parsed()[k8s.PRODUCTION_STACK_FILE]["servingEngineSpec"]["serviceMonitor"]
 
 
 def test_tensor_parallel_drops_expandable_segments_like_serve_does():

@@ -4,6 +4,8 @@ Four documents, built as plain data by pure functions and rendered to YAML text 
 
 - ``production-stack-values.yaml``: vLLM production-stack (chart ``vllm/vllm-stack``), one
   ``servingEngineSpec.modelSpec`` entry made from the profile, and the chart's engine ServiceMonitor enabled.
+  A profile's API key is never written: ``servingEngineSpec.vllmApiKey`` names a Secret the user creates
+  (:class:`ApiKeySecret`).
 - ``kube-prom-stack-values.yaml``: kube-prometheus-stack with Prometheus, Alertmanager and Grafana; Prometheus
   selects every ServiceMonitor (so the engine's is picked up across namespaces), vboot's recording and alert
   rules as a PrometheusRule, and no default Grafana password (the admin login comes from a Secret the user
@@ -32,7 +34,7 @@ from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
 from bootstrap.core.prom import rule_groups
-from bootstrap.core.vllm_args import OptionUse, option_name, option_uses
+from bootstrap.core.vllm_args import OptionUse, option_name, option_uses, without_api_keys
 from bootstrap.core.yamltext import to_yaml
 
 GIB = 1024**3
@@ -64,6 +66,12 @@ GRAFANA_PASSWORD_KEY = "admin-password"
 #: Name of the PrometheusRule entry in kube-prometheus-stack's additionalPrometheusRulesMap.
 RULES_MAP_KEY = "vboot-vllm"
 
+#: The variable vLLM reads its API key from when no --api-key is given; the chart sets it in the engine and
+#: router pods from ``servingEngineSpec.vllmApiKey`` (deployment-vllm-multi.yaml, deployment-router.yaml).
+API_KEY_ENV = "VLLM_API_KEY"
+#: The key inside the Secret the user creates for it (named by :attr:`K8sOptions.api_key_secret`).
+API_KEY_SECRET_KEY = "VLLM_API_KEY"
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -94,6 +102,11 @@ class K8sOptions:
         if not (self.queue_target > 0 and math.isfinite(self.queue_target)):
             raise UsageError(f"--queue-target must be a positive number, not {self.queue_target}",
                              hint="pass the waiting requests per pod that should trigger a scale-up, e.g. 5")
+
+    @property
+    def api_key_secret(self) -> str:
+        """The Secret, in :attr:`namespace`, that holds vLLM's API key when the profile has one."""
+        return f"{self.release}-vllm-api-key"
 
     @property
     def prometheus_service(self) -> str:
@@ -136,6 +149,18 @@ class Document:
 
 
 @dataclass(frozen=True)
+class ApiKeySecret:
+    """The Secret that gives vLLM the profile's API key in the cluster. Holds where the key was found, never
+    the key: the user creates the Secret (:func:`api_key_secret_command`)."""
+
+    name: str
+    namespace: str
+    key: str  # the key inside the Secret
+    origin: str  # where the profile gives the key: "serve.args --api_key", "[env] VLLM_API_KEY"
+    keys_given: int  # vLLM takes several after --api-key; from the Secret it gets one
+
+
+@dataclass(frozen=True)
 class Export:
     profile: str
     model: str
@@ -145,6 +170,7 @@ class Export:
     deployment: str
     documents: tuple[Document, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    api_key: ApiKeySecret | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,7 +214,8 @@ def resources(profile: Profile) -> dict[str, Any]:
 
 
 def vllm_extra_args(profile: Profile) -> list[str]:
-    """vLLM arguments the chart has no field for: served name, revision, sleep mode, KV connector, user args."""
+    """vLLM arguments the chart has no field for: served name, revision, sleep mode, KV connector, user args
+    (less those the chart owns, :func:`_without_chart_fields`, and never an --api-key)."""
     s, m = profile.serve, profile.model
     args: list[str] = []
     if m.served_name and m.served_name != m.id:
@@ -227,10 +254,12 @@ def chart_owned_warnings(profile: Profile) -> list[str]:
 
 
 def _without_chart_fields(serve_args: Sequence[str]) -> list[str]:
-    """``serve_args`` less those the chart sets from its own fields: prefix caching, --host and --port
-    (:func:`_bind_options`), and tensor parallel in every form :func:`tensor_parallel_size` reads (``-tp 4``,
-    ``-tp=4``, ``--tensor-parallel-size[=]4``, underscores for dashes), so the GPU count the values request and
-    the size vLLM gets cannot disagree."""
+    """``serve_args`` less those the chart sets from its own fields: the API key in every spelling (it comes
+    from a Secret, :func:`api_key_secret`), prefix caching, --host and --port (:func:`_bind_options`), and
+    tensor parallel in every form :func:`tensor_parallel_size` reads (``-tp 4``, ``-tp=4``,
+    ``--tensor-parallel-size[=]4``, underscores for dashes), so the GPU count the values request and the size
+    vLLM gets cannot disagree."""
+    serve_args = without_api_keys(serve_args)
     bind = {i for u in _bind_options(serve_args)
             for i in range(u.index, u.index + 1 + (0 if "=" in serve_args[u.index] else len(u.values)))}
     out: list[str] = []
@@ -255,9 +284,71 @@ def pod_environment(profile: Profile) -> tuple[list[dict[str, str]], list[str]]:
     """The variables the profile implies for vLLM, as a container ``env`` list, plus warnings.
 
     Same plan as `vboot serve` (:func:`plan_environment`), with the ModelScope cache on the pod's PVC and
-    nothing taken from this machine's environment (the cluster does not inherit it)."""
+    nothing taken from this machine's environment (the cluster does not inherit it). A VLLM_API_KEY from the
+    profile's [env] is left out: its value would sit in the values file, and the chart sets the variable from
+    the Secret (:func:`api_key_secret`)."""
     plan = plan_environment(profile, Path(POD_MODELSCOPE_CACHE), user_env={})
-    return [{"name": v.name, "value": v.value} for v in plan.vars], list(plan.warnings)
+    return [{"name": v.name, "value": v.value} for v in plan.vars if v.name != API_KEY_ENV], list(plan.warnings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The API key: a Secret the user creates, never a value in the files
+#
+# production-stack reads ``servingEngineSpec.vllmApiKey`` as either a string, which the chart stores in its own
+# ``{release}-secrets`` Secret (so the key would sit in the values file), or ``{secretName, secretKey}``, an
+# existing Secret (helm/values.yaml, values.schema.json). Either way the engine pods get VLLM_API_KEY from it
+# (deployment-vllm-multi.yaml) and so does the router (deployment-router.yaml, while the chart runs the engines),
+# which sends it to the engines as a bearer token (src/vllm_router/service_discovery.py). vboot writes the
+# reference and prints the command that creates the Secret.
+#
+# Monitoring needs no key: vLLM 0.32's AuthenticationMiddleware (vllm/entrypoints/serve/middleware/
+# authenticate.py) guards only paths under /v1, /v2, /inference and /cohere, so the chart's /health probes and
+# the engine ServiceMonitor's /metrics stay open, and Prometheus, prometheus-adapter and the HPA read
+# vllm:num_requests_waiting as before. None of those files gets a credential.
+
+
+def api_key_secret(profile: Profile, options: K8sOptions) -> ApiKeySecret | None:
+    """The Secret that carries the profile's API key, or None when vLLM would run without one.
+
+    Decided as vLLM decides (vllm/entrypoints/serve/middleware/register.py, 0.32): the last --api-key in
+    serve.args, any spelling, with at least one non-empty key; else a non-empty VLLM_API_KEY in the profile's
+    [env]. An --api-key whose keys are all empty turns authentication off, whatever [env] says."""
+    uses = option_uses(profile.serve.args, "--api-key", many=True)
+    if uses:
+        last = uses[-1]
+        given = sum(1 for v in last.values if v)
+        origin = f"serve.args {last.spelling}"
+    else:
+        given = 1 if profile.env.get(API_KEY_ENV) else 0
+        origin = f"[env] {API_KEY_ENV}"
+    if not given:
+        return None
+    return ApiKeySecret(name=options.api_key_secret, namespace=options.namespace, key=API_KEY_SECRET_KEY,
+                        origin=origin, keys_given=given)
+
+
+def api_key_secret_command(secret: ApiKeySecret) -> str:
+    """The kubectl command that creates ``secret``, reading the key from the shell's VLLM_API_KEY (the variable
+    `vboot serve --api-key` reads too) so it stays out of the guide and the shell history. ``${VAR:?}`` makes
+    the shell refuse to run it while the variable is unset or empty: an empty key would switch authentication
+    off without a word."""
+    return (f"kubectl -n {secret.namespace} create secret generic {secret.name} "
+            f"--from-literal={secret.key}=\"${{{API_KEY_ENV}:?set {API_KEY_ENV} to the API key first}}\"")
+
+
+def api_key_warnings(secret: ApiKeySecret | None) -> list[str]:
+    """What the user must do about the API key: the key is left out of the files, the Secret is theirs."""
+    if secret is None:
+        return []
+    where = ("left out of extraArgs" if secret.origin.startswith("serve.args")
+             else "left out of the pod's env")
+    text = (f"{secret.origin} *** {where}: servingEngineSpec.vllmApiKey names Secret {secret.name} "
+            f"(key {secret.key}) in namespace {secret.namespace}, which the chart passes to vLLM and the router as "
+            f"{API_KEY_ENV}; create it before installing vllm-stack (see the guide), or the vLLM pods will not start")
+    if secret.keys_given > 1:
+        text += (f". vLLM takes one key from {API_KEY_ENV} and {secret.origin} gives {secret.keys_given}: "
+                 "put the one your clients send in the Secret")
+    return [text]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,6 +373,7 @@ def production_stack_values(profile: Profile, options: K8sOptions) -> dict[str, 
     if extra:
         vllm_config["extraArgs"] = extra
     env, _ = pod_environment(profile)
+    secret = api_key_secret(profile, options)
     spec: dict[str, Any] = {
         "name": model_spec_name(profile),
         "repository": options.image_repository,
@@ -292,18 +384,19 @@ def production_stack_values(profile: Profile, options: K8sOptions) -> dict[str, 
         "vllmConfig": vllm_config,
         "env": env,
     }
-    return {
-        "servingEngineSpec": {
-            "labels": {"environment": "vboot", "release": options.release, "vboot.dev/profile": profile.name},
-            "modelSpec": [spec],
-            "serviceMonitor": {
-                "enabled": True,
-                "interval": "15s",
-                "scrapeTimeout": "10s",
-                "honorLabels": False,
-            },
-        },
+    engine: dict[str, Any] = {
+        "labels": {"environment": "vboot", "release": options.release, "vboot.dev/profile": profile.name},
     }
+    if secret is not None:  # a reference only: a string here would be the key itself, in this file
+        engine["vllmApiKey"] = {"secretName": secret.name, "secretKey": secret.key}
+    engine["modelSpec"] = [spec]
+    engine["serviceMonitor"] = {
+        "enabled": True,
+        "interval": "15s",
+        "scrapeTimeout": "10s",
+        "honorLabels": False,
+    }
+    return {"servingEngineSpec": engine}
 
 
 def kube_prom_stack_values(profile: Profile, options: K8sOptions, groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -458,12 +551,13 @@ def hpa_manifest(profile: Profile, options: K8sOptions) -> dict[str, Any]:
 # Rendering
 
 
-def _header(profile: Profile, options: K8sOptions, what: str, apply: str) -> str:
+def _header(profile: Profile, options: K8sOptions, what: str, apply: str, before: str = "") -> str:
     return (
         f"# {what}\n"
         f"# Generated by `vboot export k8s {profile.name}` from {profile.source_path or profile.name}: "
         f"model {profile.model.id}, {gpus_per_replica(profile)} GPU(s) per replica.\n"
-        f"# Apply: {apply}\n"
+        + (f"# Before applying: {before}\n" if before else "")
+        + f"# Apply: {apply}\n"
         f"# Regenerate rather than edit: the four files share names (namespace {options.namespace}, "
         f"release {options.release}, monitoring namespace {options.monitoring_namespace}).\n"
     )
@@ -480,41 +574,52 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
     if groups is None:
         groups = rule_groups()
     _, env_warnings = pod_environment(profile)
-    warnings = env_warnings + chart_owned_warnings(profile)
+    secret = api_key_secret(profile, options)
+    warnings = env_warnings + chart_owned_warnings(profile) + api_key_warnings(secret)
     ns, mon = options.namespace, options.monitoring_namespace
+    stack_before = (f"create Secret {secret.name} holding the API key of {secret.origin} (never written here): "
+                    f"{api_key_secret_command(secret)}" if secret else "")
     docs_data = [
         (PRODUCTION_STACK_FILE, "helm-values", production_stack_values(profile, options),
          "vLLM production-stack values (chart vllm/vllm-stack)",
-         f"helm upgrade --install {options.release} vllm/vllm-stack -n {ns} --create-namespace -f {PRODUCTION_STACK_FILE}"),
+         f"helm upgrade --install {options.release} vllm/vllm-stack -n {ns} --create-namespace -f {PRODUCTION_STACK_FILE}",
+         stack_before),
         (KUBE_PROM_STACK_FILE, "helm-values", kube_prom_stack_values(profile, options, groups),
          "kube-prometheus-stack values: Prometheus, Alertmanager, Grafana and vboot's vLLM rules",
          f"helm upgrade --install {options.kps_release} prometheus-community/kube-prometheus-stack -n {mon} "
-         f"--create-namespace -f {KUBE_PROM_STACK_FILE}"),
+         f"--create-namespace -f {KUBE_PROM_STACK_FILE}", ""),
         (PROM_ADAPTER_FILE, "helm-values", prom_adapter_values(profile, options),
          f"prometheus-adapter values: exposes {WAITING_METRIC} as the pod metric {CUSTOM_METRIC}",
          f"helm upgrade --install {options.adapter_release} prometheus-community/prometheus-adapter -n {mon} "
-         f"-f {PROM_ADAPTER_FILE}"),
+         f"-f {PROM_ADAPTER_FILE}", ""),
         (HPA_FILE, "manifest", hpa_manifest(profile, options),
          f"HorizontalPodAutoscaler for {deployment_name(profile, options)} on {CUSTOM_METRIC}",
-         f"kubectl apply -n {ns} -f {HPA_FILE}"),
+         f"kubectl apply -n {ns} -f {HPA_FILE}", ""),
     ]
     documents = tuple(
-        Document(name, kind, data, _header(profile, options, what, apply) + to_yaml(data))
-        for name, kind, data, what, apply in docs_data
+        Document(name, kind, data, _header(profile, options, what, apply, before) + to_yaml(data))
+        for name, kind, data, what, apply, before in docs_data
     )
     return Export(
         profile=profile.name, model=profile.model.id, served_model_name=profile.model.served,
         gpus_per_replica=gpus_per_replica(profile), options=options,
         deployment=deployment_name(profile, options), documents=documents, warnings=tuple(warnings),
+        api_key=secret,
     )
 
 
 def guide_commands(export: Export, out_dir: str) -> list[str]:
     """The commands that apply the files, in order (kube-prometheus-stack first: it installs the
-    ServiceMonitor and PrometheusRule CRDs the other releases use)."""
+    ServiceMonitor and PrometheusRule CRDs the other releases use; the API key's Secret, when there is one,
+    before vllm-stack, whose pods read it)."""
     o = export.options
     d = out_dir.rstrip("/") or "."
     ns, mon = o.namespace, o.monitoring_namespace
+    key_secret: list[str] = []
+    if export.api_key is not None:
+        if ns != mon:
+            key_secret.append(f"kubectl create namespace {ns} --dry-run=client -o yaml | kubectl apply -f -")
+        key_secret.append(api_key_secret_command(export.api_key))
     return [
         "helm repo add vllm https://vllm-project.github.io/production-stack",
         "helm repo add prometheus-community https://prometheus-community.github.io/helm-charts",
@@ -526,6 +631,7 @@ def guide_commands(export: Export, out_dir: str) -> list[str]:
         f"-f {d}/{KUBE_PROM_STACK_FILE} --wait",
         f"helm upgrade --install {o.adapter_release} prometheus-community/prometheus-adapter -n {mon} "
         f"-f {d}/{PROM_ADAPTER_FILE}",
+        *key_secret,
         f"helm upgrade --install {o.release} vllm/vllm-stack -n {ns} --create-namespace "
         f"-f {d}/{PRODUCTION_STACK_FILE}",
         f"kubectl apply -n {ns} -f {d}/{HPA_FILE}",
