@@ -579,6 +579,47 @@ def test_cli_rerun_with_same_content_is_unchanged(run_vboot, tmp_path):
     assert {f["action"] for f in doc["data"]["files"]} == {"unchanged"}
 
 
+def _keyed_profile(tmp_path) -> Path:
+    """A user profile with --api-key in serve.args, where `vboot` finds it (XDG_CONFIG_HOME)."""
+    profiles = tmp_path / "cfg" / "vboot" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "keyed.toml").write_text(f"""
+[model]
+id = "Qwen/Qwen2.5-1.5B-Instruct"
+[serve]
+args = ["--enforce-eager", "--api-key", "{KEY}"]
+""")
+    return tmp_path / "cfg"
+
+
+def test_cli_json_reports_the_api_key_secret_and_never_the_key(run_vboot, tmp_path):
+    out = tmp_path / "o"
+    proc = run_vboot("export", "k8s", "keyed", "--out", str(out), "-n", "llm", "--json",
+                     env={"XDG_CONFIG_HOME": str(_keyed_profile(tmp_path))})
+    assert proc.returncode == 0, proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    assert all(KEY not in p.read_text() for p in out.iterdir())
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "warn"
+    secret = doc["data"]["api_key_secret"]
+    assert (secret["name"], secret["namespace"], secret["key"]) == ("vllm-vllm-api-key", "llm", "VLLM_API_KEY")
+    assert secret["create_command"] in doc["data"]["guide"]
+    assert any("vllm-vllm-api-key" in w for w in doc["data"]["warnings"])
+
+
+def test_cli_human_view_prints_the_secret_step_and_never_the_key(run_vboot, tmp_path):
+    proc = run_vboot("export", "k8s", "keyed", "--out", str(tmp_path / "o"),
+                     env={"XDG_CONFIG_HOME": str(_keyed_profile(tmp_path))})
+    assert proc.returncode == 0, proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    assert "create secret generic vllm-vllm-api-key" in proc.stdout and "--api-key ***" in proc.stdout
+
+
+def test_cli_json_has_no_api_key_secret_without_a_key(run_vboot, tmp_path):
+    doc = json.loads(run_vboot("export", "k8s", "qwen", "--out", str(tmp_path / "o"), "--json").stdout)
+    assert doc["data"]["api_key_secret"] is None
+
+
 def test_cli_refuses_to_overwrite_a_different_file_without_force(run_vboot, tmp_path):
     out = tmp_path / "o"
     out.mkdir()

@@ -43,7 +43,8 @@ def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitor
     \b
     Files (in --out, default ./vboot-k8s-PROFILE):
       production-stack-values.yaml  vllm/vllm-stack: the model, vLLM arguments, GPUs, resources, env,
-                                    the engine ServiceMonitor
+                                    the engine ServiceMonitor; an API key in the profile becomes a
+                                    reference to a Secret you create (the key is never written)
       kube-prom-stack-values.yaml   kube-prometheus-stack: Prometheus, Alertmanager, Grafana (admin login
                                     from a Secret you create: no default password), vboot's vLLM rules
       prom-adapter-values.yaml      prometheus-adapter: vllm:num_requests_waiting as vllm_num_requests_waiting
@@ -83,6 +84,11 @@ def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitor
         "custom_metric": core.CUSTOM_METRIC,
         "prometheus_url": options.prometheus_url,
         "grafana_secret": core.GRAFANA_SECRET,
+        # The Secret the user creates for the profile's API key (null: no key); never the key itself.
+        "api_key_secret": None if result.api_key is None else {
+            "name": result.api_key.name, "namespace": result.api_key.namespace, "key": result.api_key.key,
+            "origin": result.api_key.origin, "create_command": core.api_key_secret_command(result.api_key),
+        },
         "out_dir": str(out),
         "files": [
             {"path": str(w.path), "name": w.path.name, "kind": doc.kind, "action": w.action, "size_bytes": w.size_bytes}
