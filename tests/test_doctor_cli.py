@@ -25,3 +25,45 @@ def test_doctor_says_the_vllm_python_came_from_the_environment(run_vboot):
                     env={"VBOOT_VLLM_PYTHON": sys.executable})
     [check] = json.loads(res.stdout)["data"]["checks"]
     assert check["data"]["python_origin"] == "environment", check
+
+
+def _profile_with_args(tmp_path, args: str):
+    path = tmp_path / "mine.toml"
+    path.write_text(f'[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\n[serve]\nargs = [{args}]\n')
+    return path
+
+
+def _doctor(*args: str) -> int:
+    import pytest
+
+    from bootstrap.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["doctor", *args])
+    return exited.value.code
+
+
+def test_doctor_refuses_a_profile_whose_vllm_serves_https_as_serve_does(isolated_env, tmp_path, capsys,
+                                                                         monkeypatch):
+    """Doctor judges what serve would run; serve refuses --ssl-*/--uds in serve.args, so doctor says so, in one
+    line with exit 2, instead of judging a port vLLM would serve HTTPS on."""
+    from bootstrap.cli import output
+
+    monkeypatch.setattr(output.STATE, "json", False)
+    profile = _profile_with_args(tmp_path, '"--ssl_keyfile=k.pem", "--ssl-certfile", "c.pem"')
+    code = _doctor("--profile", str(profile))
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: {profile}:") and "--ssl_keyfile in 'serve.args' is not supported" in line
+
+
+def test_doctor_json_reports_the_refusal_as_a_profile_error(isolated_env, tmp_path, capsys, monkeypatch):
+    from bootstrap.cli import output
+
+    monkeypatch.setattr(output.STATE, "json", False)
+    code = _doctor("--profile", str(_profile_with_args(tmp_path, '"--uds", "/tmp/vllm.sock"')), "--json")
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 2 and doc["exit_code"] == 2
+    [error] = doc["errors"]
+    assert error["code"] == "profile_invalid" and "--uds in 'serve.args' is not supported" in error["message"]

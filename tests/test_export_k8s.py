@@ -340,6 +340,28 @@ def test_host_and_port_in_args_are_left_to_the_chart_with_a_warning(bind_args):
     assert any("left out of extraArgs" in w and bind_args[0].partition("=")[0] in w for w in result.warnings)
 
 
+@pytest.mark.parametrize("args, shown", [('"--ssl-keyfile", "/etc/tls/k.pem"', "--ssl-keyfile"),
+                                         ('"--ssl_certfile=/etc/tls/c.pem"', "--ssl_certfile"),
+                                         ('"--uds", "/tmp/vllm.sock"', "--uds")])
+def test_tls_or_a_unix_socket_in_args_is_refused_not_stripped(isolated_env, tmp_path, capsys, monkeypatch, args, shown):
+    """Unlike --host/--port, which the chart sets itself, stripping these would quietly change what the profile
+    asks for (HTTPS to plain HTTP), and serve refuses the profile anyway: export refuses it in one line too,
+    writing nothing. TLS in the cluster belongs to the ingress."""
+    from bootstrap.cli import output
+    from bootstrap.cli.main import main
+
+    monkeypatch.setattr(output.STATE, "json", False)
+    profile = tmp_path / "mine.toml"
+    profile.write_text(f'[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\n[serve]\nargs = ["--enforce-eager", {args}]\n')
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "k8s", str(profile), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: {profile}:") and f"{shown} in 'serve.args' is not supported" in line
+    assert not (tmp_path / "o").exists()
+
+
 def test_prefix_caching_turned_off_with_underscores_reaches_the_charts_field():
     prof = qwen()
     prof = replace(prof, serve=replace(prof.serve, args=("--no_enable_prefix_caching", "--enforce-eager")))

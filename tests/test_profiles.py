@@ -134,6 +134,24 @@ def test_a_bad_port_among_the_extra_arguments_is_a_usage_error():
         resolve_serve_settings(parse_profile(GOOD, "mine"), Environ({"HOME": "/h"}), extra_args=("--port", "x"))
 
 
+@pytest.mark.parametrize("args, shown", [('"--ssl-keyfile", "k.pem"', "--ssl-keyfile"),
+                                         ('"--ssl_certfile=c.pem"', "--ssl_certfile"), ('"--uds", "/s"', "--uds"),
+                                         ('"--uds=/s"', "--uds")])
+def test_an_option_off_plain_http_in_serve_args_is_refused_when_the_profile_is_read(args, shown):
+    """Every command that reads the profile (serve, doctor, export k8s) refuses it alike."""
+    text = GOOD.replace('"--max-num-seqs", "8"', args)
+    with pytest.raises(ProfileError, match=rf"^/p/mine.toml:\d+: {shown} in 'serve.args' is not supported: it ") as exc:
+        parse_profile(text, "mine", source="/p/mine.toml")
+    assert exc.value.exit_code == 2
+
+
+@pytest.mark.parametrize("extra", [("--ssl-keyfile", "k.pem"), ("--ssl_keyfile=k.pem",), ("--uds", "/s"),
+                                   ("--uds=/s",)])
+def test_an_option_off_plain_http_among_the_extra_arguments_is_a_usage_error(extra):
+    with pytest.raises(UsageError, match=r"in the vLLM arguments after -- is not supported: it "):
+        resolve_serve_settings(parse_profile(GOOD, "mine"), Environ({"HOME": "/h"}), extra_args=extra)
+
+
 def test_the_vllm_python_from_the_environment_is_reported_as_such():
     """Settings carry only --vllm-python; choose_python reads $VBOOT_VLLM_PYTHON and names the origin."""
     from bootstrap.core.vllm_env import PythonChoice, choose_python

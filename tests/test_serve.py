@@ -97,6 +97,54 @@ def test_a_bad_port_among_the_vllm_arguments_is_a_usage_error_before_anything_st
     assert preflight == [] and not runs_dir(Environ(isolated_env)).exists()
 
 
+def _one_error_line(err: str) -> str:
+    """The error of a refused command: one `error:` line (a hint may follow), no traceback."""
+    assert "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    return line
+
+
+@pytest.mark.parametrize("extra, shown", [
+    (["--ssl-keyfile", "key.pem", "--ssl-certfile", "cert.pem"], "--ssl-keyfile"),
+    (["--ssl-keyfile=key.pem"], "--ssl-keyfile"), (["--ssl_keyfile", "key.pem"], "--ssl_keyfile"),
+    (["--ssl_certfile=cert.pem"], "--ssl_certfile"), (["--ssl-ca-certs", "ca.pem"], "--ssl-ca-certs"),
+    (["--ssl_cert_reqs=2"], "--ssl_cert_reqs"), (["--uds", "/tmp/vllm.sock"], "--uds"),
+    (["--uds=/tmp/vllm.sock"], "--uds"),
+])
+def test_an_option_off_plain_http_among_the_vllm_arguments_is_refused_before_anything_starts(
+        isolated_env, fake_vllm, capsys, extra, shown):
+    """vboot waits on http://host:port/health, smoke-tests, records and scrapes that URL: a server on HTTPS or a
+    Unix socket would pass none of it. Refused in one line, with nothing started or written."""
+    code = run_main("serve", "tiny", "--", "--max-num-seqs", "8", *extra)
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith(f"error: {shown} in the vLLM arguments after -- is not supported: it ")
+    assert "vboot supervises vLLM over plain HTTP on --host/--port" in line
+    assert fake_vllm == [] and not runs_dir(Environ(isolated_env)).exists()
+
+
+def _tiny_profile_with_args(tmp_path, args: list[str]):
+    from conftest import REPO
+
+    text = (REPO / "profiles" / "tiny.toml").read_text()
+    path = tmp_path / "tiny-args.toml"
+    path.write_text(text.replace("[serve]\n", f"[serve]\nargs = {json.dumps(args)}\n", 1))
+    return path
+
+
+@pytest.mark.parametrize("args, shown", [(["--ssl-keyfile", "key.pem"], "--ssl-keyfile"),
+                                         (["--ssl_keyfile=key.pem"], "--ssl_keyfile"),
+                                         (["--uds", "/tmp/vllm.sock"], "--uds"), (["--uds=/tmp/vllm.sock"], "--uds")])
+def test_an_option_off_plain_http_in_the_profiles_serve_args_is_refused_before_anything_starts(
+        isolated_env, fake_vllm, capsys, tmp_path, args, shown):
+    profile = _tiny_profile_with_args(tmp_path, args)
+    code = run_main("serve", str(profile))
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith(f"error: {profile}:") and f"{shown} in 'serve.args' is not supported" in line
+    assert fake_vllm == [] and not runs_dir(Environ(isolated_env)).exists()
+
+
 def test_a_bad_name_is_refused_before_the_preflight(isolated_env, preflight):
     err = invoke("tiny", "--name", "../x")
     assert isinstance(err, UsageError) and err.message == "invalid --name '../x'"

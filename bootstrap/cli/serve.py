@@ -63,6 +63,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     then vLLM in its own process group, /health, a smoke request, and a summary. Ctrl-C or SIGTERM stops the
     whole tree (SIGTERM, then SIGKILL). Arguments after `--` go to vLLM unchanged, last: a --host, --port or
     --api-key there wins over vboot's own, as in vLLM, and vboot checks, waits on and records that one.
+    vboot speaks plain HTTP to that host and port: --uds, --ssl-*, --grpc and --headless are refused.
 
     \b
     Examples:

@@ -247,7 +247,12 @@ def _bind_options(serve_args: Sequence[str]) -> list[OptionUse]:
 
 
 def chart_owned_warnings(profile: Profile) -> list[str]:
-    """Warnings for the profile's serve.args left out of ``extraArgs`` because the chart owns them."""
+    """Warnings for the profile's serve.args left out of ``extraArgs`` because the chart owns them.
+
+    ``--uds``/``--ssl-*``/``--grpc``/``--headless`` never get here: reading the profile refuses them
+    (:data:`bootstrap.core.vllm_args.UNSUPPORTED_OPTIONS`), as `vboot serve` does. Stripping them like --host
+    and --port would silently turn an HTTPS profile into a plain-HTTP deployment, and their paths (keys,
+    sockets) are on this machine, not in the pod."""
     return [f"serve.args {' '.join([u.spelling, *u.values])} left out of extraArgs: in the cluster the chart binds "
             "vLLM to 0.0.0.0 and its container port, where the Service, probes and ServiceMonitor look"
             for u in _bind_options(profile.serve.args)]

@@ -174,7 +174,7 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
     args = typed(serve_raw, "args", list, "serve.", [])
     if not all(isinstance(a, str) for a in args):
         raise _err(source, text, "'serve.args' must be a list of strings", "args", "serve")
-    try:  # a --port vLLM would refuse, or a --host/--port/--api-key without a value: refused like serve.port
+    try:  # a --port vLLM would refuse, a --host/--port/--api-key without a value, or --uds/--ssl-*: like serve.port
         bound_endpoint(DEFAULT_HOST, port, None, [ArgSource("'serve.args'", tuple(args))])
     except UsageError as exc:
         raise _err(source, text, exc.message, "args", "serve") from None
@@ -362,8 +362,10 @@ def resolve_serve_settings(
     Host, port and API key then go through what vLLM will read after vboot's own options (the profile's
     serve.args, then ``extra_args``; :func:`bootstrap.core.vllm_args.bound_endpoint`), so the pre-flight, the
     run record, the Prometheus target and the readiness and smoke requests all use what vLLM binds. Raises
-    :class:`UsageError` for a --port among ``extra_args`` that is not 1-65535, or a host/port/key option there
-    without a value (:func:`parse_profile` already refused those in serve.args)."""
+    :class:`UsageError` for a --port among ``extra_args`` that is not 1-65535, a host/port/key option there
+    without a value, or an option that takes vLLM off plain HTTP on host:port (``--uds``, ``--ssl-*``;
+    :data:`bootstrap.core.vllm_args.UNSUPPORTED_OPTIONS`) (:func:`parse_profile` already refused those in
+    serve.args)."""
     from bootstrap.core.paths import modelscope_cache_source
 
     if cache_dir:

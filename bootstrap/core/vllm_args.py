@@ -4,7 +4,8 @@ vboot's command puts its own ``--host``/``--port``/``--api-key`` first and the p
 user's ``-- EXTRA_VLLM_ARGS`` after them (:func:`bootstrap.core.vllm_cmd.build_command`). vLLM's argparse keeps
 the last value of a repeated option, so those later arguments decide where the server listens and which key
 it wants; :func:`bound_endpoint` says what they decide, for every consumer (pre-flight, run record, Prometheus
-target, readiness and smoke requests).
+target, readiness and smoke requests), and refuses the options that take the server off plain HTTP on that host
+and port (:data:`UNSUPPORTED_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,43 @@ def option_uses(args: Sequence[str], option: str, many: bool = False,
 
 
 @dataclass(frozen=True)
+class Unsupported:
+    """Why vboot refuses a vLLM option, for the one-line usage error."""
+
+    does: str  # what the option makes vLLM do: "serve HTTPS"
+    instead: str  # the way to get it without vboot's checks breaking
+
+
+_TLS = Unsupported("configures HTTPS", "terminate TLS in a reverse proxy in front of it (or run `vllm serve` yourself)")
+
+#: vLLM options that take the server off plain HTTP on ``--host``/``--port``, which every consumer of
+#: :func:`bound_endpoint` speaks: the port pre-flight, ``/health``, the smoke request, the run record's URL that
+#: ``ps`` and ``top`` use, the Prometheus target, and the chart's Service, probes and ServiceMonitor in
+#: ``export k8s``. vLLM 0.32 (``vllm/entrypoints/launchers/cli_args.py``, ``FrontendArgs`` and
+#: ``make_arg_parser``): ``--uds`` "If set, host and port arguments are ignored"; ``--ssl-keyfile`` and
+#: ``--ssl-certfile`` make uvicorn serve HTTPS (``launcher.py``: ``is_ssl = args.ssl_keyfile and
+#: args.ssl_certfile``), the other TLS options only configure it; ``--grpc`` launches "the Python gRPC ...
+#: server on --port instead of the HTTP OpenAI-compatible server"; ``--headless`` starts no API server. vLLM's
+#: own ``snapshot create`` refuses the same set for the same reason ("requires one unauthenticated plaintext
+#: HTTP server"). Refused in any use (a later ``--no-enable-ssl-refresh`` is not looked for): they have no
+#: purpose under vboot, and dropping one costs nothing. ``--root-path`` is not here: FastAPI's root_path only
+#: makes Starlette also accept the prefixed paths, ``/health`` and ``/v1/...`` still answer unprefixed.
+UNSUPPORTED_OPTIONS: dict[str, Unsupported] = {
+    "--uds": Unsupported("makes vLLM listen on a Unix socket instead",
+                         "to keep the server local, bind --host 127.0.0.1 (or run `vllm serve` yourself)"),
+    "--ssl-keyfile": _TLS,
+    "--ssl-certfile": _TLS,
+    "--ssl-ca-certs": _TLS,
+    "--ssl-cert-reqs": _TLS,
+    "--ssl-ciphers": _TLS,
+    "--enable-ssl-refresh": _TLS,
+    "--grpc": Unsupported("makes vLLM serve gRPC on the port instead", "run `vllm serve --grpc` yourself"),
+    "--headless": Unsupported("makes vLLM start no API server",
+                              "start a headless node with `vllm serve --headless` yourself"),
+}
+
+
+@dataclass(frozen=True)
 class ArgSource:
     """A run of arguments vLLM gets after vboot's own options, and how to name it in messages."""
 
@@ -111,7 +149,8 @@ class Endpoint:
 def bound_endpoint(host: str, port: int, api_key: str | None, later: Sequence[ArgSource]) -> Endpoint:
     """The host, port and API key vLLM ends up with when its command line holds vboot's ``--host host --port
     port [--api-key api_key]`` followed by the ``later`` sources, in order: the last use of each option wins,
-    as in vLLM's argparse. Raises :class:`UsageError` (before anything starts) for a ``--port`` that is not a
+    as in vLLM's argparse. Raises :class:`UsageError` (before anything starts) for an option of
+    :data:`UNSUPPORTED_OPTIONS` (vLLM would not be on plain HTTP at host:port), for a ``--port`` that is not a
     number from 1 to 65535 (vLLM would refuse it, or bind a port vboot cannot know) and for a host, port or key
     option with no value (vLLM would refuse to start)."""
     args: list[str] = []
@@ -120,6 +159,16 @@ def bound_endpoint(host: str, port: int, api_key: str | None, later: Sequence[Ar
         args += src.args
         owner += [src.label] * len(src.args)
     origins: dict[str, str] = {}
+
+    # The first in command-line order, so the message names what the user sees first.
+    refused = sorted(((use, option) for option in UNSUPPORTED_OPTIONS for use in option_uses(args, option)),
+                     key=lambda found: found[0].index)
+    if refused:
+        use, option = refused[0]
+        why, where = UNSUPPORTED_OPTIONS[option], owner[use.index]
+        shown = use.spelling if option_name(use.spelling) == option else f"{use.spelling} ({option})"
+        raise UsageError(f"{shown} in {where} is not supported: it {why.does}, and vboot supervises vLLM over "
+                         f"plain HTTP on --host/--port; {why.instead}", hint=f"drop {use.spelling} from {where}")
 
     def last(option: str, many: bool = False) -> tuple[OptionUse, str] | None:
         uses = option_uses(args, option, many)
