@@ -67,3 +67,27 @@ def test_doctor_json_reports_the_refusal_as_a_profile_error(isolated_env, tmp_pa
     assert code == 2 and doc["exit_code"] == 2
     [error] = doc["errors"]
     assert error["code"] == "profile_invalid" and "--uds in 'serve.args' is not supported" in error["message"]
+
+
+def test_doctor_judges_the_run_serve_would_make_from_the_same_options(isolated_env, tmp_path, capsys, monkeypatch):
+    """--cache-dir, --host/--port and the vLLM arguments after -- mean what they mean to `vboot serve`."""
+    from bootstrap.cli import output
+
+    monkeypatch.setattr(output.STATE, "json", True)
+    (tmp_path / "afile").write_text("x")
+    code = _doctor("--profile", "qwen-0.5b", "--check", "disk", "--check", "port", "--cache-dir",
+                   str(tmp_path / "afile" / "ms"), "--json", "--", "--port=9", "--host", "127.0.0.1")
+    doc = json.loads(capsys.readouterr().out)
+    checks = {c["id"]: c for c in doc["data"]["checks"]}
+    assert code == 1 and checks["disk"]["status"] == "fail"
+    assert "is not a directory" in checks["disk"]["summary"] and "pass another --cache-dir" in checks["disk"]["hint"]
+    assert checks["port"]["data"]["port"] == 9, checks["port"]
+
+
+def test_doctor_refuses_a_stray_argument_before_the_double_dash(isolated_env, capsys, monkeypatch):
+    from bootstrap.cli import output
+
+    monkeypatch.setattr(output.STATE, "json", False)
+    assert _doctor("qwen") == 2
+    assert "unexpected argument 'qwen'" in capsys.readouterr().err
+    assert _doctor("qwen", "--", "--port", "9") == 2

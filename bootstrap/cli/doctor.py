@@ -68,7 +68,16 @@ def diagnose(settings: ServeSettings, env: Environ, *, check_ids: Sequence[str] 
     return facts, run_checks(facts, check_ids)
 
 
-@click.command()
+class _DoctorCommand(click.Command):
+    """Records what came after ``--``: only that is vLLM's (a stray ``vboot doctor qwen`` is an error)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["vboot.after_double_dash"] = args[args.index("--") + 1:] if "--" in args else []
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_DoctorCommand)
+@click.argument("extra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- EXTRA_VLLM_ARGS]")
 @click.option("--profile", "-p", "profile_name", default=DEFAULT_PROFILE, show_default=True,
               help="Profile to judge the box against (see `vboot profiles`).")
 @click.option("--check", "check_ids", multiple=True, metavar="ID",
@@ -76,14 +85,22 @@ def diagnose(settings: ServeSettings, env: Environ, *, check_ids: Sequence[str] 
 @click.option("--list-checks", is_flag=True, help="List the checks and their ids, then exit.")
 @click.option("--vllm-python", metavar="PATH", help="The Python whose vLLM `vboot serve` will use.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Judge this port instead of the profile's.")
+@click.option("--host", help="Judge this bind address instead of the profile's (as `vboot serve --host`).")
+@click.option("--cache-dir", metavar="DIR", help="Judge this model cache (as `vboot serve --cache-dir`).")
 @output.json_option
-def doctor(profile_name: str, check_ids: tuple[str, ...], list_checks: bool, vllm_python: str | None,
-           port: int | None, as_json: bool) -> None:
+def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str, ...], list_checks: bool,
+           vllm_python: str | None, port: int | None, host: str | None, cache_dir: str | None, as_json: bool) -> None:
     """Judge whether this box can serve PROFILE: NVIDIA driver and CUDA (NVML), torch's CUDA build, vLLM,
     disk and VRAM against the model, ports, leftover vLLM processes and environment variables.
 
-    Each finding comes with a fix. Exit 0 when nothing fails, 1 otherwise, 2 for usage errors.
+    Give it what you will give `vboot serve` (--port, --host, --cache-dir, --vllm-python and the vLLM arguments
+    after --) and it judges exactly that run. Each finding comes with a fix. Exit 0 when nothing fails, 1
+    otherwise, 2 for usage errors.
     """
+    after = click.get_current_context().meta.get("vboot.after_double_dash", [])
+    if len(extra_args) > len(after):
+        raise UsageError(f"unexpected argument {extra_args[0]!r}",
+                         hint="the profile is --profile NAME; vLLM arguments go after --")
     if list_checks:
         rows = [{"id": c.id, "group": c.group, "title": c.title, "shows": (c.fn.__doc__ or "").strip()} for c in CHECKS]
         output.emit(CommandResult("doctor", {"checks": rows}), human=_render_list)
@@ -92,7 +109,8 @@ def doctor(profile_name: str, check_ids: tuple[str, ...], list_checks: bool, vll
         if cid not in known and not any(k.startswith(cid + ".") for k in known):
             raise UsageError(f"unknown check id {cid!r}", hint="run `vboot doctor --list-checks` for the ids")
     env = Environ()
-    settings = resolve_serve_settings(load_profile(profile_name, env), env, port=port, vllm_python=vllm_python)
+    settings = resolve_serve_settings(load_profile(profile_name, env), env, host=host, port=port,
+                                      extra_args=extra_args, cache_dir=cache_dir, vllm_python=vllm_python)
     facts, results = diagnose(settings, env, check_ids=check_ids or None)
     status, code = overall(results)
     data = {

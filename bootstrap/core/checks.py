@@ -453,10 +453,11 @@ def check_disk(f: Facts) -> CheckResult:
             "already_cached_bytes": present, "writable": free.writable, "cache_from": f.settings.cache_from}
     # A cache a variable decides is judged by env.modelscope, which names the variable to fix.
     if not free.writable and _judged_cache(f)[0] is None:
-        why = "denies writing" if Path(free.checked_path).is_dir() else "is not a directory"
+        why, fix = (("denies writing", f"fix the permissions of {free.checked_path}")
+                    if Path(free.checked_path).is_dir() else
+                    ("is not a directory", f"move the file {free.checked_path} out of the way"))
         return CheckResult("disk", Status.FAIL, f"the model cache {cache} cannot be created or written "
-                           f"({free.checked_path} {why})",
-                           f"fix the permissions of {free.checked_path}, or {f.settings.cache_hint()}", data)
+                           f"({free.checked_path} {why})", f"{fix}, or {f.settings.cache_hint()}", data)
     if free.free_bytes < short:
         largest = f.c.largest_dirs(Path(free.checked_path), 5)
         data["largest_dirs"] = [{"path": p, "bytes": b} for p, b in largest]
