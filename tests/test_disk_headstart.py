@@ -178,6 +178,31 @@ def test_a_plain_request_prints_without_click_exactly_what_the_cli_prints(tmp_pa
     assert str(root) in fast.stdout
 
 
+
+def test_an_ascii_only_stdout_gets_ascii_bars_both_ways(tmp_path, isolated_env):
+    root = build(tmp_path / "t")
+    env = {**isolated_env, "PYTHONIOENCODING": "ascii"}
+    fast, cli = _vboot_disk([str(root)], env, True), _vboot_disk([str(root)], env, False)
+    assert (fast.returncode, cli.returncode) == (0, 0), fast.stderr + cli.stderr
+    assert "#" in fast.stdout and "█" not in fast.stdout
+    assert _comparable(fast, False) == _comparable(cli, False)
+
+
+def test_an_unexpected_failure_on_the_fast_path_is_one_line(tmp_path, isolated_env):
+    """As in the CLI's own handler: one line and exit 1, the traceback only with VBOOT_DEBUG=1."""
+    code = ("import sys; from bootstrap.cli import disk_view, entry\n"
+            "def broken(data): raise RuntimeError('render broke')\n"
+            "disk_view.render_report = broken\n"
+            "sys.argv = ['vboot', 'disk', sys.argv[1]]; entry.main()")
+    root = build(tmp_path / "t")
+    for debug in ("", "1"):
+        proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True,
+                              env={**isolated_env, "VBOOT_DEBUG": debug}, cwd=REPO, timeout=60)
+        assert proc.returncode == 1
+        assert ("Traceback" in proc.stderr) == bool(debug), proc.stderr
+        if not debug:
+            assert proc.stderr.startswith("error: internal error: RuntimeError: render broke"), proc.stderr
+
 def test_a_plain_request_on_a_missing_path_gets_the_cli_error(tmp_path, isolated_env):
     missing = str(tmp_path / "nope")
     for as_json in (True, False):

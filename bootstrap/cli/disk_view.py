@@ -53,6 +53,14 @@ def print_head_start(request: dict[str, Any]) -> None:
     except BrokenPipeError:  # `vboot disk | head`: as bootstrap.cli.main does
         sys.stderr.close()
         sys.exit(0)
+    except Exception as exc:  # as bootstrap.cli.main does: one line, the traceback only when debugging
+        from bootstrap.core.environ import debug_enabled
+        from bootstrap.core.errors import EXIT_FAIL
+
+        if debug_enabled():
+            raise
+        output.report_error(output.internal_error(exc), EXIT_FAIL)
+        sys.exit(EXIT_FAIL)
     except SystemExit as done:
         # The report is out. Python's own teardown (clearing every loaded module, rich's included) would take
         # another 6-11 ms before the shell gets its prompt back; nothing is left to release (the head start
@@ -70,9 +78,18 @@ def plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _bar(share: float, width: int = 20) -> str:
+def _marks(encoding: str) -> tuple[str, str, str]:
+    """(bar filled, bar empty, ellipsis) in characters the output can carry: ASCII on an ASCII-only stream."""
+    try:
+        "█░…".encode(encoding or "utf-8")
+        return "█", "░", "…"
+    except (UnicodeEncodeError, LookupError):
+        return "#", "-", "..."
+
+
+def _bar(share: float, marks: tuple[str, str, str], width: int = 20) -> str:
     filled = max(0, min(width, round(share * width)))
-    return "█" * filled + "░" * (width - filled)
+    return marks[0] * filled + marks[1] * (width - filled)
 
 
 def render_report(data: dict[str, Any]) -> None:
@@ -80,6 +97,7 @@ def render_report(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     con = output.console()
+    marks = _marks(con.encoding)
     top = data["top"]
     for rep in data["reports"]:
         fs = ""
@@ -103,13 +121,13 @@ def render_report(data: dict[str, Any]) -> None:
                 share = e.bytes / parent_bytes if parent_bytes else 0.0
                 name = e.path[len(rep.root):].lstrip("/") if indent == 0 else e.path.rsplit("/", 1)[-1]
                 name = "  " * indent + escape(name) + ("/" if e.is_dir else "")
-                table.add_row(output.human_bytes(e.bytes), f"{share:4.0%}", _bar(share), name)
+                table.add_row(output.human_bytes(e.bytes), f"{share:4.0%}", _bar(share, marks), name)
                 if e.is_dir:
                     add(e.path, e.bytes, indent + 1)
             rest = rows[top:]
             if rest:
                 table.add_row(output.human_bytes(sum(e.bytes for e in rest)), "", "",
-                              "  " * indent + f"[dim]… {len(rest)} more[/]")
+                              "  " * indent + f"[dim]{marks[2]} {len(rest)} more[/]")
 
         add(rep.root.rstrip("/") or "/", rep.total_bytes, 0)
         con.print(table)
@@ -128,7 +146,7 @@ def render_report(data: dict[str, Any]) -> None:
             for w in rep.warnings[:5]:
                 con.print(f"  [dim]{escape(w.kind)}[/] {escape(w.path)}: {escape(w.message)}")
             if len(rep.warnings) > 5:
-                con.print(f"  [dim]… {len(rep.warnings) - 5} more (--json lists them)[/]")
+                con.print(f"  [dim]{marks[2]} {len(rep.warnings) - 5} more (--json lists them)[/]")
         odd = [w for w in rep.warnings if w.kind == "non_utf8"]
         if odd and not (rep.unreadable_count or rep.error_count):
             con.print(f"[dim]{len(odd)} names are not valid UTF-8 (shown with \\x escapes)[/]")

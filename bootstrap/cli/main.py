@@ -108,13 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     except VbootError as exc:
         if debug:
             raise
-        _report(exc.to_dict(), exc.exit_code)
+        output.report_error(exc.to_dict(), exc.exit_code)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         output.print_error("aborted")
         sys.exit(EXIT_SIGINT)
     except click.ClickException as exc:
-        _report({"code": "usage", "message": exc.format_message(), "hint": "run `vboot --help` or `vboot COMMAND --help`"},
+        output.report_error({"code": "usage", "message": exc.format_message(), "hint": "run `vboot --help` or `vboot COMMAND --help`"},
                 exc.exit_code if exc.exit_code else EXIT_USAGE)
         sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
     except KeyboardInterrupt:
@@ -126,16 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # an unexpected failure: one line unless debugging
         if debug:
             raise
-        _report({"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
-                 "hint": "re-run with VBOOT_DEBUG=1 for the traceback and report it"}, EXIT_FAIL)
+        output.report_error(output.internal_error(exc), EXIT_FAIL)
         sys.exit(EXIT_FAIL)
     if isinstance(rv, int):
         sys.exit(rv)
     sys.exit(0)
-
-
-def _report(error: dict[str, Any], exit_code: int) -> None:
-    if output.STATE.json:
-        output.print_json_error(output.STATE.command, error, exit_code)
-    else:
-        output.print_error(error.get("message", ""), error.get("hint", ""))

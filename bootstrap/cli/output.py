@@ -84,6 +84,20 @@ def print_error(message: str, hint: str = "") -> None:
         con.print(f"[dim]hint:[/] {_escape(hint)}")
 
 
+def report_error(error: dict[str, Any], exit_code: int) -> None:
+    """An error as the command's output: the JSON error document with --json, else one line (and a hint)."""
+    if STATE.json:
+        print_json_error(STATE.command, error, exit_code)
+    else:
+        print_error(error.get("message", ""), error.get("hint", ""))
+
+
+def internal_error(exc: BaseException) -> dict[str, str]:
+    """The error reported for a failure vboot did not expect (the traceback only with VBOOT_DEBUG=1)."""
+    return {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
+            "hint": "re-run with VBOOT_DEBUG=1 for the traceback and report it"}
+
+
 def print_json_error(command: str, error: dict[str, Any], exit_code: int) -> None:
     sys.stdout.write(json.dumps(error_envelope(command, error, exit_code), indent=2) + "\n")
     sys.stdout.flush()
