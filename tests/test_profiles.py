@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from bootstrap.core.environ import Environ
@@ -175,3 +176,15 @@ def test_profiles_and_tiny_model_ship_inside_the_wheel(tmp_path):
         assert f"bootstrap/profiles/{prof}.toml" in names
     assert "bootstrap/assets/tiny-qwen2/model.safetensors" in names
     assert "bootstrap/assets/tiny-qwen2/tokenizer.json" in names
+
+
+def test_profiles_lists_the_port_serve_would_bind(run_vboot, isolated_env):
+    import json
+
+    d = Path(isolated_env["XDG_CONFIG_HOME"]) / "vboot" / "profiles"
+    d.mkdir(parents=True)
+    (d / "mine.toml").write_text('[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\n[serve]\nport = 8100\n'
+                                 'args = ["--port=8200"]\n')
+    res = run_vboot("profiles", "--json")
+    rows = {r["name"]: r for r in json.loads(res.stdout)["data"]["profiles"]}
+    assert rows["mine"]["port"] == 8200 and rows["qwen"]["port"] == 8000

@@ -9,7 +9,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ProfileError
 from bootstrap.core.paths import user_profiles_dir
-from bootstrap.core.profiles import list_profiles, load_profile
+from bootstrap.core.profiles import list_profiles, load_profile, resolve_serve_settings
 
 
 @click.command()
@@ -44,7 +44,8 @@ def profiles(name: str | None, as_json: bool) -> None:
         rows.append({
             "name": ref.name, "path": ref.path, "builtin": ref.builtin, "valid": True, "shadowed": False,
             "model": prof.model.id, "source": prof.model.source, "device": prof.serve.device,
-            "port": prof.serve.port, "description": prof.description,
+            # the port serve binds without flags: a --port in the profile's serve.args wins, as in vLLM
+            "port": resolve_serve_settings(prof, env).port, "description": prof.description,
         })
     status = "warn" if errors else "ok"
     data = {"profiles": rows, "user_dir": str(user_profiles_dir(env))}
