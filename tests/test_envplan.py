@@ -58,10 +58,11 @@ def test_local_profile_sets_no_modelscope_variables():
     assert "VLLM_USE_MODELSCOPE" not in plan_environment(prof, Path("/c"), {}).as_dict()
 
 
-def test_tensor_parallel_in_serve_extra_args_leaves_expandable_segments_out():
-    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=("--tensor-parallel-size", "4"))
+@pytest.mark.parametrize("flag, n", [("--tensor-parallel-size", "4"), ("--tensor_parallel_size", "2")])
+def test_tensor_parallel_in_serve_extra_args_leaves_expandable_segments_out(flag, n):
+    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=(flag, n))
     assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
-    assert any("tensor parallel 4" in w for w in plan.warnings)
+    assert any(f"tensor parallel {n}" in w for w in plan.warnings)
 
 
 def test_tensor_parallel_size_reads_every_spelling():
@@ -117,12 +118,6 @@ def test_underscore_spellings_count_for_tensor_parallel_and_gpu_memory():
     assert tensor_parallel_size(parse_profile(BASE, "p"), ("--tensor_parallel_size=4",)) == 4
     assert gpu_memory_utilization(parse_profile(BASE, "p"), ("--gpu_memory_utilization", "0.5")) == 0.5
     assert gpu_memory_utilization(parse_profile(BASE, "p"), ("--gpu_memory_utilization=0.6",)) == 0.6
-
-
-def test_tensor_parallel_spelt_with_underscores_leaves_expandable_segments_out():
-    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=("--tensor_parallel_size", "2"))
-    assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
-    assert any("tensor parallel 2" in w for w in plan.warnings)
 
 
 def test_a_later_tensor_parallel_flag_wins_as_in_vllms_argparse():
