@@ -48,30 +48,29 @@ def print_head_start(request: dict[str, Any]) -> None:
     result = report_result([report_from_wire(wire)], request["depth"], request["apparent"], request["top"])
     output.STATE.json = request["json"]
     output.STATE.command = "disk"
+    code = 0
     try:
-        output.emit(result, human=render_report)
-    except BrokenPipeError:  # `vboot disk | head`: as bootstrap.cli.main does
-        sys.stderr.close()
-        sys.exit(0)
+        output.emit(result, human=render_report)  # leaves by SystemExit with the command's exit code
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    except BrokenPipeError:
+        output.exit_broken_pipe()
     except Exception as exc:  # as bootstrap.cli.main does: one line, the traceback only when debugging
         from bootstrap.core.environ import debug_enabled
         from bootstrap.core.errors import EXIT_FAIL
 
         if debug_enabled():
             raise
-        output.report_error(output.internal_error(exc), EXIT_FAIL)
-        sys.exit(EXIT_FAIL)
-    except SystemExit as done:
-        # The report is out. Python's own teardown (clearing every loaded module, rich's included) would take
-        # another 6-11 ms before the shell gets its prompt back; nothing is left to release (the head start
-        # has been reaped, no file is open for writing), so flush and leave now.
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BrokenPipeError:
-            sys.stderr.close()
-            sys.exit(0)
-        os._exit(done.code if isinstance(done.code, int) else 1)
+        output.exit_internal_error(exc, EXIT_FAIL)
+    # The report is out. Python's own teardown (clearing every loaded module, rich's included) would take
+    # another 6-11 ms before the shell gets its prompt back; nothing is left to release (the head start has
+    # been reaped, no file is open for writing), so flush and leave now.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        output.exit_broken_pipe()
+    os._exit(code)
 
 
 def plural(n: int, one: str, many: str) -> str:

@@ -120,14 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(EXIT_SIGINT)
     except BrokenPipeError:
-        # `vboot ps | head`: the reader went away; that is not an error.
-        sys.stderr.close()
-        sys.exit(0)
+        output.exit_broken_pipe()
     except Exception as exc:  # an unexpected failure: one line unless debugging
         if debug:
             raise
-        output.report_error(output.internal_error(exc), EXIT_FAIL)
-        sys.exit(EXIT_FAIL)
+        output.exit_internal_error(exc, EXIT_FAIL)
     if isinstance(rv, int):
         sys.exit(rv)
     sys.exit(0)

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bootstrap.core.envelope import CommandResult, envelope, error_envelope
 
@@ -92,10 +92,18 @@ def report_error(error: dict[str, Any], exit_code: int) -> None:
         print_error(error.get("message", ""), error.get("hint", ""))
 
 
-def internal_error(exc: BaseException) -> dict[str, str]:
-    """The error reported for a failure vboot did not expect (the traceback only with VBOOT_DEBUG=1)."""
-    return {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
-            "hint": "re-run with VBOOT_DEBUG=1 for the traceback and report it"}
+def exit_internal_error(exc: BaseException, exit_code: int) -> NoReturn:
+    """Report a failure vboot did not expect in one line (callers re-raise under VBOOT_DEBUG=1) and exit."""
+    report_error({"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
+                  "hint": "re-run with VBOOT_DEBUG=1 for the traceback and report it"}, exit_code)
+    sys.exit(exit_code)
+
+
+def exit_broken_pipe() -> NoReturn:
+    """`vboot ... | head`: the reader went away, which is no error. stderr is closed too, so that Python's final
+    flush of the unread output does not print a second error."""
+    sys.stderr.close()
+    sys.exit(0)
 
 
 def print_json_error(command: str, error: dict[str, Any], exit_code: int) -> None:

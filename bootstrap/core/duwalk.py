@@ -470,11 +470,14 @@ def scan_wire(root: str, depth: int = 1, apparent: bool = False, one_file_system
         raise NotFoundError(f"cannot read {root_path}: {exc.strerror}", hint="check the path and its permissions",
                             path=root_path) from None
     own = st.st_size if apparent else st.st_blocks * 512
+    # What a file (not a directory) as the root reports; a walk fills in the rest below.
+    wire = {"root": display_path(root_path)[0], "total_bytes": own, "entries": [], "warnings": [],
+            "unreadable_count": 0, "unreadable_paths": (), "error_count": 0, "depth": depth, "apparent": apparent,
+            "one_file_system": one_file_system, "entry_count": 1, "workers": 1, "elapsed_s": 0.0,
+            "skipped_mounts": (), "fs_path": root_path}
     if st.st_mode & _S_IFMT != _S_IFDIR:
-        return {"root": display_path(root_path)[0], "total_bytes": own, "entries": [], "warnings": [],
-                "unreadable_count": 0, "unreadable_paths": (), "error_count": 0, "depth": depth,
-                "apparent": apparent, "one_file_system": one_file_system, "entry_count": 1, "workers": 1,
-                "elapsed_s": time.perf_counter() - started, "skipped_mounts": (), "fs_path": root_path}
+        wire["elapsed_s"] = time.perf_counter() - started
+        return wire
     nworkers = default_workers() if workers is None else max(1, workers)
     xdev = st.st_dev if one_file_system else None
 
@@ -568,13 +571,11 @@ def scan_wire(root: str, depth: int = 1, apparent: bool = False, one_file_system
     warns = [(shown(p), k, m) for p, k, m in warnings[:MAX_WARNINGS]]
     for text in odd[: max(0, MAX_WARNINGS - len(warns))]:
         warns.append((text, "non_utf8", "name is not valid UTF-8 (shown with \\x escapes)"))
-    return {
-        "root": display_path(root_path)[0], "total_bytes": total, "entries": out, "warnings": warns,
-        "unreadable_count": len(unreadable), "unreadable_paths": tuple(shown(p) for p in unreadable[:50]),
-        "error_count": errors, "depth": depth, "apparent": apparent, "one_file_system": one_file_system,
-        "entry_count": count, "workers": used, "elapsed_s": time.perf_counter() - started,
-        "skipped_mounts": tuple(sorted(shown(p) for p in skipped)), "fs_path": root_path,
-    }
+    wire.update(total_bytes=total, entries=out, warnings=warns, unreadable_count=len(unreadable),
+                unreadable_paths=tuple(shown(p) for p in unreadable[:50]), error_count=errors, entry_count=count,
+                workers=used, elapsed_s=time.perf_counter() - started,
+                skipped_mounts=tuple(sorted(shown(p) for p in skipped)))
+    return wire
 
 
 def _add_to_prefixes(entries: dict[tuple[str, ...], list], parts: Iterable[str], b: int) -> None:
