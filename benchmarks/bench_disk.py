@@ -6,16 +6,14 @@ Builds an uneven tree under /tmp (never in the repo): 14 top folders holding 40%
 60 files per leaf folder, one file in seven with 1-9 KB of data. Prints seconds and the ratio to
 `du -B1 --max-depth=1 TREE` for: the whole `vboot disk TREE --json` command (with and without the head start
 that scans while the CLI loads, bootstrap/cli/entry.py), the whole `vboot disk TREE` (the human view), the
-in-process `scan()` with
-the default workers, and `scan(workers=1)`; then the whole command on a 1,000-entry tree. For du and the
-command it also prints the CPU time of the whole process tree: with as many processes as CPUs the wall time
-cannot drop below CPU time / CPUs, which is what bounds the command on a 2-CPU box.
+in-process `scan()` with the default workers, and `scan(workers=1)`; then the whole command on a 1,000-entry
+tree. For du and the command it also prints the CPU time of the whole process tree: with as many processes as
+CPUs the wall time cannot drop below CPU time / CPUs, which is what bounds the command on a 2-CPU box.
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import random
 import resource
@@ -30,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchutil import compile_like_install, vboot_argv  # noqa: E402
 from bootstrap.core.disk import scan  # noqa: E402
 
 
@@ -78,11 +77,6 @@ def timed_call(fn) -> float:
     return time.perf_counter() - t0
 
 
-def vboot() -> list[str]:
-    exe = Path(sys.executable).with_name("vboot")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bootstrap"]
-
-
 def install_notes() -> list[str]:
     """What makes this install's start-up slower than a user's `pip install .` (~20 ms per start)."""
     import glob
@@ -99,11 +93,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--keep", action="store_true", help="leave the tree in /tmp")
     args = ap.parse_args()
-    # A pip install compiles bytecode; a checkout run with PYTHONDONTWRITEBYTECODE=1 would recompile every
-    # module at every start and measure the compiler, not vboot. Compile once, as an install does.
-    import bootstrap
-
-    compileall.compile_dir(str(Path(bootstrap.__file__).parent), quiet=1)
+    compile_like_install()
+    vboot = vboot_argv()
     base = Path(tempfile.mkdtemp(prefix="vboot-bench-disk-", dir="/tmp"))
     try:
         tree, small = base / "tree", base / "small"
@@ -121,17 +112,17 @@ def main() -> None:
         no_head = {**os.environ, "VBOOT_DISK_HEAD_START": "0"}
         for _ in range(args.runs):
             cols["du"].append(timed(du, "du"))
-            cols["vboot disk (command)"].append(timed([*vboot(), "disk", str(tree), "--json"], "vboot disk (command)"))
+            cols["vboot disk (command)"].append(timed([*vboot, "disk", str(tree), "--json"], "vboot disk (command)"))
             cols["command, no head start"].append(
-                timed([*vboot(), "disk", str(tree), "--json"], "command, no head start", env=no_head))
-            cols["command, human view"].append(timed([*vboot(), "disk", str(tree)], "command, human view"))
+                timed([*vboot, "disk", str(tree), "--json"], "command, no head start", env=no_head))
+            cols["command, human view"].append(timed([*vboot, "disk", str(tree)], "command, human view"))
             cols["scan() in-process"].append(timed_call(lambda: scan(tree, depth=1)))
             cols["scan(workers=1)"].append(timed_call(lambda: scan(tree, depth=1, workers=1)))
-        small_cmd = [timed([*vboot(), "disk", str(small)]) for _ in range(args.runs)]
+        small_cmd = [timed([*vboot, "disk", str(small)]) for _ in range(args.runs)]
         small_du = [timed(["du", "-B1", "--max-depth=1", str(small)]) for _ in range(args.runs)]
         med = {k: statistics.median(v) for k, v in cols.items()}
         print(f"tree: {n} entries under {tree}, {os.cpu_count()} CPUs, workers used: {rep.workers}, "
-              f"median of {args.runs} alternating runs; `{' '.join(vboot())}`")
+              f"median of {args.runs} alternating runs; `{' '.join(vboot)}`")
         for k, v in med.items():
             cpu = f"   CPU {statistics.median(CPU[k]):.3f} s" if k in CPU else ""
             print(f"  {k:24s} {v:7.3f} s   {v / med['du']:5.2f}x du{cpu}")

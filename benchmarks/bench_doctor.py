@@ -13,7 +13,6 @@ Exit status 1 when a goal is missed.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import shlex
@@ -23,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchutil import compile_like_install
 
 
 def timed(cmd: list[str]) -> float:
@@ -42,11 +43,7 @@ def main() -> int:
     vboot = shlex.split(os.environ["VBOOT"]) if os.environ.get("VBOOT") else [
         shutil.which("vboot") or str(Path(sys.executable).with_name("vboot"))]
     doctor = [*vboot, "doctor", "--json", "--profile", args.profile]
-    # A pip install compiles bytecode; a checkout run with PYTHONDONTWRITEBYTECODE=1 would recompile every
-    # module on every start and measure the compiler, not vboot. Compile once, as an install does.
-    import bootstrap
-
-    compileall.compile_dir(str(Path(bootstrap.__file__).parent), quiet=1)
+    compile_like_install()
     base = [sys.executable, "-c", "import click, rich.console, rich.table"]
     for cmd in (doctor, base):  # warm the page cache
         timed(cmd)

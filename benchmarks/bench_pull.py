@@ -21,12 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import vboot_argv
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MODEL = "bench/random-200mb"
 # The console scripts when installed, else the same entry points through this interpreter (what the
 # scripts run: `modelscope` is modelscope_hub.cli.main:run_cmd, `vboot` is bootstrap.cli.entry:main).
-VBOOT = [str(BIN / "vboot")] if (BIN / "vboot").exists() else [sys.executable, "-m", "bootstrap"]
+VBOOT = vboot_argv()
 MODELSCOPE = [str(BIN / "modelscope")] if (BIN / "modelscope").exists() else [
     sys.executable, "-c", "import sys; from modelscope_hub.cli.main import run_cmd; sys.argv[0] = 'modelscope'; "
     "sys.exit(run_cmd())"]

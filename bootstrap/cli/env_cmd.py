@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from bootstrap.cli import output
-from bootstrap.cli.progress import StepProgress, escape
+from bootstrap.cli.output import escape
+from bootstrap.cli.progress import StepProgress
 from bootstrap.core import shellenv
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ

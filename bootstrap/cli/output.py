@@ -79,9 +79,9 @@ def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> N
 def print_error(message: str, hint: str = "") -> None:
     """One line on stderr (and the next action on a second line when there is one)."""
     con = err_console()
-    con.print(f"[bold red]error:[/] {_escape(message)}")
+    con.print(f"[bold red]error:[/] {escape(message)}")
     if hint:
-        con.print(f"[dim]hint:[/] {_escape(hint)}")
+        con.print(f"[dim]hint:[/] {escape(hint)}")
 
 
 def report_error(error: dict[str, Any], exit_code: int) -> None:
@@ -117,10 +117,11 @@ def info(message: str) -> None:
         err_console().print(message)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped (paths, messages and pip output may hold ``[...]``)."""
+    from rich.markup import escape as rich_escape
 
-    return escape(text)
+    return rich_escape(text)
 
 
 def human_bytes(n: int | float | None, binary: bool = True) -> str:

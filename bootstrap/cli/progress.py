@@ -39,7 +39,7 @@ class StepProgress:
         self.step = f"[{index + 1}/{self.total}] {step.name}"
         self.started = time.monotonic()
         if self.status is not None:
-            self.status.update(f"{self.step}: {escape(step.why[:100])}")
+            self.status.update(f"{self.step}: {output.escape(step.why[:100])}")
         else:
             output.info(f"{self.step}: {step.why}")
 
@@ -49,7 +49,8 @@ class StepProgress:
         now = time.monotonic()
         if now - self._last_draw > 0.1:
             self._last_draw = now
-            self.status.update(f"{self.step} ({output.human_duration(now - self.started)}): {escape(line[:110])}")
+            elapsed = output.human_duration(now - self.started)
+            self.status.update(f"{self.step} ({elapsed}): {output.escape(line[:110])}")
 
     def finish(self) -> None:
         if self.step:
@@ -58,10 +59,3 @@ class StepProgress:
 
     def _done(self) -> None:
         output.info(f"[green]✓[/] {self.step} ({output.human_duration(time.monotonic() - self.started)})")
-
-
-def escape(text: str) -> str:
-    """``text`` with rich markup escaped (paths and pip output may hold ``[...]``)."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
