@@ -110,6 +110,40 @@ def test_last_flag_value_leaves_values_and_dotted_keys_as_given():
     assert last_flag_value(["-t_p", "4"], "--tensor-parallel-size", "-tp") is None  # short options are not rewritten
 
 
+def test_last_flag_value_reads_a_prefix_as_vllms_argparse_does():
+    from bootstrap.core.envplan import last_flag_value
+
+    # argparse's allow_abbrev (on in vLLM) takes an unambiguous prefix: --tensor-parallel 2 sets the size.
+    assert last_flag_value(["--tensor-parallel", "2"], "--tensor-parallel-size", "-tp") == "2"
+    assert last_flag_value(["--tensor_parallel=3"], "--tensor-parallel-size", "-tp") == "3"
+    assert last_flag_value(["-tp", "4", "--tensor-par", "2"], "--tensor-parallel-size", "-tp") == "2"
+    # A dotted key is never shortened.
+    assert last_flag_value(["--compilation-config.cudagraph=x"], "--compilation-config.cudagraph_mode") is None
+
+
+def test_last_flag_value_follows_argparse_on_missing_values_and_a_bare_double_dash():
+    from bootstrap.core.envplan import last_flag_value
+
+    # An option followed by another option has no value (vLLM refuses to start): nothing to read.
+    assert last_flag_value(["--tensor-parallel-size", "--enforce-eager"], "--tensor-parallel-size") is None
+    assert last_flag_value(["-tp", "2", "-tp"], "--tensor-parallel-size", "-tp") is None
+    # A negative number is a value; after a bare "--" argparse reads only positionals.
+    assert last_flag_value(["--gpu-memory-utilization", "-1"], "--gpu-memory-utilization") == "-1"
+    assert last_flag_value(["-tp", "2", "--", "-tp", "4"], "--tensor-parallel-size", "-tp") == "2"
+
+
+def test_prefix_spellings_count_for_tensor_parallel_gpu_memory_and_expandable_segments():
+    from bootstrap.core.envplan import expandable_conflicts, gpu_memory_utilization, tensor_parallel_size
+
+    base = parse_profile(BASE, "p")
+    assert tensor_parallel_size(base, ("--tensor-parallel", "2")) == 2
+    assert gpu_memory_utilization(base, ("--gpu-memory-util=0.5",)) == 0.5
+    assert any("sleep mode" in r for r in expandable_conflicts(base, ("--enable-sleep",)))
+    assert any("KV connector" in r for r in expandable_conflicts(base, ("--kv-transfer", "{}")))
+    assert any("KV connector" in r for r in expandable_conflicts(base, ("--kv_transfer_config.kv_connector=X",)))
+    assert expandable_conflicts(base, ("--enforce-eager",)) == []
+
+
 def test_underscore_spellings_count_for_tensor_parallel_and_gpu_memory():
     from bootstrap.core.envplan import gpu_memory_utilization, tensor_parallel_size
 

@@ -318,7 +318,8 @@ def test_tensor_parallel_in_args_counts_as_gpus_and_is_not_passed_twice():
 
 @pytest.mark.parametrize("tp_args", [("-tp=4",), ("-tp", "4"), ("--tensor-parallel-size=4",),
                                      ("--tensor-parallel-size", "4"), ("--tensor_parallel_size=4",),
-                                     ("--tensor_parallel_size", "4")])
+                                     ("--tensor_parallel_size", "4"), ("--tensor-parallel", "4"),
+                                     ("--tensor_parallel=4",)])
 def test_every_tensor_parallel_form_serve_reads_sets_the_gpu_count_and_is_stripped(tp_args):
     prof = qwen()
     prof = replace(prof, serve=replace(prof.serve, args=("--enforce-eager", *tp_args, "--max-num-seqs", "8")))
@@ -367,6 +368,23 @@ def test_prefix_caching_turned_off_with_underscores_reaches_the_charts_field():
     prof = replace(prof, serve=replace(prof.serve, args=("--no_enable_prefix_caching", "--enforce-eager")))
     config = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["vllmConfig"]
     assert config["enablePrefixCaching"] is False and config["extraArgs"] == ["--enforce-eager"]
+
+
+def test_prefix_caching_flags_shortened_reach_the_charts_field_and_keep_the_next_argument():
+    """argparse takes a prefix (--no-enable-prefix for --no-enable-prefix-caching); a flag has no value, so the
+    argument after it stays."""
+    prof = qwen()
+    prof = replace(prof, serve=replace(prof.serve, args=("--no-enable-prefix", "--max-num-seqs", "8")))
+    config = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["vllmConfig"]
+    assert config["enablePrefixCaching"] is False and config["extraArgs"] == ["--max-num-seqs", "8"]
+
+
+def test_sleep_mode_and_kv_connector_given_as_prefixes_are_not_passed_twice():
+    prof = qwen()
+    given = ("--enable-sleep", "--kv-transfer", '{"kv_connector":"X","kv_role":"kv_both"}')
+    prof = replace(prof, serve=replace(prof.serve, enable_sleep_mode=True, kv_connector="X", args=given))
+    config = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["vllmConfig"]
+    assert config["extraArgs"] == list(given)
 
 
 def test_sleep_mode_and_kv_connector_given_with_underscores_are_not_passed_twice():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.profiles import Profile
-from bootstrap.core.vllm_cmd import option_name
+from bootstrap.core.vllm_args import gives_option, last_flag_value  # noqa: F401  (last_flag_value: also read from here)
 
 ALLOC_VAR = "PYTORCH_CUDA_ALLOC_CONF"
 ALLOC_ALIAS = "PYTORCH_ALLOC_CONF"
@@ -42,19 +42,6 @@ class EnvPlan:
     def var(self, name: str) -> EnvVar | None:
         """The planned variable ``name``, or None when vboot leaves it as the user's environment has it."""
         return next((v for v in self.vars if v.name == name), None)
-
-
-def last_flag_value(args: Sequence[str], flag: str, alias: str | None = None) -> str | None:
-    """The value vLLM's argparse keeps for ``flag`` among ``args``: the last one given, spelt ``--flag N``,
-    ``--flag=N`` (with underscores for dashes too, as vLLM accepts: ``--flag_name N``), or the short ``alias`` as
-    ``-a N`` / ``-a=N``. None when the flag is absent."""
-    names = {flag, alias} - {None}
-    value = None
-    for i, arg in enumerate(args):
-        _, eq, inline = arg.partition("=")
-        if option_name(arg) in names:
-            value = inline if eq else (args[i + 1] if i + 1 < len(args) else value)
-    return value
 
 
 def _serve_args(profile: Profile, extra_args: Sequence[str]) -> list[str]:
@@ -87,16 +74,15 @@ def expandable_conflicts(profile: Profile, extra_args: Sequence[str] = ()) -> li
     `vboot serve ... -- ARGS`); empty when they are fine."""
     s = profile.serve
     reasons = []
-    # Option names as vLLM reads them; a dotted key (--kv-transfer-config.kv_connector=X) counts as its head.
-    names = {option_name(a).partition(".")[0] for a in _serve_args(profile, extra_args)}
+    args = _serve_args(profile, extra_args)
     tp = tensor_parallel_size(profile, extra_args)
     if tp > 1:
         reasons.append(f"tensor parallel {tp} > 1 (custom all-reduce fails with 'invalid argument'; "
                        "or pass --disable-custom-all-reduce)")
-    if s.enable_sleep_mode or "--enable-sleep-mode" in names:
+    if s.enable_sleep_mode or gives_option(args, "--enable-sleep-mode"):
         reasons.append("sleep mode (vLLM before PR #40812 asserts 'Expandable segments are not compatible "
                        "with memory pool')")
-    if s.kv_connector or "--kv-transfer-config" in names:
+    if s.kv_connector or gives_option(args, "--kv-transfer-config"):
         reasons.append("a KV connector (vLLM refuses it with expandable_segments:True unless the cumem allocator is on)")
     return reasons
 

@@ -34,7 +34,7 @@ from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
 from bootstrap.core.prom import rule_groups
-from bootstrap.core.vllm_args import OptionUse, option_name, option_uses, without_api_keys
+from bootstrap.core.vllm_args import OptionUse, gives_option, option_uses, use_span, without_api_keys
 from bootstrap.core.yamltext import to_yaml
 
 GIB = 1024**3
@@ -223,18 +223,11 @@ def vllm_extra_args(profile: Profile) -> list[str]:
     default_revision = {"modelscope": "master", "huggingface": "main"}.get(m.source, "")
     if m.revision and m.revision != default_revision:
         args += ["--revision", m.revision]
-    given = _option_names(s.args)
-    if s.enable_sleep_mode and "--enable-sleep-mode" not in given:
+    if s.enable_sleep_mode and not gives_option(s.args, "--enable-sleep-mode"):
         args.append("--enable-sleep-mode")
-    if s.kv_connector and "--kv-transfer-config" not in given:
+    if s.kv_connector and not gives_option(s.args, "--kv-transfer-config"):
         args += ["--kv-transfer-config", '{"kv_connector":"%s","kv_role":"kv_both"}' % s.kv_connector]
     return args + _without_chart_fields(s.args)
-
-
-def _option_names(serve_args: Sequence[str]) -> set[str]:
-    """The options among ``serve_args`` as vLLM reads them (``--a_b`` is ``--a-b``); a dotted key
-    (``--kv-transfer-config.kv_connector=X``) counts as its head."""
-    return {option_name(a).partition(".")[0] for a in serve_args}
 
 
 def _bind_options(serve_args: Sequence[str]) -> list[OptionUse]:
@@ -244,6 +237,10 @@ def _bind_options(serve_args: Sequence[str]) -> list[OptionUse]:
     Service, the probes and the ServiceMonitor at that port: a later --port (vLLM keeps the last) would leave the
     pod listening where nothing looks, a later --host (127.0.0.1) would make it unreachable."""
     return sorted(option_uses(serve_args, "--host") + option_uses(serve_args, "--port"), key=lambda u: u.index)
+
+
+#: vLLM's prefix-caching flags: the chart sets one of them from ``vllmConfig.enablePrefixCaching``.
+_PREFIX_CACHING = ("--enable-prefix-caching", "--no-enable-prefix-caching")
 
 
 def chart_owned_warnings(profile: Profile) -> list[str]:
@@ -262,27 +259,14 @@ def _without_chart_fields(serve_args: Sequence[str]) -> list[str]:
     """``serve_args`` less those the chart sets from its own fields: the API key in every spelling (it comes
     from a Secret, :func:`api_key_secret`), prefix caching, --host and --port (:func:`_bind_options`), and
     tensor parallel in every form :func:`tensor_parallel_size` reads (``-tp 4``, ``-tp=4``,
-    ``--tensor-parallel-size[=]4``, underscores for dashes), so the GPU count the values request and the size
+    ``--tensor-parallel-size[=]4``, underscores for dashes, a prefix such as ``--tensor-parallel 4``), so the GPU count the values request and the size
     vLLM gets cannot disagree."""
     serve_args = without_api_keys(serve_args)
-    bind = {i for u in _bind_options(serve_args)
-            for i in range(u.index, u.index + 1 + (0 if "=" in serve_args[u.index] else len(u.values)))}
-    out: list[str] = []
-    skip_value = False
-    for i, arg in enumerate(serve_args):
-        if skip_value:
-            skip_value = False
-            continue
-        if i in bind:
-            continue
-        name, eq = option_name(arg), "=" in arg
-        if name in ("--tensor-parallel-size", "-tp"):  # the names and value rule of envplan.tensor_parallel_size
-            skip_value = not eq
-            continue
-        if name in ("--no-enable-prefix-caching", "--enable-prefix-caching"):
-            continue
-        out.append(arg)
-    return out
+    owned = [*_bind_options(serve_args), *option_uses(serve_args, "--tensor-parallel-size", alias="-tp")]
+    drop = {i for use in owned for i in use_span(serve_args, use)}
+    # Flags: the option alone, never the argument after it.
+    drop.update(use.index for flag in _PREFIX_CACHING for use in option_uses(serve_args, flag))
+    return [arg for i, arg in enumerate(serve_args) if i not in drop]
 
 
 def pod_environment(profile: Profile) -> tuple[list[dict[str, str]], list[str]]:
@@ -364,7 +348,7 @@ def production_stack_values(profile: Profile, options: K8sOptions) -> dict[str, 
     """Values for the ``vllm/vllm-stack`` chart: one modelSpec entry and the engine ServiceMonitor."""
     s = profile.serve
     # The chart passes --no-enable-prefix-caching unless this is true; vLLM (and `vboot serve`) default to on.
-    vllm_config: dict[str, Any] = {"enablePrefixCaching": "--no-enable-prefix-caching" not in _option_names(s.args)}
+    vllm_config: dict[str, Any] = {"enablePrefixCaching": not gives_option(s.args, "--no-enable-prefix-caching")}
     if s.max_model_len:
         vllm_config["maxModelLen"] = s.max_model_len
     if s.dtype:

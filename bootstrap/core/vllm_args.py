@@ -38,12 +38,20 @@ def option_name(arg: str) -> str:
     return "--" + head.replace("_", "-") + dot + tail
 
 
-def names_option(arg: str, option: str) -> bool:
+def names_option(arg: str, option: str, alias: str | None = None) -> bool:
     """Whether vLLM reads ``arg`` as the long ``option`` (e.g. ``--port``): in any spelling
     :func:`option_name` accepts, or shortened (argparse's allow_abbrev, on in vLLM, takes an unambiguous prefix
-    such as ``--hos`` for ``--host``; an ambiguous one makes vLLM exit, so counting it does no harm)."""
+    such as ``--hos`` for ``--host``; an ambiguous one makes vLLM exit, so counting it does no harm). A dotted
+    key (``--compilation-config.cudagraph_mode``) is never shortened, so it matches only exactly; ``alias``, a
+    short option such as ``-tp``, only as written (``-tp``, ``-tp=4``)."""
     name = option_name(arg)
-    return arg.startswith("--") and len(name) > 2 and "." not in name and option.startswith(name)
+    if alias is not None and name == alias:
+        return True
+    if not arg.startswith("--") or len(name) <= 2:
+        return False
+    if "." in name or "." in option:
+        return name == option
+    return option.startswith(name)
 
 
 def is_value(arg: str) -> bool:
@@ -64,16 +72,16 @@ class OptionUse:
 
 
 def option_uses(args: Sequence[str], option: str, many: bool = False,
-                past_double_dash: bool = False) -> list[OptionUse]:
-    """Every use of the long ``option`` among ``args``, in order, each with its values: ``--opt V``,
-    ``--opt=V`` (underscore spellings and prefixes too, see :func:`names_option`). ``many``: the option takes
-    one or more values (vLLM's ``nargs='+'``, e.g. ``--api-key K1 K2``). Scanning stops at a bare ``--``, after
-    which argparse reads only positionals, unless ``past_double_dash``."""
+                past_double_dash: bool = False, alias: str | None = None) -> list[OptionUse]:
+    """Every use of the long ``option`` (or its short ``alias``) among ``args``, in order, each with its values:
+    ``--opt V``, ``--opt=V`` (underscore spellings and prefixes too, see :func:`names_option`). ``many``: the
+    option takes one or more values (vLLM's ``nargs='+'``, e.g. ``--api-key K1 K2``). Scanning stops at a bare
+    ``--``, after which argparse reads only positionals, unless ``past_double_dash``."""
     uses = []
     for i, arg in enumerate(args):
         if arg == "--" and not past_double_dash:
             break
-        if not names_option(arg, option):
+        if not names_option(arg, option, alias):
             continue
         spelling, eq, inline = arg.partition("=")
         if eq:
@@ -86,6 +94,28 @@ def option_uses(args: Sequence[str], option: str, many: bool = False,
             values.append(following)
         uses.append(OptionUse(i, spelling, tuple(values)))
     return uses
+
+
+def last_flag_value(args: Sequence[str], flag: str, alias: str | None = None) -> str | None:
+    """The value vLLM's argparse keeps for the one-valued option ``flag`` among ``args``: that of its last use,
+    in any spelling :func:`option_uses` reads (``--flag N``, ``--flag=N``, ``--flag_name N``, a prefix such as
+    ``--fl N``, the short ``alias`` as ``-a N`` / ``-a=N``). None when the flag is absent, or when its last use
+    has no value (vLLM then refuses to start)."""
+    uses = option_uses(args, flag, alias=alias)
+    return uses[-1].values[0] if uses and uses[-1].values else None
+
+
+def gives_option(args: Sequence[str], option: str) -> bool:
+    """Whether ``args`` use ``option`` in any spelling :func:`names_option` reads, a dotted key of it included
+    (``--kv-transfer-config.kv_connector=X`` sets ``--kv-transfer-config``). For presence only: a flag such as
+    ``--enable-sleep-mode``, or an option whose value does not matter."""
+    return any(names_option(option_name(arg).partition(".")[0], option) for arg in args)
+
+
+def use_span(args: Sequence[str], use: OptionUse) -> range:
+    """The indexes of ``args`` that ``use`` occupies: the option and, unless given inline (``--opt=V``), its
+    values."""
+    return range(use.index, use.index + 1 + (0 if "=" in args[use.index] else len(use.values)))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.core.profiles import ServeSettings
-from bootstrap.core.vllm_args import option_name, option_uses, redact  # noqa: F401  (also read from here)
+from bootstrap.core.vllm_args import option_name, redact  # noqa: F401  (read from here by callers and tests)
 
 
 @dataclass(frozen=True)
