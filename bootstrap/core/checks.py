@@ -20,7 +20,6 @@ from typing import Any
 from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts,
                                     gpu_memory_utilization, has_expandable, plan_environment, tensor_parallel_size)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
-from bootstrap.core.paths import modelscope_cache_source
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
 from bootstrap.probes.nvml import cuda_str
@@ -633,8 +632,9 @@ def _judged_cache(f: Facts) -> tuple[str | None, str]:
     """The MODELSCOPE_CACHE vLLM gets, when a variable set it, and how to fix it; (None, "") otherwise.
 
     For a ModelScope profile vboot passes on serve's cache dir (origin "vboot"). That is the user's variable when
-    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME; a --cache-dir, the profile's cache_dir or the
-    default is no variable of anyone's (the disk check and pull judge where the model goes)."""
+    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME (``cache_from`` "env:VAR"); a --cache-dir, the
+    profile's cache_dir or [env] or the default is no variable the user exports (the disk check and pull judge
+    where the model goes, with :meth:`ServeSettings.cache_hint`)."""
     planned = f.env_plan.var("MODELSCOPE_CACHE")
     if planned is None:
         return None, ""  # the plan keeps any non-empty export, so nothing is set
@@ -642,8 +642,8 @@ def _judged_cache(f: Facts) -> tuple[str | None, str]:
         return planned.value, f"point MODELSCOPE_CACHE {f.where('MODELSCOPE_CACHE')} at a directory you can write"
     if planned.origin == "environment":
         return planned.value, "point MODELSCOPE_CACHE at a directory you can write"
-    path, var = modelscope_cache_source(f.env)
-    if var == "default" or Path(planned.value) != path:
+    kind, _, var = f.settings.cache_from.partition(":")
+    if kind != "env":
         return None, ""
     return planned.value, ("point MODELSCOPE_CACHE at a directory you can write" if var == "MODELSCOPE_CACHE" else
                            f"vboot serve passes your {var} on as MODELSCOPE_CACHE: export MODELSCOPE_CACHE=DIR you can "
