@@ -9,7 +9,6 @@ the same fact.
 from __future__ import annotations
 
 import enum
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -452,9 +451,9 @@ def check_disk(f: Facts) -> CheckResult:
             "already_cached_bytes": present, "writable": free.writable, "cache_from": f.settings.cache_from}
     # A cache a variable decides is judged by env.modelscope, which names the variable to fix.
     if not free.writable and _judged_cache(f)[0] is None:
-        why, fix = (("denies writing", f"fix the permissions of {free.checked_path}")
-                    if Path(free.checked_path).is_dir() else
-                    ("is not a directory", f"move the file {free.checked_path} out of the way"))
+        why = _unwritable_why(Path(free.checked_path))
+        fix = (f"move the file {free.checked_path} out of the way" if why == _NOT_A_DIR
+               else f"fix the permissions of {free.checked_path}")
         return CheckResult("disk", Status.FAIL, f"the model cache {cache} cannot be created or written "
                            f"({free.checked_path} {why})", f"{fix}, or {f.settings.cache_hint()}", data)
     if free.free_bytes < short:
@@ -470,6 +469,14 @@ def check_disk(f: Facts) -> CheckResult:
                            f"for {prof.model.id} ({_gib(short)})", "`vboot disk caches` shows what could go", data)
     return CheckResult("disk", Status.OK, f"{_gib(free.free_bytes)} free on {free.checked_path}"
                        + (f" (needs {_gib(short)})" if short else " (model already cached)"), "", data)
+
+
+_NOT_A_DIR = "is not a directory"
+
+
+def _unwritable_why(probe: Path) -> str:
+    """Why the existing ``probe`` (the nearest ancestor of a cache) takes no new files, for a summary."""
+    return "denies writing" if probe.is_dir() else _NOT_A_DIR
 
 
 def _cached_snapshot_bytes(f: Facts) -> int:
@@ -671,15 +678,14 @@ def check_env_modelscope(f: Facts) -> CheckResult:
                            f"set a number {f.where('MODELSCOPE_LOG_LEVEL')} (e.g. MODELSCOPE_LOG_LEVEL=20 for INFO) "
                            "or unset it", data)
     if cache:
-        p = Path(cache).expanduser()
-        probe = p
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        writable = os.access(probe, os.W_OK) and (probe.is_dir())
+        from bootstrap.probes.system import is_writable_dir, nearest_existing
+
+        probe = nearest_existing(Path(cache).expanduser())
+        writable = is_writable_dir(probe)
         data["cache_writable"] = writable
         if not writable:
             return CheckResult("env.modelscope", Status.FAIL, f"MODELSCOPE_CACHE={cache} is not writable "
-                               f"({probe} {'is not a directory' if not probe.is_dir() else 'denies writing'})"
+                               f"({probe} {_unwritable_why(probe)})"
                                + (f" (profile {f.profile.name}'s [env])" if in_profile("MODELSCOPE_CACHE") else ""),
                                cache_fix, data)
     # the legacy name is about where it is set: the user's shell is judged against the user's MODELSCOPE_CACHE
