@@ -90,11 +90,19 @@ class Facts:
             return planned.origin
         return "environment" if self.env.get(name) is not None else None
 
+    def in_profile(self, name: str) -> bool:
+        """vLLM's ``name`` comes from the profile's [env]."""
+        return self.env_origin(name) == "profile"
+
     def where(self, name: str) -> str:
         """Where to fix ``name``, for a hint: the profile's [env] when vLLM's value comes from it."""
-        if self.env_origin(name) == "profile":
+        if self.in_profile(name):
             return f"in profile {self.profile.name}'s [env]"
         return "in your environment"
+
+    def profile_note(self, name: str) -> str:
+        """" (profile NAME's [env])" when vLLM's ``name`` comes from there, else "": appended to a summary."""
+        return f" (profile {self.profile.name}'s [env])" if self.in_profile(name) else ""
 
     @cached_property
     def nvml(self) -> Any:
@@ -326,7 +334,7 @@ def check_nvidia_topology(f: Facts) -> CheckResult:
         better = _best_nvlink_set(f, tp)
         hint = ("tensor parallel traffic will bounce through host memory (slow, and NCCL may hang without "
                 "NCCL_P2P_DISABLE=1); ")
-        in_profile = f.env_origin("CUDA_VISIBLE_DEVICES") == "profile"
+        in_profile = f.in_profile("CUDA_VISIBLE_DEVICES")
         hint += (f"these GPUs are linked by NVLink: CUDA_VISIBLE_DEVICES={','.join(map(str, better))}"
                  + (f" {f.where('CUDA_VISIBLE_DEVICES')}" if in_profile else "") if better
                  else "use GPUs under one PCIe switch or NVLink (`nvidia-smi topo -m`)")
@@ -630,7 +638,7 @@ def check_env_alloc(f: Facts) -> CheckResult:
                            f"unset {name} {f.where(name)} (vboot serve then leaves expandable segments out)", data)
     if chosen:
         return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR}={chosen}"
-                           + (f" (profile {f.profile.name}'s [env])" if origin == "profile" else ""), "", data)
+                           + f.profile_note(ALLOC_VAR), "", data)
     return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR} unset (vboot serve sets "
                        + (planned.value if planned else "nothing, see its warning") + ")", "", data)
 
@@ -669,9 +677,6 @@ def check_env_modelscope(f: Facts) -> CheckResult:
             "MODELSCOPE_LOG_LEVEL": level, "MODELSCOPE_ENDPOINT": f.vllm_env("MODELSCOPE_ENDPOINT"),
             "MODELSCOPE_CACHE_origin": f.env_origin("MODELSCOPE_CACHE")}
 
-    def in_profile(name: str) -> bool:
-        return f.env_origin(name) == "profile"
-
     if level is not None and not level.strip().lstrip("-").isdigit():
         return CheckResult("env.modelscope", Status.FAIL,
                            f"MODELSCOPE_LOG_LEVEL={level!r} makes `import modelscope` crash with ValueError",
@@ -685,12 +690,11 @@ def check_env_modelscope(f: Facts) -> CheckResult:
         data["cache_writable"] = writable
         if not writable:
             return CheckResult("env.modelscope", Status.FAIL, f"MODELSCOPE_CACHE={cache} is not writable "
-                               f"({probe} {_unwritable_why(probe)})"
-                               + (f" (profile {f.profile.name}'s [env])" if in_profile("MODELSCOPE_CACHE") else ""),
+                               f"({probe} {_unwritable_why(probe)})" + f.profile_note("MODELSCOPE_CACHE"),
                                cache_fix, data)
     # the legacy name is about where it is set: the user's shell is judged against the user's MODELSCOPE_CACHE
     # (vboot passes MS_CACHE_HOME on as MODELSCOPE_CACHE), the profile's [env] against what vLLM gets
-    ms_cache = vllm_cache if in_profile("MS_CACHE_HOME") else f.env.get("MODELSCOPE_CACHE")
+    ms_cache = vllm_cache if f.in_profile("MS_CACHE_HOME") else f.env.get("MODELSCOPE_CACHE")
     if legacy and ms_cache and Path(legacy) != Path(ms_cache):
         return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is ignored because "
                            f"MODELSCOPE_CACHE={ms_cache} is set", f"unset MS_CACHE_HOME {f.where('MS_CACHE_HOME')} "
@@ -698,7 +702,7 @@ def check_env_modelscope(f: Facts) -> CheckResult:
     if legacy and not ms_cache:
         return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is the legacy name",
                            f"use MODELSCOPE_CACHE={legacy} instead" + (f" {f.where('MS_CACHE_HOME')}"
-                                                                      if in_profile("MS_CACHE_HOME") else ""), data)
+                                                                      if f.in_profile("MS_CACHE_HOME") else ""), data)
     if use is not None and use.strip().lower() not in ("true", "false"):
         return CheckResult("env.modelscope", Status.WARN,
                            f"VLLM_USE_MODELSCOPE={use!r}: current vLLM accepts it, older releases only 'true'",
@@ -719,8 +723,8 @@ def check_env_cuda_visible(f: Facts) -> CheckResult:
     data: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value, "origin": origin}
     if value is None:
         return CheckResult("env.cuda_visible_devices", Status.OK, "CUDA_VISIBLE_DEVICES unset (all GPUs visible)", "", data)
-    in_profile = origin == "profile"
-    set_in = f" (profile {f.profile.name}'s [env])" if in_profile else ""
+    in_profile = f.in_profile("CUDA_VISIBLE_DEVICES")
+    set_in = f.profile_note("CUDA_VISIBLE_DEVICES")
     gpus = list(f.nvml.gpus) if f.nvml.ok else []
     visible, problems = map_visible_devices(value, gpus)
     data["visible_indices"] = [g.index for g in visible]
@@ -737,7 +741,7 @@ def check_env_cuda_visible(f: Facts) -> CheckResult:
     if mixed and uses_indices and order != "PCI_BUS_ID":
         # set the order beside the indices: an export loses to a profile that sets either variable
         fix = (f'set CUDA_DEVICE_ORDER = "PCI_BUS_ID" in profile {f.profile.name}\'s [env]'
-               if in_profile or f.env_origin("CUDA_DEVICE_ORDER") == "profile" else "export CUDA_DEVICE_ORDER=PCI_BUS_ID")
+               if in_profile or f.in_profile("CUDA_DEVICE_ORDER") else "export CUDA_DEVICE_ORDER=PCI_BUS_ID")
         return CheckResult("env.cuda_visible_devices", Status.WARN,
                            f"CUDA_VISIBLE_DEVICES={value} uses indices on a box with different GPU models: CUDA "
                            "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match" + set_in,
