@@ -194,6 +194,18 @@ def test_an_unwritable_cache_fails_the_disk_check_unless_a_variable_chose_it():
     assert r.status == Status.OK
 
 
+def test_a_cache_dir_flag_equal_to_the_users_export_is_judged_as_the_flag(tmp_path):
+    """--cache-dir wins over $MODELSCOPE_CACHE even when both name one directory: re-pointing the export would
+    change nothing, so the disk check judges it and names the flag; env.modelscope leaves it alone."""
+    bad = _unwritable(tmp_path)
+    f = make_facts(disk=fakes.FakeDiskFree(writable=False), env={"MODELSCOPE_CACHE": bad}, cache_dir=bad)
+    r = one(f, "disk")
+    assert r.status == Status.FAIL and "cannot be created or written" in r.summary
+    assert "pass another --cache-dir" in r.hint
+    r = one(f, "env.modelscope")
+    assert r.status == Status.OK and r.data["MODELSCOPE_CACHE"] == bad
+
+
 def test_disk_free_says_whether_the_cache_can_be_written(tmp_path):
     from bootstrap.probes.system import disk_free
 

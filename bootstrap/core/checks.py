@@ -9,7 +9,6 @@ the same fact.
 from __future__ import annotations
 
 import enum
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from typing import Any
 from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts,
                                     gpu_memory_utilization, has_expandable, plan_environment, tensor_parallel_size)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
-from bootstrap.core.paths import modelscope_cache_source
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
 from bootstrap.probes.nvml import cuda_str
@@ -92,11 +90,19 @@ class Facts:
             return planned.origin
         return "environment" if self.env.get(name) is not None else None
 
+    def in_profile(self, name: str) -> bool:
+        """vLLM's ``name`` comes from the profile's [env]."""
+        return self.env_origin(name) == "profile"
+
     def where(self, name: str) -> str:
         """Where to fix ``name``, for a hint: the profile's [env] when vLLM's value comes from it."""
-        if self.env_origin(name) == "profile":
+        if self.in_profile(name):
             return f"in profile {self.profile.name}'s [env]"
         return "in your environment"
+
+    def profile_note(self, name: str) -> str:
+        """" (profile NAME's [env])" when vLLM's ``name`` comes from there, else "": appended to a summary."""
+        return f" (profile {self.profile.name}'s [env])" if self.in_profile(name) else ""
 
     @cached_property
     def nvml(self) -> Any:
@@ -328,7 +334,7 @@ def check_nvidia_topology(f: Facts) -> CheckResult:
         better = _best_nvlink_set(f, tp)
         hint = ("tensor parallel traffic will bounce through host memory (slow, and NCCL may hang without "
                 "NCCL_P2P_DISABLE=1); ")
-        in_profile = f.env_origin("CUDA_VISIBLE_DEVICES") == "profile"
+        in_profile = f.in_profile("CUDA_VISIBLE_DEVICES")
         hint += (f"these GPUs are linked by NVLink: CUDA_VISIBLE_DEVICES={','.join(map(str, better))}"
                  + (f" {f.where('CUDA_VISIBLE_DEVICES')}" if in_profile else "") if better
                  else "use GPUs under one PCIe switch or NVLink (`nvidia-smi topo -m`)")
@@ -453,9 +459,9 @@ def check_disk(f: Facts) -> CheckResult:
             "already_cached_bytes": present, "writable": free.writable, "cache_from": f.settings.cache_from}
     # A cache a variable decides is judged by env.modelscope, which names the variable to fix.
     if not free.writable and _judged_cache(f)[0] is None:
-        why, fix = (("denies writing", f"fix the permissions of {free.checked_path}")
-                    if Path(free.checked_path).is_dir() else
-                    ("is not a directory", f"move the file {free.checked_path} out of the way"))
+        why = _unwritable_why(Path(free.checked_path))
+        fix = (f"move the file {free.checked_path} out of the way" if why == _NOT_A_DIR
+               else f"fix the permissions of {free.checked_path}")
         return CheckResult("disk", Status.FAIL, f"the model cache {cache} cannot be created or written "
                            f"({free.checked_path} {why})", f"{fix}, or {f.settings.cache_hint()}", data)
     if free.free_bytes < short:
@@ -471,6 +477,14 @@ def check_disk(f: Facts) -> CheckResult:
                            f"for {prof.model.id} ({_gib(short)})", "`vboot disk caches` shows what could go", data)
     return CheckResult("disk", Status.OK, f"{_gib(free.free_bytes)} free on {free.checked_path}"
                        + (f" (needs {_gib(short)})" if short else " (model already cached)"), "", data)
+
+
+_NOT_A_DIR = "is not a directory"
+
+
+def _unwritable_why(probe: Path) -> str:
+    """Why the existing ``probe`` (the nearest ancestor of a cache) takes no new files, for a summary."""
+    return "denies writing" if probe.is_dir() else _NOT_A_DIR
 
 
 def _cached_snapshot_bytes(f: Facts) -> int:
@@ -624,7 +638,7 @@ def check_env_alloc(f: Facts) -> CheckResult:
                            f"unset {name} {f.where(name)} (vboot serve then leaves expandable segments out)", data)
     if chosen:
         return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR}={chosen}"
-                           + (f" (profile {f.profile.name}'s [env])" if origin == "profile" else ""), "", data)
+                           + f.profile_note(ALLOC_VAR), "", data)
     return CheckResult("env.alloc_conf", Status.OK, f"{ALLOC_VAR} unset (vboot serve sets "
                        + (planned.value if planned else "nothing, see its warning") + ")", "", data)
 
@@ -633,8 +647,9 @@ def _judged_cache(f: Facts) -> tuple[str | None, str]:
     """The MODELSCOPE_CACHE vLLM gets, when a variable set it, and how to fix it; (None, "") otherwise.
 
     For a ModelScope profile vboot passes on serve's cache dir (origin "vboot"). That is the user's variable when
-    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME; a --cache-dir, the profile's cache_dir or the
-    default is no variable of anyone's (the disk check and pull judge where the model goes)."""
+    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME (``cache_from`` "env:VAR"); a --cache-dir, the
+    profile's cache_dir or [env] or the default is no variable the user exports (the disk check and pull judge
+    where the model goes, with :meth:`ServeSettings.cache_hint`)."""
     planned = f.env_plan.var("MODELSCOPE_CACHE")
     if planned is None:
         return None, ""  # the plan keeps any non-empty export, so nothing is set
@@ -642,8 +657,8 @@ def _judged_cache(f: Facts) -> tuple[str | None, str]:
         return planned.value, f"point MODELSCOPE_CACHE {f.where('MODELSCOPE_CACHE')} at a directory you can write"
     if planned.origin == "environment":
         return planned.value, "point MODELSCOPE_CACHE at a directory you can write"
-    path, var = modelscope_cache_source(f.env)
-    if var == "default" or Path(planned.value) != path:
+    kind, _, var = f.settings.cache_from.partition(":")
+    if kind != "env":
         return None, ""
     return planned.value, ("point MODELSCOPE_CACHE at a directory you can write" if var == "MODELSCOPE_CACHE" else
                            f"vboot serve passes your {var} on as MODELSCOPE_CACHE: export MODELSCOPE_CACHE=DIR you can "
@@ -662,29 +677,24 @@ def check_env_modelscope(f: Facts) -> CheckResult:
             "MODELSCOPE_LOG_LEVEL": level, "MODELSCOPE_ENDPOINT": f.vllm_env("MODELSCOPE_ENDPOINT"),
             "MODELSCOPE_CACHE_origin": f.env_origin("MODELSCOPE_CACHE")}
 
-    def in_profile(name: str) -> bool:
-        return f.env_origin(name) == "profile"
-
     if level is not None and not level.strip().lstrip("-").isdigit():
         return CheckResult("env.modelscope", Status.FAIL,
                            f"MODELSCOPE_LOG_LEVEL={level!r} makes `import modelscope` crash with ValueError",
                            f"set a number {f.where('MODELSCOPE_LOG_LEVEL')} (e.g. MODELSCOPE_LOG_LEVEL=20 for INFO) "
                            "or unset it", data)
     if cache:
-        p = Path(cache).expanduser()
-        probe = p
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        writable = os.access(probe, os.W_OK) and (probe.is_dir())
+        from bootstrap.probes.system import is_writable_dir, nearest_existing
+
+        probe = nearest_existing(Path(cache).expanduser())
+        writable = is_writable_dir(probe)
         data["cache_writable"] = writable
         if not writable:
             return CheckResult("env.modelscope", Status.FAIL, f"MODELSCOPE_CACHE={cache} is not writable "
-                               f"({probe} {'is not a directory' if not probe.is_dir() else 'denies writing'})"
-                               + (f" (profile {f.profile.name}'s [env])" if in_profile("MODELSCOPE_CACHE") else ""),
+                               f"({probe} {_unwritable_why(probe)})" + f.profile_note("MODELSCOPE_CACHE"),
                                cache_fix, data)
     # the legacy name is about where it is set: the user's shell is judged against the user's MODELSCOPE_CACHE
     # (vboot passes MS_CACHE_HOME on as MODELSCOPE_CACHE), the profile's [env] against what vLLM gets
-    ms_cache = vllm_cache if in_profile("MS_CACHE_HOME") else f.env.get("MODELSCOPE_CACHE")
+    ms_cache = vllm_cache if f.in_profile("MS_CACHE_HOME") else f.env.get("MODELSCOPE_CACHE")
     if legacy and ms_cache and Path(legacy) != Path(ms_cache):
         return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is ignored because "
                            f"MODELSCOPE_CACHE={ms_cache} is set", f"unset MS_CACHE_HOME {f.where('MS_CACHE_HOME')} "
@@ -692,7 +702,7 @@ def check_env_modelscope(f: Facts) -> CheckResult:
     if legacy and not ms_cache:
         return CheckResult("env.modelscope", Status.WARN, f"MS_CACHE_HOME={legacy} is the legacy name",
                            f"use MODELSCOPE_CACHE={legacy} instead" + (f" {f.where('MS_CACHE_HOME')}"
-                                                                      if in_profile("MS_CACHE_HOME") else ""), data)
+                                                                      if f.in_profile("MS_CACHE_HOME") else ""), data)
     if use is not None and use.strip().lower() not in ("true", "false"):
         return CheckResult("env.modelscope", Status.WARN,
                            f"VLLM_USE_MODELSCOPE={use!r}: current vLLM accepts it, older releases only 'true'",
@@ -713,8 +723,8 @@ def check_env_cuda_visible(f: Facts) -> CheckResult:
     data: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value, "origin": origin}
     if value is None:
         return CheckResult("env.cuda_visible_devices", Status.OK, "CUDA_VISIBLE_DEVICES unset (all GPUs visible)", "", data)
-    in_profile = origin == "profile"
-    set_in = f" (profile {f.profile.name}'s [env])" if in_profile else ""
+    in_profile = f.in_profile("CUDA_VISIBLE_DEVICES")
+    set_in = f.profile_note("CUDA_VISIBLE_DEVICES")
     gpus = list(f.nvml.gpus) if f.nvml.ok else []
     visible, problems = map_visible_devices(value, gpus)
     data["visible_indices"] = [g.index for g in visible]
@@ -731,7 +741,7 @@ def check_env_cuda_visible(f: Facts) -> CheckResult:
     if mixed and uses_indices and order != "PCI_BUS_ID":
         # set the order beside the indices: an export loses to a profile that sets either variable
         fix = (f'set CUDA_DEVICE_ORDER = "PCI_BUS_ID" in profile {f.profile.name}\'s [env]'
-               if in_profile or f.env_origin("CUDA_DEVICE_ORDER") == "profile" else "export CUDA_DEVICE_ORDER=PCI_BUS_ID")
+               if in_profile or f.in_profile("CUDA_DEVICE_ORDER") else "export CUDA_DEVICE_ORDER=PCI_BUS_ID")
         return CheckResult("env.cuda_visible_devices", Status.WARN,
                            f"CUDA_VISIBLE_DEVICES={value} uses indices on a box with different GPU models: CUDA "
                            "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match" + set_in,

@@ -55,11 +55,6 @@ def modelscope_cache_source(env: Environ) -> tuple[Path, str]:
     return env.home() / ".cache" / "modelscope", "default"
 
 
-def modelscope_cache(env: Environ) -> Path:
-    """The cache root the ModelScope client uses (:func:`modelscope_cache_source` without the source)."""
-    return modelscope_cache_source(env)[0]
-
-
 # Partial downloads, as the clients name them beside their target file NAME (modelscope-hub 0.5 ``_download.py``):
 # ``NAME.incomplete`` (one stream, resumed with Range), ``NAME.parallel_tmp`` (range parts being merged; rebuilt,
 # never resumed) and ``NAME_START_END`` (one range part of a large file); huggingface_hub: ``blobs/HASH.incomplete``.

@@ -48,13 +48,25 @@ def fs_usage(path: str | os.PathLike[str]) -> tuple[int, int]:
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists: what decides whether ``path`` can be created (and where its
+    bytes would land)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def is_writable_dir(path: Path) -> bool:
+    """``path`` is a directory this process may create files in (``test -d PATH -a -w PATH``)."""
+    return path.is_dir() and os.access(path, os.W_OK)
+
+
 def disk_free(path: Path) -> DiskFree:
     """Free space of the filesystem that holds (or would hold) ``path``. Shell: ``df -B1 PATH``."""
     from pathlib import Path
 
-    probe = Path(path).expanduser().absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = nearest_existing(Path(path).expanduser().absolute())
     total, free = fs_usage(probe)
     return DiskFree(path=str(path), checked_path=str(probe), free_bytes=free, total_bytes=total,
-                    writable=probe.is_dir() and os.access(probe, os.W_OK))
+                    writable=is_writable_dir(probe))
