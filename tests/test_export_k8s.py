@@ -379,17 +379,11 @@ def test_prefix_caching_flags_shortened_reach_the_charts_field_and_keep_the_next
     assert config["enablePrefixCaching"] is False and config["extraArgs"] == ["--max-num-seqs", "8"]
 
 
-def test_sleep_mode_and_kv_connector_given_as_prefixes_are_not_passed_twice():
+@pytest.mark.parametrize("sleep, kv", [("--enable-sleep", "--kv-transfer"),  # prefixes
+                                       ("--enable_sleep_mode", "--kv_transfer_config")])  # underscores
+def test_sleep_mode_and_kv_connector_in_other_spellings_are_not_passed_twice(sleep, kv):
     prof = qwen()
-    given = ("--enable-sleep", "--kv-transfer", '{"kv_connector":"X","kv_role":"kv_both"}')
-    prof = replace(prof, serve=replace(prof.serve, enable_sleep_mode=True, kv_connector="X", args=given))
-    config = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["vllmConfig"]
-    assert config["extraArgs"] == list(given)
-
-
-def test_sleep_mode_and_kv_connector_given_with_underscores_are_not_passed_twice():
-    prof = qwen()
-    given = ("--enable_sleep_mode", "--kv_transfer_config", '{"kv_connector":"X","kv_role":"kv_both"}')
+    given = (sleep, kv, '{"kv_connector":"X","kv_role":"kv_both"}')
     prof = replace(prof, serve=replace(prof.serve, enable_sleep_mode=True, kv_connector="X", args=given))
     config = parsed(prof)["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["vllmConfig"]
     assert config["extraArgs"] == list(given)
