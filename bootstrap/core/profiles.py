@@ -22,6 +22,7 @@ from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ProfileError, ProfileNotFoundError, UsageError
 from bootstrap.core.paths import user_profiles_dir
 from bootstrap.core.repoids import model_id_problem, revision_problem
+from bootstrap.core.textsafe import one_line
 from bootstrap.core.units import parse_size
 from bootstrap.core.vllm_args import ArgSource, bound_endpoint
 
@@ -103,14 +104,8 @@ def _line_of(text: str, key: str, table: str | None = None) -> int | None:
     return None
 
 
-def _one_line(text: str) -> str:
-    """``text`` with line breaks and other non-printable characters escaped (``\\n``, ``\\x00``, ``\\u2028``): a
-    hostile key or value quoted in an error message must not break it into lines or reach the terminal raw."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
 def _err(source: str, text: str, message: str, key: str | None = None, table: str | None = None) -> ProfileError:
-    message, source = _one_line(message), _one_line(source)
+    message, source = one_line(message), one_line(source)
     where = source
     if key is not None:
         line = _line_of(text, key.split(".")[-1], table)
@@ -173,7 +168,7 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
     nul = _first_nul(raw)
     if nul is not None:
         key, table = nul
-        shown = (f"{table}.{key}" if table else key).encode("unicode_escape").decode("ascii")
+        shown = one_line(f"{table}.{key}" if table else key)
         raise _err(source, text, f"'{shown}' contains a NUL character (\\0), which no program argument, environment "
                    "variable or path can hold", key.split("[")[0], table)
     unknown(raw, _TOP_KEYS, "")
@@ -316,7 +311,7 @@ def load_profile(name: str, env: Environ) -> Profile:
     if name.endswith(".toml") or "/" in name:
         path = Path(name).expanduser()
         if not path.exists():
-            raise ProfileNotFoundError(f"profile file {_one_line(str(path))} does not exist",
+            raise ProfileNotFoundError(f"profile file {one_line(str(path))} does not exist",
                                        hint="check the path, or run `vboot profiles`")
         return parse_profile(_read(path), name=path.stem, source=str(path))
     if not _NAME.match(name):
@@ -338,7 +333,7 @@ def load_profile(name: str, env: Environ) -> Profile:
 def _read(path: Path) -> str:
     """The text of a profile file. Only a regular file is read: a FIFO named ``x.toml`` would block every
     command that lists profiles (it is opened without blocking and refused)."""
-    shown = _one_line(str(path))
+    shown = one_line(str(path))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         with os.fdopen(fd, "rb") as f:
@@ -347,7 +342,7 @@ def _read(path: Path) -> str:
                                    "this entry", path=str(path))
             return f.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{shown}: cannot read profile: {_one_line(str(exc))}",
+        raise ProfileError(f"{shown}: cannot read profile: {one_line(str(exc))}",
                            hint="check the file's permissions and encoding", path=str(path)) from None
 
 
