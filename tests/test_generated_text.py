@@ -268,3 +268,133 @@ def test_out_that_is_a_file_is_refused_before_anything_is_written(run_vboot, tmp
         k8s.plan_writes(tmp_path / "o", k8s.build_export(qwen(), k8s.K8sOptions()))
     proc = run_vboot("export", "k8s", "qwen", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- item 13: env --dotenv ------------------------------------------------------------------------------------
+
+DOTENV_SHELLS = ("bash", "dash", "zsh")
+
+#: Values every .env reader can be given (one quoting or the other) and must read back byte for byte.
+CARRIED = {
+    "SUBST": "$(touch PWNED) and `touch PWNED`",
+    "DOLLAR": "$HOME $ {X} ${x $ $$ $1",
+    "BACKSLASH": "C:\\path\\new \\$x \\t \\\"",
+    "SINGLE": "it's 'quoted'",
+    "DOUBLE": 'say "hi"',
+    "NEWLINES": "line one\nline two\n\n",
+    "LEADING_NL": "\nx",
+    "EMPTY": "",
+    "SPACES": "  lead and trail  ",
+    "HASH": "#not a comment # nor this",
+    "EQUALS": "x=y==z",
+    "CONTROL": "tab\there\x0bvt\x0cff\x1b[31mesc\x01",
+    "UNICODE_BREAKS": "a\u2028b\u2029c\x85d",
+    "UNICODE": "naïve 模型 ✓ \U0001F600",
+    "GLOB": "* ? [a-z] ~ ; & | < > ! {a,b}",
+    "EXPORT": "export X=1",
+}
+
+#: Values no quoting gives to every reader, with the reason the error must name.
+REFUSED = {
+    "CR": ("a\rb", "carriage return"),
+    "CRLF": ("a\r\nb", "carriage return"),
+    "BRACES": ("${PATH}", "${PATH}"),
+    "DEFAULT": ("x ${A:-b} y", "${A:-b}"),
+    "TRAILING": ("dir\\", "backslash at the end"),
+    "DOUBLED": ("a\\\\b", "two backslashes"),
+    "QUOTE_DOLLAR": ("it's $HOME", "both ' and $"),
+    "QUOTE_TICK": ("it's `x`", "both ' and `"),
+    "QUOTE_BACKSLASH": ("it's a\\b", "both ' and \\"),
+    "QUOTE_DOUBLE": ("it's \"x\"", "both ' and \""),
+}
+
+
+def toml_str(value: str) -> str:
+    """``value`` as a TOML basic string (escapes for everything not printable, and for " and \\)."""
+    def esc(ch: str) -> str:
+        if ch.isprintable() and ch not in '"\\':
+            return ch
+        return f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}"
+
+    return '"' + "".join(esc(ch) for ch in value) + '"'
+
+
+def vboot_bytes(isolated_env: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Like the run_vboot fixture, but stdout as bytes: text mode would turn a carriage return into a newline."""
+    from conftest import vboot_exe
+
+    return subprocess.run([*vboot_exe(), *args], capture_output=True, env={**isolated_env, **(env or {})},
+                          stdin=subprocess.DEVNULL, timeout=120)
+
+
+def _dotenv_profile(isolated_env: dict, values: dict[str, str], name: str = "dotenv") -> None:
+    d = Path(isolated_env["XDG_CONFIG_HOME"]) / "vboot" / "profiles"
+    d.mkdir(parents=True, exist_ok=True)
+    body = "".join(f"{k} = {toml_str(v)}\n" for k, v in values.items())
+    (d / f"{name}.toml").write_text(f'[model]\nid = "Qwen/Qwen2.5-0.5B-Instruct"\n[env]\n{body}', encoding="utf-8")
+
+
+def require(program: str) -> None:
+    if not shutil.which(program):
+        from e2e_support import missing
+
+        missing(f"{program} is not installed (apt-get install -y {program}; scripts/test.sh installs it)")
+
+
+def sourced(shell: str, path: Path, cwd: Path) -> dict[bytes, bytes]:
+    """The environment a program sees after ``set -a; . FILE`` in ``shell`` (read as raw bytes with env -0)."""
+    require(shell)
+    script = 'set -a; . "$1"; exec env -0'
+    argv = {"bash": ["bash", "--noprofile", "--norc", "-c", script, "bash", str(path)],
+            "dash": ["dash", "-c", script, "dash", str(path)],
+            "zsh": ["zsh", "-f", "-c", script, "zsh", str(path)]}[shell]
+    proc = subprocess.run(argv, capture_output=True, env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}, cwd=cwd,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return dict(item.split(b"=", 1) for item in proc.stdout.split(b"\0") if item)
+
+
+def dotenv_read(path: Path) -> dict[str, str | None]:
+    import dotenv  # python-dotenv, with its defaults (interpolation on)
+
+    return dict(dotenv.dotenv_values(path))
+
+
+def test_dotenv_file_reads_back_byte_exact_in_bash_dash_zsh_and_python_dotenv(run_vboot, isolated_env, tmp_path):
+    _dotenv_profile(isolated_env, CARRIED)
+    cache = tmp_path / "ms cache 'q' #x"
+    proc = vboot_bytes(isolated_env, "env", "dotenv", "--dotenv", env={"MODELSCOPE_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "profile.env"
+    path.write_bytes(proc.stdout)
+    intended = dict(CARRIED, PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True", VLLM_USE_MODELSCOPE="true",
+                    MODELSCOPE_CACHE=str(cache))
+    assert dotenv_read(path) == intended
+    work = tmp_path / "cwd"
+    work.mkdir()
+    for shell in DOTENV_SHELLS:
+        env = sourced(shell, path, work)
+        got = {k: env.get(k.encode()) for k in intended}
+        assert got == {k: v.encode("utf-8") for k, v in intended.items()}, shell
+    assert list(work.iterdir()) == []  # no $(...) or `...` ran
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_a_value_no_dotenv_reader_can_carry_is_refused_with_one_line_naming_it(run_vboot, isolated_env, name):
+    value, reason = REFUSED[name]
+    _dotenv_profile(isolated_env, {"FINE": "ok", name: value})
+    proc = run_vboot("env", "dotenv", "--dotenv")
+    assert proc.returncode == 2 and proc.stdout == ""
+    first = proc.stderr.splitlines()[0]
+    assert name in first and reason in first and "Traceback" not in proc.stderr
+
+
+def test_the_shell_exports_still_carry_the_values_dotenv_refuses(run_vboot, isolated_env, tmp_path):
+    values = {name: value for name, (value, _) in REFUSED.items()}
+    _dotenv_profile(isolated_env, values)
+    proc = vboot_bytes(isolated_env, "env", "dotenv", "--shell", "bash")
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "exports.sh"
+    path.write_bytes(proc.stdout)
+    env = sourced("bash", path, tmp_path)
+    assert {k: env[k.encode()] for k in values} == {k: v.encode() for k, v in values.items()}
