@@ -280,6 +280,7 @@ CARRIED = {
     "DOLLAR": "$HOME $ {X} ${x $ $$ $1",
     "BACKSLASH": "C:\\path\\new \\$x \\t \\\"",
     "SINGLE": "it's 'quoted'",
+    "SINGLE_BACKSLASH": "it's C:\\quoted\\path\\x",
     "DOUBLE": 'say "hi"',
     "NEWLINES": "line one\nline two\n\n",
     "LEADING_NL": "\nx",
@@ -302,10 +303,11 @@ REFUSED = {
     "DEFAULT": ("x ${A:-b} y", "${A:-b}"),
     "TRAILING": ("dir\\", "backslash at the end"),
     "DOUBLED": ("a\\\\b", "two backslashes"),
-    "QUOTE_DOLLAR": ("it's $HOME", "both ' and $"),
-    "QUOTE_TICK": ("it's `x`", "both ' and `"),
-    "QUOTE_BACKSLASH": ("it's a\\b", "both ' and \\"),
-    "QUOTE_DOUBLE": ("it's \"x\"", "both ' and \""),
+    "QUOTE_DOLLAR": ("it's $HOME", "both ' (single quotes cannot hold it) and $"),
+    "QUOTE_TICK": ("it's `x`", "and `"),
+    "QUOTE_BACKSLASH": ("it's a\\b", "a backslash before 'b'"),
+    "QUOTE_BACKSLASH_END": ("it's a\\", "a backslash at the end"),
+    "QUOTE_DOUBLE": ("it's \"x\"", "and \""),
 }
 
 

@@ -41,8 +41,8 @@ def _profile_vars(profile_name: str, cache_dir: str | None, env: Environ):
               help="Print a .env file (NAME='value') instead of shell commands, quoted so that bash/dash/zsh "
                    "(`set -a; . ./.env`), python-dotenv and docker compose's env_file read the same values. A value "
                    "none of them can be given safely is refused: a carriage return, ${VAR}, a trailing or doubled "
-                   "backslash, or ' together with one of $ ` \\ \". (`docker run --env-file` reads lines literally, "
-                   "quotes included: not a reader of this format.)")
+                   "backslash, or ' together with $, `, \" or a backslash escape. (`docker run --env-file` reads "
+                   "lines literally, quotes included: not a reader of this format.)")
 @click.option("--cache-dir", help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
 @output.json_option
 def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as_json: bool) -> None:

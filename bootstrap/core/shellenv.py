@@ -44,14 +44,31 @@ def quote_single(value: str) -> str:
 #   decodes escapes and expands $. Quoted values may span lines.
 #
 # So a value is written 'v' when it holds no ' (nor a backslash before another backslash or at the end, nor
-# ${...}), else "v" when it holds none of $ ` \ ", and is refused otherwise. `docker run --env-file` is no
-# reader of this format: it takes every line literally, quotes included.
+# ${...}), else "v" when it holds none of $ ` " and no backslash that some reader decodes there, and is refused
+# otherwise. `docker run --env-file` is no reader of this format: it takes every line literally, quotes included.
 
 DOTENV_READERS = "bash/dash/zsh (set -a; . ./.env), python-dotenv and docker compose env_file"
 
 #: python-dotenv's ${NAME} / ${NAME:-default} (dotenv/variables.py ``_posix_variable``).
 _DOTENV_EXPANSION = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
-_DOUBLE_QUOTE_SPECIAL = ("$", "`", "\\", '"')
+#: Characters a backslash escapes inside "..." for at least one reader: the shell ($ ` " \ newline), python-dotenv
+#: (\ ' " a b f n r t v) or docker compose (a b c f n r t v $ " \ 0). After any other character, and only there,
+#: a backslash is literal for all of them.
+_DOUBLE_QUOTE_ESCAPED = frozenset("$`\"\\\n'abcfnrtv0")
+
+
+def _double_quote_problem(value: str) -> str | None:
+    """Why ``"value"`` would not read back as ``value`` in every reader, or None."""
+    special = next((c for c in ("$", "`", '"') if c in value), None)
+    if special is not None:
+        return f"{special}, which the shell (and python-dotenv or docker compose) expands or ends on in double quotes"
+    for i, ch in enumerate(value):
+        if ch == "\\":
+            after = value[i + 1:i + 2]
+            if not after or after in _DOUBLE_QUOTE_ESCAPED:
+                return (f"a backslash before {after!r}, which some reader decodes in double quotes" if after else
+                        "a backslash at the end, which would escape the closing quote")
+    return None
 
 
 def dotenv_problem(value: str) -> str | None:
@@ -59,11 +76,8 @@ def dotenv_problem(value: str) -> str | None:
     if "\r" in value:
         return "a carriage return, which python-dotenv reads as a line break"
     if "'" in value:
-        special = next((c for c in _DOUBLE_QUOTE_SPECIAL if c in value), None)
-        if special is None:
-            return None
-        return (f"both ' and {special}: single quotes cannot hold ', and in double quotes the shell (and "
-                f"python-dotenv or docker compose) would read {special} as special")
+        problem = _double_quote_problem(value)
+        return None if problem is None else f"both ' (single quotes cannot hold it) and {problem}"
     if value.endswith("\\"):
         return "a backslash at the end, which python-dotenv and docker compose take for escaping the closing quote"
     if "\\\\" in value:
