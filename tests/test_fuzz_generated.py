@@ -30,7 +30,7 @@ from test_generated_text import toml_str
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 #: An export renders four YAML files twice per example (~30 ms of pure-Python emitting): fewer examples, same rules.
-FUZZ_K8S = settings(FUZZ, max_examples=120)
+FUZZ_K8S = settings(FUZZ, max_examples=100)
 
 PIECES = ["'", '"', "$", "${X}", "${", "}", "$(touch PWNED)", "`touch PWNED`", "\\", "\\\\", "\\n", "\\c", "\n",
           "\r", "\r\n", "\x0b", "\x0c", "\x85", "\u2028", "\u2029", "\t", "#", "# ", ": ", "- ", "---", "...", "&a",
@@ -172,3 +172,76 @@ def test_the_fuzz_settings_are_bounded_and_deterministic():
         assert fuzz.max_examples <= 200 and fuzz.derandomize and fuzz.database is None and fuzz.deadline is None
 
 
+
+
+# --- the profile reader itself ----------------------------------------------------------------------------------
+
+SCALARS = st.one_of(VALUES, st.integers(min_value=-2**63, max_value=2**63 - 1), st.booleans(),
+                    st.floats(allow_nan=True, allow_infinity=True), st.just("3.1GB"), st.just("1PiB"))
+TOML_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                             st.dictionaries(st.sampled_from(["a", "b"]), inner,
+                                                                             max_size=2)), max_leaves=4)
+KEYS = {
+    "": ["description", "cache_dir"],
+    "model": ["id", "source", "revision", "served_name", "path"],
+    "serve": ["port", "host", "device", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
+              "enable_sleep_mode", "kv_connector", "dtype", "args"],
+    "env": ["FZ_A", "VLLM_API_KEY", "MODELSCOPE_CACHE"],
+    "needs": ["weights", "min_free_vram", "min_free_disk"],
+}
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf") if value in (float("inf"), float("-inf")) \
+            else repr(value)
+    if isinstance(value, str):
+        return toml_str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+# Half strings (what most keys hold, so many profiles are read and used), half any TOML value.
+EDIT_VALUES = st.sampled_from((0, 1)).flatmap(lambda i: VALUES if i == 0 else TOML_VALUES)
+EDITS = st.lists(st.tuples(st.sampled_from([(t, k) for t, keys in KEYS.items() for k in keys]), EDIT_VALUES),
+                 min_size=1, max_size=2)
+
+
+@FUZZ
+@given(edits=EDITS)
+def test_fuzz_the_profile_reader_refuses_with_a_profile_error_or_reads_a_usable_profile(edits):
+    """A good profile with one to three keys set to anything: reading it gives a profile every command can use, or
+    a ProfileError naming the file; never another exception (one of those broke every command and `vboot
+    profiles`)."""
+    tables: dict[str, dict] = {"": {}, "model": {"id": "Qwen/Qwen2.5-1.5B-Instruct"}, "serve": {}, "env": {},
+                               "needs": {"weights": "3.1GB"}}
+    for (table, key), value in edits:
+        tables[table][key] = value
+    text = "".join(f"{k} = {toml_value(v)}\n" for k, v in tables[""].items())
+    for table in ("model", "serve", "env", "needs"):
+        text += f"[{table}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in tables[table].items())
+    try:
+        profile = parse_profile(text, "fuzz", "/cfg/fuzz.toml")
+    except ProfileError as exc:
+        assert exc.message.startswith("/cfg/fuzz.toml") and exc.message.isprintable()
+        event(f"refused: {exc.message.split(':')[2].strip().split(' ')[0][:30]}")
+        return
+    event("read")
+    from bootstrap.core.environ import Environ
+    from bootstrap.core.profiles import resolve_serve_settings
+
+    n = profile.needs
+    assert all(0 <= b <= 1024**5 for b in (n.weights_bytes, n.min_free_vram_bytes, n.min_free_disk_bytes))
+    settings_ = resolve_serve_settings(profile, Environ({"HOME": "/nonexistent"}))  # what serve, env, doctor do
+    assert 1 <= settings_.port <= 65535
+    if profile.model.source != "local":  # what export does (its files are read back by the test above)
+        k8s.build_export(profile, k8s.K8sOptions(), GROUPS)
+    try:
+        render_exports(profile.env, dotenv=True)
+    except UsageError as exc:  # a value no .env reader can carry: refused, naming it
+        assert exc.context["variable"] in profile.env
