@@ -400,3 +400,16 @@ def test_the_shell_exports_still_carry_the_values_dotenv_refuses(run_vboot, isol
     path.write_bytes(proc.stdout)
     env = sourced("bash", path, tmp_path)
     assert {k: env[k.encode()] for k in values} == {k: v.encode() for k, v in values.items()}
+
+
+def test_a_kernel_spec_is_not_written_through_a_planted_tmp_link_and_is_private(tmp_path):
+    from bootstrap.core.shellenv import write_kernel
+
+    victim = _victim(tmp_path)
+    kdir = tmp_path / "kernels"
+    (kdir / "vboot-qwen").mkdir(parents=True)
+    (kdir / "vboot-qwen" / "kernel.json.tmp").symlink_to(victim)
+    path = write_kernel(kdir, "vboot-qwen", {"argv": ["python"], "env": {"HF_TOKEN": "secret"}})
+    assert victim.read_text() == "precious\n"
+    assert json.loads((path / "kernel.json").read_text())["env"] == {"HF_TOKEN": "secret"}
+    assert (path / "kernel.json").stat().st_mode & 0o077 == 0

@@ -7,7 +7,6 @@ Kept apart from :mod:`bootstrap.core.setup` so those commands do not import the 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import sys
@@ -197,10 +196,12 @@ def list_kernels(kernels_dir: Path) -> tuple[KernelInfo, ...]:
 
 
 def write_kernel(kernels_dir: Path, name: str, spec: Mapping) -> Path:
-    """Write ``kernels_dir/name/kernel.json`` (atomically; an existing spec of that name is replaced)."""
+    """Write ``kernels_dir/name/kernel.json`` (an existing spec of that name is replaced). Through a temporary file
+    created exclusively beside it and renamed into place (:func:`bootstrap.core.runs.write_json_atomic`): no
+    predictable ``kernel.json.tmp`` a link could be planted at, and readable by the user only, since the spec
+    carries the profile's environment."""
+    from bootstrap.core.runs import write_json_atomic
+
     target = kernels_dir / name
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = target / "kernel.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, target / "kernel.json")
+    write_json_atomic(target / "kernel.json", spec)
     return target
