@@ -150,9 +150,12 @@ def test_setup_with_the_directory_forgotten_installs_nothing(isolated_env, tmp_p
 @pytest.mark.parametrize("argv", [["disk", "clean", "--cache", "--yes"], ["pull", "qwen", "--revision", "--offline"],
                                   ["export", "k8s", "qwen", "--out", "--force"], ["serve", "tiny", "--name", "-d"],
                                   ["stop", "--timeout", "--all"], ["kernel", "install", "qwen", "--venv", "--name"]])
-def test_the_binary_refuses_an_option_taken_for_a_value_before_running_anything(run_vboot, argv, tmp_path):
+def test_the_binary_refuses_an_option_taken_for_a_value_before_running_anything(isolated_env, argv, tmp_path):
+    work = tmp_path / "work"  # the working directory too: `--out --force` would write a directory named --force
+    work.mkdir()
     before = sorted(tmp_path.rglob("*"))
-    proc = run_vboot(*argv)
+    proc = subprocess.run([*vboot_exe(), *argv], capture_output=True, text=True, env=isolated_env, cwd=work,
+                          stdin=subprocess.DEVNULL, timeout=60)
     assert proc.returncode == 2 and "looks like an option" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 2 and "Traceback" not in proc.stderr  # the error and its hint
     assert sorted(tmp_path.rglob("*")) == before
