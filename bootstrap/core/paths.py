@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.core.environ import Environ
+from bootstrap.core.errors import UsageError  # noqa: F401
 
 
 def config_dir(env: Environ) -> Path:
