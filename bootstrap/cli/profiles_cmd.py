@@ -59,15 +59,16 @@ def _render_list(data: dict) -> None:
     table = Table(box=None, header_style="bold")
     for col in ("profile", "model", "source", "device", "port", "description"):
         table.add_column(col)
+    esc = output.escape  # names, ids, descriptions and errors come from profile files: never markup
     for row in data["profiles"]:
-        name = row["name"] + ("" if row["builtin"] else " (user)")
+        name = esc(row["name"] + ("" if row["builtin"] else " (user)"))
         if not row.get("valid", True):
-            table.add_row(f"[red]{output.escape(name)}[/]", "[red]invalid[/]", "", "", "", output.escape(row.get("error", "")))
+            table.add_row(f"[red]{name}[/]", "[red]invalid[/]", "", "", "", esc(row.get("error", "")))
         elif row.get("shadowed"):
             table.add_row(f"[dim]{name}[/]", "[dim]hidden by your profile of the same name[/]", "", "", "", "")
         else:
-            table.add_row(output.escape(name), output.escape(row["model"]), row["source"], row["device"], str(row["port"]),
-                          output.escape(row["description"]))
+            table.add_row(name, esc(row["model"]), row["source"], row["device"], str(row["port"]),
+                          esc(row["description"]))
     con = output.console()
     con.print(table)
     con.print(f"[dim]your profiles: {data['user_dir']}/NAME.toml[/]")
