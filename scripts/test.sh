@@ -16,9 +16,9 @@ mkdir -p "$CACHE"
 log() { printf '\033[1m[test.sh %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # 1. System programs the end-to-end tests use for real: Prometheus + promtool, tmux (vboot top's
-#    full-screen view), zsh and fish (shells that evaluate `vboot env`).
+#    full-screen view), zsh and fish (shells that evaluate `vboot env`), dash (sources `vboot env --dotenv`).
 need=()
-for prog in prometheus:prometheus promtool:prometheus tmux:tmux zsh:zsh fish:fish; do
+for prog in prometheus:prometheus promtool:prometheus tmux:tmux zsh:zsh fish:fish dash:dash; do
   command -v "${prog%%:*}" >/dev/null 2>&1 || need+=("${prog##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
