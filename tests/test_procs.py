@@ -1,4 +1,5 @@
-"""vLLM process discovery from a scripted process table (roles, orphans, zombies)."""
+"""vLLM process discovery from a scripted psutil table (roles, orphans, zombies); the rules themselves are
+bootstrap.core.ownership's (tests/test_ownership.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import psutil
 from bootstrap.probes import procs
 
 
+INIT = (1, 0, ["/sbin/init"], "sleeping")
+
+
 def table(rows):
-    """A fake psutil.process_iter over (pid, ppid, cmdline, status) rows, all in this test's process group."""
+    """A fake psutil.process_iter over (pid, ppid, cmdline, status) rows (PID 1, init, is always there)."""
 
     def process_iter(attrs):
-        for pid, ppid, cmd, status in rows:
-            yield SimpleNamespace(info={"pid": pid, "ppid": ppid, "name": cmd[0][:15], "cmdline": cmd,
-                                        "create_time": 1.0, "memory_info": SimpleNamespace(rss=1000),
-                                        "status": status})
+        for pid, ppid, cmd, status in [INIT, *rows]:
+            yield SimpleNamespace(info={"pid": pid, "ppid": ppid, "name": cmd[0].rsplit("/", 1)[-1][:15],
+                                        "cmdline": cmd, "create_time": 1.0, "memory_info": SimpleNamespace(rss=1000),
+                                        "status": status, "exe": None})
 
     return process_iter
 
@@ -41,6 +45,15 @@ def test_engine_without_its_api_server_is_an_orphan_with_its_tracker(monkeypatch
             (103, 1, TRACKER, "sleeping")]
     found = {p.pid: p for p in procs.vllm_processes(table(rows))}
     assert all(found[p].orphan for p in (101, 102, 103))
+    assert found[101].standing == "orphan" and "reparented to PID 1 (init)" in found[101].reason
+
+
+def test_engine_under_a_live_python_script_is_listed_but_not_an_orphan(monkeypatch):
+    monkeypatch.setattr(os, "getpgid", lambda pid: 100)
+    rows = [(100, 1, ["/venv/bin/python3", "offline.py"], "sleeping"), (101, 100, ["VLLM::EngineCore"], "sleeping")]
+    found = {p.pid: p for p in procs.vllm_processes(table(rows))}
+    assert set(found) == {101}
+    assert not found[101].orphan and found[101].standing == "unmanaged" and found[101].launcher_pid == 100
 
 
 def test_zombies_are_not_leftovers(monkeypatch):
