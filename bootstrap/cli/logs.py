@@ -30,9 +30,7 @@ def logs(name: str | None, follow: bool, lines: int, which: str | None) -> None:
     problems: list[RunProblem] = []
     if name:
         run = find_run(env, name, problems=problems)
-        for p in problems:
-            output.warn(str(p))
-        if run is None:
+        if run is None:  # a malformed record of that name is the error itself
             if problems:
                 raise RunRecordInvalid(f"the run record of {name!r} is malformed: {problems[0].reason}",
                                        hint=f"its log, if any, is in {runs_dir(env) / name}")

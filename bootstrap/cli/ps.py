@@ -40,8 +40,7 @@ def render_ps(data: PsReport) -> None:
         con.print(t)
         for s in data.servers:
             if s.refused:
-                con.print(f"[yellow]! not verified as vboot's[/] {esc(s.refused)} [dim](`vboot stop` leaves it "
-                          "alone)[/]")
+                con.print(f"[yellow]![/] {esc(s.refused)} [dim](not provably vboot's: `vboot stop` leaves it alone)[/]")
     else:
         con.print("no vboot servers running")
     if data.unmanaged:
