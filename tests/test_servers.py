@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -70,8 +71,7 @@ def test_ps_counts_a_servers_gpu_memory_over_its_process_group_once(isolated_env
     GiB = 2**30
     record(isolated_env, "demo", 4000)
     machine = FakeMachine(*server_tree(4000), proc(5000, 1, ENGINE, pgid=4999))
-    probes = machine.probes()
-    probes = type(probes)(**{**probes.__dict__, "gpu_bytes_by_pid": lambda: {4000: GiB, 4001: 5 * GiB, 5000: 7 * GiB}})
+    probes = replace(machine.probes(), gpu_bytes_by_pid=lambda: {4000: GiB, 4001: 5 * GiB, 5000: 7 * GiB})
     report = collect_ps(Environ(isolated_env), probes)
     [server] = report.servers
     assert server.name == "demo" and server.gpu_bytes == 6 * GiB and server.verified

@@ -31,12 +31,12 @@ def create_time(pid: int) -> float:
 
 import os  # noqa: E402
 import socket  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 
-from bootstrap.core.ownership import ProcessFacts, Standing, judge_vllm_processes  # noqa: E402
+from bootstrap.core.ownership import ProcessFacts, Standing, classify_role, judge_vllm_processes  # noqa: E402
 from bootstrap.core.vllm_args import redact  # noqa: E402
 
-_ATTRS = ["pid", "ppid", "name", "cmdline", "create_time", "memory_info", "status", "exe"]
+_ATTRS = ["pid", "ppid", "name", "cmdline", "create_time", "memory_info", "status"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ def _pgid(pid: int) -> int:
         return -1
 
 
+def _exe(pid: int) -> str:
+    """``readlink /proc/PID/exe``; "" when it cannot be read (another user's process, without root)."""
+    try:
+        return psutil.Process(pid).exe()
+    except psutil.Error:
+        return ""
+
+
 def facts_of(info: dict) -> ProcessFacts:
     """ProcessFacts from one row of ``psutil.process_iter(_ATTRS)`` (missing or denied values become empty)."""
     return ProcessFacts(pid=info["pid"], ppid=info.get("ppid") or 0, pgid=_pgid(info["pid"]),
@@ -72,16 +80,21 @@ def facts_of(info: dict) -> ProcessFacts:
                         zombie=info.get("status") == psutil.STATUS_ZOMBIE)
 
 
-def vllm_processes(process_iter=None) -> list[VllmProcess]:
+def vllm_processes(process_iter=None, exe=None) -> list[VllmProcess]:
     """Every process of a vLLM tree, each with its standing (served, unmanaged, orphan) as
     :func:`bootstrap.core.ownership.judge_vllm_processes` decides it from one scan of the process table."""
     process_iter = process_iter or psutil.process_iter
+    exe = exe or _exe
     table: dict[int, ProcessFacts] = {}
     infos: dict[int, dict] = {}
     for proc in process_iter(_ATTRS):
         info = proc.info
         table[info["pid"]] = facts_of(info)
         infos[info["pid"]] = info
+    # The rule looks at the executable of a vLLM process's parent only: read just those (a readlink each).
+    for ppid in {f.ppid for f in table.values() if classify_role(f.name, f.cmdline)}:
+        if ppid in table and not table[ppid].exe:
+            table[ppid] = replace(table[ppid], exe=exe(ppid))
     judged = judge_vllm_processes(table)
     return [_row(table[pid], infos[pid], j.role, j.standing, j.launcher_pid, j.reason)
             for pid, j in sorted(judged.items())]
