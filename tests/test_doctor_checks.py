@@ -269,6 +269,26 @@ def test_no_leftovers_is_ok():
     assert one(make_facts(), "leftovers").status == Status.OK
 
 
+def _engine_of_a_live_script(pid: int = 888) -> SimpleNamespace:
+    """The engine of an offline vllm.LLM() script that is still running (bootstrap.core.ownership: unmanaged)."""
+    return SimpleNamespace(pid=pid, orphan=False, standing="unmanaged", launcher_pid=500, name="VLLM::EngineCore",
+                           role="engine_core", ppid=500, rss_bytes=1, create_time=0)
+
+
+def test_an_engine_of_a_live_program_holding_vram_is_not_a_leftover():
+    r = one(make_facts(nvml=fakes.process_holding_memory(pid=888, held=16 * GiB),
+                       vllm_procs=[_engine_of_a_live_script()]), "leftovers")
+    assert r.status == Status.OK and r.data["orphans"] == []
+    assert [u["pid"] for u in r.data["unmanaged"]] == [888] and "not leftovers" in r.summary
+
+
+def test_vram_held_by_an_engine_of_a_live_program_names_it_and_its_launcher():
+    r = one(make_facts(nvml=fakes.process_holding_memory(pid=888, held=70 * GiB),
+                       vllm_procs=[_engine_of_a_live_script()]), "vram")
+    assert r.status == Status.FAIL and "launched by PID 500" in r.hint and "vboot stop --pid 888" in r.hint
+    assert "--orphans" not in r.hint
+
+
 def test_port_held_by_a_program_names_it():
     holder = SimpleNamespace(pid=4242, name="nginx", cmdline="nginx: master")
     r = one(make_facts(port_free=False, holder=holder), "port")

@@ -5,21 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 
 import psutil
 import pytest
 from click.testing import CliRunner
 
 from bootstrap.cli import output
-from bootstrap.cli.serve import collect_ps, orphan_ops, serve
+from bootstrap.cli.serve import serve
 from bootstrap.core import runs
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError
 from bootstrap.core.paths import runs_dir
 from bootstrap.core.runs import RunRecord, save_run
-from bootstrap.core.supervisor import stop_group
-from bootstrap.probes.procs import VllmProcess
 
 
 class PreflightReached(Exception):
@@ -412,113 +409,3 @@ def test_a_key_in_the_profiles_env_is_the_servers_key(isolated_env, fake_vllm, c
     assert code == 8 and keys == ["pr0file-key"]
     assert "pr0file-key" not in out + err and "hf_s3cr3t_t0ken" not in out + err
     assert doc["data"]["env"]["HF_TOKEN"] != "hf_s3cr3t_t0ken"
-
-
-# ---------------------------------------------------------------------------------------------- stop --orphans
-
-class FakeProcesses:
-    """Orphans that obey a script: which signal ends each of them (None: only SIGKILL), checked by create time."""
-
-    def __init__(self, dies_on: dict[int, int | None]):
-        self.dies_on = dies_on
-        self.alive = set(dies_on)
-        self.sent: list[tuple[int, int, float]] = []
-
-    def signal_pid(self, pid, sig, create_time):
-        if pid not in self.alive:
-            return False
-        self.sent.append((pid, sig, create_time))
-        if sig in (self.dies_on[pid], signal.SIGKILL):
-            self.alive.discard(pid)
-        return True
-
-    def pid_alive(self, pid, create_time):
-        return pid in self.alive
-
-
-def _orphan(pid: int) -> VllmProcess:
-    return VllmProcess(pid=pid, ppid=1, pgid=100, name="VLLM::EngineCore", role="engine_core", rss_bytes=1,
-                       create_time=float(pid), cmdline="VLLM::EngineCore", orphan=True)
-
-
-def test_orphans_get_sigterm_each_by_pid_and_create_time():
-    from tests.test_supervisor import FakeClock
-
-    table = FakeProcesses({201: signal.SIGTERM, 202: signal.SIGTERM})
-    out = stop_group(0, orphan_ops([_orphan(201), _orphan(202)], table.signal_pid, table.pid_alive), FakeClock())
-    assert table.sent == [(201, signal.SIGTERM, 201.0), (202, signal.SIGTERM, 202.0)]
-    assert out.signalled == (201, 202) and out.survivors == () and not out.escalated
-
-
-def test_an_orphan_that_ignores_sigterm_gets_sigkill_after_the_grace_period():
-    from tests.test_supervisor import FakeClock
-
-    clock = FakeClock()
-    table = FakeProcesses({201: signal.SIGTERM, 202: None})
-    out = stop_group(0, orphan_ops([_orphan(201), _orphan(202)], table.signal_pid, table.pid_alive), clock,
-                     grace_s=5)
-    assert table.sent[-1] == (202, signal.SIGKILL, 202.0) and (201, signal.SIGKILL, 201.0) not in table.sent
-    assert out.escalated and out.survivors == () and 5.0 <= clock.t < 5.5
-
-
-def test_no_orphans_means_no_signal():
-    table = FakeProcesses({})
-    out = stop_group(0, orphan_ops([], table.signal_pid, table.pid_alive))
-    assert table.sent == [] and out.signalled == ()
-
-
-# ---------------------------------------------------------------------------------------------- ps
-
-def _proc(pid: int, pgid: int, role: str, orphan: bool = False) -> VllmProcess:
-    return VllmProcess(pid=pid, ppid=1, pgid=pgid, name=role, role=role, rss_bytes=1, create_time=1.0,
-                       cmdline=f"python -m vllm ({role})", orphan=orphan)
-
-
-@pytest.fixture
-def no_group_scan(monkeypatch):
-    def scan(pgid):
-        raise AssertionError("ps scanned the process table again for a group")
-
-    monkeypatch.setattr("bootstrap.probes.procs.group_members", scan)
-
-
-def test_ps_with_nothing_running_asks_neither_nvml_nor_http(isolated_env):
-    import subprocess
-    import sys
-
-    script = (
-        "import sys\n"
-        "from bootstrap.cli.serve import collect_ps\n"
-        "from bootstrap.core.environ import Environ\n"
-        "from bootstrap.probes import nvml, procs\n"
-        "procs.vllm_processes = lambda: []\n"
-        "def no(*a, **k): raise AssertionError('NVML was asked')\n"
-        "nvml.snapshot = no\n"
-        "assert collect_ps(Environ()) == {'servers': [], 'orphans': [], 'unmanaged': []}\n"
-        "print(sorted(m for m in ('bootstrap.probes.http', 'pynvml') if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=isolated_env,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "[]\n"
-
-
-def test_ps_counts_a_servers_gpu_memory_over_its_process_group_once(isolated_env, monkeypatch, no_group_scan):
-    rec = _live_run(isolated_env, "demo")
-    GiB = 2**30
-    found = [_proc(rec.pid, rec.pgid, "api_server"), _proc(4243, rec.pgid, "engine_core"),
-             _proc(5000, 5000, "engine_core", orphan=True)]
-    monkeypatch.setattr("bootstrap.probes.procs.vllm_processes", lambda: found)
-    monkeypatch.setattr("bootstrap.cli.serve._gpu_bytes_by_pid", lambda: {rec.pid: 1 * GiB, 4243: 5 * GiB,
-                                                                          5000: 7 * GiB})
-    data = collect_ps(Environ(isolated_env))
-    [server] = data["servers"]
-    assert server["name"] == "demo" and server["gpu_bytes"] == 6 * GiB
-    assert [(o["pid"], o["gpu_bytes"]) for o in data["orphans"]] == [(5000, 7 * GiB)] and data["unmanaged"] == []
-
-
-def test_ps_lists_a_vllm_server_vboot_did_not_start(isolated_env, monkeypatch, no_group_scan):
-    monkeypatch.setattr("bootstrap.probes.procs.vllm_processes", lambda: [_proc(6000, 6000, "api_server")])
-    monkeypatch.setattr("bootstrap.cli.serve._gpu_bytes_by_pid", lambda: {})
-    data = collect_ps(Environ(isolated_env))
-    assert data["servers"] == [] and data["orphans"] == []
-    assert [(u["pid"], u["cmdline"]) for u in data["unmanaged"]] == [(6000, "python -m vllm (api_server)")]

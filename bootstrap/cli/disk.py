@@ -87,10 +87,15 @@ def caches_cmd(as_json: bool) -> None:
     """
     from bootstrap.core.caches import scan_caches
     from bootstrap.core.environ import Environ
+    from bootstrap.core.runs import RunProblem, active_model_paths
 
-    reports = scan_caches(Environ())
-    data = {"caches": reports, "total_bytes": sum(r.bytes for r in reports)}
-    output.emit(CommandResult("disk caches", data), human=_render_caches)
+    env = Environ()
+    problems: list[RunProblem] = []
+    reports = scan_caches(env, active=active_model_paths(env, problems=problems))
+    data: dict[str, Any] = {"caches": reports, "total_bytes": sum(r.bytes for r in reports)}
+    if problems:
+        data["warnings"] = [str(p) for p in problems]
+    output.emit(CommandResult("disk caches", data, status="warn" if problems else "ok"), human=_render_caches)
 
 
 def _ago(ts: float | None) -> str:
@@ -105,6 +110,8 @@ def _render_caches(data: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    for w in data.get("warnings", ()):
+        output.warn(w)
     con = output.console()
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col, just in (("cache", "left"), ("size", "right"), ("items", "right"), ("last used", "right"),
@@ -167,14 +174,19 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
             older_s = parse_duration(older_than)
         except ValueError as exc:
             raise UsageError(str(exc), hint="write e.g. --older-than 30d") from None
-    from bootstrap.core.runs import active_model_paths
+    from bootstrap.core.runs import RunProblem, active_model_paths
 
-    active = active_model_paths(env)
+    problems: list[RunProblem] = []
+    active = active_model_paths(env, problems=problems)
+    for p in problems:  # a malformed run record is skipped (its model is not protected): say which
+        output.warn(str(p))
     plan = plan_clean(scan_caches(env, active=active), partial=partial, models=models, caches=caches,
                       older_than_s=older_s)
     data: dict[str, Any] = {"plan": plan.entries, "plan_bytes": plan.total_bytes, "refused": plan.refused,
                             "notes": plan.notes, "dry_run": dry_run, "freed_bytes": 0, "removed": [],
                             "failed": []}
+    if problems:
+        data["warnings"] = [str(p) for p in problems]
     status = "warn" if plan.refused else "ok"
     if dry_run or not plan.entries:
         output.emit(CommandResult("disk clean", data, status=status), human=_render_clean)

@@ -117,6 +117,12 @@ def info(message: str) -> None:
         err_console().print(message)
 
 
+def warn(message: str) -> None:
+    """A warning for people, on stderr (never with --json: the JSON data carries it), markup escaped."""
+    if not STATE.json:
+        err_console().print(f"[yellow]warning:[/] {escape(message)}")
+
+
 def escape(text: str) -> str:
     """``text`` with rich markup escaped (paths, messages and pip output may hold ``[...]``)."""
     from rich.markup import escape as rich_escape

@@ -1,4 +1,4 @@
-"""`vboot serve`, `vboot ps`, `vboot stop`, `vboot logs`: run vLLM from a profile and manage what runs.
+"""`vboot serve`: run vLLM from a profile, supervised (`ps`, `stop` and `logs` live in their own modules).
 
 `serve` only orchestrates: settings, pre-flight and model come from core, :func:`bootstrap.core.serve_plan.build_plan`
 decides everything else, and :mod:`bootstrap.cli.supervise` runs the lifecycle (here, or in a detached supervisor)
@@ -13,9 +13,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,8 +21,8 @@ import click
 from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import (EXIT_STARTUP, ConflictError, NotFoundError, PortInUseError, StartupError,
-                                   UsageError, VllmNotFoundError)
+from bootstrap.core.errors import (EXIT_STARTUP, ConflictError, PortInUseError, StartupError, UsageError,
+                                   VllmNotFoundError)
 from bootstrap.core.lifecycle import (Event, Failed, GaveUp, MemoryReleased, Outcome, ProbeFailed, Ready, Restarting,
                                       Starting, Stopping, Waiting)
 from bootstrap.core.profiles import RESTART_MODES, ServeSettings
@@ -33,8 +31,6 @@ from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 
 if TYPE_CHECKING:
     from bootstrap.core.serve_plan import ServePlan
-    from bootstrap.core.supervisor import GroupOps
-    from bootstrap.probes.procs import VllmProcess
 
 # --- serve --------------------------------------------------------------------------------------------------
 
@@ -112,6 +108,13 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     run_name = name or profile.name
     if not run_name_ok(run_name):
         raise UsageError(f"invalid --name {run_name!r}", hint="use letters, digits, '.', '_' or '-'")
+    run_dir = runs_dir(env) / run_name
+    for path, what in ((run_dir, "run directory"), (run_dir / "run.json", "run record")):
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not (path.is_dir() if what ==
+                                                                             "run directory" else path.is_file())):
+            raise ConflictError(f"the {what} {path} is not a plain {'directory' if what == 'run directory' else 'file'}",
+                                hint=f"move it out of the way (e.g. `mv {shlex.quote(str(path))} "
+                                     f"{shlex.quote(str(path))}.bad`), or pass --name OTHER")
     same_name = find_run(env, run_name)
     if same_name is not None and _still_running(same_name):
         raise ConflictError(f"a server named {run_name!r} is already running (PID {same_name.pid}, {same_name.url})",
@@ -148,7 +151,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
 
     plan = build_plan(
         settings, install=install, device=facts.device, env_plan=facts.env_plan, user_env=env.as_dict(),
-        model_dir=model_dir, name=run_name, run_dir=runs_dir(env) / run_name,
+        model_dir=model_dir, name=run_name, run_dir=run_dir,
         inputs=serve_inputs(profile_name, host=host, port=port, cache_dir=cache_dir, vllm_python=vllm_python,
                             device=None, extra_args=extra_args),
         prometheus_exe=prometheus_exe,
@@ -294,7 +297,9 @@ def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> None:
         from bootstrap.core.lifecycle import Outcome
 
         raise view.failure_error(Outcome(EXIT_STARTUP, final.failure, 0, False), gave_up=final)
-    tail = "\n".join(serving.tail_lines(plan.run_dir / SUPERVISOR_LOG, 20))
+    from bootstrap.core.serving import tail_lines
+
+    tail = "\n".join(tail_lines(plan.run_dir / SUPERVISOR_LOG, 20))
     raise StartupError(f"the vboot supervisor exited ({proc.returncode}) before the server was ready",
                        hint=f"see {plan.run_dir / SUPERVISOR_LOG}", log=str(plan.run_dir / SUPERVISOR_LOG),
                        detail=tail)
@@ -470,273 +475,3 @@ def curl_example(url: str, served_model_name: str) -> str:
 
     body = json.dumps({"model": served_model_name, "messages": [{"role": "user", "content": "Hello"}]})
     return shlex.join(["curl", f"{url}/v1/chat/completions", "-H", "Content-Type: application/json", "-d", body])
-
-
-# --- ps -----------------------------------------------------------------------------------------------------
-
-def _gpu_bytes_by_pid() -> dict[int, int]:
-    from bootstrap.probes import nvml
-
-    return nvml.snapshot().gpu_bytes_by_pid()
-
-
-def collect_ps(env: Environ) -> dict:
-    """vboot's live servers, orphaned vLLM processes and vLLM servers vboot did not start.
-
-    One process scan serves all three (a server's processes are those of its process group); NVML and the
-    HTTP probe are used only when there is something to show.
-    """
-    from bootstrap.core.runs import live_runs
-    from bootstrap.probes import procs
-
-    found = procs.vllm_processes()
-    runs = live_runs(env)
-    managed_pgids = {r.pgid for r in runs}
-    orphans = [p for p in found if p.orphan]
-    unmanaged = [p for p in found if not p.orphan and p.role == "api_server" and p.pgid not in managed_pgids]
-    if not (runs or orphans or unmanaged):
-        return {"servers": [], "orphans": [], "unmanaged": []}
-    gpu = _gpu_bytes_by_pid()
-    pids_by_pgid: dict[int, set[int]] = {}
-    for p in found:
-        pids_by_pgid.setdefault(p.pgid, set()).add(p.pid)
-    now = time.time()
-    servers = []
-    if runs:
-        from bootstrap.probes.http import healthy
-
-        for r in runs:
-            servers.append({
-                "name": r.name, "pid": r.pid, "port": r.port, "host": r.host, "url": r.url, "profile": r.profile,
-                "model": r.model_id, "served_model_name": r.served_model_name,
-                "uptime_s": round(now - r.started_at, 1), "healthy": healthy(r.url, timeout=1.0),
-                "detached": r.detached, "run_dir": r.run_dir,
-                "supervised": bool(r.supervisor_pid) and procs.pid_alive(r.supervisor_pid, r.supervisor_create_time),
-                "gpu_bytes": sum(gpu.get(p, 0) for p in pids_by_pgid.get(r.pgid, set()) | {r.pid}),
-                "prometheus_port": r.prometheus_port or None,
-                "state": r.state, "restarts": r.restarts, "generation": r.generation, "restart": r.restart_mode,
-                "last_exit": (asdict(r.last_exit) | {"age_s": round(now - r.last_exit.at, 1)}) if r.last_exit
-                else None,
-                "stale": _stale(r, env), "device": r.device or None,
-            })
-
-    def row(p: VllmProcess) -> dict:
-        return {"pid": p.pid, "name": p.name, "role": p.role, "ppid": p.ppid, "pgid": p.pgid, "rss_bytes": p.rss_bytes,
-                "gpu_bytes": gpu.get(p.pid, 0), "age_s": round(now - p.create_time, 1)}
-
-    return {"servers": servers, "orphans": [row(p) for p in orphans],
-            "unmanaged": [row(p) | {"cmdline": p.cmdline} for p in unmanaged]}
-
-
-@click.command()
-@output.json_option
-def ps(as_json: bool) -> None:
-    """List vboot's servers (name, profile, PID, port, model, uptime, health) and orphaned vLLM processes
-    (engine cores and workers whose API server is gone, with the memory they hold)."""
-    data = collect_ps(Environ())
-    status = "warn" if data["orphans"] else "ok"
-    output.emit(CommandResult("ps", data, status=status), human=_render_ps)
-
-
-def _stale(record: RunRecord, env: Environ) -> bool | None:
-    """The server runs something else than its profile resolves to now (None: cannot tell)."""
-    from bootstrap.core.serve_plan import current_fingerprint
-
-    if not record.fingerprint:
-        return None
-    now = current_fingerprint(record, env)
-    return None if now is None else now != record.fingerprint
-
-
-def _render_ps(data: dict) -> None:
-    from rich.table import Table
-
-    con = output.console()
-    if data["servers"]:
-        t = Table(box=None, header_style="bold")
-        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "UPTIME", "STATE", "RESTARTS", "VRAM"):
-            t.add_column(col)
-        notes = []
-        for s in data["servers"]:
-            state = s.get("state") or "ready"
-            shown = {"ready": "[green]healthy[/]" if s["healthy"] else "[yellow]unhealthy[/]",
-                     "starting": "[yellow]starting[/]", "restarting": "[yellow]restarting[/]"}.get(state, state)
-            if s.get("stale"):
-                shown += " [yellow](stale)[/]"
-            t.add_row(output.escape(s["name"]), output.escape(s["profile"]), str(s["pid"]), s["url"],
-                      output.escape(s["served_model_name"]), output.human_duration(s["uptime_s"]), shown,
-                      str(s.get("restarts", 0)), output.human_bytes(s["gpu_bytes"]) if s["gpu_bytes"] else "-")
-            last = s.get("last_exit")
-            if last:
-                notes.append(f"  {output.escape(s['name'])}: last failure {output.human_duration(last['age_s'])} ago: "
-                             f"{output.escape(last['summary'])}")
-            if s.get("stale"):
-                notes.append(f"  {output.escape(s['name'])}: stale: its profile changed since it started; restart to "
-                             f"apply (`vboot stop {s['name']}` then `vboot serve {s['profile']}`)")
-        con.print(t)
-        for note in notes:
-            con.print(note)
-    else:
-        con.print("no vboot servers running")
-    if data["unmanaged"]:
-        con.print(f"\n[bold]vLLM servers not started by vboot[/]")
-        for u in data["unmanaged"]:
-            con.print(f"  PID {u['pid']}  {output.escape(u['cmdline'][:120])}")
-    if data["orphans"]:
-        con.print(f"\n[bold red]orphaned vLLM processes[/] (their API server is gone)")
-        t = Table(box=None, header_style="bold")
-        for col in ("PID", "NAME", "RSS", "VRAM", "AGE"):
-            t.add_column(col)
-        for o in data["orphans"]:
-            t.add_row(str(o["pid"]), o["name"], output.human_bytes(o["rss_bytes"]),
-                      output.human_bytes(o["gpu_bytes"]) if o["gpu_bytes"] else "-", output.human_duration(o["age_s"]))
-        con.print(t)
-        con.print("[dim]fix:[/] vboot stop --orphans")
-
-
-# --- stop ---------------------------------------------------------------------------------------------------
-
-@click.command()
-@click.argument("name", required=False)
-@click.option("--all", "stop_all", is_flag=True, help="Stop every vboot server.")
-@click.option("--orphans", is_flag=True, help="Stop orphaned vLLM processes (engine cores whose server is gone).")
-@click.option("--timeout", "grace_s", type=float, default=20.0, show_default=True,
-              help="Seconds between SIGTERM and SIGKILL.")
-@output.json_option
-def stop(name: str | None, stop_all: bool, orphans: bool, grace_s: float, as_json: bool) -> None:
-    """Stop a server by NAME, all servers (--all), or orphaned vLLM processes (--orphans).
-
-    SIGTERM to the server's whole process group, then SIGKILL after --timeout; returns once every process
-    is gone (checked by PID).
-    """
-    from bootstrap.core.runs import find_run, live_runs
-    from bootstrap.core.supervisor import GroupOps, stop_group
-    from bootstrap.probes import procs
-
-    if not name and not stop_all and not orphans:
-        raise UsageError("say what to stop: NAME, --all or --orphans", hint="`vboot ps` lists servers and orphans")
-    env = Environ()
-    ops = GroupOps.real()
-    stopped: list[int] = []
-    survivors: list[int] = []
-    escalated = False
-    if stop_all:
-        targets = live_runs(env)
-    elif name:
-        found = find_run(env, name)
-        if found is None or not procs.pid_alive(found.pid, found.pid_create_time):
-            known = ", ".join(r.name for r in live_runs(env)) or "none running"
-            raise NotFoundError(f"no running server named {name!r} ({known})", hint="`vboot ps` lists them")
-        targets = [found]
-    else:
-        targets = []
-    for r in targets:
-        members = procs.group_members(r.pgid)
-        if r.supervisor_pid and procs.signal_pid(r.supervisor_pid, signal.SIGTERM, r.supervisor_create_time):
-            # A foreground `vboot serve` watches this server: let it run its own shutdown (it exits 143),
-            # and only then make sure of the group ourselves.
-            deadline = time.monotonic() + grace_s + 15
-            while time.monotonic() < deadline and (procs.group_members(r.pgid) or
-                                                   procs.pid_alive(r.supervisor_pid, r.supervisor_create_time)):
-                time.sleep(0.2)
-        out = stop_group(r.pgid, ops, grace_s=grace_s)
-        stopped.extend(members or [r.pid])
-        survivors.extend(out.survivors)
-        escalated |= out.escalated
-        if r.prometheus_pid and procs.pid_alive(r.prometheus_pid, r.prometheus_create_time):
-            pout = stop_group(r.prometheus_pid, ops, grace_s=10.0)
-            stopped.extend(pout.signalled)
-            survivors.extend(pout.survivors)
-    if orphans:
-        found = [p for p in procs.vllm_processes() if p.orphan]
-        out = stop_group(0, orphan_ops(found), grace_s=grace_s)
-        stopped.extend(out.signalled)
-        survivors.extend(out.survivors)
-        escalated |= out.escalated
-    data = {"stopped": sorted(set(stopped)), "survivors": sorted(set(survivors)), "escalated": escalated,
-            "servers": [r.name for r in targets]}
-    if survivors:
-        output.emit(CommandResult("stop", data, status="fail", exit_code=1, errors=({
-            "code": "survivors", "message": f"processes still alive after SIGKILL: {sorted(set(survivors))}",
-            "hint": "they may be stuck in the kernel (D state); check `ps -o pid,stat,args -p PID`"},)),
-            human=_render_stop)
-    output.emit(CommandResult("stop", data), human=_render_stop)
-
-
-def orphan_ops(found: Sequence[VllmProcess], signal_pid: Callable[[int, int, float], bool] | None = None,
-               pid_alive: Callable[[int, float], bool] | None = None) -> GroupOps:
-    """stop_group's operations over the orphans ``found``, as if they were one group.
-
-    Orphans keep their old process group, which may also hold unrelated processes of whoever launched vLLM
-    by hand: each orphan is signalled alone, by PID and create time, and the members are those still alive.
-    """
-    from bootstrap.core.supervisor import GroupOps
-    from bootstrap.probes import procs
-
-    signal_pid = signal_pid or procs.signal_pid
-    pid_alive = pid_alive or procs.pid_alive
-
-    def signal_each(_pgid: int, sig: int) -> bool:
-        return any([signal_pid(p.pid, sig, p.create_time) for p in found])
-
-    def alive(_pgid: int) -> list[int]:
-        return [p.pid for p in found if pid_alive(p.pid, p.create_time)]
-
-    return GroupOps(signal_group=signal_each, members=alive)
-
-
-def _render_stop(data: dict) -> None:
-    con = output.console()
-    if not data["stopped"]:
-        con.print("nothing to stop")
-        return
-    what = ", ".join(data["servers"]) if data["servers"] else "orphans"
-    con.print(f"stopped {what}: PIDs {', '.join(map(str, data['stopped']))}"
-              + (" (SIGKILL was needed)" if data["escalated"] else ""))
-
-
-# --- logs ---------------------------------------------------------------------------------------------------
-
-@click.command()
-@click.argument("name", required=False)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the server stops (or Ctrl-C).")
-@click.option("--lines", "-n", type=click.IntRange(0), default=50, show_default=True, help="Lines to show first.")
-@click.option("--prometheus", "which", flag_value="prometheus.log", help="Show Prometheus' log instead of vLLM's.")
-def logs(name: str | None, follow: bool, lines: int, which: str | None) -> None:
-    """Show the vLLM log of server NAME (the most recent run when NAME is omitted)."""
-    from bootstrap.core.paths import runs_dir
-    from bootstrap.core.runs import find_run, iter_runs
-    from bootstrap.core.serving import tail_lines
-    from bootstrap.probes import procs
-
-    env = Environ()
-    if name:
-        run = find_run(env, name)
-        if run is None:
-            known = ", ".join(sorted({r.name for r in iter_runs(env)})) or "none yet"
-            raise NotFoundError(f"no server named {name!r} (known: {known})", hint="`vboot ps` lists running servers")
-    else:
-        runs = iter_runs(env)
-        if not runs:
-            raise NotFoundError(f"no runs under {runs_dir(env)}", hint="start one with `vboot serve PROFILE`")
-        run = runs[-1]
-    path = Path(run.run_dir) / (which or "vllm.log")
-    if not path.exists():
-        raise NotFoundError(f"{path} does not exist", hint="the server may not have started yet")
-    for line in tail_lines(path, lines, max_bytes=max(256 * 1024, lines * 400)):
-        click.echo(line)
-    if not follow:
-        return
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        idle = 0.0
-        while True:
-            chunk = fh.readline()
-            if chunk:
-                click.echo(chunk.decode("utf-8", "replace").rstrip("\n"))
-                idle = 0.0
-                continue
-            time.sleep(0.25)
-            idle += 0.25
-            if idle >= 2.0 and not procs.pid_alive(run.pid, run.pid_create_time):
-                return

@@ -28,15 +28,16 @@ GPU_FIELDS = ("index", "name", "memory_total_bytes", "memory_used_bytes", "memor
               "temperature_c", "power_w", "power_limit_w", "error")
 
 
-def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
-    """``(label, base_url)`` for NAME (a live run), URL (http://host:port), or the only live run."""
+def resolve_target(target: str | None, env: Environ, problems: list[Any] | None = None) -> tuple[str, str]:
+    """``(label, base_url)`` for NAME (a live run), URL (http://host:port), or the only live run. Run records
+    that had to be skipped are added to ``problems``."""
     if target and target.startswith(("http://", "https://")):
         return target.rstrip("/"), target.rstrip("/")
     from bootstrap.core.runs import find_run, live_runs
     from bootstrap.probes.procs import pid_alive
 
     if target is None:
-        live = live_runs(env)
+        live = live_runs(env, problems=problems)
         if len(live) == 1:
             return live[0].name, live[0].url
         if not live:
@@ -44,7 +45,7 @@ def resolve_target(target: str | None, env: Environ) -> tuple[str, str]:
                                 hint="start one with `vboot serve tiny`, or pass a URL: `vboot top http://HOST:PORT`")
         names = ", ".join(f"{r.name} ({r.url})" for r in live)
         raise UsageError(f"{len(live)} servers are running: {names}", hint="name one: `vboot top NAME`")
-    record = find_run(env, target)
+    record = find_run(env, target, problems=problems)
     if record is not None:
         if pid_alive(record.pid, record.pid_create_time):
             return record.name, record.url
@@ -317,7 +318,12 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     e2e_s as {p50, p95, p99} in seconds (null when nothing finished in the window), and gpus.
     """
     env = Environ()
-    label, url = resolve_target(target, env)
+    problems: list[Any] = []
+    try:
+        label, url = resolve_target(target, env, problems)
+    finally:
+        for p in problems:  # a malformed run record is skipped, never fatal: say which
+            output.warn(str(p))
     endpoint = MetricsEndpoint(url)
     gpu_reader = default_gpu_reader()
     if not once:
@@ -339,6 +345,8 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     endpoint.close()
     gpus, gpu_error = gpu_reader()
     data = frame_data(frame, label, gpus, gpu_error)
+    if problems:
+        data["warnings"] = [str(p) for p in problems]
     if frame.up:
         result = CommandResult("top", data)
     else:

@@ -535,8 +535,13 @@ def check_vram(f: Facts) -> CheckResult:
         holders = sorted(row["holders"], key=lambda h: -(h["used_bytes"] or 0))
         who = ", ".join(f"PID {h['pid']} ({h['name']}) {_gib(h['used_bytes'])}" for h in holders[:3]) or "no visible process"
         orphan_pids = {p.pid for p in f.vllm_procs if p.orphan}
+        other = next((p for p in f.vllm_procs if getattr(p, "standing", "") == "unmanaged"
+                      and any(h["pid"] == p.pid for h in holders)), None)
         if any(h["pid"] in orphan_pids for h in holders):
             hint = "an orphaned vLLM engine holds it: `vboot stop --orphans`"
+        elif other is not None:
+            hint = (f"a vLLM engine of a running program holds it (PID {other.pid}, launched by PID "
+                    f"{other.launcher_pid}): end that program, or `vboot stop --pid {other.pid}`")
         elif holders:
             hint = f"stop {who.split(' (')[0]} (`kill {holders[0]['pid']}`), or lower serve.gpu_memory_utilization"
         else:
@@ -555,14 +560,21 @@ def check_vram(f: Facts) -> CheckResult:
 
 
 def check_leftovers(f: Facts) -> CheckResult:
-    """Leftover vLLM processes whose launcher is gone: `ps -eo pid,ppid,rss,args | grep VLLM::`."""
+    """Leftover vLLM processes whose launcher is gone: `ps -eo pid,ppid,rss,args | grep VLLM::`.
+
+    Orphans are judged by bootstrap.core.ownership (the rule `vboot ps` and `vboot stop --orphans` use): an
+    engine under a live launcher (an offline script, `vllm bench`) is somebody's work, never a leftover.
+    """
     procs = f.vllm_procs
     live = {r.pid for r in f.live_runs}
     orphans = [p for p in procs if p.orphan]
+    others = [p for p in procs if getattr(p, "standing", "") == "unmanaged"]
     rows = [{"pid": p.pid, "name": p.name, "role": p.role, "ppid": p.ppid, "rss_bytes": p.rss_bytes,
-             "gpu_bytes": f.gpu_bytes_by_pid.get(p.pid, 0), "orphan": p.orphan, "managed": p.pid in live}
+             "gpu_bytes": f.gpu_bytes_by_pid.get(p.pid, 0), "orphan": p.orphan, "managed": p.pid in live,
+             "standing": getattr(p, "standing", ""), "launcher_pid": getattr(p, "launcher_pid", 0)}
             for p in procs]
-    data = {"processes": rows, "orphans": [r for r in rows if r["orphan"]]}
+    data = {"processes": rows, "orphans": [r for r in rows if r["orphan"]],
+            "unmanaged": [r for r in rows if r["standing"] == "unmanaged"]}
     if orphans:
         gpu = sum(f.gpu_bytes_by_pid.get(p.pid, 0) for p in orphans)
         names = ", ".join(f"{p.name} (PID {p.pid})" for p in orphans[:4])
@@ -572,10 +584,12 @@ def check_leftovers(f: Facts) -> CheckResult:
                            + (f", holding {_gib(gpu)} of GPU memory" if gpu else ""),
                            "`vboot stop --orphans` ends them (SIGTERM, then SIGKILL)", data)
     servers = [p for p in procs if p.role == "api_server"]
+    also = (f"; {len(others)} vLLM process(es) of other running programs (PID "
+            f"{', '.join(str(p.pid) for p in others[:4])}: not leftovers)") if others else ""
     if servers:
         return CheckResult("leftovers", Status.OK, f"no orphans; {len(servers)} vLLM server(s) running "
-                           f"(PID {', '.join(str(p.pid) for p in servers)})", "", data)
-    return CheckResult("leftovers", Status.OK, "no leftover vLLM processes", "", data)
+                           f"(PID {', '.join(str(p.pid) for p in servers)}){also}", "", data)
+    return CheckResult("leftovers", Status.OK, f"no leftover vLLM processes{also}", "", data)
 
 
 def check_port(f: Facts) -> CheckResult:

@@ -117,6 +117,19 @@ class PortInUseError(ConflictError):
     code = "port_in_use"
 
 
+class NotOursError(ConflictError):
+    """A run record names a process that vboot cannot prove it started (a stale or forged record: no create
+    time, another process group, another program): vboot signals nothing of it."""
+
+    code = "not_vboots"
+
+
+class RunRecordInvalid(NotFoundError):
+    """The run record of a named server is malformed (bad JSON, wrong fields, not a file): it is not used."""
+
+    code = "run_record_invalid"
+
+
 class PreflightError(ConflictError):
     """A pre-flight check failed before anything heavy started."""
 

@@ -8,10 +8,12 @@ its PID is alive *and* has the recorded create time, so a recycled PID is never 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import stat
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -132,25 +134,200 @@ def save_run(record: RunRecord) -> Path:
     return path
 
 
-def load_run(run_dir: Path) -> RunRecord | None:
-    """The record in ``run_dir``, or None when missing or unreadable (a half-made run is ignored)."""
+@dataclass(frozen=True)
+class RunProblem:
+    """A run record that was skipped, and why (every command that reads records warns with it)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped {self.path}: {self.reason}"
+
+
+class RunRecordError(ValueError):
+    """A run record that cannot be trusted as one (unreadable, not a regular file, wrong fields)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.problem = RunProblem(str(path), reason)
+
+
+# A record is ~2 KB; a bigger "run.json" is not one of ours (and /dev/zero behind it must not be read forever).
+MAX_RECORD_BYTES = 1 << 20
+# A PID or process group is a pid_t (os.kill and os.killpg overflow beyond it).
+PID_MAX = (1 << 31) - 1
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def read_record_file(path: Path) -> Any:
+    """The JSON in ``path``, read without ever blocking: a FIFO, a device, a directory or a symlink in the place
+    of the file is refused before (and again after) it is opened, and the read is bounded."""
     try:
-        raw = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise RunRecordError(path, f"cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise RunRecordError(path, f"it is {_file_kind(st.st_mode)}, not a file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:  # replaced since the lstat (ELOOP: now a symlink), or unreadable
+        raise RunRecordError(path, f"cannot read it ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RunRecordError(path, f"it is {_file_kind(st.st_mode)}, not a file")
+        chunks, size = [], 0
+        while size <= MAX_RECORD_BYTES:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise RunRecordError(path, f"cannot read it ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if size > MAX_RECORD_BYTES:
+        raise RunRecordError(path, f"it is larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        return json.loads(b"".join(chunks).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RunRecordError(path, "it is not UTF-8 text") from None
+    except ValueError as exc:
+        raise RunRecordError(path, f"it is not valid JSON ({exc})") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _convert(annotation: str, v: Any) -> tuple[bool, Any]:
+    """(ok, value) for ``v`` read from JSON as a field annotated ``annotation``."""
+    if annotation.endswith(" | None"):
+        return (True, None) if v is None else _convert(annotation[: -len(" | None")], v)
+    if annotation == "str":
+        return isinstance(v, str) and "\x00" not in v, v
+    if annotation == "int":
+        return _is_int(v), v
+    if annotation == "float":
+        ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+        return ok, float(v) if ok else v
+    if annotation == "bool":
+        return isinstance(v, bool), v
+    if annotation == "tuple[str, ...]":
+        ok = isinstance(v, list) and all(isinstance(x, str) and "\x00" not in x for x in v)
+        return ok, tuple(v) if ok else v
+    if annotation in ("dict", "dict[str, Any]"):
+        return isinstance(v, dict), v
+    nested = _NESTED.get(annotation)
+    if nested is not None:  # a record inside the record: each of its fields checked the same way
+        if not isinstance(v, dict):
+            return False, v
+        kwargs: dict[str, Any] = {}
+        for f in fields(nested):
+            if f.name not in v:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    return False, v
+                continue
+            ok, value = _convert(str(f.type), v[f.name])
+            if not ok:
+                return False, v
+            kwargs[f.name] = value
+        return True, nested(**kwargs)
+    raise TypeError(f"no validator for a run record field annotated {annotation!r}")
+
+
+_NESTED: dict[str, type] = {"LastExit": LastExit, "ServeInputs": ServeInputs}
+
+_TYPE_WORDS = {"LastExit": "an object with reason, summary and at", "ServeInputs": "an object with the profile",
+               "str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "tuple[str, ...]": "a list of strings", "dict": "an object", "dict[str, Any]": "an object"}
+
+
+def record_from_json(raw: Any, run_dir: Path) -> RunRecord:
+    """A :class:`RunRecord` from the JSON found in ``run_dir``, every field checked (RunRecordError naming the
+    field otherwise). Unknown keys are ignored (a newer vboot may have written them).
+
+    Beyond types: the name is the directory's and the run directory is this one (a record cannot point
+    commands at another directory); PIDs and process groups are within the kernel's range (0 for "none" where
+    a field may be empty); the server's create time is recorded, and so is every other PID's (``X_pid`` needs a
+    non-zero ``X_create_time``), because a PID without one proves nothing; ports are 1-65535 (0: none).
+    """
+    path = run_dir / RUN_FILE
+    if not isinstance(raw, dict):
+        raise RunRecordError(path, "it is not a JSON object")
+    values: dict[str, Any] = {}
+    for f in fields(RunRecord):
+        annotation = str(f.type)
+        if f.name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise RunRecordError(path, f"field {f.name!r} is missing")
+            continue
+        ok, value = _convert(annotation, raw[f.name])
+        if not ok:
+            word = _TYPE_WORDS.get(annotation.removesuffix(" | None"), annotation)
+            raise RunRecordError(path, f"field {f.name!r} must be {word}, not {_short(raw[f.name])}")
+        values[f.name] = value
+    rec = RunRecord(**values)
+
+    def bad(reason: str) -> RunRecordError:
+        return RunRecordError(path, reason)
+
+    if rec.name != run_dir.name:
+        raise bad(f"it names the run {_short(rec.name)} but lives in {run_dir.name!r}")
+    if os.path.realpath(rec.run_dir) != os.path.realpath(run_dir):
+        raise bad(f"its run_dir {_short(rec.run_dir)} is not the directory it lives in")
+    for f in fields(RunRecord):
+        v = getattr(rec, f.name)
+        if f.name in ("pid", "pgid") and not 1 < v <= PID_MAX:
+            raise bad(f"field {f.name!r} must be a process ID (2-{PID_MAX}), not {v}")
+        if f.name.endswith("_pid") and _is_int(v) and not (v == 0 or 1 < v <= PID_MAX):
+            raise bad(f"field {f.name!r} must be 0 or a process ID (2-{PID_MAX}), not {v}")
+        if f.name.endswith("create_time") and isinstance(v, float) and v < 0:
+            raise bad(f"field {f.name!r} must not be negative")
+        if f.name == "port" and not 1 <= v <= 65535:
+            raise bad(f"field 'port' must be 1-65535, not {v}")
+        if f.name.endswith("_port") and _is_int(v) and not 0 <= v <= 65535:
+            raise bad(f"field {f.name!r} must be 0-65535, not {v}")
+    pids = {"pid_create_time": rec.pid} | {f.name[: -len("_pid")] + "_create_time": getattr(rec, f.name)
+                                           for f in fields(RunRecord) if f.name.endswith("_pid")}
+    for ct_field, pid in pids.items():
+        if pid and hasattr(rec, ct_field) and not getattr(rec, ct_field) > 0:
+            raise bad(f"field {ct_field!r} must be the create time of PID {pid} (> 0): without it nothing proves "
+                      "the PID is still the process vboot started")
+    return rec
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load_run(run_dir: Path, problems: list[RunProblem] | None = None) -> RunRecord | None:
+    """The record in ``run_dir``; None when it has none (a run still starting) or when it is malformed, which
+    is then added to ``problems`` (reading never blocks: a FIFO in the place of run.json is refused)."""
+    try:
+        return record_from_json(read_record_file(run_dir / RUN_FILE), run_dir)
+    except FileNotFoundError:
         return None
-    known = {f.name for f in fields(RunRecord)}
-    try:
-        kwargs = {k: v for k, v in raw.items() if k in known}
-        if "argv" in kwargs:
-            kwargs["argv"] = tuple(kwargs["argv"])
-        if isinstance(kwargs.get("last_exit"), dict):
-            kwargs["last_exit"] = LastExit(**kwargs["last_exit"])
-        if isinstance(kwargs.get("inputs"), dict):
-            inputs = dict(kwargs["inputs"])
-            inputs["extra_args"] = tuple(inputs.get("extra_args") or ())
-            kwargs["inputs"] = ServeInputs(**inputs)
-        return RunRecord(**kwargs)
-    except (TypeError, AttributeError):
+    except NotADirectoryError:
+        if problems is not None:
+            problems.append(RunProblem(str(run_dir), "it is not a directory"))
+        return None
+    except RunRecordError as exc:
+        if problems is not None:
+            problems.append(exc.problem)
         return None
 
 
@@ -159,40 +336,69 @@ def run_name_ok(name: str) -> bool:
     return NAME_PATTERN.fullmatch(name) is not None
 
 
-def find_run(env: Environ, name: str, root: Path | None = None) -> RunRecord | None:
+def find_run(env: Environ, name: str, root: Path | None = None,
+             problems: list[RunProblem] | None = None) -> RunRecord | None:
     """The recorded run called ``name``, alive or not (check :func:`bootstrap.probes.procs.pid_alive` for a
     live one); None when there is none, or when ``name`` could not be a run's (``../x`` never leaves the runs
-    directory)."""
+    directory), or when its record is malformed (then added to ``problems``)."""
     if not run_name_ok(name):
         return None
-    return load_run((root or runs_dir(env)) / name)
+    run_dir = (root or runs_dir(env)) / name
+    try:
+        st = os.lstat(run_dir)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        if problems is not None:
+            problems.append(RunProblem(str(run_dir), f"it is {_file_kind(st.st_mode)}, not a run directory"))
+        return None
+    return load_run(run_dir, problems)
 
 
-def iter_runs(env: Environ, root: Path | None = None) -> list[RunRecord]:
-    """Every recorded run (alive or not), oldest first."""
+def iter_runs(env: Environ, root: Path | None = None, problems: list[RunProblem] | None = None) -> list[RunRecord]:
+    """Every recorded run (alive or not), oldest first. Whatever in the runs directory is not a run directory
+    with a well-formed record (a FIFO, a stray file, a malformed run.json) is skipped and added to
+    ``problems``; a directory without a record yet (a run still starting) is skipped silently."""
     base = root or runs_dir(env)
-    if not base.is_dir():
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
+    except OSError:
         return []
-    records = [r for d in sorted(base.iterdir()) if d.is_dir() and (r := load_run(d)) is not None]
+    records = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except OSError:
+            continue  # vanished while listing
+        if not is_dir:
+            if problems is not None:
+                problems.append(RunProblem(entry.path, f"it is {_file_kind(mode)}, not a run directory"))
+            continue
+        if (r := load_run(Path(entry.path), problems)) is not None:
+            records.append(r)
     return sorted(records, key=lambda r: r.started_at)
 
 
 def live_runs(env: Environ, alive: Callable[[int, float], bool] | None = None,
-              root: Path | None = None) -> list[RunRecord]:
-    """Runs whose vLLM server process is still the one we started, or whose supervisor still watches them (between
-    two generations of a restarted server no vLLM runs)."""
+              root: Path | None = None, problems: list[RunProblem] | None = None) -> list[RunRecord]:
+    """Runs whose vLLM server process is still alive with the recorded create time, or whose supervisor still
+    watches them (between two generations of a restarted server no vLLM runs). Whether a process is still
+    vboot's to signal is :func:`bootstrap.core.ownership.judge`'s question."""
     if alive is None:
         from bootstrap.probes.procs import pid_alive as alive  # noqa: PLW0127 - production default
-    return [r for r in iter_runs(env, root) if alive(r.pid, r.pid_create_time)
+    return [r for r in iter_runs(env, root, problems) if alive(r.pid, r.pid_create_time)
             or (r.supervisor_pid > 0 and r.supervisor_create_time > 0
                 and alive(r.supervisor_pid, r.supervisor_create_time))]
 
 
 def active_model_paths(env: Environ, alive: Callable[[int, float], bool] | None = None,
-                       root: Path | None = None) -> dict[str, str]:
+                       root: Path | None = None, problems: list[RunProblem] | None = None) -> dict[str, str]:
     """Resolved model directory -> run name, for every live server (so cleanup never deletes them)."""
     out: dict[str, str] = {}
-    for r in live_runs(env, alive, root):
+    for r in live_runs(env, alive, root, problems):
         if r.model_path:
             out[str(Path(r.model_path).resolve())] = r.name
     return out

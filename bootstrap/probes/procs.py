@@ -31,16 +31,17 @@ def create_time(pid: int) -> float:
 
 import os  # noqa: E402
 import socket  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 
+from bootstrap.core.ownership import ProcessFacts, Standing, classify_role, judge_vllm_processes  # noqa: E402
 from bootstrap.core.vllm_args import redact  # noqa: E402
 
-API_MARKERS = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.cli.main")
+_ATTRS = ["pid", "ppid", "name", "cmdline", "create_time", "memory_info", "status"]
 
 
 @dataclass(frozen=True)
 class VllmProcess:
-    """One process of a vLLM server tree. Shell: ``ps -eo pid,ppid,pgid,rss,args | grep -i vllm``."""
+    """One process of a vLLM tree. Shell: ``ps -eo pid,ppid,pgid,rss,args | grep -i vllm``."""
 
     pid: int
     ppid: int
@@ -50,97 +51,84 @@ class VllmProcess:
     rss_bytes: int
     create_time: float
     cmdline: str
-    orphan: bool  # its API server (launcher) is gone
+    orphan: bool  # its launcher is gone (bootstrap.core.ownership decides)
+    standing: str = ""  # server | served | unmanaged | orphan (see bootstrap.core.ownership.Standing)
+    launcher_pid: int = 0  # the live process it runs under; 0 for an orphan
+    reason: str = ""  # why it stands where it does, for people
 
 
-def _role(name: str, cmdline: list[str]) -> str | None:
-    first = cmdline[0] if cmdline else ""
-    title = first if first.startswith("VLLM::") else name
-    if title.startswith("VLLM::EngineCor"):
-        return "engine_core"
-    if title.startswith("VLLM::"):
-        return "worker"
-    joined = " ".join(cmdline)
-    if any(m in joined for m in API_MARKERS):
-        return "api_server"
-    if len(cmdline) >= 2 and os.path.basename(cmdline[0]).startswith("vllm") and cmdline[1] == "serve":
-        return "api_server"
-    if len(cmdline) >= 3 and os.path.basename(cmdline[1]) == "vllm" and cmdline[2] == "serve":
-        return "api_server"
-    if "multiprocessing.resource_tracker" in joined:
-        return "resource_tracker"
-    return None
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return -1
 
 
-def vllm_processes(process_iter=None) -> list[VllmProcess]:
-    """Every process that belongs to a vLLM server, with orphans (launcher gone) marked.
+def _exe(pid: int) -> str:
+    """``readlink /proc/PID/exe``; "" when it cannot be read (another user's process, without root)."""
+    try:
+        return psutil.Process(pid).exe()
+    except psutil.Error:
+        return ""
 
-    An engine core or worker is orphaned when no API server is among its ancestors; a multiprocessing
-    resource tracker is counted only when it shares a process group with a vLLM process and is orphaned
-    when that group has no live API server.
-    """
+
+def facts_of(info: dict) -> ProcessFacts:
+    """ProcessFacts from one row of ``psutil.process_iter(_ATTRS)`` (missing or denied values become empty)."""
+    return ProcessFacts(pid=info["pid"], ppid=info.get("ppid") or 0, pgid=_pgid(info["pid"]),
+                        create_time=info.get("create_time") or 0.0, name=info.get("name") or "",
+                        cmdline=tuple(info.get("cmdline") or ()), exe=info.get("exe") or "",
+                        zombie=info.get("status") == psutil.STATUS_ZOMBIE)
+
+
+def vllm_processes(process_iter=None, exe=None) -> list[VllmProcess]:
+    """Every process of a vLLM tree, each with its standing (served, unmanaged, orphan) as
+    :func:`bootstrap.core.ownership.judge_vllm_processes` decides it from one scan of the process table."""
     process_iter = process_iter or psutil.process_iter
-    rows: dict[int, tuple[str, psutil.Process, dict]] = {}
-    trackers: list[tuple[psutil.Process, dict]] = []
-    for proc in process_iter(["pid", "ppid", "name", "cmdline", "create_time", "memory_info", "status"]):
+    exe = exe or _exe
+    table: dict[int, ProcessFacts] = {}
+    infos: dict[int, dict] = {}
+    for proc in process_iter(_ATTRS):
         info = proc.info
-        if info.get("status") == psutil.STATUS_ZOMBIE:
-            # Already dead, holding no memory, waiting for a parent (or a container's PID 1) to reap it;
-            # no signal can remove it, so it is nobody's leftover.
-            continue
-        cmd = info.get("cmdline") or []
-        role = _role(info.get("name") or "", cmd)
-        if role == "resource_tracker":
-            trackers.append((proc, info))
-        elif role:
-            rows[info["pid"]] = (role, proc, info)
-
-    def pgid_of(pid: int) -> int:
-        try:
-            return os.getpgid(pid)
-        except OSError:
-            return 0
-
-    api_pids = {pid for pid, (role, _, _) in rows.items() if role == "api_server"}
-    parents = {pid: info["ppid"] for pid, (_, _, info) in rows.items()}
-
-    def has_api_ancestor(pid: int) -> bool:
-        seen = set()
-        cur = parents.get(pid)
-        while cur and cur not in seen:
-            if cur in api_pids:
-                return True
-            seen.add(cur)
-            cur = parents.get(cur)
-        return False
-
-    out: list[VllmProcess] = []
-    groups: dict[int, bool] = {}  # pgid -> has a live API server
-    for pid, (role, proc, info) in rows.items():
-        pgid = pgid_of(pid)
-        orphan = role in ("engine_core", "worker") and not has_api_ancestor(pid)
-        if role == "api_server":
-            groups[pgid] = True
-        else:
-            groups.setdefault(pgid, False)
-        out.append(_row(proc, info, role, pgid, orphan))
-    for proc, info in trackers:
-        pgid = pgid_of(info["pid"])
-        if pgid in groups:
-            parent_alive = info["ppid"] in api_pids
-            out.append(_row(proc, info, "resource_tracker", pgid, orphan=not parent_alive and not groups[pgid]))
-    return sorted(out, key=lambda p: p.pid)
+        table[info["pid"]] = facts_of(info)
+        infos[info["pid"]] = info
+    # The rule looks at the executable of a vLLM process's parent only: read just those (a readlink each).
+    for ppid in {f.ppid for f in table.values() if classify_role(f.name, f.cmdline)}:
+        if ppid in table and not table[ppid].exe:
+            table[ppid] = replace(table[ppid], exe=exe(ppid))
+    judged = judge_vllm_processes(table)
+    return [_row(table[pid], infos[pid], j.role, j.standing, j.launcher_pid, j.reason)
+            for pid, j in sorted(judged.items())]
 
 
-def _row(proc: psutil.Process, info: dict, role: str, pgid: int, orphan: bool) -> VllmProcess:
-    cmd = info.get("cmdline") or []
+def _row(f: ProcessFacts, info: dict, role: str, standing: Standing, launcher_pid: int, reason: str) -> VllmProcess:
     mem = info.get("memory_info")
     name = {"engine_core": "VLLM::EngineCore", "api_server": "vllm api server",
-            "resource_tracker": "resource_tracker"}.get(role) or (cmd[0] if cmd and cmd[0].startswith("VLLM::")
-                                                                  else info.get("name") or "?")
-    return VllmProcess(pid=info["pid"], ppid=info.get("ppid") or 0, pgid=pgid, name=name, role=role,
-                       rss_bytes=int(mem.rss) if mem else 0, create_time=info.get("create_time") or 0.0,
-                       cmdline=" ".join(redact(cmd))[:500], orphan=orphan)
+            "resource_tracker": "resource_tracker"}.get(role) or (f.cmdline[0] if f.cmdline and
+                                                                  f.cmdline[0].startswith("VLLM::") else f.name or "?")
+    return VllmProcess(pid=f.pid, ppid=f.ppid, pgid=f.pgid, name=name, role=role,
+                       rss_bytes=int(mem.rss) if mem else 0, create_time=f.create_time,
+                       cmdline=" ".join(redact(list(f.cmdline)))[:500], orphan=standing is Standing.ORPHAN,
+                       standing=standing.value, launcher_pid=launcher_pid, reason=reason)
+
+
+def inspect(pid: int) -> ProcessFacts | None:
+    """What runs at ``pid`` now (None: nothing). Shell: ``ps -o pid,ppid,pgid,lstart,args -p PID``."""
+    if pid <= 0:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            info = {"pid": pid, "ppid": proc.ppid(), "create_time": proc.create_time(), "status": proc.status()}
+            for attr in ("name", "cmdline", "exe"):
+                try:
+                    info[attr] = getattr(proc, attr)()
+                except psutil.AccessDenied:
+                    info[attr] = None
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return None
+    return facts_of(info)
 
 
 # --- ports --------------------------------------------------------------------------------------------------
@@ -219,7 +207,10 @@ def group_members(pgid: int) -> list[int]:
 
 
 def signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to the whole group; False when the group is already gone."""
+    """Send ``sig`` to the whole group; False when the group is already gone. Group 0 (our own) and 1 are never
+    signalled."""
+    if pgid <= 1:
+        return False
     try:
         os.killpg(pgid, sig)
         return True
@@ -229,9 +220,10 @@ def signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def signal_pid(pid: int, sig: int, create_time: float | None = None) -> bool:
-    """Signal one process, only if it is still the one we mean (PID-reuse safe)."""
-    if not pid_alive(pid, create_time):
+def signal_pid(pid: int, sig: int, create_time: float) -> bool:
+    """Signal one process, only if it is still the one we mean: its create time must match ``create_time``
+    (PID-reuse safe). Without a create time nothing proves that, and nothing is sent."""
+    if not create_time or create_time <= 0 or pid <= 1 or not pid_alive(pid, create_time):
         return False
     try:
         os.kill(pid, sig)
