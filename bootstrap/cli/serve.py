@@ -46,6 +46,9 @@ PREFLIGHT_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "vram", "leftovers
 @click.option("--prometheus-port", type=click.IntRange(1, 65535), help="Port for --prometheus (default: a free one).")
 @click.option("--vllm-python", metavar="PATH", help="Python whose vLLM to run (default: `vboot setup`'s, or this one).")
 @click.option("--cache-dir", metavar="DIR", help="Model cache (default: the profile's, or MODELSCOPE_CACHE).")
+@click.option("--device", type=click.Choice(("gpu", "cpu", "auto")),
+              help="Serve on this device instead of the profile's serve.device (auto: the GPU when a usable GPU "
+                   "and a CUDA build of vLLM are both there).")
 @click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
               help="Seconds to wait for /health before giving up.")
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke chat completion once healthy.")
@@ -53,8 +56,8 @@ PREFLIGHT_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "vram", "leftovers
 @output.json_option
 def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host: str | None, api_key: str | None,
           insecure: bool, name: str | None, detach: bool, with_prometheus: bool, prometheus_port: int | None,
-          vllm_python: str | None, cache_dir: str | None, timeout_s: float, no_smoke: bool, skip_preflight: bool,
-          as_json: bool) -> None:
+          vllm_python: str | None, cache_dir: str | None, device: str | None, timeout_s: float, no_smoke: bool,
+          skip_preflight: bool, as_json: bool) -> None:
     """Serve PROFILE with vLLM, supervised (`tiny` is the bundled CPU demo; `vboot profiles` lists them).
 
     Pre-flight (doctor's checks: port, leftovers, disk, VRAM, vLLM), the environment
@@ -85,7 +88,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     env = Environ()
     profile = load_profile(profile_name, env)
     settings = resolve_serve_settings(profile, env, host=host, port=port, api_key=api_key, extra_args=extra_args,
-                                      cache_dir=cache_dir, vllm_python=vllm_python)
+                                      cache_dir=cache_dir, vllm_python=vllm_python, device=device)
     # Refusals that need no probe come before the pre-flight's (NVML, the vLLM Python, a process scan).
     serving.check_exposure(settings.host, settings.api_key, insecure, settings.from_args.get("host"))
     run_name = name or profile.name
@@ -121,6 +124,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     if install is None:
         raise VllmNotFoundError(f"no vLLM in {facts.python}", hint="run `vboot setup`, or pass --vllm-python")
     device = facts.device
+    output.info(f"[dim]device[/] {_esc(facts.device_decision.reason)}")
 
     # Environment for the child, shown to the user.
     plan = envplan.plan_environment(profile, settings.cache_dir, env.as_dict(), settings.extra_args)
@@ -171,7 +175,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         model_id=profile.model.id, model_path=model_dir, started_at=time.time(),
         supervisor_pid=0 if detach else os.getpid(),
         supervisor_create_time=0.0 if detach else procs.create_time(os.getpid()), detached=detach,
-        api_key_set=bool(settings.api_key), argv=tuple(shown_argv))
+        api_key_set=bool(settings.api_key), argv=tuple(shown_argv), device=device,
+        device_reason=facts.device_decision.reason)
     save_run(record)
     (run_dir / "vllm.pid").write_text(f"{pid}\n")
     output.info(f"[dim]run dir[/] {run_dir}")
@@ -203,7 +208,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     data = {
         "name": run_name, "url": record.url, "pid": pid, "run_dir": str(run_dir),
         "served_model_name": profile.model.served, "profile": profile.name, "model_path": model_dir,
-        "device": device, "ready_s": round(ready_s, 3), "metrics_url": f"{record.url}/metrics",
+        "device": device, "device_reason": facts.device_decision.reason, "ready_s": round(ready_s, 3),
+        "metrics_url": f"{record.url}/metrics",
         "prometheus_url": f"http://127.0.0.1:{record.prometheus_port}" if record.prometheus_port else None,
         "prometheus_config": str(run_dir / "prometheus.yml"), "detached": detach,
         "smoke": asdict(smoke) if smoke else None, "log": str(run_dir / "vllm.log"),
@@ -408,6 +414,7 @@ def collect_ps(env: Environ) -> dict:
                 "supervised": bool(r.supervisor_pid) and procs.pid_alive(r.supervisor_pid, r.supervisor_create_time),
                 "gpu_bytes": sum(gpu.get(p, 0) for p in pids_by_pgid.get(r.pgid, set()) | {r.pid}),
                 "prometheus_port": r.prometheus_port or None,
+                "device": r.device or None, "device_reason": r.device_reason or None,
             })
 
     def row(p: VllmProcess) -> dict:
@@ -434,14 +441,17 @@ def _render_ps(data: dict) -> None:
     con = output.console()
     if data["servers"]:
         t = Table(box=None, header_style="bold")
-        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "UPTIME", "HEALTH", "VRAM"):
+        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "DEVICE", "UPTIME", "HEALTH", "VRAM"):
             t.add_column(col)
         for s in data["servers"]:
             t.add_row(s["name"], s["profile"], str(s["pid"]), s["url"], s["served_model_name"],
-                      output.human_duration(s["uptime_s"]),
+                      (s.get("device") or "?").upper(), output.human_duration(s["uptime_s"]),
                       "[green]healthy[/]" if s["healthy"] else "[yellow]starting/unhealthy[/]",
                       output.human_bytes(s["gpu_bytes"]) if s["gpu_bytes"] else "-")
         con.print(t)
+        for s in data["servers"]:
+            if s.get("device_reason"):
+                con.print(f"[dim]{_esc(s['name'])}: {_esc(s['device_reason'])}[/]")
     else:
         con.print("no vboot servers running")
     if data["unmanaged"]:

@@ -45,6 +45,8 @@ class RunRecord:
     prometheus_create_time: float = 0.0
     prometheus_port: int = 0
     argv: tuple[str, ...] = field(default_factory=tuple)
+    device: str = ""  # "gpu" or "cpu" ("" in records written before vboot recorded it)
+    device_reason: str = ""  # the one line that says why ("GPU: profile qwen asks for it (device = "gpu")")
 
     @property
     def url(self) -> str:

@@ -582,13 +582,10 @@ def parse_verify(output_last_line: str) -> Verified | None:
 def linked_runtimes(python: str) -> dict[str, tuple[int, ...]]:
     """Which CUDA runtime majors the compiled extensions of vllm in ``python``'s environment link
     (``readelf -d SITE/vllm/**/*.so | grep libcudart``), read from the files: nothing is imported."""
-    from bootstrap.probes.elf import linked_cudart
+    from bootstrap.probes.elf import package_cudart
     from bootstrap.probes.pyenv import env_for_python
 
-    pkg = env_for_python(python).find("vllm")
-    if pkg is None or not pkg.is_dir():
-        return {}
-    return linked_cudart(sorted(pkg.rglob("*.so")))
+    return package_cudart(env_for_python(python).find("vllm"))
 
 
 def judge_links(plan: SetupPlan, links: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:

@@ -147,3 +147,10 @@ def linked_cudart(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:
         if majors:
             out[str(path)] = majors
     return out
+
+
+def package_cudart(package_dir: Path | None) -> dict[str, tuple[int, ...]]:
+    """:func:`linked_cudart` of every ``*.so`` under an installed package (``SITE/vllm``); {} without one."""
+    if package_dir is None or not package_dir.is_dir():
+        return {}
+    return linked_cudart(sorted(package_dir.rglob("*.so")))
