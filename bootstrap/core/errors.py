@@ -65,6 +65,8 @@ class ProfileError(VbootError):
 
 
 class ProfileNotFoundError(ProfileError):
+    """No profile of that name (built-in or user), or no file at that path."""
+
     code = "profile_not_found"
 
 
@@ -132,6 +134,8 @@ class ConflictError(VbootError):
 
 
 class PortInUseError(ConflictError):
+    """The port serve (or Prometheus) would bind is taken; the message names the holder."""
+
     code = "port_in_use"
 
 
