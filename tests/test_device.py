@@ -174,3 +174,25 @@ def test_the_device_follows_the_request_and_auto_needs_both_a_gpu_and_a_cuda_bui
     d = decide_device(requested, "profile qwen", install, gpus, "cu130")
     assert d.device == device and d.problem.startswith(problem) and (problem or not d.problem)
     assert d.reason.startswith(f"{device.upper()}: ") and "\n" not in d.reason
+
+
+def test_doctor_reads_a_cuda13_vllm_on_a_cuda12_driver_from_its_extensions(tmp_path, isolated_env, monkeypatch):
+    """The real probes: the vllm dist has no +cuXYZ label, so its CUDA line comes from what _C.abi3.so links."""
+    from elf_files import write_elf
+
+    from bootstrap.cli import doctor
+    from bootstrap.core.profiles import load_profile, resolve_serve_settings
+    from bootstrap.probes import nvml
+
+    venv = make_stand_in_venv(tmp_path / "vllm-cu13", dist="vllm")
+    site = next(venv.glob("lib/python3*/site-packages"))
+    write_elf(site / "vllm" / "_C.abi3.so", ["libtorch.so", "libcudart.so.13"])
+    snap = nvml.snapshot(fakes.driver_for_cuda(12080))
+    real = doctor.default_collaborators
+    monkeypatch.setattr(doctor, "default_collaborators", lambda env: replace(real(env), nvml_snapshot=lambda: snap))
+    env = Environ(isolated_env)
+    settings = resolve_serve_settings(load_profile("qwen", env), env, vllm_python=str(venv / "bin" / "python"))
+    facts, [r] = doctor.diagnose(settings, env, check_ids=["vllm"])
+    assert facts.vllm_cuda == 13
+    assert (r.status.value, r.summary) == ("fail", "vllm 0.32.0 is a CUDA 13 build; this driver supports CUDA 12.8")
+    assert r.hint.startswith("run `vboot setup --gpu`, which installs the cu129 build")

@@ -55,7 +55,8 @@ def default_collaborators(env: Environ) -> Collaborators:
         live_runs=lambda: runs.live_runs(env),
         largest_dirs=largest_dirs,
         dir_bytes=dir_bytes,
-        vllm_cudart=lambda env: tuple(sorted({m for ms in elf.package_cudart(env.find("vllm")).values() for m in ms})),
+        vllm_cudart=lambda env: tuple(sorted({m for ms in elf.package_cudart(env.find("vllm"), recursive=False).values()
+                                              for m in ms})),
     )
 
 

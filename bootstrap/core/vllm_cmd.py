@@ -124,8 +124,3 @@ def decide_device(requested: str, origin: str, install: VllmInstall | None, usab
         return DeviceDecision("gpu", requested, origin, f"GPU: auto, {gpus} (no vLLM installed yet)")
     return DeviceDecision("gpu", requested, origin, f"GPU: auto, {gpus} and a CUDA build of vLLM "
                                                     f"({install.distribution} {install.version})")
-
-
-def effective_device(profile_device: str, install: VllmInstall | None, gpus_usable: bool) -> str:
-    """Where the server will run: "cpu" or "gpu" (see :func:`decide_device`)."""
-    return decide_device(profile_device, "the profile", install, ["GPU"] if gpus_usable else []).device
