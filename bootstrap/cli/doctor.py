@@ -19,7 +19,7 @@ from bootstrap.core.vllm_env import choose_python
 def default_collaborators(env: Environ) -> Collaborators:
     """The real probes. Imported here, not at module level, so `--list-checks` stays instant."""
     from bootstrap.core import runs
-    from bootstrap.probes import elf, nvml, procs, pyenv, system
+    from bootstrap.probes import nvml, procs, pyenv, system
 
     def scan(root: Path, depth: int):  # the du-style scanner, loaded only when a check measures a directory
         from bootstrap.core.disk import scan as du_scan
@@ -33,6 +33,11 @@ def default_collaborators(env: Environ) -> Collaborators:
             return []
         rows = [(str(e.path), int(e.bytes)) for e in report.entries if str(e.path) != str(root)]
         return sorted(rows, key=lambda r: -r[1])[:n]
+
+    def vllm_cudart(env) -> tuple[int, ...]:  # only a CUDA vLLM without a +cuXYZ label gets here
+        from bootstrap.probes.elf import package_cudart
+
+        return tuple(sorted({m for ms in package_cudart(env.find("vllm"), recursive=False).values() for m in ms}))
 
     def dir_bytes(path: Path) -> int:
         """`du -s -B1 PATH`: hard links counted once."""
@@ -55,8 +60,7 @@ def default_collaborators(env: Environ) -> Collaborators:
         live_runs=lambda: runs.live_runs(env),
         largest_dirs=largest_dirs,
         dir_bytes=dir_bytes,
-        vllm_cudart=lambda env: tuple(sorted({m for ms in elf.package_cudart(env.find("vllm"), recursive=False).values()
-                                              for m in ms})),
+        vllm_cudart=vllm_cudart,
     )
 
 

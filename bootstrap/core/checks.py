@@ -141,10 +141,12 @@ class Facts:
     def device_decision(self) -> DeviceDecision:
         """Where serve runs (--device > the profile's serve.device; auto: GPU and a CUDA build, else CPU), why,
         and whether the vLLM it would run can serve there."""
-        from bootstrap.core.builds import line_for_driver
-
         usable = [g.name or f"GPU {g.index}" for g in self.visible_gpus if g.error is None]
-        line = line_for_driver(self.nvml.cuda_driver_version) if self.nvml.ok and self.nvml.gpus else None
+        line = None
+        if self.install is not None and self.install.is_cpu and self.nvml.ok and self.nvml.gpus:
+            from bootstrap.core.builds import line_for_driver  # only for the fix: doctor's common path skips it
+
+            line = line_for_driver(self.nvml.cuda_driver_version)
         return decide_device(self.settings.device, self.settings.device_origin, self.install, usable,
                              line.name if line else None)
 
@@ -156,14 +158,12 @@ class Facts:
     def vllm_cuda(self) -> int | None:
         """The CUDA runtime major of the installed vLLM build: its version's label (``+cu129`` -> 12), else what its
         extensions link (read from the ELF files, a few ms); None for the CPU build or when unknown."""
-        from bootstrap.core.builds import line_of_version
-
         inst = self.install
         if inst is None or inst.is_cpu:
             return None
-        line = line_of_version(inst.version)
-        if line is not None:
-            return line.runtime_major
+        label = re.match(r"^cu(\d+)\d$", inst.version.partition("+")[2])  # +cu129 -> 12, +cu130 -> 13
+        if label:
+            return int(label.group(1))
         majors = self.c.vllm_cudart(self.pyenv)
         return max(majors) if majors else None
 
