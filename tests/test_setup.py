@@ -17,7 +17,7 @@ import pytest
 
 from bootstrap.core import setup as core
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import ConflictError, SetupVerifyError, VenvConflictError
+from bootstrap.core.errors import ConflictError, SetupVerifyError
 
 NO_GPU = core.GpuFacts(nvml_ok=False, error="NVML Shared Library Not Found")
 H100_CUDA13 = core.GpuFacts(nvml_ok=True, cuda_driver_version=13000, driver_version="580.159.04",

