@@ -37,11 +37,11 @@ def vllm_cpu_recorded(tmp_path, isolated_env):
 @pytest.fixture
 def gpu_box(monkeypatch):
     """The pre-flight's machine: one H100 behind a CUDA 13 driver, nothing else running, room on disk and in RAM."""
-    from bootstrap.cli import doctor
+    from bootstrap.cli import wiring
     from bootstrap.probes import nvml
 
     snap = nvml.snapshot(fakes.one_h100())
-    real = doctor.default_collaborators
+    real = wiring.doctor_collaborators
 
     def collaborators(env):
         return replace(real(env), nvml_snapshot=lambda: snap, vllm_processes=lambda: [],
@@ -50,7 +50,7 @@ def gpu_box(monkeypatch):
                                                            ram_total_bytes=128 * fakes.GiB,
                                                            ram_available_bytes=100 * fakes.GiB))
 
-    monkeypatch.setattr(doctor, "default_collaborators", collaborators)
+    monkeypatch.setattr(wiring, "doctor_collaborators", collaborators)
     monkeypatch.setattr(output.STATE, "json", False)
     monkeypatch.setattr(output.STATE, "command", "vboot")
 
@@ -180,7 +180,8 @@ def test_doctor_reads_a_cuda13_vllm_on_a_cuda12_driver_from_its_extensions(tmp_p
     """The real probes: the vllm dist has no +cuXYZ label, so its CUDA line comes from what _C.abi3.so links."""
     from elf_files import write_elf
 
-    from bootstrap.cli import doctor
+    from bootstrap.cli import wiring
+    from bootstrap.core.preflight import diagnose
     from bootstrap.core.profiles import load_profile, resolve_serve_settings
     from bootstrap.probes import nvml
 
@@ -188,11 +189,10 @@ def test_doctor_reads_a_cuda13_vllm_on_a_cuda12_driver_from_its_extensions(tmp_p
     site = next(venv.glob("lib/python3*/site-packages"))
     write_elf(site / "vllm" / "_C.abi3.so", ["libtorch.so", "libcudart.so.13"])
     snap = nvml.snapshot(fakes.driver_for_cuda(12080))
-    real = doctor.default_collaborators
-    monkeypatch.setattr(doctor, "default_collaborators", lambda env: replace(real(env), nvml_snapshot=lambda: snap))
     env = Environ(isolated_env)
     settings = resolve_serve_settings(load_profile("qwen", env), env, vllm_python=str(venv / "bin" / "python"))
-    facts, [r] = doctor.diagnose(settings, env, check_ids=["vllm"])
+    collab = replace(wiring.doctor_collaborators(env), nvml_snapshot=lambda: snap)
+    facts, [r] = diagnose(settings, env, check_ids=["vllm"], collab=collab)
     assert facts.vllm_cuda == 13
     assert (r.status.value, r.summary) == ("fail", "vllm 0.32.0 is a CUDA 13 build; this driver supports CUDA 12.8")
     assert r.hint.startswith("run `vboot setup --gpu`, which installs the cu129 build")

@@ -609,7 +609,7 @@ def _untouchable_collaborators() -> Collaborators:
 
 def test_no_check_ids_run_no_check_and_touch_no_probe(tmp_path):
     """`vboot serve --skip-preflight` asks for no check: () means none, None means all."""
-    from bootstrap.cli.doctor import diagnose
+    from bootstrap.core.preflight import diagnose
 
     e = Environ({"HOME": str(tmp_path)})
     settings = resolve_serve_settings(load_profile("qwen", e), e, cache_dir=str(tmp_path))
@@ -649,7 +649,7 @@ def test_disk_counts_a_model_in_the_older_layout_pull_reuses(tmp_path):
 
 
 def test_doctor_measures_a_cached_model_like_du_counting_hard_links_once(tmp_path):
-    from bootstrap.cli.doctor import default_collaborators
+    from bootstrap.cli.wiring import doctor_collaborators as default_collaborators
 
     (tmp_path / "a").write_bytes(b"x" * 1_000_000)
     (tmp_path / "b").hardlink_to(tmp_path / "a")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.core.envplan import plan_environment
-from bootstrap.core.profiles import parse_profile
+from bootstrap.core.envplan import expandable_conflicts, plan_environment
+from bootstrap.core.profiles import parse_profile, vllm_options
 
 BASE = '[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\n'
 
@@ -43,7 +43,8 @@ def test_sleep_mode_via_extra_args_is_detected():
 @pytest.mark.parametrize("args", [["--enable_sleep_mode"], ["--kv_transfer_config", '{"kv_connector":"X"}'],
                                   ["--kv_transfer_config.kv_connector=X"]])
 def test_sleep_mode_or_kv_connector_spelt_with_underscores_leaves_expandable_segments_out(args):
-    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=args)
+    prof = parse_profile(BASE, "p")
+    plan = plan_environment(prof, Path("/c"), {}, vllm_options(prof.serve, args))
     assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
 
 
@@ -60,22 +61,30 @@ def test_local_profile_sets_no_modelscope_variables():
 
 @pytest.mark.parametrize("flag, n", [("--tensor-parallel-size", "4"), ("--tensor_parallel_size", "2")])
 def test_tensor_parallel_in_serve_extra_args_leaves_expandable_segments_out(flag, n):
-    plan = plan_environment(parse_profile(BASE, "p"), Path("/c"), {}, extra_args=(flag, n))
+    prof = parse_profile(BASE, "p")
+    plan = plan_environment(prof, Path("/c"), {}, vllm_options(prof.serve, (flag, n)))
     assert "PYTORCH_CUDA_ALLOC_CONF" not in plan.as_dict()
     assert any(f"tensor parallel {n}" in w for w in plan.warnings)
 
 
 def test_tensor_parallel_size_reads_every_spelling():
-    from bootstrap.core.envplan import tensor_parallel_size
-
     prof = parse_profile(BASE + '[serve]\nargs = ["-tp", "2"]\n', "p")
-    assert tensor_parallel_size(prof) == 2
-    assert tensor_parallel_size(prof, ("--tensor-parallel-size=8",)) == 8
-    assert tensor_parallel_size(parse_profile(BASE, "p")) == 1
+    assert vllm_options(prof.serve).tensor_parallel_size == 2
+    assert vllm_options(prof.serve, ("--tensor-parallel-size=8",)).tensor_parallel_size == 8
+    assert vllm_options(parse_profile(BASE, "p").serve).tensor_parallel_size == 1
+
+
+def test_effective_options_take_the_last_argument_over_the_profile():
+    prof = parse_profile(BASE + '[serve]\ngpu_memory_utilization = 0.5\nmax_model_len = 4096\n'
+                                'args = ["--max-model-len", "2048"]\n', "p")
+    opts = vllm_options(prof.serve, ("--gpu-memory-utilization=0.3", "--enable-sleep-mode"))
+    assert (opts.gpu_memory_utilization, opts.max_model_len, opts.enable_sleep_mode) == (0.3, 2048, True)
+    assert vllm_options(parse_profile(BASE, "p").serve).gpu_memory_utilization == 0.9  # vLLM's default
+    assert vllm_options(prof.serve, ("--gpu-memory-utilization", "lots")).gpu_memory_utilization == 0.5
 
 
 def test_last_flag_value_reads_every_spelling_and_keeps_the_last():
-    from bootstrap.core.envplan import last_flag_value
+    from bootstrap.core.vllm_args import last_flag_value
 
     assert last_flag_value(["--tensor-parallel-size", "2"], "--tensor-parallel-size", "-tp") == "2"
     assert last_flag_value(["--tensor-parallel-size=2"], "--tensor-parallel-size", "-tp") == "2"
@@ -88,7 +97,7 @@ def test_last_flag_value_reads_every_spelling_and_keeps_the_last():
 
 
 def test_last_flag_value_reads_underscore_spellings_as_vllm_does():
-    from bootstrap.core.envplan import last_flag_value
+    from bootstrap.core.vllm_args import last_flag_value
 
     # vLLM's FlexibleArgumentParser turns --a_b into --a-b before argparse sees it.
     assert last_flag_value(["--tensor_parallel_size", "2"], "--tensor-parallel-size", "-tp") == "2"
@@ -99,7 +108,7 @@ def test_last_flag_value_reads_underscore_spellings_as_vllm_does():
 
 
 def test_last_flag_value_leaves_values_and_dotted_keys_as_given():
-    from bootstrap.core.envplan import last_flag_value
+    from bootstrap.core.vllm_args import last_flag_value
 
     assert last_flag_value(["--served_model_name=my_model"], "--served-model-name") == "my_model"
     assert last_flag_value(["--served_model_name", "my_model"], "--served-model-name") == "my_model"
@@ -111,7 +120,7 @@ def test_last_flag_value_leaves_values_and_dotted_keys_as_given():
 
 
 def test_last_flag_value_reads_a_prefix_as_vllms_argparse_does():
-    from bootstrap.core.envplan import last_flag_value
+    from bootstrap.core.vllm_args import last_flag_value
 
     # argparse's allow_abbrev (on in vLLM) takes an unambiguous prefix: --tensor-parallel 2 sets the size.
     assert last_flag_value(["--tensor-parallel", "2"], "--tensor-parallel-size", "-tp") == "2"
@@ -122,7 +131,7 @@ def test_last_flag_value_reads_a_prefix_as_vllms_argparse_does():
 
 
 def test_last_flag_value_follows_argparse_on_missing_values_and_a_bare_double_dash():
-    from bootstrap.core.envplan import last_flag_value
+    from bootstrap.core.vllm_args import last_flag_value
 
     # An option followed by another option has no value (vLLM refuses to start): nothing to read.
     assert last_flag_value(["--tensor-parallel-size", "--enforce-eager"], "--tensor-parallel-size") is None
@@ -133,41 +142,37 @@ def test_last_flag_value_follows_argparse_on_missing_values_and_a_bare_double_da
 
 
 def test_prefix_spellings_count_for_tensor_parallel_gpu_memory_and_expandable_segments():
-    from bootstrap.core.envplan import expandable_conflicts, gpu_memory_utilization, tensor_parallel_size
 
     base = parse_profile(BASE, "p")
-    assert tensor_parallel_size(base, ("--tensor-parallel", "2")) == 2
-    assert gpu_memory_utilization(base, ("--gpu-memory-util=0.5",)) == 0.5
-    assert any("sleep mode" in r for r in expandable_conflicts(base, ("--enable-sleep",)))
-    assert any("KV connector" in r for r in expandable_conflicts(base, ("--kv-transfer", "{}")))
-    assert any("KV connector" in r for r in expandable_conflicts(base, ("--kv_transfer_config.kv_connector=X",)))
-    assert expandable_conflicts(base, ("--enforce-eager",)) == []
+    assert vllm_options(base.serve, ("--tensor-parallel", "2")).tensor_parallel_size == 2
+    assert vllm_options(base.serve, ("--gpu-memory-util=0.5",)).gpu_memory_utilization == 0.5
+    assert any("sleep mode" in r for r in expandable_conflicts(vllm_options(base.serve, ("--enable-sleep",))))
+    assert any("KV connector" in r for r in expandable_conflicts(vllm_options(base.serve, ("--kv-transfer", "{}"))))
+    assert any("KV connector" in r for r in expandable_conflicts(vllm_options(base.serve, ("--kv_transfer_config.kv_connector=X",))))
+    assert expandable_conflicts(vllm_options(base.serve, ("--enforce-eager",))) == []
 
 
 def test_underscore_spellings_count_for_tensor_parallel_and_gpu_memory():
-    from bootstrap.core.envplan import gpu_memory_utilization, tensor_parallel_size
 
     prof = parse_profile(BASE + '[serve]\nargs = ["--tensor_parallel_size", "2"]\n', "p")
-    assert tensor_parallel_size(prof) == 2
-    assert tensor_parallel_size(parse_profile(BASE, "p"), ("--tensor_parallel_size=4",)) == 4
-    assert gpu_memory_utilization(parse_profile(BASE, "p"), ("--gpu_memory_utilization", "0.5")) == 0.5
-    assert gpu_memory_utilization(parse_profile(BASE, "p"), ("--gpu_memory_utilization=0.6",)) == 0.6
+    assert vllm_options(prof.serve).tensor_parallel_size == 2
+    assert vllm_options(parse_profile(BASE, "p").serve, ("--tensor_parallel_size=4",)).tensor_parallel_size == 4
+    assert vllm_options(parse_profile(BASE, "p").serve, ("--gpu_memory_utilization", "0.5")).gpu_memory_utilization == 0.5
+    assert vllm_options(parse_profile(BASE, "p").serve, ("--gpu_memory_utilization=0.6",)).gpu_memory_utilization == 0.6
 
 
 def test_a_later_tensor_parallel_flag_wins_as_in_vllms_argparse():
-    from bootstrap.core.envplan import tensor_parallel_size
 
     prof = parse_profile(BASE + '[serve]\ntensor_parallel_size = 4\nargs = ["-tp", "2"]\n', "p")
-    assert tensor_parallel_size(prof) == 2
-    assert tensor_parallel_size(prof, ("-tp=1",)) == 1
+    assert vllm_options(prof.serve).tensor_parallel_size == 2
+    assert vllm_options(prof.serve, ("-tp=1",)).tensor_parallel_size == 1
 
 
 def test_gpu_memory_utilization_from_profile_args_or_extra_args():
-    from bootstrap.core.envplan import gpu_memory_utilization
 
-    assert gpu_memory_utilization(parse_profile(BASE, "p")) == 0.9  # vLLM's default
+    assert vllm_options(parse_profile(BASE, "p").serve).gpu_memory_utilization == 0.9  # vLLM's default
     prof = parse_profile(BASE + "[serve]\ngpu_memory_utilization = 0.8\n", "p")
-    assert gpu_memory_utilization(prof) == 0.8
-    assert gpu_memory_utilization(prof, ("--gpu-memory-utilization", "0.5")) == 0.5
-    assert gpu_memory_utilization(prof, ("--gpu-memory-utilization=0.6",)) == 0.6
-    assert gpu_memory_utilization(prof, ("--gpu-memory-utilization", "lots")) == 0.8
+    assert vllm_options(prof.serve).gpu_memory_utilization == 0.8
+    assert vllm_options(prof.serve, ("--gpu-memory-utilization", "0.5")).gpu_memory_utilization == 0.5
+    assert vllm_options(prof.serve, ("--gpu-memory-utilization=0.6",)).gpu_memory_utilization == 0.6
+    assert vllm_options(prof.serve, ("--gpu-memory-utilization", "lots")).gpu_memory_utilization == 0.8

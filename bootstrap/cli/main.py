@@ -32,7 +32,10 @@ COMMANDS: dict[str, str] = {
     "env": "bootstrap.cli.env_cmd:env",
     "kernel": "bootstrap.cli.env_cmd:kernel",
     "export": "bootstrap.cli.export:export",
+    "service": "bootstrap.cli.service:service",
+    "supervise": "bootstrap.cli.supervise:supervise",  # internal: the detached supervisor of `serve --detach`
 }
+HIDDEN = frozenset({"supervise"})
 
 SHORT_HELP: dict[str, str] = {
     "doctor": "Judge this box: driver, CUDA, torch, vLLM, disk, VRAM, ports, env, leftovers.",
@@ -48,6 +51,7 @@ SHORT_HELP: dict[str, str] = {
     "env": "Print the exports a profile implies (for eval or a .env file).",
     "kernel": "Register the vLLM environment as a Jupyter kernel with a profile's variables.",
     "export": "Export a profile to other platforms (Kubernetes).",
+    "service": "Run a profile as a systemd service (restarts, boot, readiness, watchdog).",
 }
 
 
@@ -72,7 +76,7 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help without importing every command module.
-        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx) if name not in HIDDEN]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -1,4 +1,8 @@
-"""`vboot serve`, `vboot ps`, `vboot stop`, `vboot logs`: run vLLM from a profile and manage what runs."""
+"""`vboot serve`, `vboot ps`, `vboot stop`, `vboot logs`: run vLLM from a profile and manage what runs.
+
+`serve` only orchestrates: settings, pre-flight and model come from core, :func:`bootstrap.core.serve_plan.build_plan`
+decides everything else, and :mod:`bootstrap.cli.supervise` runs the lifecycle (here, or in a detached supervisor)
+while :class:`ServeView` renders its events."""
 
 from __future__ import annotations
 
@@ -12,23 +16,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import (ConflictError, NotFoundError, PortInUseError, PreflightError, StartupError,
+from bootstrap.core.errors import (EXIT_STARTUP, ConflictError, NotFoundError, PortInUseError, StartupError,
                                    UsageError, VllmNotFoundError)
+from bootstrap.core.lifecycle import (Event, Failed, GaveUp, MemoryReleased, Outcome, ProbeFailed, Ready, Restarting,
+                                      Starting, Stopping, Waiting)
+from bootstrap.core.profiles import RESTART_MODES, ServeSettings
+from bootstrap.core.runs import RunRecord
+from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 
 if TYPE_CHECKING:
+    from bootstrap.core.serve_plan import ServePlan
     from bootstrap.core.supervisor import GroupOps
     from bootstrap.probes.procs import VllmProcess
-
-PREFLIGHT_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "vram", "leftovers", "port", "env.alloc_conf",
-                    "env.modelscope", "env.cuda_visible_devices", "env.misc")
-
 
 # --- serve --------------------------------------------------------------------------------------------------
 
@@ -37,52 +43,67 @@ PREFLIGHT_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "vram", "leftovers
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- EXTRA_VLLM_ARGS]")
 @click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (default: the profile's, 8000).")
 @click.option("--host", help="Bind address (default 127.0.0.1). Anything else needs --api-key or --insecure.")
-@click.option("--api-key", envvar="VLLM_API_KEY", help="Require this bearer key (passed to vLLM; env VLLM_API_KEY).")
+@click.option("--api-key", help="Require this bearer key (default: the profile's [env] VLLM_API_KEY, then "
+                                "$VLLM_API_KEY). vLLM gets it through its environment, never its command line.")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
 @click.option("--name", help="Name of this server for ps/stop/logs/top (default: the profile name).")
-@click.option("--detach", "-d", is_flag=True, help="Return once healthy and leave the server running.")
+@click.option("--detach", "-d", is_flag=True,
+              help="Return once healthy and leave the server under a detached vboot supervisor.")
+@click.option("--restart", type=click.Choice(RESTART_MODES), default=None,
+              help="Restart vLLM when it fails: no | on-failure | always (default: the profile's serve.restart, "
+                   "else on-failure with --detach and no in the foreground).")
+@click.option("--max-restarts", type=click.IntRange(0), default=5, show_default=True,
+              help="Failures tolerated within --restart-window before vboot gives up (exit 8).")
+@click.option("--restart-window", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Seconds over which --max-restarts counts failures.")
+@click.option("--probe-interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds between liveness probes (a one-token generation); 0 turns them off.")
+@click.option("--probe-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+              help="Seconds a liveness generation may take; two failures in a row mean a hung engine.")
 @click.option("--prometheus", "with_prometheus", is_flag=True,
-              help="Also start Prometheus (from PATH) on 127.0.0.1 with the generated config and rules.")
+              help="Also run Prometheus (from PATH) on 127.0.0.1 with the generated config and rules.")
 @click.option("--prometheus-port", type=click.IntRange(1, 65535), help="Port for --prometheus (default: a free one).")
 @click.option("--vllm-python", metavar="PATH", help="Python whose vLLM to run (default: `vboot setup`'s, or this one).")
 @click.option("--cache-dir", metavar="DIR", help="Model cache (default: the profile's, or MODELSCOPE_CACHE).")
 @click.option("--device", type=click.Choice(("gpu", "cpu", "auto")),
               help="Serve on this device instead of the profile's serve.device (auto: the GPU when a usable GPU "
                    "and a CUDA build of vLLM are both there).")
-@click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
-              help="Seconds to wait for /health before giving up.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=900.0, show_default=True,
+              help="Seconds to wait for /health before giving up on a start.")
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke chat completion once healthy.")
 @click.option("--skip-preflight", is_flag=True, help="Start even if doctor's checks fail (not recommended).")
 @output.json_option
 def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host: str | None, api_key: str | None,
-          insecure: bool, name: str | None, detach: bool, with_prometheus: bool, prometheus_port: int | None,
-          vllm_python: str | None, cache_dir: str | None, device: str | None, timeout_s: float, no_smoke: bool,
-          skip_preflight: bool, as_json: bool) -> None:
+          insecure: bool, name: str | None, detach: bool, restart: str | None, max_restarts: int,
+          restart_window: float, probe_interval: float, probe_timeout: float, with_prometheus: bool,
+          prometheus_port: int | None, vllm_python: str | None, cache_dir: str | None, device: str | None,
+          timeout_s: float, no_smoke: bool, skip_preflight: bool, as_json: bool) -> None:
     """Serve PROFILE with vLLM, supervised (`tiny` is the bundled CPU demo; `vboot profiles` lists them).
 
     Pre-flight (doctor's checks: port, leftovers, disk, VRAM, vLLM), the environment
     (PYTORCH_CUDA_ALLOC_CONF, VLLM_USE_MODELSCOPE, MODELSCOPE_CACHE and the profile's), the model (pulled through
-    ModelScope when missing), a run directory with the command, env, vllm.log and a Prometheus scrape config;
-    then vLLM in its own process group, /health, a smoke request, and a summary. Ctrl-C or SIGTERM stops the
-    whole tree (SIGTERM, then SIGKILL). Arguments after `--` go to vLLM unchanged, last: a --host, --port or
-    --api-key there wins over vboot's own, as in vLLM, and vboot checks, waits on and records that one.
-    vboot speaks plain HTTP to that host and port: --uds, --ssl-*, --grpc and --headless are refused.
+    ModelScope when missing), a private run directory with the command, env, vllm.log and a Prometheus scrape
+    config; then vLLM in its own process group, /health, a smoke request, and a summary. vboot then watches it:
+    an exit (whatever its code), /health 503 or silent, a vanished EngineCore, or a hung engine (two failed
+    one-token generations) is a failure, restarted per --restart. Ctrl-C or SIGTERM stops the whole tree
+    (SIGTERM, then SIGKILL). Arguments after `--` go to vLLM unchanged, last: a --host, --port or --api-key there
+    wins over vboot's own, as in vLLM, and vboot checks, waits on and records that one. vboot speaks plain HTTP
+    to that host and port: --uds, --ssl-*, --grpc and --headless are refused.
 
     \b
     Examples:
       vboot serve tiny                  # CPU demo, bundled ~1 MB model
-      vboot serve qwen --port 8001 -d   # detach once healthy
+      vboot serve qwen --port 8001 -d   # detach once healthy; a vboot supervisor restarts it on failure
+      vboot serve qwen --restart on-failure --max-restarts 3
       vboot serve qwen -- --max-num-seqs 64
     """
-    from bootstrap.cli.doctor import default_collaborators, diagnose
-    from bootstrap.core import envplan, prom, serving
-    from bootstrap.core.checks import Status
+    from bootstrap.cli.wiring import doctor_collaborators
+    from bootstrap.core import preflight, serving
+    from bootstrap.core.lifecycle import ProbeSettings, RestartPolicy
     from bootstrap.core.paths import runs_dir
     from bootstrap.core.profiles import load_profile, local_model_dir, resolve_serve_settings
-    from bootstrap.core.runs import RUN_FILE, RunRecord, client_host, find_run, live_runs, run_name_ok, save_run
-    from bootstrap.core.supervisor import Supervisor, spawn
-    from bootstrap.core.vllm_cmd import build_command, redact
-    from bootstrap.probes import procs
+    from bootstrap.core.runs import find_run, live_runs, run_name_ok
+    from bootstrap.core.serve_plan import build_plan, serve_inputs, write_run_dir
 
     t_start = time.monotonic()
     env = Environ()
@@ -95,43 +116,25 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     if not run_name_ok(run_name):
         raise UsageError(f"invalid --name {run_name!r}", hint="use letters, digits, '.', '_' or '-'")
     same_name = find_run(env, run_name)
-    if same_name is not None and procs.pid_alive(same_name.pid, same_name.pid_create_time):
+    if same_name is not None and _still_running(same_name):
         raise ConflictError(f"a server named {run_name!r} is already running (PID {same_name.pid}, {same_name.url})",
                             hint=f"`vboot stop {run_name}`, or pass --name OTHER")
+    prometheus_exe = _prometheus_exe(settings, with_prometheus)
+    mode = restart or profile.serve.restart or ("on-failure" if detach else "no")
 
     # Pre-flight: every failing check stops us here, within a second or two, before anything heavy.
     # The leftovers and port checks both ask for the live runs: load them once.
-    collab = replace(default_collaborators(env), live_runs=functools.cache(lambda: live_runs(env)))
-    facts, results = diagnose(settings, env, check_ids=() if skip_preflight else PREFLIGHT_CHECKS, collab=collab)
+    collab = replace(doctor_collaborators(env), live_runs=functools.cache(lambda: live_runs(env)))
+    facts, results = preflight.diagnose(settings, env, check_ids=() if skip_preflight else preflight.SERVE_CHECKS,
+                                        collab=collab)
     if not skip_preflight:
-        by_id = {r.id: r for r in results}
-        port_check = by_id.get("port")
-        if port_check is not None and port_check.status != Status.OK:
-            raise PortInUseError(port_check.summary, hint=port_check.hint, port=settings.port)
-        if by_id.get("vllm") and by_id["vllm"].status == Status.FAIL and facts.install is None:
-            raise VllmNotFoundError(by_id["vllm"].summary, hint=by_id["vllm"].hint)
-        failed = [r for r in results if r.status == Status.FAIL]
-        if failed:
-            first = failed[0]
-            more = f" (+{len(failed) - 1} more: {', '.join(r.id for r in failed[1:])})" if len(failed) > 1 else ""
-            raise PreflightError(f"pre-flight {first.id}: {first.summary}{more}",
-                                 hint=(first.hint or "run `vboot doctor`") + "; `vboot doctor --profile "
-                                 f"{profile.name}` shows all findings")
-        for r in results:
-            if r.status == Status.WARN:
-                output.info(f"[yellow]![/] {r.id}: {r.summary}" + (f" [dim]({r.hint})[/]" if r.hint else ""))
+        for r in preflight.verdict(facts, results, profile.name):
+            output.info(f"[yellow]![/] {r.id}: {output.escape(r.summary)}"
+                        + (f" [dim]({output.escape(r.hint)})[/]" if r.hint else ""))
     install = facts.install
     if install is None:
         raise VllmNotFoundError(f"no vLLM in {facts.python}", hint="run `vboot setup`, or pass --vllm-python")
-    device = facts.device
-    output.info(f"[dim]device[/] {_esc(facts.device_decision.reason)}")
-
-    # Environment for the child, shown to the user.
-    plan = envplan.plan_environment(profile, settings.cache_dir, env.as_dict(), settings.extra_args)
-    for w in plan.warnings:
-        output.info(f"[yellow]![/] {w}")
-    for v in plan.vars:
-        output.info(f"[dim]env[/] {v.name}={v.value} [dim]({v.origin})[/]")
+    output.info(f"[dim]device[/] {output.escape(facts.device_decision.reason)}")
 
     # Model: a local directory to serve, so vLLM never contacts a hub.
     if profile.model.source == "local":
@@ -147,118 +150,61 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     else:  # huggingface: vLLM downloads it itself
         model_dir = profile.model.id
 
-    argv = build_command(install, model_dir, settings, device)
-    shown_argv = redact(argv)  # the command as stored and shown: the API key masked
-    child_env = env.as_dict()
-    child_env.update(plan.as_dict())
-    child_env.setdefault("PYTHONUNBUFFERED", "1")
-
-    run_dir = runs_dir(env) / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    serving.rotate_log(run_dir)
-    (run_dir / RUN_FILE).unlink(missing_ok=True)  # the old server's record; the new one is saved once vLLM runs
-    target = f"{client_host(settings.host)}:{settings.port}"
-    serving.write_run_files(
-        run_dir, shown_argv, child_env, plan.as_dict(),
-        prom.render_prometheus_config(run_name, target, api_key=settings.api_key,
-                                      labels={"profile": profile.name}),
-        prom.render_rules(), prom.RULES_FILE)
-
-    log_fh = open(run_dir / "vllm.log", "ab")
-    sup = Supervisor(argv, child_env, log_fh, pdeathsig=not detach, popen=spawn)
-    # From here on, our signals stop the tree instead of killing us half-way.
-    previous = {sig: signal.signal(sig, lambda s, _f: sup.request_stop(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    pid = sup.start()
-    record = RunRecord(
-        name=run_name, profile=profile.name, run_dir=str(run_dir), pid=pid, pid_create_time=procs.create_time(pid),
-        pgid=pid, host=settings.host, port=settings.port, served_model_name=profile.model.served,
-        model_id=profile.model.id, model_path=model_dir, started_at=time.time(),
-        supervisor_pid=0 if detach else os.getpid(),
-        supervisor_create_time=0.0 if detach else procs.create_time(os.getpid()), detached=detach,
-        api_key_set=bool(settings.api_key), argv=tuple(shown_argv), device=device,
-        device_reason=facts.device_decision.reason)
-    save_run(record)
-    (run_dir / "vllm.pid").write_text(f"{pid}\n")
-    output.info(f"[dim]run dir[/] {run_dir}")
-    output.info(f"[dim]command[/] {_esc(shlex.join(shown_argv))}")
-
-    prom_sup = None
-    try:
-        if with_prometheus:
-            prom_sup, prom_port = _start_prometheus(run_dir, prometheus_port, detach)
-            record = replace(record, prometheus_pid=prom_sup.proc.pid,
-                             prometheus_create_time=procs.create_time(prom_sup.proc.pid), prometheus_port=prom_port)
-            save_run(record)
-        ready_s = _wait_ready(sup, record, timeout_s, t_start)
-    except BaseException:
-        if prom_sup is not None:
-            prom_sup.stop()
-        raise
-    if ready_s is None:  # stopped by a signal while starting
-        if prom_sup is not None:
-            prom_sup.stop()
-        output.info("stopped before the server was ready")
-        sys.exit(128 + int(sup.stop_requested or signal.SIGINT))
-
-    smoke = None
-    if not no_smoke:
-        from bootstrap.probes.http import smoke_chat
-
-        smoke = smoke_chat(record.url, profile.model.served, api_key=settings.api_key)
-    data = {
-        "name": run_name, "url": record.url, "pid": pid, "run_dir": str(run_dir),
-        "served_model_name": profile.model.served, "profile": profile.name, "model_path": model_dir,
-        "device": device, "device_reason": facts.device_decision.reason, "ready_s": round(ready_s, 3),
-        "metrics_url": f"{record.url}/metrics",
-        "prometheus_url": f"http://127.0.0.1:{record.prometheus_port}" if record.prometheus_port else None,
-        "prometheus_config": str(run_dir / "prometheus.yml"), "detached": detach,
-        "smoke": asdict(smoke) if smoke else None, "log": str(run_dir / "vllm.log"),
-        "env": plan.as_dict(), "command": shown_argv,
-    }
-    # A failed smoke request is a warning, detached or not: the server is up but did not answer a chat.
-    ready = CommandResult("serve", data, status="warn" if smoke is not None and not smoke.ok else "ok", exit_code=0)
+    plan = build_plan(
+        settings, install=install, device=facts.device, device_reason=facts.device_decision.reason,
+        env_plan=facts.env_plan, user_env=env.as_dict(),
+        model_dir=model_dir, name=run_name, run_dir=runs_dir(env) / run_name,
+        inputs=serve_inputs(profile_name, host=host, port=port, cache_dir=cache_dir, vllm_python=vllm_python,
+                            device=device, extra_args=extra_args),
+        prometheus_exe=prometheus_exe,
+        prometheus_port=_prometheus_port(prometheus_port) if prometheus_exe else None,
+        restart=RestartPolicy(mode=mode, max_restarts=max_restarts, window_s=restart_window),
+        probes=ProbeSettings(liveness_interval_s=probe_interval, liveness_timeout_s=probe_timeout,
+                             ready_timeout_s=timeout_s),
+        detached=detach, smoke=not no_smoke)
+    for w in plan.warnings:
+        output.info(f"[yellow]![/] {output.escape(w)}")
+    for var, value, origin in plan.shown_env_vars():
+        output.info(f"[dim]env[/] {output.escape(var)}={output.escape(value)} [dim]({origin})[/]")
+    write_run_dir(plan)
+    output.info(f"[dim]run dir[/] {output.escape(str(plan.run_dir))}")
+    output.info(f"[dim]command[/] {output.escape(shlex.join(plan.shown_argv))}")
+    if plan.prometheus is not None:
+        output.info(f"[dim]prometheus[/] {plan.prometheus.url} (config {output.escape(str(plan.run_dir))}/prometheus.yml)")
+    view = ServeView(plan)
     if detach:
-        output.emit(ready, human=_render_ready)
-    # Foreground: report readiness now, then supervise until the end.
-    _print_ready(ready)
-    rc = sup.wait()
-    if prom_sup is not None:
-        prom_sup.stop()
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-    if sup.stop_requested is None and rc != 0:
-        err = _startup_failure(record, rc, during="while serving")
-        if output.STATE.json:
-            # stdout already holds the ready document, and --json promises exactly one: the failure goes to stderr.
-            output.print_error(err.message, err.hint)
-            sys.exit(err.exit_code)
-        raise err
-    output.info(f"server {run_name} stopped (exit {rc})")
-    sys.exit(rc)
+        _serve_detached(plan, view, t_start)
+    else:
+        _serve_foreground(plan, view, t_start)
 
 
-def _start_prometheus(run_dir: Path, port: int | None, detach: bool):
-    from bootstrap.core.supervisor import Supervisor, spawn
-    from bootstrap.probes.procs import port_is_free
+def _still_running(record: RunRecord) -> bool:
+    """The run's server or its supervisor (between two restarts there is no server) is still alive."""
+    from bootstrap.probes import procs
 
+    return procs.pid_alive(record.pid, record.pid_create_time) or (
+        bool(record.supervisor_pid) and procs.pid_alive(record.supervisor_pid, record.supervisor_create_time))
+
+
+def _prometheus_exe(settings: ServeSettings, wanted: bool) -> str | None:
+    if not wanted:
+        return None
     exe = shutil.which("prometheus")
     if exe is None:
         raise UsageError("--prometheus: no `prometheus` on PATH",
                          hint="install it (`sudo apt-get install -y prometheus`) or drop --prometheus; "
-                              f"the config is ready at {run_dir / 'prometheus.yml'}")
+                              "the scrape config is written to the run directory either way")
+    return exe
+
+
+def _prometheus_port(port: int | None) -> int:
+    from bootstrap.probes.procs import port_is_free
+
     if port is None:
-        port = 9090 if port_is_free("127.0.0.1", 9090) else _free_port()
-    elif not port_is_free("127.0.0.1", port):
+        return 9090 if port_is_free("127.0.0.1", 9090) else _free_port()
+    if not port_is_free("127.0.0.1", port):
         raise PortInUseError(f"--prometheus-port {port} is taken", hint="pass another --prometheus-port")
-    data = run_dir / "prometheus-data"
-    data.mkdir(exist_ok=True)
-    argv = [exe, f"--config.file={run_dir / 'prometheus.yml'}", f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.tsdb.path={data}", "--web.enable-lifecycle"]
-    log = open(run_dir / "prometheus.log", "ab")
-    sup = Supervisor(argv, dict(os.environ), log, pdeathsig=not detach, popen=spawn, grace_s=10.0)
-    sup.start()
-    output.info(f"[dim]prometheus[/] http://127.0.0.1:{port} (config {run_dir / 'prometheus.yml'})")
-    return sup, port
+    return port
 
 
 def _free_port() -> int:
@@ -266,110 +212,270 @@ def _free_port() -> int:
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def _wait_ready(sup, record, timeout_s: float, t_start: float) -> float | None:
-    """Poll /health until 200. Returns seconds since `vboot serve` started, None if a signal stopped us."""
-    from bootstrap.core.serving import last_log_line
-    from bootstrap.probes.http import healthy
+def _serve_foreground(plan: ServePlan, view: ServeView, t_start: float) -> None:
+    """Supervise the server from this process until it is stopped (130/143) or vboot gives up (8)."""
+    from bootstrap.cli.supervise import run_supervisor
 
-    deadline = time.monotonic() + timeout_s
-    status = None
-    interactive = not output.STATE.json and sys.stderr.isatty()
-    if interactive:
-        status = output.err_console().status("starting vLLM…")
-        status.start()
-    last_note = time.monotonic()
     try:
-        while True:
-            if sup.stop_requested is not None:
-                sup.stop()
-                return None
-            rc = sup.proc.poll()
-            if rc is not None:
-                sup.stop()  # the rest of the tree (EngineCore) must not outlive a failed start
-                raise _startup_failure(record, rc, during="during startup")
-            if healthy(record.url, timeout=1.0):
-                return time.monotonic() - t_start
-            now = time.monotonic()
-            if now > deadline:
-                sup.stop()
-                raise _startup_failure(record, None, during=f"within --timeout {timeout_s:g}s")
-            line = last_log_line(record.log_path)
-            elapsed = now - t_start
-            if status is not None:
-                from rich.markup import escape
-
-                status.update(f"starting vLLM [bold]{elapsed:5.0f}s[/] [dim]{escape(line[-110:])}[/]")
-            elif now - last_note >= 15 and not output.STATE.json:
-                output.info(f"[dim]… {elapsed:.0f}s {line[-110:]}[/]")
-                last_note = now
-            time.sleep(0.5)
+        outcome = run_supervisor(plan, view.on_event, on_sidecar=view.on_sidecar, since=t_start)
     finally:
-        if status is not None:
-            status.stop()
+        view.close()
+    if outcome.exit_code == EXIT_STARTUP and outcome.failure is not None:
+        err = view.failure_error(outcome)
+        if view.ready_doc_printed:
+            # stdout already holds the ready document, and --json promises exactly one: the failure goes to stderr.
+            output.print_error(err.message, err.hint)
+            sys.exit(err.exit_code)
+        raise err
+    if outcome.exit_code not in (130, 143):
+        sys.exit(outcome.exit_code)
+    output.info(f"server {output.escape(plan.name)} stopped")
+    sys.exit(outcome.exit_code)
 
 
-def _startup_failure(record, rc: int | None, during: str) -> StartupError:
-    """The error that says why vLLM stopped or never became healthy (with the log's tail for people)."""
-    from bootstrap.core.diagnosis import diagnose
-    from bootstrap.core.serving import tail_lines
+def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> None:
+    """Start the detached supervisor, relay its events until the server is ready (exit 0) or failed (8)."""
+    import json
+    import subprocess
 
-    lines = tail_lines(record.log_path, 400)
-    diag = diagnose(lines)
-    tail = "\n".join("    " + line for line in lines[-15:])
-    if not output.STATE.json and tail:
-        output.info(f"[dim]last lines of {record.log_path}:[/]\n[dim]{_esc(tail)}[/]")
-    what = f"vLLM exited with code {rc} {during}" if rc is not None else f"vLLM did not become healthy {during}"
-    if diag is not None:
-        return StartupError(f"{what}: {diag.summary}", hint=diag.fix, diagnosis=diag.code, log=str(record.log_path),
-                            exit_code=rc)
-    return StartupError(what, hint=f"see the log: `vboot logs {record.name}` ({record.log_path})",
-                        log=str(record.log_path), exit_code=rc)
+    from bootstrap.cli.supervise import SUPERVISOR_LOG
+    from bootstrap.core.lifecycle import GaveUp, Ready, Stopped, event_from_json
+    from bootstrap.core.serve_plan import plan_to_json
+
+    read_fd, write_fd = os.pipe()
+    log_fd = os.open(plan.run_dir / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bootstrap", "supervise", "--status-fd", str(write_fd)],
+            stdin=subprocess.PIPE, stdout=log_fd, stderr=log_fd, pass_fds=(write_fd,), start_new_session=True,
+            env={k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")})
+    finally:
+        os.close(write_fd)
+        os.close(log_fd)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(plan_to_json(plan)).encode())
+    proc.stdin.close()
+
+    stop = {"sig": 0}
+
+    def forward(sig: int, _frame: object) -> None:  # Ctrl-C while it starts: the supervisor stops everything
+        stop["sig"] = sig
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    final = None
+    try:
+        with os.fdopen(read_fd, "r", encoding="utf-8") as status:
+            for line in status:
+                try:
+                    event = event_from_json(json.loads(line))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                view.on_event(event)
+                if isinstance(event, (Ready, GaveUp, Stopped)):
+                    final = event
+                    break
+    finally:
+        view.close()
+    if stop["sig"] or isinstance(final, Stopped):
+        proc.wait(timeout=plan.probes.stop_grace_s + 30)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        output.info("stopped before the server was ready")
+        sys.exit(128 + (stop["sig"] or signal.SIGTERM))
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+    if isinstance(final, Ready):
+        output.emit(view.ready_result(final, supervisor_pid=proc.pid), human=_render_ready)
+    proc.wait(timeout=plan.probes.stop_grace_s + 30)
+    if isinstance(final, GaveUp):
+        from bootstrap.core.lifecycle import Outcome
+
+        raise view.failure_error(Outcome(EXIT_STARTUP, final.failure, 0, False), gave_up=final)
+    tail = "\n".join(serving.tail_lines(plan.run_dir / SUPERVISOR_LOG, 20))
+    raise StartupError(f"the vboot supervisor exited ({proc.returncode}) before the server was ready",
+                       hint=f"see {plan.run_dir / SUPERVISOR_LOG}", log=str(plan.run_dir / SUPERVISOR_LOG),
+                       detail=tail)
 
 
-def _esc(text: str) -> str:
-    from rich.markup import escape
+class ServeView:
+    """Renders the lifecycle's events for people (stderr) and the ready document (stdout with --json)."""
 
-    return escape(text)
+    def __init__(self, plan: ServePlan) -> None:
+        self.plan = plan
+        self.interactive = not output.STATE.json and sys.stderr.isatty()
+        self.status = None
+        self.ready_doc_printed = False
+        self.first_ready: Ready | None = None
+        self.gave_up: GaveUp | None = None
+        self._last_note = 0.0
+        self._last_health_note = -1e9
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def on_sidecar(self, event: SidecarStarted | SidecarExited) -> None:
+        if isinstance(event, SidecarExited):
+            what = (f"restarting it in {event.restart_in_s:g} s" if event.restart_in_s is not None
+                    else "it keeps dying: vboot gave up on it")
+            output.info(f"[yellow]![/] {event.name} exited ({event.code}); {what}")
+        elif event.restarts:
+            output.info(f"[dim]{event.name} started again (PID {event.pid})[/]")
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, Waiting):
+            line = output.escape(event.last_line[:110])
+            if self.interactive:
+                if self.status is None:
+                    self.status = output.err_console().status("starting vLLM…")
+                    self.status.start()
+                self.status.update(f"starting vLLM [bold]{event.elapsed_s:5.0f}s[/] [dim]{line}[/]")
+            elif line and time.monotonic() - self._last_note >= 15:
+                output.info(f"[dim]… {event.elapsed_s:.0f}s {line}[/]")
+                self._last_note = time.monotonic()
+            return
+        self.close()
+        if isinstance(event, Starting) and event.generation > 1:
+            output.info(f"[bold]↻ starting vLLM again[/] (generation {event.generation}, PID {event.pid})")
+        elif isinstance(event, Ready):
+            if self.first_ready is None:
+                self.first_ready = event
+                if not self.plan.detached:
+                    self._print_ready(self.ready_result(event))
+            else:
+                output.info(f"[bold green]✓ {output.escape(self.plan.name)} is ready again[/] in "
+                            f"{output.human_duration(event.ready_s)} (generation {event.generation})")
+        elif isinstance(event, ProbeFailed):
+            if event.kind == "liveness":
+                output.info(f"[yellow]![/] liveness probe failed ({event.consecutive}/"
+                            f"{self.plan.probes.liveness_failures}): {output.escape(event.detail)}")
+            elif time.monotonic() - self._last_health_note >= 10:
+                self._last_health_note = time.monotonic()
+                output.info(f"[yellow]![/] /health did not answer: {output.escape(event.detail)}")
+        elif isinstance(event, Failed):
+            f = event.failure
+            why = f": {f.diagnosis.summary}" if f.diagnosis else ""
+            output.info(f"[red]✗[/] {output.escape(f.summary + why)}")
+        elif isinstance(event, MemoryReleased):
+            r = event.release
+            if r.released:
+                output.info(f"[dim]GPU memory of the stopped engine released after {r.waited_s:.1f} s "
+                            f"({output.human_bytes(r.held_bytes)})[/]")
+            else:
+                output.info(f"[yellow]![/] after {r.waited_s:.0f} s the GPU still uses "
+                            f"{output.human_bytes(r.used_bytes - r.baseline_bytes)} more than before the stopped "
+                            "engine started; `vboot ps` / `nvidia-smi` show who holds it")
+        elif isinstance(event, Restarting):
+            output.info(f"[yellow]↻[/] restarting in {event.delay_s:g} s (restart {event.restarts}; at most "
+                        f"{self.plan.restart.max_restarts} within {self.plan.restart.window_s:g} s)")
+        elif isinstance(event, GaveUp):
+            self.gave_up = event
+        elif isinstance(event, Stopping):
+            output.info(f"[dim]stopping {output.escape(self.plan.name)} ({signal.Signals(event.signal).name})…[/]")
+
+    def ready_result(self, event: Ready, supervisor_pid: int | None = None) -> CommandResult:
+        plan = self.plan
+        smoke = event.smoke
+        data = {
+            "name": plan.name, "url": plan.url, "pid": self._pid(), "run_dir": str(plan.run_dir),
+            "served_model_name": plan.served_model_name, "profile": plan.profile, "model_path": plan.model_path,
+            "device": plan.device, "device_reason": plan.device_reason, "ready_s": round(event.ready_s, 3),
+            "metrics_url": f"{plan.url}/metrics",
+            "prometheus_url": plan.prometheus.url if plan.prometheus else None,
+            "prometheus_config": str(plan.run_dir / "prometheus.yml"), "detached": plan.detached,
+            "supervisor_pid": supervisor_pid if plan.detached else os.getpid(), "restart": plan.restart.mode,
+            "smoke": asdict(smoke) if smoke else None, "log": str(plan.log),
+            "env": {name: value for name, value, _origin in plan.shown_env_vars()},
+            "command": plan.shown_argv,
+        }
+        # A failed smoke request is a warning: the server is up but did not answer a chat.
+        return CommandResult("serve", data, status="warn" if smoke is not None and not smoke.ok else "ok")
+
+    def _pid(self) -> int:
+        from bootstrap.core.runs import load_run
+
+        record = load_run(self.plan.run_dir)
+        return record.pid if record else 0
+
+    def _print_ready(self, ready: CommandResult) -> None:
+        """The foreground's readiness report, printed without exiting (the server is supervised afterwards):
+        with --json it is the one document on stdout, carrying the verdict (``warn`` when the smoke failed)."""
+        if output.STATE.json:
+            import json
+
+            from bootstrap.core.envelope import envelope
+
+            sys.stdout.write(json.dumps(envelope(ready), indent=2) + "\n")
+            sys.stdout.flush()
+            self.ready_doc_printed = True
+            return
+        _render_ready(ready.data)
+        if sys.stdin.isatty():
+            output.info("[dim]Ctrl-C stops the server and everything it started.[/]")
+
+    def failure_error(self, outcome: Outcome, gave_up: GaveUp | None = None) -> StartupError:
+        """The error that says why vboot gave up (with the log's tail for people)."""
+        from bootstrap.core.serving import tail_lines
+
+        f = outcome.failure
+        assert f is not None
+        gave_up = gave_up or self.gave_up
+        lines = tail_lines(self.plan.log, 15)
+        if not output.STATE.json and lines:
+            tail = "\n".join("    " + line for line in lines)
+            output.info(f"[dim]last lines of {output.escape(str(self.plan.log))}:[/]\n[dim]{output.escape(tail)}[/]")
+        what = f.summary
+        if outcome.restarts:
+            what = f"gave up on {self.plan.name} after {outcome.restarts} restart(s): {what}"
+        elif gave_up is not None and gave_up.why.startswith(f"{outcome.restarts + 1} failures"):
+            what = f"gave up on {self.plan.name}: {what}"
+        context = dict(log=str(self.plan.log), exit_code=f.code, reason=f.reason,
+                       why=gave_up.why if gave_up is not None else "")
+        if f.diagnosis is not None:
+            return StartupError(f"{what}: {f.diagnosis.summary}", hint=f.diagnosis.fix, diagnosis=f.diagnosis.code,
+                                **context)
+        return StartupError(what, hint=f"see the log: `vboot logs {self.plan.name}` ({self.plan.log})", **context)
 
 
-def _print_ready(ready: CommandResult) -> None:
-    """The foreground's readiness report, printed without exiting (the server is supervised afterwards): with
-    --json it is the one document on stdout, carrying the verdict (``warn`` when the smoke request failed)."""
-    if output.STATE.json:
-        import json
-
-        from bootstrap.core.envelope import envelope
-
-        sys.stdout.write(json.dumps(envelope(ready), indent=2) + "\n")
-        sys.stdout.flush()
-        return
-    _render_ready(ready.data)
-    output.info("[dim]Ctrl-C stops the server and everything it started.[/]")
-
-
-def _render_ready(data: dict) -> None:
+def _render_ready(data: dict[str, Any]) -> None:
     con = output.err_console() if not data.get("detached") else output.console()
+    esc = output.escape
     smoke = data.get("smoke")
-    con.print(f"[bold green]✓ {data['name']} is ready[/] in {output.human_duration(data['ready_s'])} "
+    con.print(f"[bold green]✓ {esc(data['name'])} is ready[/] in {output.human_duration(data['ready_s'])} "
               f"({data['device'].upper()})")
-    con.print(f"  url          {data['url']}/v1   served model [bold]{data['served_model_name']}[/]")
+    con.print(f"  url          {esc(data['url'])}/v1   served model [bold]{esc(data['served_model_name'])}[/]")
     if smoke:
         if smoke["ok"]:
             con.print(f"  smoke        {smoke['completion_tokens']} tokens in {output.human_duration(smoke['latency_s'])}"
                       f" ({smoke['tokens_per_s']:.1f} tokens/s)")
         else:
-            con.print(f"  [yellow]smoke        failed: {_esc(smoke['error'])}[/]")
-    con.print(f"  metrics      {data['metrics_url']}")
+            con.print(f"  [yellow]smoke        failed: {esc(smoke['error'])}[/]")
+    con.print(f"  metrics      {esc(data['metrics_url'])}")
     if data.get("prometheus_url"):
-        con.print(f"  prometheus   {data['prometheus_url']}")
-    con.print(f"  scrape conf  {data['prometheus_config']}")
-    con.print(f"  logs         vboot logs {data['name']} -f")
-    con.print(f"  try          curl {data['url']}/v1/chat/completions -H 'Content-Type: application/json' "
-              f"-d '{{\"model\": \"{data['served_model_name']}\", \"messages\": [{{\"role\": \"user\", "
-              f"\"content\": \"Hello\"}}]}}'")
+        con.print(f"  prometheus   {esc(data['prometheus_url'])}")
+    con.print(f"  scrape conf  {esc(data['prometheus_config'])}")
+    con.print(f"  restart      {data.get('restart', 'no')}" + (f" (supervisor PID {data['supervisor_pid']})"
+                                                                 if data.get("detached") else ""))
+    con.print(f"  logs         vboot logs {esc(data['name'])} -f")
+    con.print(f"  try          {esc(curl_example(data['url'], data['served_model_name']))}")
+
+
+def curl_example(url: str, served_model_name: str) -> str:
+    """A curl command that asks the server for a chat completion, quoted for the shell: a served name with
+    quotes, `$(...)` or backticks stays data when the line is pasted."""
+    import json
+
+    body = json.dumps({"model": served_model_name, "messages": [{"role": "user", "content": "Hello"}]})
+    return shlex.join(["curl", f"{url}/v1/chat/completions", "-H", "Content-Type: application/json", "-d", body])
 
 
 # --- ps -----------------------------------------------------------------------------------------------------
@@ -414,7 +520,10 @@ def collect_ps(env: Environ) -> dict:
                 "supervised": bool(r.supervisor_pid) and procs.pid_alive(r.supervisor_pid, r.supervisor_create_time),
                 "gpu_bytes": sum(gpu.get(p, 0) for p in pids_by_pgid.get(r.pgid, set()) | {r.pid}),
                 "prometheus_port": r.prometheus_port or None,
-                "device": r.device or None, "device_reason": r.device_reason or None,
+                "state": r.state, "restarts": r.restarts, "generation": r.generation, "restart": r.restart_mode,
+                "last_exit": (asdict(r.last_exit) | {"age_s": round(now - r.last_exit.at, 1)}) if r.last_exit
+                else None,
+                "stale": _stale(r, env), "device": r.device or None, "device_reason": r.device_reason or None,
             })
 
     def row(p: VllmProcess) -> dict:
@@ -435,29 +544,53 @@ def ps(as_json: bool) -> None:
     output.emit(CommandResult("ps", data, status=status), human=_render_ps)
 
 
+def _stale(record: RunRecord, env: Environ) -> bool | None:
+    """The server runs something else than its profile resolves to now (None: cannot tell)."""
+    from bootstrap.core.serve_plan import current_fingerprint
+
+    if not record.fingerprint:
+        return None
+    now = current_fingerprint(record, env)
+    return None if now is None else now != record.fingerprint
+
+
 def _render_ps(data: dict) -> None:
     from rich.table import Table
 
     con = output.console()
     if data["servers"]:
         t = Table(box=None, header_style="bold")
-        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "DEVICE", "UPTIME", "HEALTH", "VRAM"):
+        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "DEVICE", "UPTIME", "STATE", "RESTARTS", "VRAM"):
             t.add_column(col)
+        notes = []
         for s in data["servers"]:
-            t.add_row(s["name"], s["profile"], str(s["pid"]), s["url"], s["served_model_name"],
-                      (s.get("device") or "?").upper(), output.human_duration(s["uptime_s"]),
-                      "[green]healthy[/]" if s["healthy"] else "[yellow]starting/unhealthy[/]",
-                      output.human_bytes(s["gpu_bytes"]) if s["gpu_bytes"] else "-")
-        con.print(t)
-        for s in data["servers"]:
+            state = s.get("state") or "ready"
+            shown = {"ready": "[green]healthy[/]" if s["healthy"] else "[yellow]unhealthy[/]",
+                     "starting": "[yellow]starting[/]", "restarting": "[yellow]restarting[/]"}.get(state, state)
+            if s.get("stale"):
+                shown += " [yellow](stale)[/]"
+            t.add_row(output.escape(s["name"]), output.escape(s["profile"]), str(s["pid"]), s["url"],
+                      output.escape(s["served_model_name"]), (s.get("device") or "?").upper(),
+                      output.human_duration(s["uptime_s"]), shown,
+                      str(s.get("restarts", 0)), output.human_bytes(s["gpu_bytes"]) if s["gpu_bytes"] else "-")
             if s.get("device_reason"):
-                con.print(f"[dim]{_esc(s['name'])}: {_esc(s['device_reason'])}[/]")
+                notes.append(f"  {output.escape(s['name'])}: {output.escape(s['device_reason'])}")
+            last = s.get("last_exit")
+            if last:
+                notes.append(f"  {output.escape(s['name'])}: last failure {output.human_duration(last['age_s'])} ago: "
+                             f"{output.escape(last['summary'])}")
+            if s.get("stale"):
+                notes.append(f"  {output.escape(s['name'])}: stale: its profile changed since it started; restart to "
+                             f"apply (`vboot stop {s['name']}` then `vboot serve {s['profile']}`)")
+        con.print(t)
+        for note in notes:
+            con.print(note)
     else:
         con.print("no vboot servers running")
     if data["unmanaged"]:
         con.print(f"\n[bold]vLLM servers not started by vboot[/]")
         for u in data["unmanaged"]:
-            con.print(f"  PID {u['pid']}  {_esc(u['cmdline'][:120])}")
+            con.print(f"  PID {u['pid']}  {output.escape(u['cmdline'][:120])}")
     if data["orphans"]:
         con.print(f"\n[bold red]orphaned vLLM processes[/] (their API server is gone)")
         t = Table(box=None, header_style="bold")

@@ -16,8 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts,
-                                    gpu_memory_utilization, has_expandable, plan_environment, tensor_parallel_size)
+from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts, has_expandable,
+                                    plan_environment)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.vllm_cmd import DeviceDecision, VllmInstall, build_command, decide_device, detect_install, redact
@@ -77,7 +77,7 @@ class Facts:
     @cached_property
     def env_plan(self) -> EnvPlan:
         """What `vboot serve` sets in vLLM's environment: the profile's [env] > the user's > vboot's defaults."""
-        return plan_environment(self.profile, self.settings.cache_dir, self.env, self.settings.extra_args)
+        return plan_environment(self.profile, self.settings.cache_dir, self.env, self.settings.vllm)
 
     def vllm_env(self, name: str) -> str | None:
         """``name`` as vLLM will see it: serve starts it with the user's environment updated by the plan."""
@@ -344,7 +344,7 @@ def check_nvidia_gpus(f: Facts) -> CheckResult:
 
 
 def _tp(f: Facts) -> int:
-    return tensor_parallel_size(f.profile, f.settings.extra_args)
+    return f.settings.vllm.tensor_parallel_size
 
 
 def check_nvidia_topology(f: Facts) -> CheckResult:
@@ -565,7 +565,7 @@ def check_vram(f: Facts) -> CheckResult:
     if not gpus:
         return CheckResult("vram", Status.SKIP, "no usable GPU (see nvidia.* checks)", "", {})
     tp = _tp(f)
-    util = gpu_memory_utilization(f.profile, f.settings.extra_args)
+    util = f.settings.vllm.gpu_memory_utilization
     chosen = gpus[:tp]
     rows = []
     worst = None
@@ -669,7 +669,7 @@ def check_env_alloc(f: Facts) -> CheckResult:
     origin = planned.origin if planned else None
     chosen = planned.value if planned and origin != "vboot" else None  # set by the user or the profile
     alias = f.vllm_env(ALLOC_ALIAS)
-    conflicts = expandable_conflicts(f.profile, f.settings.extra_args)
+    conflicts = expandable_conflicts(f.settings.vllm)
     data = {ALLOC_VAR: planned.value if planned else None, ALLOC_ALIAS: alias, "origin": origin,
             "conflicts": conflicts}
 

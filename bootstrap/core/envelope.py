@@ -70,3 +70,37 @@ def envelope(result: CommandResult) -> dict[str, Any]:
 
 def error_envelope(command: str, error: Mapping[str, Any], exit_code: int) -> dict[str, Any]:
     return envelope(CommandResult(command=command, data={}, status="error", exit_code=exit_code, errors=(error,)))
+
+
+def from_jsonable(cls: Any, value: Any) -> Any:
+    """The inverse of :func:`to_jsonable` for a value of type ``cls``: dataclasses (by their annotations), ``X |
+    None``, tuples, lists, dicts and plain values. For messages vboot sends itself (the detached supervisor's
+    status lines), so it trusts the shape and raises ``TypeError``/``ValueError`` on anything else."""
+    import types
+    import typing
+
+    if value is None:
+        return None
+    origin = typing.get_origin(cls)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(cls) if a is not type(None)]
+        return from_jsonable(options[0], value) if len(options) == 1 else value
+    if origin is tuple:
+        args = typing.get_args(cls)
+        item = args[0] if args else Any
+        return tuple(from_jsonable(item, v) for v in value)
+    if origin is list:
+        (item,) = typing.get_args(cls) or (Any,)
+        return [from_jsonable(item, v) for v in value]
+    if origin in (dict, Mapping) or cls in (dict, Mapping):
+        return dict(value)
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        kwargs = {f.name: from_jsonable(hints[f.name], value[f.name]) for f in dataclasses.fields(cls)
+                  if f.name in value}
+        return cls(**kwargs)
+    if isinstance(cls, type) and issubclass(cls, enum.Enum):
+        return cls(value)
+    if isinstance(cls, type) and issubclass(cls, PurePath):
+        return cls(value)
+    return value

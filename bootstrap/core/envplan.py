@@ -10,13 +10,12 @@ asserted 'Expandable segments are not compatible with memory pool' until PR #408
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootstrap.core.environ import Environ
-from bootstrap.core.profiles import Profile
-from bootstrap.core.vllm_args import gives_option, last_flag_value  # noqa: F401  (last_flag_value: also read from here)
+from bootstrap.core.profiles import Profile, VllmOptions, vllm_options
 
 ALLOC_VAR = "PYTORCH_CUDA_ALLOC_CONF"
 ALLOC_ALIAS = "PYTORCH_ALLOC_CONF"
@@ -44,45 +43,16 @@ class EnvPlan:
         return next((v for v in self.vars if v.name == name), None)
 
 
-def _serve_args(profile: Profile, extra_args: Sequence[str]) -> list[str]:
-    """The arguments vLLM gets after the profile's own settings, in order (build_command's tail)."""
-    return [*profile.serve.args, *extra_args]
-
-
-def tensor_parallel_size(profile: Profile, extra_args: Sequence[str] = ()) -> int:
-    """The tensor-parallel size vLLM will get: the last --tensor-parallel-size / -tp among the profile's args
-    and the extra args of `vboot serve ... -- ARGS`, else the profile's serve.tensor_parallel_size."""
-    raw = last_flag_value(_serve_args(profile, extra_args), "--tensor-parallel-size", "-tp")
-    tp = int(raw) if raw is not None and raw.isdigit() else profile.serve.tensor_parallel_size
-    return max(1, tp)
-
-
-def gpu_memory_utilization(profile: Profile, extra_args: Sequence[str] = ()) -> float:
-    """The share of each GPU's memory vLLM will claim: the last --gpu-memory-utilization among the profile's
-    args and the extra args, else the profile's serve.gpu_memory_utilization, else vLLM's default 0.9."""
-    raw = last_flag_value(_serve_args(profile, extra_args), "--gpu-memory-utilization")
-    if raw is not None:
-        try:
-            return float(raw)
-        except ValueError:  # vLLM refuses it at start; meanwhile judge the profile's value
-            pass
-    return profile.serve.gpu_memory_utilization or 0.9
-
-
-def expandable_conflicts(profile: Profile, extra_args: Sequence[str] = ()) -> list[str]:
-    """Reasons expandable segments must not be used with this profile (and the extra vLLM arguments of a
-    `vboot serve ... -- ARGS`); empty when they are fine."""
-    s = profile.serve
+def expandable_conflicts(options: VllmOptions) -> list[str]:
+    """Reasons expandable segments must not be used with these effective vLLM options; empty when they are fine."""
     reasons = []
-    args = _serve_args(profile, extra_args)
-    tp = tensor_parallel_size(profile, extra_args)
-    if tp > 1:
-        reasons.append(f"tensor parallel {tp} > 1 (custom all-reduce fails with 'invalid argument'; "
-                       "or pass --disable-custom-all-reduce)")
-    if s.enable_sleep_mode or gives_option(args, "--enable-sleep-mode"):
+    if options.tensor_parallel_size > 1:
+        reasons.append(f"tensor parallel {options.tensor_parallel_size} > 1 (custom all-reduce fails with "
+                       "'invalid argument'; or pass --disable-custom-all-reduce)")
+    if options.enable_sleep_mode:
         reasons.append("sleep mode (vLLM before PR #40812 asserts 'Expandable segments are not compatible "
                        "with memory pool')")
-    if s.kv_connector or gives_option(args, "--kv-transfer-config"):
+    if options.kv_connector:
         reasons.append("a KV connector (vLLM refuses it with expandable_segments:True unless the cumem allocator is on)")
     return reasons
 
@@ -95,11 +65,12 @@ def has_expandable(value: str | None) -> bool:
 
 
 def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, str] | Environ,
-                     extra_args: Sequence[str] = ()) -> EnvPlan:
-    """What vboot sets in vLLM's environment for ``profile``, each with its origin, plus warnings."""
+                     options: VllmOptions | None = None) -> EnvPlan:
+    """What vboot sets in vLLM's environment for ``profile`` (run with the effective ``options``; default: the
+    profile's own), each with its origin, plus warnings."""
     out: dict[str, EnvVar] = {}
     warnings: list[str] = []
-    conflicts = expandable_conflicts(profile, extra_args)
+    conflicts = expandable_conflicts(options or vllm_options(profile.serve))
 
     user_alloc = user_env.get(ALLOC_VAR)
     if user_alloc is not None:

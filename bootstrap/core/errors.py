@@ -191,3 +191,10 @@ class SetupVerifyError(SetupError):
     runtime the driver cannot run, or torch sees no GPU where one is present."""
 
     code = "setup_verify_failed"
+
+
+class SystemdUnavailableError(VbootError):
+    """systemd (the system manager, or the user's) is not running here, or refused a unit."""
+
+    code = "systemd_unavailable"
+    exit_code = EXIT_NOT_FOUND

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.envplan import plan_environment, tensor_parallel_size
+from bootstrap.core.envplan import plan_environment
 from bootstrap.core.errors import UsageError
 from bootstrap.core.metrics import WAITING as WAITING_METRIC
-from bootstrap.core.profiles import Profile
+from bootstrap.core.profiles import Profile, vllm_options
+from bootstrap.core.vllm_cmd import kv_transfer_config
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
 from bootstrap.core.prom import rule_groups
 from bootstrap.core.vllm_args import OptionUse, gives_option, option_uses, use_span, without_api_keys
@@ -178,7 +179,7 @@ class Export:
 
 
 def gpus_per_replica(profile: Profile) -> int:
-    return 0 if profile.serve.device == "cpu" else tensor_parallel_size(profile)
+    return 0 if profile.serve.device == "cpu" else vllm_options(profile.serve).tensor_parallel_size
 
 
 def model_spec_name(profile: Profile) -> str:
@@ -226,7 +227,7 @@ def vllm_extra_args(profile: Profile) -> list[str]:
     if s.enable_sleep_mode and not gives_option(s.args, "--enable-sleep-mode"):
         args.append("--enable-sleep-mode")
     if s.kv_connector and not gives_option(s.args, "--kv-transfer-config"):
-        args += ["--kv-transfer-config", '{"kv_connector":"%s","kv_role":"kv_both"}' % s.kv_connector]
+        args += ["--kv-transfer-config", kv_transfer_config(s.kv_connector)]
     return args + _without_chart_fields(s.args)
 
 
@@ -258,7 +259,7 @@ def chart_owned_warnings(profile: Profile) -> list[str]:
 def _without_chart_fields(serve_args: Sequence[str]) -> list[str]:
     """``serve_args`` less those the chart sets from its own fields: the API key in every spelling (it comes
     from a Secret, :func:`api_key_secret`), prefix caching, --host and --port (:func:`_bind_options`), and
-    tensor parallel in every form :func:`tensor_parallel_size` reads (``-tp 4``, ``-tp=4``,
+    tensor parallel in every form :func:`bootstrap.core.profiles.vllm_options` reads (``-tp 4``, ``-tp=4``,
     ``--tensor-parallel-size[=]4``, underscores for dashes, a prefix such as ``--tensor-parallel 4``), so the GPU count the values request and the size
     vLLM gets cannot disagree."""
     serve_args = without_api_keys(serve_args)
@@ -353,7 +354,7 @@ def production_stack_values(profile: Profile, options: K8sOptions) -> dict[str, 
         vllm_config["maxModelLen"] = s.max_model_len
     if s.dtype:
         vllm_config["dtype"] = s.dtype
-    tp = tensor_parallel_size(profile)
+    tp = vllm_options(profile.serve).tensor_parallel_size
     if tp > 1:  # the chart adds a memory-backed /dev/shm only when this key is present; NCCL needs it
         vllm_config["tensorParallelSize"] = tp
     if s.gpu_memory_utilization is not None:

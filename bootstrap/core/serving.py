@@ -1,15 +1,11 @@
-"""Pure pieces of `vboot serve`: run naming, the files of a run directory, log tails, summaries."""
+"""Small pieces of `vboot serve`: the exposure rule, log tails and log rotation."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-import shlex
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bootstrap.core.environ import mask
 from bootstrap.core.errors import UsageError
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -59,20 +55,14 @@ def last_log_line(path: Path) -> str:
     return ""
 
 
-def write_run_files(run_dir: Path, argv: Sequence[str], child_env: Mapping[str, str], shown_vars: Mapping[str, str],
-                    prometheus_yml: str, rules_yml: str, rules_name: str) -> None:
-    """The exact command line, the environment vboot set (secrets masked), the Prometheus files, written into
-    ``run_dir`` (which the caller has made)."""
-    (run_dir / "cmdline").write_text(shlex.join(argv) + "\n", encoding="utf-8")
-    (run_dir / "env.json").write_text(json.dumps(
-        {"set_by_vboot": {k: mask(k, v) for k, v in shown_vars.items()},
-         "full": {k: mask(k, v) for k, v in sorted(child_env.items())}}, indent=2) + "\n", encoding="utf-8")
-    (run_dir / "prometheus.yml").write_text(prometheus_yml, encoding="utf-8")
-    (run_dir / rules_name).write_text(rules_yml, encoding="utf-8")
-
-
-def rotate_log(run_dir: Path) -> None:
-    """Keep the previous run's log as vllm.prev.log so a restart never destroys the evidence."""
+def rotate_log(run_dir: Path, keep: int = 5) -> None:
+    """Keep the previous logs as vllm.log.1 (the newest) ... vllm.log.KEEP, so a restart never destroys the
+    evidence of why the last one died."""
     log = run_dir / "vllm.log"
-    if log.exists():
-        os.replace(log, run_dir / "vllm.prev.log")
+    if not log.exists():
+        return
+    for n in range(keep - 1, 0, -1):
+        older = run_dir / f"vllm.log.{n}"
+        if older.exists():
+            os.replace(older, run_dir / f"vllm.log.{n + 1}")
+    os.replace(log, run_dir / "vllm.log.1")

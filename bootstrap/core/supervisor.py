@@ -81,6 +81,8 @@ def stop_group(pgid: int, ops: GroupOps, clock: Clock | None = None, grace_s: fl
     if not before:
         return StopOutcome(pgid, False, (), (), 0.0)
     ops.signal_group(pgid, signal.SIGTERM)
+    # A stopped process (SIGSTOP, a debugger's Ctrl-Z) only acts on SIGTERM once it runs again, as kill(1) knows.
+    ops.signal_group(pgid, signal.SIGCONT)
 
     def wait(limit: float) -> list[int]:
         deadline = clock.monotonic() + limit

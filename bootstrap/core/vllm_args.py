@@ -174,6 +174,7 @@ class Endpoint:
     port: int
     api_key: str | None
     origins: dict[str, str]
+    api_keys: tuple[str, ...] = ()  # every key of the --api-key that decided (vLLM accepts any of them)
 
 
 def bound_endpoint(host: str, port: int, api_key: str | None, later: Sequence[ArgSource]) -> Endpoint:
@@ -226,7 +227,10 @@ def bound_endpoint(host: str, port: int, api_key: str | None, later: Sequence[Ar
         # vLLM accepts any of the keys; clients (the smoke request, Prometheus) send the first. An empty key is
         # no key as far as exposure goes.
         api_key = next((v for v in use.values if v), None)
-    return Endpoint(host=host, port=port, api_key=api_key, origins=origins)
+        keys = tuple(v for v in use.values if v)
+    else:
+        keys = (api_key,) if api_key else ()
+    return Endpoint(host=host, port=port, api_key=api_key, origins=origins, api_keys=keys)
 
 
 def _key_value_count(argv: Sequence[str], use: OptionUse) -> int:

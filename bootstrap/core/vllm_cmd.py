@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.core.profiles import ServeSettings
-from bootstrap.core.vllm_args import option_name, redact  # noqa: F401  (read from here by callers and tests)
+from bootstrap.core.vllm_args import gives_option, option_name, redact, without_api_keys  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,19 @@ def launcher(install: VllmInstall) -> list[str]:
     return [install.python, "-m", "vllm.entrypoints.cli.main", "serve"]
 
 
+def kv_transfer_config(kv_connector: str) -> str:
+    """``--kv-transfer-config``'s value for a profile's ``serve.kv_connector``: JSON made by a JSON encoder, so a
+    connector name with quotes or backslashes stays one string."""
+    return json.dumps({"kv_connector": kv_connector, "kv_role": "kv_both"}, separators=(",", ":"))
+
+
 def build_command(install: VllmInstall, model_dir: str, settings: ServeSettings, device: str) -> list[str]:
     """The full argv: launcher, model, then profile settings, profile args, and the user's extra args last
-    (vLLM's argparse lets a later flag win)."""
+    (vLLM's argparse lets a later flag win).
+
+    It never holds the API key: every ``--api-key`` of the profile's args and the extra args is left out, and
+    the key (``settings.api_key``, the one vLLM would have kept) reaches vLLM as ``VLLM_API_KEY`` in its
+    environment (:mod:`bootstrap.core.serve_plan`), because a command line is readable by every local user."""
     s = settings.profile.serve
     argv = launcher(install)
     argv += ["--model", model_dir] if install.is_cpu else [model_dir]
@@ -61,12 +72,12 @@ def build_command(install: VllmInstall, model_dir: str, settings: ServeSettings,
         argv += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
     if s.enable_sleep_mode:
         argv += ["--enable-sleep-mode"]
+    if s.kv_connector and not gives_option([*s.args, *settings.extra_args], "--kv-transfer-config"):
+        argv += ["--kv-transfer-config", kv_transfer_config(s.kv_connector)]
     if s.dtype:
         argv += ["--dtype", s.dtype]
-    if settings.api_key:
-        argv += [f"--api-key={settings.api_key}"]  # one argument: a key may start with "-"
-    argv += list(s.args)
-    argv += list(settings.extra_args)
+    argv += without_api_keys(s.args)
+    argv += without_api_keys(settings.extra_args)
     return argv
 
 

@@ -6,8 +6,11 @@ import json
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from typing import Any
+
+from bootstrap.core.lifecycle import HealthAnswer, ProbeResult
+
+SmokeResult = ProbeResult  # the smoke chat's result (the name its callers know)
 
 
 def get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -22,21 +25,43 @@ def get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -
 
 def healthy(base_url: str, timeout: float = 1.0) -> bool:
     """``curl -sf BASE/health``."""
+    return health(base_url, timeout).ok
+
+
+def health(base_url: str, timeout: float = 2.0) -> HealthAnswer:
+    """``curl -s -o /dev/null -w '%{http_code}' BASE/health``: the status, or None when nothing answered."""
     try:
         status, _ = get(f"{base_url}/health", timeout=timeout)
-        return status == 200
-    except OSError:
-        return False
+        return HealthAnswer(status)
+    except OSError as exc:
+        return HealthAnswer(None, str(getattr(exc, "reason", exc)))
 
 
-@dataclass(frozen=True)
-class SmokeResult:
-    ok: bool
-    latency_s: float
-    completion_tokens: int
-    tokens_per_s: float
-    text: str
-    error: str = ""
+def _post_json(url: str, payload: dict[str, Any], api_key: str | None, timeout: float) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    return body
+
+
+def generate_once(base_url: str, model: str, api_key: str | None = None, timeout: float = 20.0) -> ProbeResult:
+    """The liveness probe: one completion of one token (``/v1/completions``, which every generative model
+    serves, chat template or not). A hung engine answers /health but never completes this."""
+    payload = {"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0}
+    t0 = time.perf_counter()
+    try:
+        body = _post_json(f"{base_url}/v1/completions", payload, api_key, timeout)
+    except urllib.error.HTTPError as exc:
+        return ProbeResult(False, time.perf_counter() - t0, error=f"HTTP {exc.code}")
+    except (OSError, ValueError) as exc:
+        return ProbeResult(False, time.perf_counter() - t0, error=str(getattr(exc, "reason", exc)))
+    dt = time.perf_counter() - t0
+    tokens = int((body.get("usage") or {}).get("completion_tokens") or 0)
+    return ProbeResult(tokens > 0, dt, tokens, tokens / dt if dt > 0 else 0.0,
+                       error="" if tokens > 0 else "the completion held no token")
 
 
 def smoke_chat(base_url: str, model: str, api_key: str | None = None, max_tokens: int = 16,
@@ -44,14 +69,9 @@ def smoke_chat(base_url: str, model: str, api_key: str | None = None, max_tokens
     """One short chat completion through the OpenAI API, timed end to end."""
     payload = {"model": model, "messages": [{"role": "user", "content": "Say hello in five words."}],
                "max_tokens": max_tokens, "temperature": 0}
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    req = urllib.request.Request(f"{base_url}/v1/chat/completions", data=json.dumps(payload).encode(), headers=headers)
     t0 = time.perf_counter()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body: dict[str, Any] = json.loads(resp.read())
+        body = _post_json(f"{base_url}/v1/chat/completions", payload, api_key, timeout)
     except urllib.error.HTTPError as exc:
         return SmokeResult(False, time.perf_counter() - t0, 0, 0.0, "", f"HTTP {exc.code}: {exc.read()[:200]!r}")
     except (OSError, ValueError) as exc:

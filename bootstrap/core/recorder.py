@@ -1,0 +1,78 @@
+"""The run record follows the lifecycle: each event that changes what `vboot ps`/`stop`/`top` must know is written
+to ``run.json`` at once (atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from bootstrap.core.lifecycle import Event, Failed, GaveUp, Ready, Restarting, Starting, Stopped
+from bootstrap.core.runs import LastExit, RunRecord, save_run
+from bootstrap.core.serve_plan import ServePlan
+from bootstrap.core.sidecars import SidecarExited, SidecarStarted
+
+
+class RunRecorder:
+    """Builds the run record from the plan and keeps it current. ``create_time(pid)`` reads a process's start
+    time (the PID-reuse guard); ``wall()`` is ``time.time``."""
+
+    def __init__(self, plan: ServePlan, *, supervisor_pid: int, supervisor_create_time: float,
+                 create_time: Callable[[int], float], wall: Callable[[], float],
+                 save: Callable[[RunRecord], object] = save_run) -> None:
+        self.plan = plan
+        self._create_time = create_time
+        self._wall = wall
+        self._save = save
+        self.record: RunRecord | None = None
+        self._base = dict(
+            name=plan.name, profile=plan.profile, run_dir=str(plan.run_dir), host=plan.host, port=plan.port,
+            served_model_name=plan.served_model_name, model_id=plan.model_id, model_path=plan.model_path,
+            supervisor_pid=supervisor_pid, supervisor_create_time=supervisor_create_time, detached=plan.detached,
+            api_key_set=bool(plan.api_key), argv=tuple(plan.shown_argv), restart_mode=plan.restart.mode,
+            device=plan.device, device_reason=plan.device_reason, fingerprint=plan.fingerprint, inputs=plan.inputs, vllm_python=plan.vllm_python,
+            vllm_distribution=plan.vllm_distribution,
+            prometheus_port=plan.prometheus.port if plan.prometheus else 0)
+        self._prometheus: tuple[int, float] = (0, 0.0)
+
+    def _write(self, record: RunRecord) -> None:
+        self.record = record
+        self._save(record)
+
+    def on_event(self, event: Event) -> None:
+        r = self.record
+        if isinstance(event, Starting):
+            now = self._wall()
+            pid_fields = dict(pid=event.pid, pid_create_time=self._create_time(event.pid), pgid=event.pgid,
+                              generation=event.generation, generation_started_at=now, state="starting")
+            if r is None:
+                pid, ct = self._prometheus
+                self._write(RunRecord(**self._base, **pid_fields, started_at=now, prometheus_pid=pid,
+                                      prometheus_create_time=ct))
+            else:
+                self._write(replace(r, **pid_fields))
+            (self.plan.run_dir / "vllm.pid").write_text(f"{event.pid}\n")
+        elif r is None:
+            return
+        elif isinstance(event, Ready):
+            self._write(replace(r, state="ready"))
+        elif isinstance(event, Failed):
+            f = event.failure
+            self._write(replace(r, last_exit=LastExit(f.reason, f.summary, f.at, f.code, f.signal,
+                                                       f.diagnosis.code if f.diagnosis else None)))
+        elif isinstance(event, Restarting):
+            self._write(replace(r, state="restarting", restarts=event.restarts))
+        elif isinstance(event, GaveUp):
+            self._write(replace(r, state="failed"))
+        elif isinstance(event, Stopped):
+            self._write(replace(r, state="stopped"))
+
+    def on_sidecar(self, event: SidecarStarted | SidecarExited) -> None:
+        if event.name != "prometheus":
+            return
+        if isinstance(event, SidecarStarted):
+            self._prometheus = (event.pid, self._create_time(event.pid))
+        else:
+            self._prometheus = (0, 0.0)
+        if self.record is not None:
+            pid, ct = self._prometheus
+            self._write(replace(self.record, prometheus_pid=pid, prometheus_create_time=ct))
