@@ -175,3 +175,21 @@ def test_the_entry_point_exits_with_each_errors_exit_code_and_prints_its_code(na
     doc = json.loads(capsys.readouterr().out)
     assert exited.value.code == cls.exit_code == doc["exit_code"]
     assert doc["errors"][0]["code"] == cls.code and doc["errors"][0]["hint"] == "do this next"
+
+
+def test_export_files_that_cannot_be_written_have_their_own_code(tmp_path, isolated_env):
+    """Found by the raise-site walk: export k8s raised the base class when --out could not be written."""
+    from bootstrap.core import k8s
+    from bootstrap.core.environ import Environ
+    from bootstrap.core.errors import OutputUnwritableError
+    from bootstrap.core.profiles import load_profile
+
+    export = k8s.build_export(load_profile("qwen", Environ(isolated_env)), k8s.K8sOptions())
+    out = tmp_path / "out"
+    out.mkdir()
+    plan = k8s.plan_writes(out, export)
+    out.rmdir()
+    out.write_text("a file where the directory was")  # (root ignores permissions; a file in the way does not)
+    with pytest.raises(OutputUnwritableError) as info:
+        k8s.write_files(plan, export)
+    assert info.value.exit_code == TABLE["output_unwritable"] and "--out" in info.value.hint

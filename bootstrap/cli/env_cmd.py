@@ -37,7 +37,12 @@ def _profile_vars(profile_name: str, cache_dir: str | None, env: Environ):
 @click.command()
 @click.argument("profile")
 @click.option("--shell", type=click.Choice(shellenv.SHELLS), help="Syntax to print [default: from $SHELL, else bash].")
-@click.option("--dotenv", is_flag=True, help="Print a .env file (NAME='value') instead of shell commands.")
+@click.option("--dotenv", is_flag=True,
+              help="Print a .env file (NAME='value') instead of shell commands, quoted so that bash/dash/zsh "
+                   "(`set -a; . ./.env`), python-dotenv and docker compose's env_file read the same values. A value "
+                   "none of them can be given safely is refused: a carriage return, ${VAR}, a trailing or doubled "
+                   "backslash, or ' together with $, `, \" or a backslash escape. (`docker run --env-file` reads "
+                   "lines literally, quotes included: not a reader of this format.)")
 @click.option("--cache-dir", help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
 @output.json_option
 def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as_json: bool) -> None:
@@ -50,7 +55,7 @@ def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as
     Examples:
       eval "$(vboot env qwen)"                 # bash, zsh
       vboot env qwen --shell fish | source     # fish
-      vboot env qwen --dotenv > .env
+      vboot env qwen --dotenv > .env           # then: set -a; . ./.env; set +a
     """
     environ = Environ()
     prof, plan = _profile_vars(profile, cache_dir, environ)

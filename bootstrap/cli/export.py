@@ -62,6 +62,12 @@ def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitor
     result = core.build_export(prof, options)
     out = Path(out_dir) if out_dir else Path(f"vboot-k8s-{prof.name}")
     plan = core.plan_writes(out, result, force=force)
+    refused = [w for w in plan if w.action == "refuse"]
+    if refused:
+        names = "; ".join(f"{w.path} is {w.reason}" for w in refused)
+        raise ConflictError(f"{len(refused)} file name(s) in {out} hold something other than a regular file: {names}",
+                            hint="vboot writes only regular files and never through a link: remove them, or pass "
+                                 "--out another directory", files=[str(w.path) for w in refused])
     blocked = core.conflicts(plan)
     if blocked:
         names = ", ".join(str(w.path) for w in blocked)

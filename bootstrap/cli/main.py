@@ -14,6 +14,7 @@ import click
 
 from bootstrap import __version__
 from bootstrap.cli import output
+from bootstrap.cli.optguard import GuardedCommand, guard
 from bootstrap.core.environ import debug_enabled
 from bootstrap.core.errors import EXIT_FAIL, EXIT_SIGINT, EXIT_USAGE, VbootError
 
@@ -55,8 +56,9 @@ SHORT_HELP: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose commands are imported on first use."""
+class LazyGroup(GuardedCommand, click.Group):
+    """A group whose commands are imported on first use. Every command it hands out refuses an option-like
+    argument where an option's value belongs (:mod:`bootstrap.cli.optguard`)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -72,7 +74,7 @@ class LazyGroup(click.Group):
             if exc.name == module_name:  # a command not built yet in this checkout
                 return None
             raise
-        return getattr(module, attr)
+        return guard(getattr(module, attr))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help without importing every command module.

@@ -7,7 +7,7 @@ import click
 from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import ProfileError
+from bootstrap.core.errors import VbootError
 from bootstrap.core.paths import user_profiles_dir
 from bootstrap.core.profiles import list_profiles, load_profile, resolve_serve_settings
 
@@ -31,21 +31,22 @@ def profiles(name: str | None, as_json: bool) -> None:
     rows = []
     errors = []
     for ref in list_profiles(env):
-        try:
-            prof = load_profile(ref.path if not ref.builtin else ref.name, env) if not ref.shadowed else None
-        except ProfileError as exc:
+        if ref.shadowed:
+            rows.append({"name": ref.name, "path": ref.path, "builtin": True, "valid": True, "shadowed": True})
+            continue
+        try:  # one broken profile is a row with its error, never the end of the listing
+            prof = load_profile(ref.path if not ref.builtin else ref.name, env)
+            # the port serve binds without flags: a --port in the profile's serve.args wins, as in vLLM
+            port = resolve_serve_settings(prof, env).port
+        except VbootError as exc:
             errors.append(exc.to_dict())
             rows.append({"name": ref.name, "path": ref.path, "builtin": ref.builtin, "valid": False,
                          "error": exc.message})
             continue
-        if prof is None:
-            rows.append({"name": ref.name, "path": ref.path, "builtin": True, "valid": True, "shadowed": True})
-            continue
         rows.append({
             "name": ref.name, "path": ref.path, "builtin": ref.builtin, "valid": True, "shadowed": False,
             "model": prof.model.id, "source": prof.model.source, "device": prof.serve.device,
-            # the port serve binds without flags: a --port in the profile's serve.args wins, as in vLLM
-            "port": resolve_serve_settings(prof, env).port, "description": prof.description,
+            "port": port, "description": prof.description,
         })
     status = "warn" if errors else "ok"
     data = {"profiles": rows, "user_dir": str(user_profiles_dir(env))}
@@ -58,14 +59,16 @@ def _render_list(data: dict) -> None:
     table = Table(box=None, header_style="bold")
     for col in ("profile", "model", "source", "device", "port", "description"):
         table.add_column(col)
+    esc = output.escape  # names, ids, descriptions and errors come from profile files: never markup
     for row in data["profiles"]:
-        name = row["name"] + ("" if row["builtin"] else " (user)")
+        name = esc(row["name"] + ("" if row["builtin"] else " (user)"))
         if not row.get("valid", True):
-            table.add_row(f"[red]{name}[/]", "[red]invalid[/]", "", "", "", row.get("error", ""))
+            table.add_row(f"[red]{name}[/]", "[red]invalid[/]", "", "", "", esc(row.get("error", "")))
         elif row.get("shadowed"):
             table.add_row(f"[dim]{name}[/]", "[dim]hidden by your profile of the same name[/]", "", "", "", "")
         else:
-            table.add_row(name, row["model"], row["source"], row["device"], str(row["port"]), row["description"])
+            table.add_row(name, esc(row["model"]), row["source"], row["device"], str(row["port"]),
+                          esc(row["description"]))
     con = output.console()
     con.print(table)
     con.print(f"[dim]your profiles: {data['user_dir']}/NAME.toml[/]")

@@ -126,6 +126,13 @@ class CacheUnwritableError(VbootError):
     exit_code = EXIT_DISK
 
 
+class OutputUnwritableError(VbootError):
+    """Files vboot was asked to write (`export k8s --out`) cannot be written: permissions, a read-only place."""
+
+    code = "output_unwritable"
+    exit_code = EXIT_DISK
+
+
 class ConflictError(VbootError):
     """Something already holds what we need: a port, a run name, VRAM."""
 

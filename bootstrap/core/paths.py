@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import UsageError
+from bootstrap.core.errors import UsageError  # noqa: F401
 
 
 def config_dir(env: Environ) -> Path:
@@ -99,10 +99,11 @@ def files_under(root: Path | str) -> Iterator[tuple[str, os.stat_result]]:
 # Where the client puts things (mirrors modelscope-hub 0.5 DownloadManager; the returned path wins)
 # ---------------------------------------------------------------------------------------------------------
 def validate_model_id(model_id: str) -> None:
-    parts = model_id.split("/")
-    if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
-        raise UsageError(f"{model_id!r} is not a ModelScope model id",
-                         hint="write OWNER/NAME, e.g. Qwen/Qwen2.5-1.5B-Instruct, or a profile name")
+    """Refuse what is not a ModelScope OWNER/NAME before a path is built from it (the rules:
+    :mod:`bootstrap.core.repoids`)."""
+    from bootstrap.core.repoids import check_model_id
+
+    check_model_id(model_id, "modelscope")
 
 
 @dataclass(frozen=True)

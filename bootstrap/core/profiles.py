@@ -10,7 +10,9 @@ device too: `--device` over the profile's ``serve.device``).
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +22,8 @@ from typing import Any
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ProfileError, ProfileNotFoundError, UsageError
 from bootstrap.core.paths import user_profiles_dir
+from bootstrap.core.repoids import model_id_problem, revision_problem
+from bootstrap.core.textsafe import one_line
 from bootstrap.core.units import parse_size
 from bootstrap.core.vllm_args import ArgSource, bound_endpoint, gives_option, last_flag_value
 
@@ -105,6 +109,7 @@ def _line_of(text: str, key: str, table: str | None = None) -> int | None:
 
 
 def _err(source: str, text: str, message: str, key: str | None = None, table: str | None = None) -> ProfileError:
+    message, source = one_line(message), one_line(source)
     where = source
     if key is not None:
         line = _line_of(text, key.split(".")[-1], table)
@@ -112,6 +117,31 @@ def _err(source: str, text: str, message: str, key: str | None = None, table: st
             where = f"{source}:{line}"
     return ProfileError(f"{where}: {message}", hint=f"fix {source} (see `vboot profiles --help` for the format)",
                         path=source)
+
+
+def _first_nul(node: Any, key: str = "", table: str | None = None) -> tuple[str, str | None] | None:
+    """(key, table) of the first string, key or list item holding a NUL character in parsed TOML, else None.
+
+    TOML lets ``"\\u0000"`` through, but no argv entry, environment variable or path can hold one: vLLM's command
+    line, the run directory and the generated files would fail half-way. Newlines and other control characters
+    are legal there and are left to the emitters' quoting."""
+    if isinstance(node, str):
+        return (key, table) if "\0" in node else None
+    if isinstance(node, dict):
+        for k, v in node.items():
+            sub_table = table if not key else (f"{table}.{key}" if table else key)
+            if "\0" in k:
+                return k, sub_table
+            found = _first_nul(v, k, sub_table)
+            if found is not None:
+                return found
+        return None
+    if isinstance(node, list):
+        for i, v in enumerate(node):
+            found = _first_nul(v, f"{key}[{i}]", table)
+            if found is not None:
+                return found
+    return None
 
 
 def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
@@ -139,6 +169,12 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
             raise _err(source, text, f"'{prefix}{key}' must be a {names}, not {value!r}", key, prefix.rstrip(".") or None)
         return value
 
+    nul = _first_nul(raw)
+    if nul is not None:
+        key, table = nul
+        shown = one_line(f"{table}.{key}" if table else key)
+        raise _err(source, text, f"'{shown}' contains a NUL character (\\0), which no program argument, environment "
+                   "variable or path can hold", key.split("[")[0], table)
     unknown(raw, _TOP_KEYS, "")
     model_raw = raw.get("model")
     if not isinstance(model_raw, dict):
@@ -153,10 +189,18 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
     path = typed(model_raw, "path", str, "model.", "")
     if src == "local" and not path:
         raise _err(source, text, "'model.path' is required when model.source = \"local\"", "source", "model")
-    model = ModelSpec(
-        id=model_id, source=src, revision=typed(model_raw, "revision", str, "model.", "master"),
-        served_name=typed(model_raw, "served_name", str, "model.", ""), path=path,
-    )
+    problem = model_id_problem(model_id, src)
+    if problem:
+        raise _err(source, text, f"'model.id': {problem}", "id", "model")
+    revision = typed(model_raw, "revision", str, "model.", "master")
+    problem = revision_problem(revision)
+    if problem:
+        raise _err(source, text, f"'model.revision': {problem}", "revision", "model")
+    served_name = typed(model_raw, "served_name", str, "model.", "")
+    if served_name.startswith("-"):
+        raise _err(source, text, f"'model.served_name' {served_name!r} starts with '-': vLLM would read it as an "
+                   "option", "served_name", "model")
+    model = ModelSpec(id=model_id, source=src, revision=revision, served_name=served_name, path=path)
 
     serve_raw = raw.get("serve", {})
     if not isinstance(serve_raw, dict):
@@ -274,8 +318,9 @@ def load_profile(name: str, env: Environ) -> Profile:
     """A profile by name (user dir first, then built-ins), or from a path to a ``.toml`` file."""
     if name.endswith(".toml") or "/" in name:
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise ProfileNotFoundError(f"profile file {path} does not exist", hint="check the path, or run `vboot profiles`")
+        if not path.exists():
+            raise ProfileNotFoundError(f"profile file {one_line(str(path))} does not exist",
+                                       hint="check the path, or run `vboot profiles`")
         return parse_profile(_read(path), name=path.stem, source=str(path))
     if not _NAME.match(name):
         raise ProfileNotFoundError(f"{name!r} is not a valid profile name", hint="run `vboot profiles` to list them")
@@ -294,11 +339,19 @@ def load_profile(name: str, env: Environ) -> Profile:
 
 
 def _read(path: Path) -> str:
+    """The text of a profile file. Only a regular file is read: a FIFO named ``x.toml`` would block every
+    command that lists profiles (it is opened without blocking and refused)."""
+    shown = one_line(str(path))
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ProfileError(f"{shown}: not a regular file", hint="a profile is a .toml file; remove or rename "
+                                   "this entry", path=str(path))
+            return f.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read profile: {exc}", hint="check the file's permissions and encoding",
-                           path=str(path)) from None
+        raise ProfileError(f"{shown}: cannot read profile: {one_line(str(exc))}",
+                           hint="check the file's permissions and encoding", path=str(path)) from None
 
 
 def bundled_model_dir(name: str) -> Path:

@@ -32,6 +32,7 @@ from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
 from bootstrap.core.paths import (files_under, model_dirs, partial_target, reusable_legacy_dir,
                                   snapshot_dir_for, state_dir, validate_model_id)
+from bootstrap.core.repoids import check_revision
 from bootstrap.core.runs import write_json_atomic
 from bootstrap.core.units import parse_size
 
@@ -429,6 +430,7 @@ def ensure_model(
     """
     start = time.monotonic()
     validate_model_id(model_id)
+    check_revision(revision)  # before any path is built from it (snapshots/REVISION)
     cache_dir = Path(cache_dir).expanduser()
     debug = env.flag("VBOOT_DEBUG")
     record = load_record(env, model_id, revision, cache_dir)

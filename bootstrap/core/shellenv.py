@@ -7,7 +7,6 @@ Kept apart from :mod:`bootstrap.core.setup` so those commands do not import the 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.paths import data_home
+from bootstrap.core.textsafe import one_line
 
 # ---------------------------------------------------------------------------------------------- vboot env
 
@@ -25,19 +25,93 @@ SHELLS = ("bash", "zsh", "fish")
 
 
 def quote_single(value: str) -> str:
-    """``value`` in single quotes where ``\\'`` and ``\\\\`` are the only escapes, as both fish and .env readers
-    (python-dotenv, docker compose) read them: no ``$`` or ``${VAR}`` expansion, and a newline stands as itself."""
+    """``value`` in single quotes where ``\\'`` and ``\\\\`` are the only escapes, as fish reads them: no ``$``
+    expansion, and a newline stands as itself. (.env files need more care: :func:`quote_dotenv`.)"""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# ---- .env files ------------------------------------------------------------------------------------------------
+#
+# One file, read the same by the readers people point at a .env file (checked against their sources):
+#
+# - POSIX shells, `set -a; . ./.env` in bash, dash or zsh: '...' is literal and cannot hold '; "..." expands
+#   $, ` and \ (and ends at ").
+# - python-dotenv (dotenv/parser.py, variables.py): '...' decodes \\ and \' and a backslash pairs with the next
+#   character; "..." decodes backslash escapes; in *both*, ${NAME} and ${NAME:-default} are expanded (interpolate
+#   defaults to on); the file is read in text mode, so a carriage return becomes a line break.
+# - docker compose env_file (compose-go dotenv/parser.go): '...' is literal except that \' does not end it; "..."
+#   decodes escapes and expands $. Quoted values may span lines.
+#
+# So a value is written 'v' when it holds no ' (nor a backslash before another backslash or at the end, nor
+# ${...}), else "v" when it holds none of $ ` " and no backslash that some reader decodes there, and is refused
+# otherwise. `docker run --env-file` is no reader of this format: it takes every line literally, quotes included.
+
+DOTENV_READERS = "bash/dash/zsh (set -a; . ./.env), python-dotenv and docker compose env_file"
+
+#: python-dotenv's ${NAME} / ${NAME:-default} (dotenv/variables.py ``_posix_variable``).
+_DOTENV_EXPANSION = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
+#: Characters a backslash escapes inside "..." for at least one reader: the shell ($ ` " \ newline), python-dotenv
+#: (\ ' " a b f n r t v) or docker compose (a b c f n r t v $ " \ 0). After any other character, and only there,
+#: a backslash is literal for all of them.
+_DOUBLE_QUOTE_ESCAPED = frozenset("$`\"\\\n'abcfnrtv0")
+
+
+def _double_quote_problem(value: str) -> str | None:
+    """Why ``"value"`` would not read back as ``value`` in every reader, or None."""
+    special = next((c for c in ("$", "`", '"') if c in value), None)
+    if special is not None:
+        return f"{special}, which the shell (and python-dotenv or docker compose) expands or ends on in double quotes"
+    for i, ch in enumerate(value):
+        if ch == "\\":
+            after = value[i + 1:i + 2]
+            if not after or after in _DOUBLE_QUOTE_ESCAPED:
+                return (f"a backslash before {after!r}, which some reader decodes in double quotes" if after else
+                        "a backslash at the end, which would escape the closing quote")
+    return None
+
+
+def dotenv_problem(value: str) -> str | None:
+    """Why no quoting carries ``value`` unchanged through every reader of :data:`DOTENV_READERS`, or None."""
+    if "\r" in value:
+        return "a carriage return, which python-dotenv reads as a line break"
+    if "'" in value:
+        problem = _double_quote_problem(value)
+        return None if problem is None else f"both ' (single quotes cannot hold it) and {problem}"
+    if value.endswith("\\"):
+        return "a backslash at the end, which python-dotenv and docker compose take for escaping the closing quote"
+    if "\\\\" in value:
+        return "two backslashes in a row, which python-dotenv reads as one"
+    expansion = _DOTENV_EXPANSION.search(value)
+    if expansion:
+        return f"{expansion.group()}, which python-dotenv expands inside any quotes"
+    return None
+
+
+def quote_dotenv(value: str) -> str:
+    """``value`` quoted for a .env line that every reader of :data:`DOTENV_READERS` reads back as ``value``
+    (see above); raises ValueError with :func:`dotenv_problem`'s reason when there is none."""
+    problem = dotenv_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return f"'{value}'" if "'" not in value else f'"{value}"'
+
+
 def render_exports(variables: Mapping[str, str], shell: str = "bash", dotenv: bool = False) -> str:
-    """Lines that set ``variables``: ``export N=V`` (bash, zsh), ``set -gx N V`` (fish) or ``N=V`` (.env)."""
+    """Lines that set ``variables``: ``export N=V`` (bash, zsh), ``set -gx N V`` (fish) or ``N=V`` (.env, quoted by
+    :func:`quote_dotenv`; raises :class:`UsageError` naming the variable whose value no .env quoting carries)."""
     lines = []
     for name, value in variables.items():
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
             raise UsageError(f"{name!r} is not a valid environment variable name", hint="fix the profile's [env] table")
         if dotenv:
-            lines.append(f"{name}={quote_single(value)}")
+            try:
+                lines.append(f"{name}={quote_dotenv(value)}")
+            except ValueError as exc:
+                raise UsageError(
+                    f"cannot write {name} to a .env file: its value holds {one_line(str(exc))}",
+                    hint=f"a .env file is read by {DOTENV_READERS}, and none of them can be given this value "
+                         "safely; use `vboot env PROFILE --shell bash` (shell quoting carries any value) or change "
+                         "the value", variable=name) from None
         elif shell == "fish":
             lines.append(f"set -gx {name} {quote_single(value)}")
         elif shell in ("bash", "zsh"):
@@ -122,10 +196,12 @@ def list_kernels(kernels_dir: Path) -> tuple[KernelInfo, ...]:
 
 
 def write_kernel(kernels_dir: Path, name: str, spec: Mapping) -> Path:
-    """Write ``kernels_dir/name/kernel.json`` (atomically; an existing spec of that name is replaced)."""
+    """Write ``kernels_dir/name/kernel.json`` (an existing spec of that name is replaced). Through a temporary file
+    created exclusively beside it and renamed into place (:func:`bootstrap.core.runs.write_json_atomic`): no
+    predictable ``kernel.json.tmp`` a link could be planted at, and readable by the user only, since the spec
+    carries the profile's environment."""
+    from bootstrap.core.runs import write_json_atomic
+
     target = kernels_dir / name
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = target / "kernel.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, target / "kernel.json")
+    write_json_atomic(target / "kernel.json", spec)
     return target

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)?\s*$", re.I)
+_SIZE = re.compile(r"^\s*(\d+)(\.\d+)?\s*([kmgtp]?i?b?)?\s*$", re.I | re.ASCII)
 _FACTORS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
@@ -15,18 +17,44 @@ _FACTORS = {
 }
 
 
-def parse_size(value: int | float | str) -> int:
-    """``"3.1 GB" -> 3100000000``, ``"16GiB" -> 17179869184``, ``1024 -> 1024``. Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a size: {value!r}")
+#: The largest size vboot accepts anywhere (1 PiB). Larger values are typos or hostile input ("1e30", "9" * 400),
+#: and no model, disk or margin is that large; refusing them keeps every later sum and comparison meaningful.
+MAX_SIZE_BYTES = 1024**5
+
+
+def parse_size(value: object) -> int:
+    """``"3.1 GB" -> 3100000000``, ``"16GiB" -> 17179869184``, ``1024 -> 1024``, in exact arithmetic.
+
+    Raises ValueError (never another exception, whatever ``value`` is: a list, a bool, ``inf``, ``nan``, a
+    negative number, a string of 400 digits) with a message that says what to write instead. Sizes above
+    :data:`MAX_SIZE_BYTES` are refused."""
+    shown = _shown(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"not a size: {shown} (write e.g. 3.1GB, 16GiB or a number of bytes)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"not a size: {shown} (a size is a finite number of bytes, e.g. 3.1GB)")
     if isinstance(value, (int, float)):
         if value < 0:
-            raise ValueError(f"a size cannot be negative: {value!r}")
-        return int(value)
-    m = _SIZE.match(value)
-    if not m or (m.group(2) or "").lower() not in _FACTORS:
-        raise ValueError(f"not a size: {value!r} (write e.g. 3.1GB, 16GiB or a number of bytes)")
-    return int(float(m.group(1)) * _FACTORS[(m.group(2) or "").lower()])
+            raise ValueError(f"a size cannot be negative: {shown}")
+        n_bytes = int(value) if value <= MAX_SIZE_BYTES else MAX_SIZE_BYTES + 1
+    else:
+        m = _SIZE.match(value)
+        unit = (m.group(3) or "").lower() if m else ""
+        if not m or unit not in _FACTORS:
+            raise ValueError(f"not a size: {shown} (write e.g. 3.1GB, 16GiB or a number of bytes)")
+        whole, fraction = m.group(1).lstrip("0"), m.group(2) or ""
+        if len(whole) > 20:  # beyond any factor's reach of 1 PiB; and int() of thousands of digits is refused
+            n_bytes = MAX_SIZE_BYTES + 1
+        else:  # exact: no float rounding, no overflow to inf
+            n_bytes = int(Fraction((whole or "0") + fraction[:40]) * _FACTORS[unit])
+    if n_bytes > MAX_SIZE_BYTES:
+        raise ValueError(f"{shown} is larger than 1 PiB, more than any model, disk or margin (write e.g. 3.1GB)")
+    return n_bytes
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.I)
