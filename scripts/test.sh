@@ -16,9 +16,10 @@ mkdir -p "$CACHE"
 log() { printf '\033[1m[test.sh %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # 1. System programs the end-to-end tests use for real: Prometheus + promtool, tmux (vboot top's
-#    full-screen view), zsh and fish (shells that evaluate `vboot env`), dash (sources `vboot env --dotenv`).
+#    full-screen view), zsh and fish (shells that evaluate `vboot env`), dash (sources `vboot env --dotenv`),
+#    readelf and gcc (the ELF reader is checked against readelf, on files the real linker made).
 need=()
-for prog in prometheus:prometheus promtool:prometheus tmux:tmux zsh:zsh fish:fish dash:dash; do
+for prog in prometheus:prometheus promtool:prometheus tmux:tmux zsh:zsh fish:fish dash:dash readelf:binutils gcc:gcc; do
   command -v "${prog%%:*}" >/dev/null 2>&1 || need+=("${prog##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -44,8 +45,9 @@ EDITABLE=(-e . --config-settings editable_mode=compat)
 "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation "${EDITABLE[@]}" 2>/dev/null \
   || "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check --no-deps "${EDITABLE[@]}"
 
-# 3. The real vLLM (CPU build) for the end-to-end tests, built by vboot itself (keyed by the setup logic).
-vkey=$( (cat bootstrap/core/setup.py; "$PY" -V) | sha256sum | cut -c1-16)
+# 3. The real vLLM (CPU build) for the end-to-end tests, built by vboot itself (keyed by the setup logic and
+#    the table of builds it installs from).
+vkey=$( (cat bootstrap/core/setup.py bootstrap/core/builds.py; "$PY" -V) | sha256sum | cut -c1-16)
 VENV="$CACHE/vllm-cpu-$vkey"
 log "vLLM environment: $VENV (vboot setup --cpu)"
 XDG_STATE_HOME="$CACHE/state" "$TOOLS/bin/vboot" setup --cpu --venv "$VENV"

@@ -167,6 +167,18 @@ def gpus(n: int, nvlink_pairs: set[tuple[int, int]] = frozenset(), p2p: bool = T
     return fake
 
 
+def driver_for_cuda(cuda: int, driver: str = "", gpu: FakeGpu | None = None) -> FakeNvml:
+    """One GPU (an H100 unless ``gpu``) behind a driver whose NVML reports CUDA ``cuda`` (12080 = 12.8)."""
+    drivers = {11080: "520.61.05", 12020: "535.183.01", 12080: "570.86.15", 12090: "575.57.08", 13000: "580.159.04",
+               13010: "590.44.01"}
+    return FakeNvml(gpus=[gpu or FakeGpu()], driver=driver or drivers.get(cuda, "999.0"), cuda=cuda)
+
+
+def below_min_capability() -> FakeNvml:
+    """A Tesla V100 (compute capability 7.0) on a current driver: below vLLM's 7.5."""
+    return driver_for_cuda(13000, gpu=FakeGpu(name="Tesla V100-SXM2-32GB", total=32 * GiB, cc=(7, 0)))
+
+
 def field_not_supported() -> FakeNvml:
     return FakeNvml(gpus=[FakeGpu(unsupported={"temperature", "power", "mig", "processes"})])
 

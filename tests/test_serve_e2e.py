@@ -58,7 +58,7 @@ def test_serve_json_reports_the_server_and_a_smoke_request(tiny_server):
     d = tiny_server.data
     assert d["served_model_name"] == "qwen-tiny" and d["pid"] > 0 and d["url"].startswith("http://127.0.0.1:")
     assert d["smoke"]["ok"] and d["smoke"]["completion_tokens"] > 0
-    assert d["device"] == "cpu"
+    assert d["device"] == "cpu" and d["device_reason"] == "CPU: auto, no usable NVIDIA GPU"
 
 
 def test_run_dir_holds_command_env_log_and_scrape_config(tiny_server):
@@ -114,6 +114,7 @@ def test_ps_lists_the_server_as_healthy(tiny_server):
     s = servers["shared"]
     assert s["pid"] == tiny_server.pid and s["port"] == tiny_server.port and s["profile"] == "tiny"
     assert s["healthy"] is True
+    assert (s["device"], s["device_reason"]) == ("cpu", "CPU: auto, no usable NVIDIA GPU")
 
 
 def test_logs_shows_the_vllm_log(tiny_server):

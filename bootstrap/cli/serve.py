@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 @click.option("--prometheus-port", type=click.IntRange(1, 65535), help="Port for --prometheus (default: a free one).")
 @click.option("--vllm-python", metavar="PATH", help="Python whose vLLM to run (default: `vboot setup`'s, or this one).")
 @click.option("--cache-dir", metavar="DIR", help="Model cache (default: the profile's, or MODELSCOPE_CACHE).")
+@click.option("--device", type=click.Choice(("gpu", "cpu", "auto")),
+              help="Serve on this device instead of the profile's serve.device (auto: the GPU when a usable GPU "
+                   "and a CUDA build of vLLM are both there).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=900.0, show_default=True,
               help="Seconds to wait for /health before giving up on a start.")
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke chat completion once healthy.")
@@ -69,8 +72,8 @@ if TYPE_CHECKING:
 def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host: str | None, api_key: str | None,
           insecure: bool, name: str | None, detach: bool, restart: str | None, max_restarts: int,
           restart_window: float, probe_interval: float, probe_timeout: float, with_prometheus: bool,
-          prometheus_port: int | None, vllm_python: str | None, cache_dir: str | None, timeout_s: float,
-          no_smoke: bool, skip_preflight: bool, as_json: bool) -> None:
+          prometheus_port: int | None, vllm_python: str | None, cache_dir: str | None, device: str | None,
+          timeout_s: float, no_smoke: bool, skip_preflight: bool, as_json: bool) -> None:
     """Serve PROFILE with vLLM, supervised (`tiny` is the bundled CPU demo; `vboot profiles` lists them).
 
     Pre-flight (doctor's checks: port, leftovers, disk, VRAM, vLLM), the environment
@@ -102,7 +105,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     env = Environ()
     profile = load_profile(profile_name, env)
     settings = resolve_serve_settings(profile, env, host=host, port=port, api_key=api_key, extra_args=extra_args,
-                                      cache_dir=cache_dir, vllm_python=vllm_python)
+                                      cache_dir=cache_dir, vllm_python=vllm_python, device=device)
     # Refusals that need no probe come before the pre-flight's (NVML, the vLLM Python, a process scan).
     serving.check_exposure(settings.host, settings.api_key, insecure, settings.from_args.get("host"))
     run_name = name or profile.name
@@ -134,6 +137,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     install = facts.install
     if install is None:
         raise VllmNotFoundError(f"no vLLM in {facts.python}", hint="run `vboot setup`, or pass --vllm-python")
+    output.info(f"[dim]device[/] {output.escape(facts.device_decision.reason)}")
 
     # Model: a local directory to serve, so vLLM never contacts a hub.
     if profile.model.source == "local":
@@ -150,10 +154,10 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         model_dir = profile.model.id
 
     plan = build_plan(
-        settings, install=install, device=facts.device, env_plan=facts.env_plan, user_env=env.as_dict(),
-        model_dir=model_dir, name=run_name, run_dir=run_dir,
+        settings, install=install, device=facts.device, device_reason=facts.device_decision.reason,
+        env_plan=facts.env_plan, user_env=env.as_dict(), model_dir=model_dir, name=run_name, run_dir=run_dir,
         inputs=serve_inputs(profile_name, host=host, port=port, cache_dir=cache_dir, vllm_python=vllm_python,
-                            device=None, extra_args=extra_args),
+                            device=device, extra_args=extra_args),
         prometheus_exe=prometheus_exe,
         prometheus_port=_prometheus_port(prometheus_port) if prometheus_exe else None,
         restart=RestartPolicy(mode=mode, max_restarts=max_restarts, window_s=restart_window),
@@ -388,7 +392,8 @@ class ServeView:
         data = {
             "name": plan.name, "url": plan.url, "pid": self._pid(), "run_dir": str(plan.run_dir),
             "served_model_name": plan.served_model_name, "profile": plan.profile, "model_path": plan.model_path,
-            "device": plan.device, "ready_s": round(event.ready_s, 3), "metrics_url": f"{plan.url}/metrics",
+            "device": plan.device, "device_reason": plan.device_reason, "ready_s": round(event.ready_s, 3),
+            "metrics_url": f"{plan.url}/metrics",
             "prometheus_url": plan.prometheus.url if plan.prometheus else None,
             "prometheus_config": str(plan.run_dir / "prometheus.yml"), "detached": plan.detached,
             "supervisor_pid": supervisor_pid if plan.detached else os.getpid(), "restart": plan.restart.mode,

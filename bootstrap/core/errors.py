@@ -3,6 +3,10 @@
 Each error carries a stable ``code`` (used in the JSON envelope), an ``exit_code`` and a ``hint`` that names
 the next thing to do. The CLI catches :class:`VbootError` once, at the entry point, and prints one line;
 a traceback appears only with ``VBOOT_DEBUG=1``.
+
+Every condition a user can meet is raised as a subclass with its own code; the base class is never raised
+itself (its ``error`` code would tell a script nothing). README.md's exit-code table lists every code with
+its exit code, and ``tests/test_errors_contract.py`` holds every subclass and every raise site to that table.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class ProfileError(VbootError):
 
 
 class ProfileNotFoundError(ProfileError):
+    """No profile of that name (built-in or user), or no file at that path."""
+
     code = "profile_not_found"
 
 
@@ -106,6 +112,27 @@ class IntegrityError(VbootError):
     exit_code = EXIT_INTEGRITY
 
 
+class MissingDependencyError(VbootError):
+    """A package vboot itself needs is missing from vboot's own environment (an install made with --no-deps)."""
+
+    code = "missing_dependency"
+    exit_code = EXIT_USAGE
+
+
+class CacheUnwritableError(VbootError):
+    """The model cache cannot be written (permissions, a read-only filesystem): not a matter of free space."""
+
+    code = "cache_unwritable"
+    exit_code = EXIT_DISK
+
+
+class OutputUnwritableError(VbootError):
+    """Files vboot was asked to write (`export k8s --out`) cannot be written: permissions, a read-only place."""
+
+    code = "output_unwritable"
+    exit_code = EXIT_DISK
+
+
 class ConflictError(VbootError):
     """Something already holds what we need: a port, a run name, VRAM."""
 
@@ -114,6 +141,8 @@ class ConflictError(VbootError):
 
 
 class PortInUseError(ConflictError):
+    """The port serve (or Prometheus) would bind is taken; the message names the holder."""
+
     code = "port_in_use"
 
 
@@ -136,6 +165,19 @@ class PreflightError(ConflictError):
     code = "preflight"
 
 
+class VenvConflictError(ConflictError):
+    """`vboot setup` will not touch its target: not a venv, a broken one, another Python, or the other build."""
+
+    code = "venv_conflict"
+
+
+class NoVllmBuildError(ConflictError):
+    """No vLLM build runs on this box's GPU or driver (too old a driver, too old a GPU); `--cpu` is the user's
+    call, never a silent fallback."""
+
+    code = "no_vllm_build"
+
+
 class VllmNotFoundError(VbootError):
     """No usable vLLM installation in the chosen Python environment."""
 
@@ -155,6 +197,20 @@ class ConfirmationRequired(VbootError):
 
     code = "confirmation_required"
     exit_code = EXIT_USAGE
+
+
+class SetupError(VbootError):
+    """A `vboot setup` step (venv creation, install) failed; the message names the step and the log."""
+
+    code = "setup_failed"
+    exit_code = EXIT_FAIL
+
+
+class SetupVerifyError(SetupError):
+    """The new environment was installed but does not work: vllm does not import, its extensions link a CUDA
+    runtime the driver cannot run, or torch sees no GPU where one is present."""
+
+    code = "setup_verify_failed"
 
 
 class SystemdUnavailableError(VbootError):

@@ -22,6 +22,7 @@ place, :class:`K8sOptions`, so a change of namespace or release flows into every
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.core.envplan import plan_environment
-from bootstrap.core.errors import ConflictError, UsageError, VbootError
+from bootstrap.core.errors import ConflictError, DiskFullError, OutputUnwritableError, UsageError
 from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile, vllm_options
 from bootstrap.core.vllm_cmd import kv_transfer_config
@@ -727,9 +728,12 @@ def write_files(plan: Sequence[FileWrite], export: Export) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         where = exc.filename or (todo[0].path.parent if todo else "")
-        raise VbootError(f"cannot write the Kubernetes files in {where}: {exc.strerror or exc}",
-                         hint="check the permissions and free space of --out, or pass another --out",
-                         path=str(where)) from None
+        message = f"cannot write the Kubernetes files in {where}: {exc.strerror or exc}"
+        if exc.errno == errno.ENOSPC:  # a full disk is not a permission problem: its own code
+            raise DiskFullError(message, hint="free space (`vboot disk caches`), or pass another --out",
+                                path=str(where)) from None
+        raise OutputUnwritableError(message, hint="check the permissions of --out, or pass another --out",
+                                    path=str(where)) from None
 
 
 def _umask() -> int:

@@ -4,7 +4,8 @@ A profile names a model (and where it comes from), how vLLM should serve it, the
 what it needs of the box. Built-ins ship inside the wheel (``bootstrap.profiles``); users add their own as
 ``$XDG_CONFIG_HOME/vboot/profiles/NAME.toml``, which win over built-ins of the same name.
 
-Precedence of settings lives in :func:`resolve_serve_settings`: flags > profile > environment > defaults.
+Precedence of settings lives in :func:`resolve_serve_settings`: flags > profile > environment > defaults (the
+device too: `--device` over the profile's ``serve.device``).
 """
 
 from __future__ import annotations
@@ -423,6 +424,13 @@ class ServeSettings:
     # "env:VAR" (the user's MODELSCOPE_CACHE or MS_CACHE_HOME) or "default"
     cache_from: str = "default"
     vllm: VllmOptions = field(default_factory=VllmOptions)  # vLLM's effective options, resolved once
+    device: str = "auto"  # what is asked for: --device, else the profile's serve.device ("auto", "gpu", "cpu")
+    device_from: str = "profile"  # "flag" (--device) or "profile"
+
+    @property
+    def device_origin(self) -> str:
+        """Who asked for ``device``, for messages: "--device" or "profile NAME"."""
+        return "--device" if self.device_from == "flag" else f"profile {self.profile.name}"
 
     def cache_hint(self) -> str:
         """How to put the model cache somewhere else, for hints."""
@@ -453,6 +461,7 @@ def resolve_serve_settings(
     extra_args: Sequence[str] = (),
     cache_dir: str | None = None,
     vllm_python: str | None = None,
+    device: str | None = None,
 ) -> ServeSettings:
     """The one place where flags, the profile, the environment and defaults meet.
 
@@ -465,6 +474,8 @@ def resolve_serve_settings(
     serve.args)."""
     from bootstrap.core.paths import modelscope_cache_source
 
+    if device is not None and device not in DEVICES:
+        raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}", hint="pass --device gpu or cpu")
     if cache_dir:
         cache, cache_from = Path(cache_dir).expanduser(), "flag"
     elif profile.cache_dir:
@@ -502,4 +513,6 @@ def resolve_serve_settings(
         vllm_python=vllm_python or None,
         from_args=bound.origins,
         vllm=vllm_options(profile.serve, extra_args),
+        device=device or profile.serve.device,
+        device_from="flag" if device else "profile",
     )

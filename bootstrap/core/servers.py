@@ -118,7 +118,8 @@ class ServerRow:
     restart: str = "no"  # the restart policy
     last_exit: dict[str, Any] | None = None  # the latest failure (LastExit) and its age_s
     stale: bool | None = None  # the profile resolves to something else now (None: cannot tell)
-    device: str | None = None
+    device: str | None = None  # None for servers started before vboot recorded it
+    device_reason: str = ""  # why that device: "GPU: profile qwen asks for it (device = "gpu")"
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ def collect_ps(env: Environ, probes: Probes | None = None, root: Path | None = N
             else gpu.get(r.pid, 0),
             prometheus_port=r.prometheus_port or None, verified=v.owned or v.gone,
             refused=v.reason if v.refused else None, state=r.state, restarts=r.restarts, generation=r.generation,
-            restart=r.restart_mode, last_exit=last, stale=probes.stale(r), device=r.device or None))
+            restart=r.restart_mode, last_exit=last, stale=probes.stale(r), device=r.device or None,
+            device_reason=r.device_reason))
     return PsReport(servers=tuple(servers), orphans=tuple(_row(p, gpu, now) for p in orphans),
                     unmanaged=tuple(_row(p, gpu, now) for p in unmanaged),
                     unmanaged_engines=tuple(_row(p, gpu, now) for p in engines), warnings=warnings)

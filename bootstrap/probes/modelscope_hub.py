@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.errors import DiskFullError, IntegrityError, ModelNotFoundError, NetworkError, VbootError
+from bootstrap.core.errors import (CacheUnwritableError, DiskFullError, IntegrityError, MissingDependencyError,
+                                   ModelNotFoundError, NetworkError, VbootError)
 from bootstrap.core.pull import RemoteFile
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
@@ -150,8 +152,10 @@ def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | 
     if isinstance(exc, VbootError):
         return exc
     if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] in ("modelscope_hub", "modelscope"):
-        return VbootError("the ModelScope client is not installed in vboot's environment",
-                          hint="pip install 'vboot[modelscope]' (modelscope >= 1.38)")
+        # modelscope is a dependency of vboot: only an install made with --no-deps (or a broken one) lacks it.
+        return MissingDependencyError(f"the ModelScope client is not installed in vboot's environment ({exc})",
+                                      hint=f"reinstall vboot with its dependencies (`{sys.executable} -m pip install "
+                                           "'modelscope>=1.38'`)")
     from modelscope_hub import errors as ms
 
     where = endpoint or DEFAULT_ENDPOINT
@@ -206,7 +210,7 @@ def translate(exc: BaseException, model_id: str, revision: str, endpoint: str | 
         return IntegrityError(f"{model_id}@{revision}: {_headline(exc)}",
                               hint="re-run `vboot pull`; report the file to the repo owner if it keeps failing", **ctx)
     if isinstance(exc, OSError):
-        return VbootError(f"cannot write the model cache: {exc}",
+        return CacheUnwritableError(f"cannot write the model cache: {exc}",
                           hint="check permissions of the cache directory or pass --cache-dir", **ctx)
     return NetworkError(f"download of {model_id}@{revision} failed: {_headline(exc)[:200]}",
                         hint="re-run `vboot pull` (partial files resume); VBOOT_DEBUG=1 shows the traceback", **ctx)
