@@ -142,3 +142,11 @@ class ConfirmationRequired(VbootError):
 
     code = "confirmation_required"
     exit_code = EXIT_USAGE
+
+
+class ReceiverError(VbootError):
+    """An alert receiver of the profile's [alerts] cannot be used (its variable is unset, its value not a URL).
+    The message names the variable, never its value."""
+
+    code = "alerts_receiver"
+    exit_code = EXIT_USAGE
