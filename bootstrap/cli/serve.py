@@ -73,6 +73,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     """
     from bootstrap.cli.doctor import default_collaborators, diagnose
     from bootstrap.core import envplan, prom, serving
+    from bootstrap.core.dashboard import render_dashboard
     from bootstrap.core.checks import Status
     from bootstrap.core.paths import runs_dir
     from bootstrap.core.profiles import load_profile, local_model_dir, resolve_serve_settings
@@ -158,7 +159,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         run_dir, shown_argv, child_env, plan.as_dict(),
         prom.render_prometheus_config(run_name, target, api_key=settings.api_key,
                                       labels={"profile": profile.name}),
-        prom.render_rules(), prom.RULES_FILE)
+        prom.render_rules(), prom.RULES_FILE, dashboard_json=render_dashboard())
 
     log_fh = open(run_dir / "vllm.log", "ab")
     sup = Supervisor(argv, child_env, log_fh, pdeathsig=not detach, popen=spawn)

@@ -6,7 +6,7 @@ import ipaddress
 import json
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from bootstrap.core.environ import mask
@@ -60,15 +60,26 @@ def last_log_line(path: Path) -> str:
 
 
 def write_run_files(run_dir: Path, argv: Sequence[str], child_env: Mapping[str, str], shown_vars: Mapping[str, str],
-                    prometheus_yml: str, rules_yml: str, rules_name: str) -> None:
-    """The exact command line, the environment vboot set (secrets masked), the Prometheus files, written into
-    ``run_dir`` (which the caller has made)."""
+                    prometheus_yml: str, rules_yml: str, rules_name: str, *, dashboard_json: str | None = None,
+                    secrets: Collection[str] = ()) -> None:
+    """The exact command line, the environment vboot set (secrets masked), the Prometheus files and, when given,
+    the Grafana dashboard (:data:`bootstrap.core.dashboard.DASHBOARD_FILE`) written into ``run_dir`` (which the
+    caller has made). ``secrets`` are values (alert receiver URLs) masked wherever they occur in the environment,
+    whatever the variable is called."""
+
+    def shown(name: str, value: str) -> str:
+        return "***" if any(s and s in value for s in secrets) else mask(name, value)
+
     (run_dir / "cmdline").write_text(shlex.join(argv) + "\n", encoding="utf-8")
     (run_dir / "env.json").write_text(json.dumps(
-        {"set_by_vboot": {k: mask(k, v) for k, v in shown_vars.items()},
-         "full": {k: mask(k, v) for k, v in sorted(child_env.items())}}, indent=2) + "\n", encoding="utf-8")
+        {"set_by_vboot": {k: shown(k, v) for k, v in shown_vars.items()},
+         "full": {k: shown(k, v) for k, v in sorted(child_env.items())}}, indent=2) + "\n", encoding="utf-8")
     (run_dir / "prometheus.yml").write_text(prometheus_yml, encoding="utf-8")
     (run_dir / rules_name).write_text(rules_yml, encoding="utf-8")
+    if dashboard_json is not None:
+        from bootstrap.core.dashboard import DASHBOARD_FILE
+
+        (run_dir / DASHBOARD_FILE).write_text(dashboard_json, encoding="utf-8")
 
 
 def rotate_log(run_dir: Path) -> None:
