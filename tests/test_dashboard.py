@@ -100,7 +100,9 @@ def test_panels_cover_what_the_issue_lists():
                       "GPU power", "GPU temperature"]
     latency = {p.title: p for p in dashboard.dashboard_panels() if p.unit == "s"}
     for panel in latency.values():
-        assert [q.expr.rsplit('quantile="', 1)[1][:-2] for q in panel.queries] == ["0.5", "0.95", "0.99"]
+        *quantiles, mean = panel.queries
+        assert [q.expr.rsplit('quantile="', 1)[1][:-2] for q in quantiles] == ["0.5", "0.95", "0.99"]
+        assert ":mean1m{" in mean.expr and mean.legend.startswith("mean")
         assert "inside vLLM's engine" in panel.description
 
 

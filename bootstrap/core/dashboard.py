@@ -57,9 +57,12 @@ def _per_model(series: str) -> str:
 
 
 def _quantiles(histogram: str, t: AlertThresholds) -> tuple[Query, ...]:
+    """p50/p95/p99 (interpolated inside the histogram's buckets) and the exact mean."""
     record = prom.latency_record(histogram, t)
-    return tuple(Query(f'{record}{{{MODEL_VAR}=~"${MODEL_VAR}",quantile="{q}"}}',
-                       f"p{round(q * 100)} {{{{{MODEL_VAR}}}}} {{{{instance}}}}") for q in prom.QUANTILES)
+    who = f"{{{{{MODEL_VAR}}}}} {{{{instance}}}}"
+    return (*(Query(f'{record}{{{MODEL_VAR}=~"${MODEL_VAR}",quantile="{q}"}}', f"p{round(q * 100)} {who}")
+              for q in prom.QUANTILES),
+            Query(_per_model(prom.latency_mean_record(histogram, t)), f"mean {who}"))
 
 
 def dashboard_panels(thresholds: AlertThresholds = AlertThresholds()) -> tuple[PanelSpec, ...]:
@@ -94,8 +97,9 @@ def dashboard_panels(thresholds: AlertThresholds = AlertThresholds()) -> tuple[P
             "Load"),
         PanelSpec("Time to first token", "s", _quantiles(m.TTFT, t), engine, "Latency (inside the engine)"),
         PanelSpec("Queue time", "s", _quantiles(m.QUEUE_TIME, t),
-                  "Time a request waited before the engine scheduled it; part of time to first token. " + engine,
-                  "Latency (inside the engine)"),
+                  "Time a request waited before the engine scheduled it; part of time to first token. vLLM's "
+                  "queue-time buckets start at 0.3 s, so below that the percentiles are interpolations and the "
+                  "mean is the number to read. " + engine, "Latency (inside the engine)"),
         PanelSpec("Inter-token latency", "s", _quantiles(m.ITL, t), engine, "Latency (inside the engine)"),
         PanelSpec("End-to-end request latency", "s", _quantiles(m.E2E, t), engine, "Latency (inside the engine)"),
         PanelSpec("GPU utilisation", "percentunit", (Query(prom.GPU_UTILIZATION_RECORD, gpu),),
