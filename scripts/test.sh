@@ -15,10 +15,11 @@ PY=${PYTHON:-python3}
 mkdir -p "$CACHE"
 log() { printf '\033[1m[test.sh %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# 1. System programs the end-to-end tests use for real: Prometheus + promtool, tmux (vboot top's
-#    full-screen view), zsh and fish (shells that evaluate `vboot env`).
+# 1. System programs the end-to-end tests use for real: Prometheus + promtool, Alertmanager + amtool, tmux
+#    (vboot top's full-screen view), zsh and fish (shells that evaluate `vboot env`).
 need=()
-for prog in prometheus:prometheus promtool:prometheus tmux:tmux zsh:zsh fish:fish; do
+for prog in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+            amtool:prometheus-alertmanager tmux:tmux zsh:zsh fish:fish; do
   command -v "${prog%%:*}" >/dev/null 2>&1 || need+=("${prog##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
