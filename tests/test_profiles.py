@@ -232,3 +232,18 @@ def test_a_bad_literal_url_is_reported_without_quoting_it():
     with pytest.raises(ProfileError) as err:
         parse_profile(ALERTS_BASE + 'webhook_url = "gopher://secret-token@h"\n', name="a")
     assert "secret-token" not in err.value.message
+
+
+def test_profiles_show_masks_receiver_urls_written_in_the_profile(run_vboot, isolated_env):
+    import json
+
+    d = Path(isolated_env["XDG_CONFIG_HOME"]) / "vboot" / "profiles"
+    d.mkdir(parents=True)
+    (d / "al.toml").write_text(ALERTS_BASE + 'webhook_url = "https://h.example/hook/t0kenvalue"\n'
+                               'slack_webhook_url_env = "SLACK_URL"\n')
+    for args in (("profiles", "al"), ("profiles", "al", "--json")):
+        proc = run_vboot(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert "t0kenvalue" not in proc.stdout + proc.stderr
+    alerts = json.loads(run_vboot("profiles", "al", "--json").stdout)["data"]["profile"]["alerts"]
+    assert alerts["webhook_url"] == "***" and alerts["slack_webhook_url_env"] == "SLACK_URL"

@@ -29,6 +29,7 @@ from typing import Any
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ReceiverError
 from bootstrap.core.profiles import AlertsSpec, url_problem
+from bootstrap.core.prom import duration
 from bootstrap.core.yamltext import to_yaml
 
 #: Folder inside the run directory holding everything Alertmanager reads or writes (mode 0700).
@@ -128,8 +129,6 @@ class RouteTiming:
 
 
 def _duration(seconds: float) -> str:
-    from bootstrap.core.prom import duration
-
     return "0s" if seconds == 0 else duration(seconds)
 
 
