@@ -15,11 +15,12 @@ PY=${PYTHON:-python3}
 mkdir -p "$CACHE"
 log() { printf '\033[1m[test.sh %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# 1. System programs the end-to-end tests use for real: Prometheus + promtool, tmux (vboot top's
-#    full-screen view), zsh and fish (shells that evaluate `vboot env`), dash (sources `vboot env --dotenv`),
-#    readelf and gcc (the ELF reader is checked against readelf, on files the real linker made).
+# 1. System programs the end-to-end tests use for real: Prometheus + promtool, Alertmanager + amtool, tmux
+#    (vboot top's full-screen view), zsh and fish (shells that evaluate `vboot env`), dash (sources `vboot env
+#    --dotenv`), readelf and gcc (the ELF reader is checked against readelf, on files the real linker made).
 need=()
-for prog in prometheus:prometheus promtool:prometheus tmux:tmux zsh:zsh fish:fish dash:dash readelf:binutils gcc:gcc; do
+for prog in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+            amtool:prometheus-alertmanager tmux:tmux zsh:zsh fish:fish dash:dash readelf:binutils gcc:gcc; do
   command -v "${prog%%:*}" >/dev/null 2>&1 || need+=("${prog##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

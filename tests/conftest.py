@@ -99,6 +99,16 @@ def e2e_env(root: Path, vllm_py: str) -> dict:
     return env
 
 
+SHARED_HOOK_SECRET = "s3cretHookT0ken"
+SHARED_SLACK_SECRET = "s3cretSlackT0ken"
+SHARED_ALERTS = """
+[alerts]
+webhook_url_env = "SHARED_HOOK_URL"
+slack_webhook_url_env = "SHARED_SLACK_URL"
+slack_channel = "#vllm-e2e"
+"""
+
+
 @pytest.fixture(scope="session")
 def tiny_server(tmp_path_factory):
     import json
@@ -108,6 +118,13 @@ def tiny_server(tmp_path_factory):
     vllm_py = vllm_python()
     root = tmp_path_factory.mktemp("tiny-server")
     env = e2e_env(root, vllm_py)
+    # The built-in tiny profile plus alert receivers whose URLs come from the environment (closed ports: nothing
+    # is delivered here, tests/test_alerting_e2e.py does that), so the shared server also runs Alertmanager.
+    profiles = Path(env["XDG_CONFIG_HOME"]) / "vboot" / "profiles"
+    profiles.mkdir(parents=True, exist_ok=True)
+    (profiles / "tiny.toml").write_text((REPO / "profiles" / "tiny.toml").read_text() + SHARED_ALERTS)
+    env.update({"SHARED_HOOK_URL": f"http://127.0.0.1:{free_port()}/hook/{SHARED_HOOK_SECRET}",
+                "SHARED_SLACK_URL": f"http://127.0.0.1:{free_port()}/services/T0/B0/{SHARED_SLACK_SECRET}"})
     port, prom_port = free_port(), free_port()
     cmd = [*vboot_exe(), "serve", "tiny", "--detach", "--json", "--port", str(port), "--name", "shared",
            "--prometheus", "--prometheus-port", str(prom_port)]
@@ -119,6 +136,7 @@ def tiny_server(tmp_path_factory):
     if proc.returncode != 0 or not doc:
         raise AssertionError(f"`vboot serve tiny --detach` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
     server = TinyServer(env, doc["data"], port)
+    server.output = proc.stdout + proc.stderr
     try:
         yield server
     finally:

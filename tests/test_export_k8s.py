@@ -1,4 +1,4 @@
-"""`vboot export k8s`: the four files from a profile, checked against Kubernetes schemas, the charts' value
+"""`vboot export k8s`: the files from a profile, checked against Kubernetes schemas, the charts' value
 layouts, promtool and golden files.
 
 Regenerate the golden files (tests/golden/k8s/qwen/) after an intended change:
@@ -100,12 +100,12 @@ min_free_disk = "16GB"
     return parse_profile(text, name="big7b", source="/tmp/big7b.toml")
 
 
-# --- the four files --------------------------------------------------------------------------------------------
+# --- the files ------------------------------------------------------------------------------------------------
 
 
-def test_export_writes_exactly_the_four_files_named_in_the_issue():
+def test_export_writes_exactly_the_files_named_in_the_issues():
     assert list(export_files()) == ["production-stack-values.yaml", "kube-prom-stack-values.yaml",
-                                    "prom-adapter-values.yaml", "hpa.yaml"]
+                                    "prom-adapter-values.yaml", "hpa.yaml", "grafana-dashboard.yaml"]
 
 
 def test_every_file_is_valid_yaml_with_a_provenance_header():
@@ -241,7 +241,8 @@ def test_prometheus_rule_groups_read_exactly_like_the_local_rules_file():
 
     k8s_text = export_files()["kube-prom-stack-values.yaml"]
     assert k8s_text.endswith("\n") and "\n    groups:\n" in k8s_text
-    k8s_groups = textwrap.dedent(k8s_text.split("\n    groups:\n", 1)[1])
+    vllm_entry = k8s_text.split("\n    groups:\n", 1)[1].split(f"\n  {k8s.GPU_RULES_MAP_KEY}:\n")[0] + "\n"
+    k8s_groups = textwrap.dedent(vllm_entry)
     local_groups = textwrap.dedent(render_rules().split("\ngroups:\n", 1)[1])
     assert k8s_groups == local_groups
 
@@ -682,3 +683,213 @@ def test_cli_local_profile_fails_with_one_line_and_a_hint(run_vboot, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "local directory" in proc.stderr and "hint:" in proc.stderr
+
+
+# --- the Grafana dashboard, GPU rules and Alertmanager's receivers (issue 19) -------------------------------------
+
+ALERTS_PROFILE = """
+[model]
+id = "Qwen/Qwen2.5-1.5B-Instruct"
+[serve]
+device = "gpu"
+[alerts]
+webhook_url_env = "TEAM_HOOK"
+slack_webhook_url = "https://hooks.slack.com/services/T0/B0/literalsecret"
+slack_channel = "#vllm-alerts"
+"""
+GOLDEN_ALERTS = Path(__file__).parent / "golden" / "k8s" / "qwen-alerts"
+
+
+def alerts_profile():
+    return parse_profile(ALERTS_PROFILE, name="qwen-alerts", source="/etc/vboot/qwen-alerts.toml")
+
+
+def alerts_export(options=None):
+    return k8s.build_export(alerts_profile(), options or k8s.K8sOptions(monitoring_namespace="obs"))
+
+
+def alerts_values(result) -> dict:
+    [doc] = [d for d in result.documents if d.filename == k8s.KUBE_PROM_STACK_FILE]
+    return yaml.safe_load(doc.text)
+
+
+# Alertmanager.spec.secrets in the prometheus-operator CRD the chart ships
+# (charts/kube-prometheus-stack/charts/crds/crds/crd-alertmanagers.yaml at cf408a2): a list of Secret names, each
+# mounted at /etc/alertmanager/secrets/<secret-name> in the alertmanager container.
+ALERTMANAGER_SPEC_SECRETS_SCHEMA = {
+    "type": "object",
+    "properties": {"secrets": {"type": "array", "items": {"type": "string"}}},
+}
+
+
+def test_dashboard_configmap_validates_against_the_kubernetes_schema_strictly():
+    cm = parsed()["grafana-dashboard.yaml"]
+    assert kubernetes_validate.validate(cm, K8S_VERSION, strict=True)
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+
+
+def test_schema_validation_can_fail_on_a_broken_configmap():
+    cm = parsed()["grafana-dashboard.yaml"]
+    cm["data"] = {"x": {"not": "a string"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(cm, K8S_VERSION, strict=True)
+
+
+def test_the_configmap_holds_the_same_dashboard_serve_writes():
+    from bootstrap.core.dashboard import DASHBOARD_FILE, render_dashboard
+
+    cm = parsed(options=k8s.K8sOptions(monitoring_namespace="obs"))["grafana-dashboard.yaml"]
+    assert cm["data"] == {DASHBOARD_FILE: render_dashboard()} and cm["metadata"]["namespace"] == "obs"
+    json.loads(cm["data"][DASHBOARD_FILE])
+
+
+def test_the_grafana_sidecar_is_enabled_with_the_label_the_configmap_carries():
+    docs = parsed()
+    sidecar = docs["kube-prom-stack-values.yaml"]["grafana"]["sidecar"]["dashboards"]
+    labels = docs["grafana-dashboard.yaml"]["metadata"]["labels"]
+    assert sidecar["enabled"] is True and labels[sidecar["label"]] == sidecar["labelValue"] == "1"
+
+
+def test_the_guide_applies_the_dashboard_after_the_stack():
+    guide = k8s.guide_commands(k8s.build_export(qwen(), k8s.K8sOptions()), "out")
+    stack = next(i for i, c in enumerate(guide) if "kube-prometheus-stack" in c and "helm upgrade" in c)
+    assert guide.index("kubectl apply -n monitoring -f out/grafana-dashboard.yaml") > stack
+
+
+def test_gpu_rules_for_dcgm_exporter_ship_beside_the_vllm_rules(tmp_path):
+    from bootstrap.core.prom import DCGM_EXPORTER, gpu_rule_groups
+
+    entry = parsed()["kube-prom-stack-values.yaml"]["additionalPrometheusRulesMap"][k8s.GPU_RULES_MAP_KEY]
+    assert entry["groups"] == yaml.safe_load(yaml.safe_dump(gpu_rule_groups(DCGM_EXPORTER)))
+    text = yaml.safe_dump({"groups": entry["groups"]})
+    assert "DCGM_FI_DEV_GPU_UTIL" in text and "DCGM_FI_DEV_FB_USED" in text and "gpu_utilization_Percentage" not in text
+    path = tmp_path / "gpu.yml"
+    path.write_text(text)
+    proc = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_without_alerts_alertmanager_keeps_the_charts_receivers_and_no_secret_is_asked_for():
+    result = k8s.build_export(qwen(), k8s.K8sOptions())
+    assert parsed()["kube-prom-stack-values.yaml"]["alertmanager"] == {"enabled": True}
+    assert result.alerts is None
+    assert not any("vboot-alertmanager-receivers" in c for c in k8s.guide_commands(result, "out"))
+
+
+def test_alerts_become_receivers_reading_their_urls_from_the_secrets_files():
+    am = alerts_values(alerts_export())["alertmanager"]
+    assert am["alertmanagerSpec"] == {"secrets": ["vboot-alertmanager-receivers"]}
+    jsonschema.validate(am["alertmanagerSpec"], ALERTMANAGER_SPEC_SECRETS_SCHEMA)
+    receivers = {r["name"]: r for r in am["config"]["receivers"]}
+    assert set(receivers) == {"null", "vboot"}
+    mount = "/etc/alertmanager/secrets/vboot-alertmanager-receivers"
+    assert receivers["vboot"]["webhook_configs"] == [{"url_file": f"{mount}/webhook-url", "send_resolved": True}]
+    [slack] = receivers["vboot"]["slack_configs"]
+    assert slack["api_url_file"] == f"{mount}/slack-api-url" and slack["channel"] == "#vllm-alerts"
+
+
+def test_alertmanager_routes_vboots_alerts_to_the_receiver_and_keeps_watchdog_silent():
+    from bootstrap.core.prom import DCGM_EXPORTER, alert_names
+
+    route = alerts_values(alerts_export())["alertmanager"]["config"]["route"]
+    assert route["receiver"] == "null"
+    watchdog, ours = route["routes"]
+    assert watchdog == {"receiver": "null", "matchers": ['alertname = "Watchdog"']}
+    assert ours["receiver"] == "vboot"
+    names = ours["matchers"][0].split('"')[1].split("|")
+    assert set(names) == set(alert_names(gpu=DCGM_EXPORTER))
+
+
+def test_no_receiver_url_is_written_anywhere(tmp_path):
+    result = alerts_export()
+    k8s.write_files(k8s.plan_writes(tmp_path, result), result)
+    for path in tmp_path.iterdir():
+        assert "literalsecret" not in path.read_text(), path.name
+    assert "literalsecret" not in json.dumps(k8s.guide_commands(result, str(tmp_path)))
+
+
+def test_the_guide_creates_the_receivers_secret_from_shell_variables_before_the_stack():
+    result = alerts_export()
+    guide = k8s.guide_commands(result, "out")
+    secret = guide.index(k8s.alerts_secret_command(result.alerts))
+    stack = next(i for i, c in enumerate(guide) if "kube-prometheus-stack" in c and "helm upgrade" in c)
+    namespace = guide.index("kubectl create namespace obs --dry-run=client -o yaml | kubectl apply -f -")
+    assert namespace < secret < stack
+    # the profile's variable for the webhook, the default one for the Slack URL the profile wrote out
+    assert '--from-literal=webhook-url="${TEAM_HOOK:?' in guide[secret]
+    assert '--from-literal=slack-api-url="${VBOOT_ALERT_SLACK_WEBHOOK_URL:?' in guide[secret]
+
+
+def test_the_receivers_secret_command_makes_a_valid_secret_with_the_keys_the_config_reads(tmp_path):
+    """Run the guide's command with a stand-in kubectl, turn what it was given into the Secret kubectl would
+    create, and validate that against the Kubernetes schema; its keys are the files the receivers read."""
+    command = k8s.alerts_secret_command(alerts_export().alerts)
+    fake = tmp_path / "kubectl"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    unset = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env)
+    assert unset.returncode != 0 and "set TEAM_HOOK to the URL first" in unset.stderr and unset.stdout == ""
+    urls = {"TEAM_HOOK": "https://h.example/x?t=1", "VBOOT_ALERT_SLACK_WEBHOOK_URL": "https://hooks.slack.com/s/1"}
+    ran = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env | urls)
+    assert ran.returncode == 0, ran.stderr
+    args = ran.stdout.splitlines()
+    data = dict(a.removeprefix("--from-literal=").split("=", 1) for a in args if a.startswith("--from-literal="))
+    assert data == {"webhook-url": urls["TEAM_HOOK"], "slack-api-url": urls["VBOOT_ALERT_SLACK_WEBHOOK_URL"]}
+    import base64
+
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": args[args.index("generic") + 1], "namespace": args[args.index("-n") + 1]},
+              "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    assert kubernetes_validate.validate(secret, K8S_VERSION, strict=True)
+    am = alerts_values(alerts_export())["alertmanager"]
+    mounted = {f"/etc/alertmanager/secrets/{name}/{key}" for name in am["alertmanagerSpec"]["secrets"] for key in data}
+    receiver = next(r for r in am["config"]["receivers"] if r["name"] == "vboot")
+    assert {receiver["webhook_configs"][0]["url_file"], receiver["slack_configs"][0]["api_url_file"]} == mounted
+
+
+def test_amtool_accepts_the_exported_alertmanager_config_but_for_url_file(tmp_path):
+    """amtool here is 0.25, which does not know webhook url_file (the chart's Alertmanager, 0.34, does): with
+    that one field swapped for an inline url, every other field (routes, matchers, Slack) is checked."""
+    from test_alerting import amtool
+
+    config = alerts_values(alerts_export())["alertmanager"]["config"]
+    receiver = next(r for r in config["receivers"] if r["name"] == "vboot")
+    receiver["webhook_configs"][0] = {"url": "http://127.0.0.1:1/x", "send_resolved": True}
+    path = tmp_path / "am.yml"
+    path.write_text(yaml.safe_dump(config))
+    res = subprocess.run([amtool(), "check-config", str(path)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_kube_prom_stack_header_says_to_create_the_receivers_secret_first():
+    [doc] = [d for d in alerts_export().documents if d.filename == k8s.KUBE_PROM_STACK_FILE]
+    [line] = [ln for ln in doc.text.splitlines() if ln.startswith("# Before applying:")]
+    assert "create secret generic vboot-alertmanager-receivers" in line and "literalsecret" not in line
+
+
+def test_cli_json_reports_the_receivers_secret_and_never_a_url(run_vboot, tmp_path):
+    profiles = tmp_path / "cfg" / "vboot" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "alerting.toml").write_text(ALERTS_PROFILE)
+    out = tmp_path / "o"
+    proc = run_vboot("export", "k8s", "alerting", "--out", str(out), "--json", env={
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "TEAM_HOOK": "https://h.example/envsecret"})
+    assert proc.returncode == 0, proc.stderr
+    for text in [proc.stdout, proc.stderr, *(p.read_text() for p in out.iterdir())]:
+        assert "literalsecret" not in text and "envsecret" not in text
+    secret = json.loads(proc.stdout)["data"]["alerts_secret"]
+    assert secret["name"] == "vboot-alertmanager-receivers" and secret["namespace"] == "monitoring"
+    assert secret["keys"] == {"webhook-url": "TEAM_HOOK", "slack-api-url": "VBOOT_ALERT_SLACK_WEBHOOK_URL"}
+
+
+@pytest.mark.parametrize("name", k8s.FILES)
+def test_golden_qwen_alerts(name):
+    text = {d.filename: d.text for d in alerts_export().documents}[name]
+    path = GOLDEN_ALERTS / name
+    if os.environ.get("VBOOT_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"missing {path}; regenerate with VBOOT_UPDATE_GOLDEN=1 (see this module's docstring)"
+    assert text == path.read_text(encoding="utf-8"), f"{name} changed; if intended, regenerate the golden files"

@@ -188,3 +188,62 @@ def test_profiles_lists_the_port_serve_would_bind(run_vboot, isolated_env):
     res = run_vboot("profiles", "--json")
     rows = {r["name"]: r for r in json.loads(res.stdout)["data"]["profiles"]}
     assert rows["mine"]["port"] == 8200 and rows["qwen"]["port"] == 8000
+
+
+# --- [alerts] -----------------------------------------------------------------------------------------------------
+
+ALERTS_BASE = '[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\n\n[alerts]\n'
+
+
+def test_alerts_table_with_receivers_from_environment_variables():
+    from bootstrap.core.profiles import AlertsSpec
+
+    prof = parse_profile(ALERTS_BASE + 'webhook_url_env = "MY_HOOK"\nslack_webhook_url_env = "SLACK_URL"\n'
+                         'slack_channel = "#vllm-alerts"\nsend_resolved = false\n', name="a")
+    assert prof.alerts == AlertsSpec(webhook_url_env="MY_HOOK", slack_webhook_url_env="SLACK_URL",
+                                     slack_channel="#vllm-alerts", send_resolved=False)
+    assert prof.alerts.webhook and prof.alerts.slack
+
+
+def test_no_alerts_table_means_none():
+    assert parse_profile('[model]\nid = "a/x"\n', name="a").alerts is None
+
+
+@pytest.mark.parametrize("body, line, words", [
+    ('webhook_url = "ftp://h/x"\n', 5, "'alerts.webhook_url' is not an http:// or https:// URL"),
+    ('webhook_url = "http://h/a b"\n', 5, "'alerts.webhook_url' contains whitespace"),
+    ('webhook_url_env = "1BAD"\n', 5, "'alerts.webhook_url_env' must name an environment variable"),
+    ('webhook_url = "http://h/x"\nwebhook_url_env = "H"\n', 6, "not both"),
+    ('slack_webhook_url_env = "S"\nslack_channel = "#{{ .X }}"\n', 6, "'alerts.slack_channel' must be"),
+    ('webhook_url_env = "H"\nslack_channel = "#x"\n', 6, "needs slack_webhook_url"),
+    ('webhook_url_env = "H"\nbogus = 1\n', 6, "unknown key 'alerts.bogus'"),
+    ('webhook_url_env = ""\n', 5, "'alerts.webhook_url_env' must be a non-empty string"),
+    ('webhook_url_env = "H"\nsend_resolved = "yes"\n', 6, "'alerts.send_resolved' must be true or false"),
+    ('send_resolved = true\n', 4, "[alerts] needs a receiver"),
+])
+def test_bad_alerts_tables_name_the_file_line_and_key(body, line, words):
+    with pytest.raises(ProfileError) as err:
+        parse_profile(ALERTS_BASE + body, name="a", source="/etc/p/a.toml")
+    assert err.value.message.startswith(f"/etc/p/a.toml:{line}: ")
+    assert words in err.value.message
+
+
+def test_a_bad_literal_url_is_reported_without_quoting_it():
+    with pytest.raises(ProfileError) as err:
+        parse_profile(ALERTS_BASE + 'webhook_url = "gopher://secret-token@h"\n', name="a")
+    assert "secret-token" not in err.value.message
+
+
+def test_profiles_show_masks_receiver_urls_written_in_the_profile(run_vboot, isolated_env):
+    import json
+
+    d = Path(isolated_env["XDG_CONFIG_HOME"]) / "vboot" / "profiles"
+    d.mkdir(parents=True)
+    (d / "al.toml").write_text(ALERTS_BASE + 'webhook_url = "https://h.example/hook/t0kenvalue"\n'
+                               'slack_webhook_url_env = "SLACK_URL"\n')
+    for args in (("profiles", "al"), ("profiles", "al", "--json")):
+        proc = run_vboot(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert "t0kenvalue" not in proc.stdout + proc.stderr
+    alerts = json.loads(run_vboot("profiles", "al", "--json").stdout)["data"]["profile"]["alerts"]
+    assert alerts["webhook_url"] == "***" and alerts["slack_webhook_url_env"] == "SLACK_URL"

@@ -57,9 +57,20 @@ def test_recording_rules_cover_what_the_issue_asks_for():
 
 def test_latency_rules_record_p50_p95_p99_for_ttft_and_itl():
     rules = rule_groups()[0]["rules"]
-    for short in ("ttft", "itl", "e2e"):
-        quantiles = {r["labels"]["quantile"] for r in rules if f"vllm_{short}_seconds" in r["record"]}
+    for short in ("ttft", "itl", "e2e", "queue"):
+        quantiles = {r["labels"]["quantile"] for r in rules
+                     if f"vllm_{short}_seconds:histogram_quantile" in r["record"]}
         assert quantiles == {"0.5", "0.95", "0.99"}
+        assert f"model_name:vllm_{short}_seconds:mean1m" in recording_rule_names()
+
+
+def test_mean_latency_rules_divide_sum_by_count_per_model():
+    from bootstrap.core.metrics import QUEUE_TIME
+    from bootstrap.core.prom import latency_mean_record
+
+    [rule] = [r for r in rule_groups()[0]["rules"] if r["record"] == latency_mean_record(QUEUE_TIME)]
+    assert rule["expr"] == ("sum without (engine) (rate(vllm:request_queue_time_seconds_sum[1m])) / "
+                            "sum without (engine) (rate(vllm:request_queue_time_seconds_count[1m]))")
 
 
 def test_every_alert_has_summary_description_severity_and_for():
@@ -90,7 +101,8 @@ def test_every_vllm_metric_in_the_rules_is_a_name_from_the_metrics_module():
     for group in rule_groups():
         for rule in group["rules"]:
             for name in _raw_metric_names(rule["expr"]):
-                assert name.removesuffix("_bucket") in known, f"{name} is not one of bootstrap.core.metrics' names"
+                family = re.sub(r"_(bucket|sum|count)$", "", name)
+                assert family in known, f"{name} is not one of bootstrap.core.metrics' names"
 
 
 def test_the_exported_recorded_names_are_recorded():

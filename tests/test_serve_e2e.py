@@ -296,3 +296,40 @@ def test_orphaned_engine_is_listed_by_ps_and_removed_by_stop_orphans(e2e, tmp_pa
         assert left == []
     finally:
         kill_tree([api.pid, *tree])
+
+
+def test_serve_prometheus_runs_alertmanager_with_the_profiles_receivers_and_shows_no_url(tiny_server):
+    """The shared server's profile has [alerts] with both URLs in environment variables: serve --prometheus runs
+    Alertmanager beside Prometheus, Prometheus sends it alerts, and the URLs are in no file but Alertmanager's
+    private ones, in no log, in no output and not in vLLM's environment."""
+    from conftest import SHARED_HOOK_SECRET, SHARED_SLACK_SECRET
+
+    run = Path(tiny_server.run_dir)
+    record = json.loads((run / "run.json").read_text())
+    am = record["sidecars"]["alertmanager"]
+    assert psutil.Process(am["pid"]).create_time() == pytest.approx(am["create_time"], abs=0.5)
+    deadline = time.monotonic() + 60
+    while True:
+        active = http_json(f"{tiny_server.prometheus_url}/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+        if any(f"127.0.0.1:{am['port']}" in a["url"] for a in active):
+            break
+        assert time.monotonic() < deadline, active
+        time.sleep(1)
+    status, _ = http_get(f"http://127.0.0.1:{am['port']}/-/ready")
+    assert status == 200
+    am_dir = run / "alertmanager"
+    assert oct(am_dir.stat().st_mode & 0o777) == "0o700"
+    # Alertmanager 0.25 has no url_file for webhooks: that URL lives in its 0600 config (and in its own log, in
+    # the same private directory, when a delivery fails); Slack's only in its 0600 file.
+    allowed = {SHARED_SLACK_SECRET: {am_dir / "slack_api_url"},
+               SHARED_HOOK_SECRET: {am_dir / "alertmanager.yml", am_dir / "alertmanager.log"}}
+    for path in run.rglob("*"):
+        if path.is_file() and "prometheus-data" not in path.parts:
+            text = path.read_text(errors="replace")
+            for secret, files in allowed.items():
+                assert secret not in text or path in files, (secret, path)
+    for path in (am_dir / "slack_api_url", am_dir / "alertmanager.yml"):
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert SHARED_HOOK_SECRET not in tiny_server.output and SHARED_SLACK_SECRET not in tiny_server.output
+    environ = psutil.Process(tiny_server.pid).environ()
+    assert "SHARED_HOOK_URL" not in environ and "SHARED_SLACK_URL" not in environ

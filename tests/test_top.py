@@ -147,6 +147,21 @@ def test_json_data_has_the_documented_fields_in_raw_units():
     assert data["gpus"] == [] and data["up"] is True and data["model_name"] == "qwen-tiny"
 
 
+def test_json_has_queue_time_beside_ttft_from_the_engines_histogram():
+    from bootstrap.core.metrics import QUEUE_TIME, Percentiles, window_histogram
+
+    before, after = (parse_exposition(text(n), float(i)) for i, n in enumerate(("load-before", "load-after")))
+    data = json.loads(json.dumps(frame_data(_frame("load-before", "load-after"), "demo", [], None)))
+    expected = Percentiles.of(window_histogram(before, after, QUEUE_TIME))
+    assert expected.count > 0 and expected.p50 is not None
+    assert data["queue_s"] == {"p50": expected.p50, "p95": expected.p95, "p99": expected.p99,
+                               "count": expected.count, "mean": expected.mean}
+    assert data["queue_s"]["count"] == data["ttft_s"]["count"]
+    # Queue time is part of time to first token. Compare means (exact, from _sum/_count): vLLM's queue-time
+    # buckets start at 0.3 s, so its percentiles here are interpolations inside that first bucket.
+    assert 0 < data["queue_s"]["mean"] <= data["ttft_s"]["mean"]
+
+
 def test_json_percentiles_are_null_when_nothing_finished():
     data = frame_data(_frame("idle", "idle"), "demo", [], None)
     assert data["ttft_s"]["p50"] is None and data["e2e_s"]["p99"] is None
@@ -181,6 +196,8 @@ def test_render_shows_engine_latency_and_gpus():
     screen = con.export_text()
     assert "UP" in screen and "qwen-tiny" in screen
     assert "time to first token" in screen and "inter-token" in screen and "end-to-end" in screen
+    assert "of which queued" in screen and "latency inside the engine" in screen
+    assert "clients also see tokenisation, HTTP" in screen
     assert "NVIDIA H100 80GB HBM3" in screen and "87 %" in screen and "61 °C" in screen and "412 W" in screen
     assert "16.0 GiB / 80.0 GiB" in screen
 

@@ -49,6 +49,11 @@ def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitor
                                     from a Secret you create: no default password), vboot's vLLM rules
       prom-adapter-values.yaml      prometheus-adapter: vllm:num_requests_waiting as vllm_num_requests_waiting
       hpa.yaml                      autoscaling/v2 HorizontalPodAutoscaler on that metric
+      grafana-dashboard.yaml        vboot's vLLM dashboard as a ConfigMap for Grafana's sidecar
+                                    (grafana_dashboard: "1")
+
+    A profile with [alerts] gets Alertmanager receivers whose URLs come from a Secret you create
+    (the guide shows how, reading them from shell variables); the URLs are never written.
 
     Existing files with other content are kept unless --force. Profiles that serve a local directory
     (e.g. tiny) cannot be exported: pods cannot see your disk.
@@ -94,6 +99,12 @@ def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitor
         "api_key_secret": None if result.api_key is None else {
             "name": result.api_key.name, "namespace": result.api_key.namespace, "key": result.api_key.key,
             "origin": result.api_key.origin, "create_command": core.api_key_secret_command(result.api_key),
+        },
+        # The Secret the user creates for Alertmanager's receiver URLs (null: no [alerts]); never a URL.
+        "alerts_secret": None if result.alerts is None else {
+            "name": result.alerts.name, "namespace": result.alerts.namespace,
+            "keys": {key: var for key, var in result.alerts.keys},
+            "create_command": core.alerts_secret_command(result.alerts),
         },
         "out_dir": str(out),
         "files": [

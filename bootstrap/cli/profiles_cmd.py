@@ -21,12 +21,19 @@ def profiles(name: str | None, as_json: bool) -> None:
     A profile is a TOML file: [model] id, source (modelscope | huggingface | local), revision, served_name,
     path; [serve] port, host, device (auto | gpu | cpu), max_model_len, gpu_memory_utilization,
     tensor_parallel_size, enable_sleep_mode, kv_connector, dtype, args (extra vLLM arguments); [env] variables
-    for the server; [needs] weights, min_free_vram, min_free_disk (e.g. "3.1GB"); and cache_dir.
+    for the server; [needs] weights, min_free_vram, min_free_disk (e.g. "3.1GB"); [alerts] webhook_url or
+    webhook_url_env, slack_webhook_url or slack_webhook_url_env (the name of a variable holding the URL),
+    slack_channel, send_resolved; and cache_dir.
     Put your own in $XDG_CONFIG_HOME/vboot/profiles/NAME.toml (default ~/.config/vboot/profiles).
     """
     env = Environ()
     if name:
         prof = load_profile(name, env)
+        if prof.alerts is not None:  # a receiver URL written in the profile may carry a token: never printed
+            from dataclasses import replace
+
+            prof = replace(prof, alerts=replace(prof.alerts, webhook_url="***" if prof.alerts.webhook_url else "",
+                                                slack_webhook_url="***" if prof.alerts.slack_webhook_url else ""))
         output.emit(CommandResult("profiles", {"profile": prof}), human=_render_one)
     rows = []
     errors = []

@@ -11,9 +11,11 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -25,8 +27,9 @@ from bootstrap.core.errors import (EXIT_STARTUP, ConflictError, PortInUseError, 
                                    VllmNotFoundError)
 from bootstrap.core.lifecycle import (Event, Failed, GaveUp, MemoryReleased, Outcome, ProbeFailed, Ready, Restarting,
                                       Starting, Stopping, Waiting)
-from bootstrap.core.profiles import RESTART_MODES, ServeSettings
+from bootstrap.core.profiles import RESTART_MODES, Profile, ServeSettings
 from bootstrap.core.runs import RunRecord
+from bootstrap.core.serve_plan import Observability
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 
 if TYPE_CHECKING:
@@ -153,6 +156,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     else:  # huggingface: vLLM downloads it itself
         model_dir = profile.model.id
 
+    obs = _observability(profile, env, facts.device, prometheus_exe)
+    plan_receivers = obs.receivers.describe() if obs.receivers else []
     plan = build_plan(
         settings, install=install, device=facts.device, device_reason=facts.device_decision.reason,
         env_plan=facts.env_plan, user_env=env.as_dict(), model_dir=model_dir, name=run_name, run_dir=run_dir,
@@ -160,6 +165,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
                             device=device, extra_args=extra_args),
         prometheus_exe=prometheus_exe,
         prometheus_port=_prometheus_port(prometheus_port) if prometheus_exe else None,
+        observability=obs,
         restart=RestartPolicy(mode=mode, max_restarts=max_restarts, window_s=restart_window),
         probes=ProbeSettings(liveness_interval_s=probe_interval, liveness_timeout_s=probe_timeout,
                              ready_timeout_s=timeout_s),
@@ -173,6 +179,11 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     output.info(f"[dim]command[/] {output.escape(shlex.join(plan.shown_argv))}")
     if plan.prometheus is not None:
         output.info(f"[dim]prometheus[/] {plan.prometheus.url} (config {output.escape(str(plan.run_dir))}/prometheus.yml)")
+    if plan.alertmanager is not None:
+        output.info(f"[dim]alertmanager[/] {plan.alertmanager.url} (receivers: "
+                    f"{', '.join(plan_receivers) or 'none: alerts show in its UI only'})")
+    if plan.gpu_exporter is not None:
+        output.info(f"[dim]gpu metrics[/] {plan.gpu_exporter.url}/metrics ({plan.gpu_exporter.argv[0]})")
     view = ServeView(plan)
     if detach:
         _serve_detached(plan, view, t_start)
@@ -197,6 +208,42 @@ def _prometheus_exe(settings: ServeSettings, wanted: bool) -> str | None:
                          hint="install it (`sudo apt-get install -y prometheus`) or drop --prometheus; "
                               "the scrape config is written to the run directory either way")
     return exe
+
+
+def _observability(profile: Profile, env: Environ, device: str, prometheus_exe: str | None) -> Observability:
+    """Alertmanager (with the profile's [alerts]) and a GPU exporter (on a GPU), when Prometheus runs and the
+    programs are installed; what is missing is said, not silently dropped."""
+    from bootstrap.core import alerting, gpu_exporter
+    from bootstrap.probes.procs import port_is_free
+
+    if prometheus_exe is None:
+        if profile.alerts is not None:
+            output.info("[yellow]![/] the profile's [alerts] need --prometheus (Prometheus evaluates the rules and "
+                        "Alertmanager delivers them); serving without alerting")
+        return Observability()
+    receivers = alerting.resolve_receivers(profile.alerts, env, profile.source_path or profile.name)
+    am_exe = am_port = None
+    if profile.alerts is not None:
+        am_exe = next((found for prog in alerting.PROGRAMS if (found := shutil.which(prog))), None)
+        if am_exe is None:
+            raise UsageError("the profile's [alerts] need Alertmanager, which is not on PATH",
+                             hint="install it (`sudo apt-get install -y prometheus-alertmanager`), or remove [alerts]")
+        am_port = alerting.DEFAULT_PORT if port_is_free("127.0.0.1", alerting.DEFAULT_PORT) else _free_port()
+    exporter = None
+    if device == "gpu":
+        beside = Path(sys.executable).with_name(gpu_exporter.NVITOP_PROGRAM)
+        for program in gpu_exporter.PROGRAMS:
+            exe = shutil.which(program) or (str(beside) if program == gpu_exporter.NVITOP_PROGRAM and beside.exists()
+                                            else None)
+            if exe:
+                port = (gpu_exporter.DEFAULT_PORT if port_is_free("127.0.0.1", gpu_exporter.DEFAULT_PORT)
+                        else _free_port())
+                exporter = gpu_exporter.plan_gpu_exporter(program, exe, port, socket.gethostname())
+                break
+        else:
+            output.info("[yellow]![/] no GPU exporter (dcgm-exporter, nvitop-exporter): GPU metrics stay out of "
+                        "Prometheus; `pip install 'vboot[gpu]'` adds nvitop-exporter")
+    return Observability(receivers, am_exe, am_port, exporter)
 
 
 def _prometheus_port(port: int | None) -> int:

@@ -46,7 +46,7 @@ def run_supervisor(plan: ServePlan, on_event: Callable[[Event], None],
         recorder.on_sidecar(e)
         on_sidecar(e)
 
-    sidecars = SidecarRunner([s for s in (plan.prometheus,) if s is not None], plan.run_dir, sidecar_env,
+    sidecars = SidecarRunner(list(plan.sidecars), plan.run_dir, sidecar_env,
                              spawn_logged, GroupOps.real(), SystemClock(), on_event=sidecar_event)
     probes = replace(plan.probes, liveness_interval_s=probe_interval(plan.probes.liveness_interval_s,
                                                                      notifier.watchdog_s))

@@ -96,7 +96,7 @@ def frame_data(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_erro
         "model_name": names[0] if names else None,
         "window_s": None, "requests_running": None, "requests_waiting": None, "kv_cache_usage": None,
         "prompt_tokens_per_s": None, "generation_tokens_per_s": None,
-        "ttft_s": empty_pct, "itl_s": empty_pct, "e2e_s": empty_pct,
+        "ttft_s": empty_pct, "queue_s": empty_pct, "itl_s": empty_pct, "e2e_s": empty_pct,
         "preemptions_total": None, "preemptions_per_s": None, "requests_finished_per_s": None,
         "finished_by_reason_per_s": {},
     }
@@ -191,7 +191,8 @@ def render(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: s
                       ("mean", "right"), ("n", "right")):
         lat.add_column(col, justify=just)
     if s is not None:
-        for name, p in (("time to first token", s.ttft_s), ("inter-token", s.itl_s), ("end-to-end", s.e2e_s)):
+        for name, p in (("time to first token", s.ttft_s), ("  of which queued", s.queue_s),
+                        ("inter-token", s.itl_s), ("end-to-end", s.e2e_s)):
             lat.add_row(name, _ms(p.p50), _ms(p.p95), _ms(p.p99), _ms(p.mean), f"{p.count:.0f}")
 
     gpu_table: Any
@@ -218,8 +219,9 @@ def render(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: s
     return Group(
         header,
         Panel(eng, title="engine", title_align="left", border_style="blue" if frame.up else "red"),
-        Panel(lat, title=f"latency over the last {_num(s.window_s) if s and s.window_s else '-'} s",
-              title_align="left", border_style="blue" if frame.up else "red"),
+        Panel(lat, title=f"latency inside the engine, over the last {_num(s.window_s) if s and s.window_s else '-'} s",
+              subtitle="[dim]measured by vLLM from arrival: clients also see tokenisation, HTTP, network[/]",
+              subtitle_align="left", title_align="left", border_style="blue" if frame.up else "red"),
         Panel(gpu_table, title="GPUs (NVML)", title_align="left", border_style="blue"),
     )
 
@@ -314,8 +316,10 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     TARGET is a run name from `vboot ps`, or a URL such as http://127.0.0.1:8000; without it, the only
     running vboot server. Reads the server's /metrics directly (no Prometheus needed) and NVML for the GPU
     panel. Press q or Ctrl-C to leave. `--once --json` prints one measurement: requests_running,
-    requests_waiting, kv_cache_usage (0..1), prompt_tokens_per_s, generation_tokens_per_s, ttft_s / itl_s /
-    e2e_s as {p50, p95, p99} in seconds (null when nothing finished in the window), and gpus.
+    requests_waiting, kv_cache_usage (0..1), prompt_tokens_per_s, generation_tokens_per_s, ttft_s / queue_s /
+    itl_s / e2e_s as {p50, p95, p99} in seconds (null when nothing finished in the window), and gpus.
+    Latencies are measured inside the engine (vLLM's histograms): a client's TTFT adds tokenisation, HTTP
+    and the network; queue_s, the time a request waited to be scheduled, is part of TTFT.
     """
     env = Environ()
     problems: list[Any] = []

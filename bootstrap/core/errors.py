@@ -218,3 +218,11 @@ class SystemdUnavailableError(VbootError):
 
     code = "systemd_unavailable"
     exit_code = EXIT_NOT_FOUND
+
+
+class ReceiverError(VbootError):
+    """An alert receiver of the profile's [alerts] cannot be used (its variable is unset, its value not a URL).
+    The message names the variable, never its value."""
+
+    code = "alerts_receiver"
+    exit_code = EXIT_USAGE

@@ -14,6 +14,12 @@ Four documents, built as plain data by pure functions and rendered to YAML text 
   ``vllm:num_requests_waiting`` per pod as the custom metric ``vllm_num_requests_waiting``.
 - ``hpa.yaml``: an ``autoscaling/v2`` HorizontalPodAutoscaler on that metric for the Deployment the chart
   creates (``{release}-{modelSpec.name}-deployment-vllm``, from the chart's deployment-vllm-multi.yaml).
+- ``grafana-dashboard.yaml``: a ConfigMap holding vboot's vLLM dashboard (:mod:`bootstrap.core.dashboard`),
+  labelled ``grafana_dashboard: "1"`` so kube-prometheus-stack's Grafana sidecar loads it.
+
+kube-prometheus-stack's values also carry GPU rules for NVIDIA's dcgm-exporter (which the GPU operator runs)
+and, when the profile has ``[alerts]``, Alertmanager's receiver: URLs read from files of a Secret the user
+creates (:func:`alerts_secret_command`), never the URLs themselves.
 
 Names that tie the files together (release names, namespaces, the Prometheus Service name) are computed in one
 place, :class:`K8sOptions`, so a change of namespace or release flows into every file.
@@ -37,9 +43,9 @@ from bootstrap.core.envplan import plan_environment
 from bootstrap.core.errors import ConflictError, DiskFullError, OutputUnwritableError, UsageError
 from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile, vllm_options
+from bootstrap.core.prom import DCGM_EXPORTER, alert_names, gpu_rule_groups, rule_groups
 from bootstrap.core.vllm_cmd import kv_transfer_config
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
-from bootstrap.core.prom import rule_groups
 from bootstrap.core.vllm_args import OptionUse, gives_option, option_uses, use_span, without_api_keys
 from bootstrap.core.textsafe import one_line
 from bootstrap.core.yamltext import comment, to_yaml
@@ -50,7 +56,8 @@ PRODUCTION_STACK_FILE = "production-stack-values.yaml"
 KUBE_PROM_STACK_FILE = "kube-prom-stack-values.yaml"
 PROM_ADAPTER_FILE = "prom-adapter-values.yaml"
 HPA_FILE = "hpa.yaml"
-FILES: tuple[str, ...] = (PRODUCTION_STACK_FILE, KUBE_PROM_STACK_FILE, PROM_ADAPTER_FILE, HPA_FILE)
+DASHBOARD_FILE = "grafana-dashboard.yaml"
+FILES: tuple[str, ...] = (PRODUCTION_STACK_FILE, KUBE_PROM_STACK_FILE, PROM_ADAPTER_FILE, HPA_FILE, DASHBOARD_FILE)
 
 # The autoscaler reads WAITING_METRIC (vLLM's waiting-requests gauge, one per engine; imported above) and the adapter
 # exposes it as CUSTOM_METRIC (Kubernetes metric names cannot contain ':'), the name of vboot's recording rule for
@@ -72,6 +79,26 @@ GRAFANA_PASSWORD_KEY = "admin-password"
 
 #: Name of the PrometheusRule entry in kube-prometheus-stack's additionalPrometheusRulesMap.
 RULES_MAP_KEY = "vboot-vllm"
+#: The GPU rules (for dcgm-exporter's metric names) get an entry of their own.
+GPU_RULES_MAP_KEY = "vboot-gpu"
+
+#: The dashboard ConfigMap, in the monitoring namespace, and the label kube-prometheus-stack's Grafana sidecar
+#: watches (grafana.sidecar.dashboards.label / labelValue in the chart's values).
+DASHBOARD_CONFIGMAP = "vboot-vllm-dashboard"
+DASHBOARD_LABEL = "grafana_dashboard"
+DASHBOARD_LABEL_VALUE = "1"
+
+#: The Secret the user creates for Alertmanager's receiver URLs, in the monitoring namespace. The chart mounts
+#: every Secret of alertmanager.alertmanagerSpec.secrets at /etc/alertmanager/secrets/NAME/ (the operator's
+#: Alertmanager CRD), and the receivers read their URLs from files there (webhook url_file, Slack api_url_file;
+#: the chart's Alertmanager is 0.34, which has both).
+ALERTS_SECRET = "vboot-alertmanager-receivers"
+ALERTS_WEBHOOK_KEY = "webhook-url"
+ALERTS_SLACK_KEY = "slack-api-url"
+ALERTS_SECRET_DIR = f"/etc/alertmanager/secrets/{ALERTS_SECRET}"
+#: Variables the guide reads the URLs from when the profile gives a URL itself rather than a variable.
+DEFAULT_WEBHOOK_ENV = "VBOOT_ALERT_WEBHOOK_URL"
+DEFAULT_SLACK_ENV = "VBOOT_ALERT_SLACK_WEBHOOK_URL"
 
 #: The variable vLLM reads its API key from when no --api-key is given; the chart sets it in the engine and
 #: router pods from ``servingEngineSpec.vllmApiKey`` (deployment-vllm-multi.yaml, deployment-router.yaml).
@@ -178,6 +205,17 @@ class Export:
     documents: tuple[Document, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
     api_key: ApiKeySecret | None = None
+    alerts: AlertsSecret | None = None
+
+
+@dataclass(frozen=True)
+class AlertsSecret:
+    """The Secret holding Alertmanager's receiver URLs: its name, namespace, and per key the shell variable the
+    guide reads the URL from (the profile's ``*_env`` name, or a default). Never a URL."""
+
+    name: str
+    namespace: str
+    keys: tuple[tuple[str, str], ...]  # (key in the Secret, variable holding the value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -395,21 +433,83 @@ def production_stack_values(profile: Profile, options: K8sOptions) -> dict[str, 
     return {"servingEngineSpec": engine}
 
 
+def alerts_secret(profile: Profile, options: K8sOptions) -> AlertsSecret | None:
+    """The Secret for the receivers of the profile's ``[alerts]`` (None without the table)."""
+    a = profile.alerts
+    if a is None:
+        return None
+    keys = []
+    if a.webhook:
+        keys.append((ALERTS_WEBHOOK_KEY, a.webhook_url_env or DEFAULT_WEBHOOK_ENV))
+    if a.slack:
+        keys.append((ALERTS_SLACK_KEY, a.slack_webhook_url_env or DEFAULT_SLACK_ENV))
+    return AlertsSecret(name=ALERTS_SECRET, namespace=options.monitoring_namespace, keys=tuple(keys))
+
+
+def alerts_secret_command(secret: AlertsSecret) -> str:
+    """The kubectl command that creates the receivers' Secret, each URL read from a shell variable (so it stays
+    out of the guide and the shell history), refused by the shell while a variable is unset or empty."""
+    literals = " ".join(f'--from-literal={key}="${{{var}:?set {var} to the URL first}}"' for key, var in secret.keys)
+    return f"kubectl -n {secret.namespace} create secret generic {secret.name} {literals}"
+
+
+def alertmanager_values(profile: Profile, options: K8sOptions) -> dict[str, Any]:
+    """``alertmanager:`` of kube-prometheus-stack's values. With ``[alerts]``: the receivers' Secret mounted into
+    the pods and a route sending vboot's alerts (by name) to a receiver reading its URLs from that Secret's files.
+    The chart's own routing is kept: the default route and Watchdog still go to its ``null`` receiver (Helm
+    replaces lists, so both are written out again)."""
+    from bootstrap.core.alerting import RECEIVER, SLACK_TEXT, SLACK_TITLE, alert_route_matcher
+
+    values: dict[str, Any] = {"enabled": True}
+    secret = alerts_secret(profile, options)
+    a = profile.alerts
+    if secret is None or a is None:
+        return values
+    receiver: dict[str, Any] = {"name": RECEIVER}
+    if a.webhook:
+        receiver["webhook_configs"] = [{"url_file": f"{ALERTS_SECRET_DIR}/{ALERTS_WEBHOOK_KEY}",
+                                        "send_resolved": a.send_resolved}]
+    if a.slack:
+        slack: dict[str, Any] = {"api_url_file": f"{ALERTS_SECRET_DIR}/{ALERTS_SLACK_KEY}",
+                                 "send_resolved": a.send_resolved, "title": SLACK_TITLE, "text": SLACK_TEXT}
+        if a.slack_channel:
+            slack["channel"] = a.slack_channel
+        receiver["slack_configs"] = [slack]
+    names = alert_names() + [n for n in alert_names(gpu=DCGM_EXPORTER) if n not in alert_names()]
+    values["alertmanagerSpec"] = {"secrets": [secret.name]}
+    values["config"] = {
+        "route": {
+            "receiver": "null",
+            "routes": [
+                {"receiver": "null", "matchers": ['alertname = "Watchdog"']},
+                {"receiver": RECEIVER, "matchers": [alert_route_matcher(names)],
+                 "group_by": ["alertname", "namespace", "model_name"]},
+            ],
+        },
+        "receivers": [{"name": "null"}, receiver],
+    }
+    return values
+
+
 def kube_prom_stack_values(profile: Profile, options: K8sOptions, groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Values for ``prometheus-community/kube-prometheus-stack``.
 
     ``*SelectorNilUsesHelmValues: false`` makes Prometheus pick up ServiceMonitors and PrometheusRules from
     every release and namespace (by default it only sees its own release's), which is how the engine
-    ServiceMonitor of the production-stack release gets scraped. Grafana's admin login comes from an existing
-    Secret: the chart's default password is never used."""
+    ServiceMonitor of the production-stack release gets scraped, and the GPU operator's dcgm-exporter one too.
+    Grafana's admin login comes from an existing Secret: the chart's default password is never used; its
+    dashboard sidecar loads the ConfigMap of :data:`DASHBOARD_FILE`. Alertmanager: :func:`alertmanager_values`."""
     return {
-        "alertmanager": {"enabled": True},
+        "alertmanager": alertmanager_values(profile, options),
         "grafana": {
             "enabled": True,
             "admin": {
                 "existingSecret": GRAFANA_SECRET,
                 "userKey": GRAFANA_USER_KEY,
                 "passwordKey": GRAFANA_PASSWORD_KEY,
+            },
+            "sidecar": {
+                "dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": DASHBOARD_LABEL_VALUE},
             },
         },
         "prometheus": {
@@ -428,7 +528,30 @@ def kube_prom_stack_values(profile: Profile, options: K8sOptions, groups: Sequen
                 "additionalLabels": {"vboot.dev/profile": profile.name},
                 "groups": [dict(g) for g in groups],
             },
+            # dcgm-exporter's names, recorded into the instance_gpu:* series the dashboard's GPU panels read.
+            GPU_RULES_MAP_KEY: {
+                "additionalLabels": {"vboot.dev/profile": profile.name},
+                "groups": gpu_rule_groups(DCGM_EXPORTER),
+            },
         },
+    }
+
+
+def dashboard_configmap(profile: Profile, options: K8sOptions) -> dict[str, Any]:
+    """A ConfigMap with vboot's vLLM dashboard JSON, in the monitoring namespace, labelled for Grafana's sidecar."""
+    from bootstrap.core.dashboard import DASHBOARD_FILE as JSON_KEY
+    from bootstrap.core.dashboard import render_dashboard
+
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": DASHBOARD_CONFIGMAP,
+            "namespace": options.monitoring_namespace,
+            "labels": {DASHBOARD_LABEL: DASHBOARD_LABEL_VALUE, "app.kubernetes.io/managed-by": "vboot",
+                       "vboot.dev/profile": profile.name},
+        },
+        "data": {JSON_KEY: render_dashboard()},
     }
 
 
@@ -556,7 +679,7 @@ def _header(profile: Profile, options: K8sOptions, what: str, apply: str, before
         f"model {profile.model.id}, {gpus_per_replica(profile)} GPU(s) per replica.",
         *([f"Before applying: {before}"] if before else []),
         f"Apply: {apply}",
-        f"Regenerate rather than edit: the four files share names (namespace {options.namespace}, "
+        f"Regenerate rather than edit: the files share names (namespace {options.namespace}, "
         f"release {options.release}, monitoring namespace {options.monitoring_namespace}).",
     ]
     return "".join(comment(line) for line in lines)
@@ -578,6 +701,9 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
     ns, mon = options.namespace, options.monitoring_namespace
     stack_before = (f"create Secret {secret.name} holding the API key of {secret.origin} (never written here): "
                     f"{api_key_secret_command(secret)}" if secret else "")
+    receivers = alerts_secret(profile, options)
+    kps_before = (f"create Secret {receivers.name} holding the alert receivers' URLs (never written here): "
+                  f"{alerts_secret_command(receivers)}" if receivers else "")
     docs_data = [
         (PRODUCTION_STACK_FILE, "helm-values", production_stack_values(profile, options),
          "vLLM production-stack values (chart vllm/vllm-stack)",
@@ -586,7 +712,7 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
         (KUBE_PROM_STACK_FILE, "helm-values", kube_prom_stack_values(profile, options, groups),
          "kube-prometheus-stack values: Prometheus, Alertmanager, Grafana and vboot's vLLM rules",
          f"helm upgrade --install {options.kps_release} prometheus-community/kube-prometheus-stack -n {mon} "
-         f"--create-namespace -f {KUBE_PROM_STACK_FILE}", ""),
+         f"--create-namespace -f {KUBE_PROM_STACK_FILE}", kps_before),
         (PROM_ADAPTER_FILE, "helm-values", prom_adapter_values(profile, options),
          f"prometheus-adapter values: exposes {WAITING_METRIC} as the pod metric {CUSTOM_METRIC}",
          f"helm upgrade --install {options.adapter_release} prometheus-community/prometheus-adapter -n {mon} "
@@ -594,6 +720,10 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
         (HPA_FILE, "manifest", hpa_manifest(profile, options),
          f"HorizontalPodAutoscaler for {deployment_name(profile, options)} on {CUSTOM_METRIC}",
          f"kubectl apply -n {ns} -f {HPA_FILE}", ""),
+        (DASHBOARD_FILE, "manifest", dashboard_configmap(profile, options),
+         f"Grafana dashboard for vLLM (ConfigMap labelled {DASHBOARD_LABEL}: \"{DASHBOARD_LABEL_VALUE}\" for "
+         "kube-prometheus-stack's dashboard sidecar)",
+         f"kubectl apply -n {mon} -f {DASHBOARD_FILE}", ""),
     ]
     documents = tuple(
         Document(name, kind, data, _header(profile, options, what, apply, before) + to_yaml(data))
@@ -603,7 +733,7 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
         profile=profile.name, model=profile.model.id, served_model_name=profile.model.served,
         gpus_per_replica=gpus_per_replica(profile), options=options,
         deployment=deployment_name(profile, options), documents=documents, warnings=tuple(warnings),
-        api_key=secret,
+        api_key=secret, alerts=receivers,
     )
 
 
@@ -619,6 +749,8 @@ def guide_commands(export: Export, out_dir: str) -> list[str]:
         if ns != mon:
             key_secret.append(f"kubectl create namespace {ns} --dry-run=client -o yaml | kubectl apply -f -")
         key_secret.append(api_key_secret_command(export.api_key))
+    # Alertmanager's pods mount the receivers' Secret: it must exist before the stack is installed.
+    receivers = [alerts_secret_command(export.alerts)] if export.alerts is not None else []
     return [
         "helm repo add vllm https://vllm-project.github.io/production-stack",
         "helm repo add prometheus-community https://prometheus-community.github.io/helm-charts",
@@ -626,8 +758,10 @@ def guide_commands(export: Export, out_dir: str) -> list[str]:
         f"kubectl create namespace {mon} --dry-run=client -o yaml | kubectl apply -f -",
         f"kubectl -n {mon} create secret generic {GRAFANA_SECRET} --from-literal={GRAFANA_USER_KEY}=admin "
         f"--from-literal={GRAFANA_PASSWORD_KEY}=\"$(openssl rand -base64 24)\"",
+        *receivers,
         f"helm upgrade --install {o.kps_release} prometheus-community/kube-prometheus-stack -n {mon} "
         f"-f {d}/{KUBE_PROM_STACK_FILE} --wait",
+        f"kubectl apply -n {mon} -f {d}/{DASHBOARD_FILE}",
         f"helm upgrade --install {o.adapter_release} prometheus-community/prometheus-adapter -n {mon} "
         f"-f {d}/{PROM_ADAPTER_FILE}",
         *key_secret,

@@ -31,6 +31,7 @@ QUEUE_TIME = "vllm:request_queue_time_seconds"
 
 TOP_FAMILIES: frozenset[str] = frozenset({
     RUNNING, WAITING, KV_CACHE, PROMPT_TOKENS, GENERATION_TOKENS, PREEMPTIONS, REQUEST_SUCCESS, TTFT, ITL, E2E,
+    QUEUE_TIME,
 })
 
 _SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
@@ -236,7 +237,11 @@ class Percentiles:
 
 @dataclass(frozen=True)
 class EngineStats:
-    """What `vboot top` shows for one server over one window (the JSON of `vboot top --once --json`)."""
+    """What `vboot top` shows for one server over one window (the JSON of `vboot top --once --json`).
+
+    Latencies are vLLM's own histograms, measured inside the engine from a request's arrival there: a client
+    also sees tokenisation, HTTP and the network, so its TTFT is higher. ``queue_s`` (time waiting to be
+    scheduled, part of TTFT) is there to reconcile the two."""
 
     window_s: float | None  # span of the window the rates and percentiles cover
     model_names: tuple[str, ...]
@@ -252,6 +257,7 @@ class EngineStats:
     preemptions_per_s: float | None
     requests_finished_per_s: float | None
     finished_by_reason_per_s: Mapping[str, float] = field(default_factory=dict)
+    queue_s: Percentiles = field(default_factory=Percentiles)
 
 
 def engine_stats(newer: Snapshot, older: Snapshot | None = None) -> EngineStats:
@@ -287,6 +293,7 @@ def engine_stats(newer: Snapshot, older: Snapshot | None = None) -> EngineStats:
         preemptions_per_s=rate(PREEMPTIONS),
         requests_finished_per_s=sum(by_reason.values()) if by_reason else (0.0 if has_window else None),
         finished_by_reason_per_s={k: v for k, v in sorted(by_reason.items()) if v > 0},
+        queue_s=pct(QUEUE_TIME),
     )
 
 

