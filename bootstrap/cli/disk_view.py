@@ -92,8 +92,9 @@ def _bar(share: float, marks: tuple[str, str, str], width: int = 20) -> str:
 
 
 def render_report(data: dict[str, Any]) -> None:
-    from rich.markup import escape
     from rich.table import Table
+
+    escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     con = output.console()
     marks = _marks(con.encoding)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -117,11 +118,37 @@ def info(message: str) -> None:
         err_console().print(message)
 
 
+# What a terminal acts on instead of showing: C0 controls (ESC starts escape sequences, CR rewrites the line, BEL
+# rings), DEL, C1 controls (U+009B alone is a CSI on some terminals), the Unicode line and paragraph separators, the
+# bidirectional marks and overrides (they reorder what is shown) and lone surrogates (a file name's undecodable
+# bytes, which the stream's encoder would refuse).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _SHORT:
+        return _SHORT[ch]
+    cp = ord(ch)
+    if 0xDC80 <= cp <= 0xDCFF:  # os.fsdecode's surrogateescape of byte cp - 0xDC00: as display_path writes it
+        return f"\\x{cp - 0xDC00:02x}"
+    return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on written as a visible escape (``\\x1b``, ``\\n``,
+    ``\\u2028``; an undecodable byte of a file name as ``\\xff``, like ``disk``'s JSON). Plain text is returned as is."""
+    return _UNSAFE.sub(_visible, text)
+
+
 def escape(text: str) -> str:
-    """``text`` with rich markup escaped (paths, messages and pip output may hold ``[...]``)."""
+    """``text`` made safe for the human view: control characters as visible escapes (:func:`printable`) and rich
+    markup escaped (paths, messages and pip output may hold ``[...]``). Every untrusted string a person reads goes
+    through here; JSON carries the original."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    return rich_escape(printable(str(text)))
 
 
 def human_bytes(n: int | float | None, binary: bool = True) -> str:
