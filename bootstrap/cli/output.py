@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bootstrap.core.envelope import CommandResult, envelope, error_envelope
@@ -20,10 +22,38 @@ if TYPE_CHECKING:  # click is imported where an option is declared: `vboot disk`
 
 class _State:
     json: bool = False
+    # The envelope's ``command`` when vboot stops outside a command's own result (an error, an interrupt): the
+    # command path click has resolved so far (see :func:`command_path`), "vboot" before it has resolved any.
     command: str = "vboot"
+    # The exit code of the result already printed (None until then): an interrupt after it changes nothing.
+    result_code: int | None = None
+
+    def reset(self, as_json: bool = False) -> None:
+        self.json, self.command, self.result_code = as_json, "vboot", None
 
 
 STATE = _State()
+
+
+def command_path(ctx: Any) -> str:
+    """The envelope's ``command`` for a click context: the names of the commands invoked, without the program's
+    own (``disk``, ``disk clean``, ``export k8s``); the program's name when no subcommand was resolved.
+
+    One rule for a command's result, its errors, its help and an interrupt (tests/test_contract.py pins it).
+    """
+    names = []
+    while ctx is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    names.reverse()
+    return " ".join(n for n in names[1:] if n) or names[0] or "vboot"
+
+
+def _current_command() -> str | None:
+    """The command path of the click command running now; None outside click (the disk fast path never loads it)."""
+    click = sys.modules.get("click")
+    ctx = click.get_current_context(silent=True) if click is not None else None
+    return command_path(ctx) if ctx is not None else None
 
 
 def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -64,13 +94,45 @@ def err_console():
     return console(stderr=True)
 
 
-def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> None:
-    """Print ``result`` (JSON envelope or the human view) and leave the process with its exit code."""
-    if STATE.json:
-        sys.stdout.write(json.dumps(envelope(result), indent=2, sort_keys=False) + "\n")
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (then arrive as usual): a JSON document is written whole."""
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, OSError, ValueError):  # no pthread_sigmask here, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _write_document(doc: dict[str, Any]) -> None:
+    """The one JSON document of a --json run, on stdout, never cut short by a signal."""
+    text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    with _signals_held():
+        sys.stdout.write(text)
         sys.stdout.flush()
+        STATE.result_code = doc["exit_code"]
+
+
+def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> None:
+    """Print ``result`` (JSON envelope or the human view) and leave the process with its exit code.
+
+    The envelope's ``command`` is the running click command's path (:func:`command_path`), the same rule as for
+    errors; ``result.command`` names it where click is not loaded (the disk fast path).
+    """
+    if STATE.json:
+        command = _current_command()
+        if command is not None and command != result.command:
+            from dataclasses import replace
+
+            result = replace(result, command=command)
+        _write_document(envelope(result))
     elif human is not None:
         human(result.data)
+        STATE.result_code = result.exit_code
     for err in result.errors:
         if not STATE.json:
             print_error(err.get("message", ""), err.get("hint", ""))
@@ -108,8 +170,32 @@ def exit_broken_pipe() -> NoReturn:
 
 
 def print_json_error(command: str, error: dict[str, Any], exit_code: int) -> None:
-    sys.stdout.write(json.dumps(error_envelope(command, error, exit_code), indent=2) + "\n")
-    sys.stdout.flush()
+    _write_document(error_envelope(command, error, exit_code))
+
+
+def exit_interrupted(exc: BaseException) -> NoReturn:
+    """Ctrl-C (KeyboardInterrupt) or SIGTERM (its ``signum`` attribute, see bootstrap.cli.interrupt): the
+    error envelope with --json, else one line on stderr; exit 128 + the signal's number (130, 143).
+
+    When the command's result is already out, it stands: the process leaves with that result's exit code.
+    """
+    signum = int(getattr(exc, "signum", signal.SIGINT))
+    if STATE.result_code is not None:
+        sys.exit(STATE.result_code)
+    code = 128 + signum
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    message = f"interrupted by {name}; the command did not finish"
+    if STATE.json:
+        print_json_error(STATE.command, {"code": "interrupted", "message": message,
+                                         "hint": "run it again (a pull resumes where it stopped)"}, code)
+    else:  # one line: the person who pressed Ctrl-C needs no hint
+        if signum == signal.SIGINT and sys.stderr.isatty():
+            sys.stderr.write("\n")  # the terminal echoed ^C without a line break
+        print_error(message)
+    sys.exit(code)
 
 
 def info(message: str) -> None:
