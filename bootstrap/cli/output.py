@@ -10,8 +10,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bootstrap.core.envelope import CommandResult, envelope, error_envelope
@@ -94,27 +93,18 @@ def err_console():
     return console(stderr=True)
 
 
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done (then arrive as usual): a JSON document is written whole."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (AttributeError, OSError, ValueError):  # no pthread_sigmask here, or not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _write_document(doc: dict[str, Any]) -> None:
-    """The one JSON document of a --json run, on stdout, never cut short by a signal."""
+    """The one JSON document of a --json run, on stdout, never cut short by a signal: SIGINT and SIGTERM wait
+    until it is written (then arrive as usual, and find the result out: :func:`exit_interrupted`)."""
     text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
-    with _signals_held():
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
         sys.stdout.write(text)
         sys.stdout.flush()
         STATE.result_code = doc["exit_code"]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> None:
