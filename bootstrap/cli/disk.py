@@ -139,7 +139,7 @@ def _render_caches(data: dict[str, Any]) -> None:
             t.add_row(ident, output.human_bytes(i.bytes), _ago(i.last_used), i.layout,
                       f"[green]{escape(i.in_use_by)}[/]" if i.in_use_by else "")
         con.print(t)
-    cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command]
+    cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command and not c.refused]
     con.print(f"\n[dim]total {output.human_bytes(data['total_bytes'])}. Free space: `vboot disk clean --partial`, "
               f"`--model ID`, `--cache NAME`, `--older-than 30d`." + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
               + "[/]")
