@@ -92,11 +92,6 @@ def main() -> None:
     ours = argv[: argv.index("--")] if "--" in argv else argv
     request = None
     try:
-        # SIGTERM raises (like Ctrl-C) from the start, so that `vboot ... --json` stopped at any time still prints
-        # its one JSON document (bootstrap.cli.interrupt; the head start below inherits it).
-        from bootstrap.cli import interrupt
-
-        interrupt.install()
         # An ignored SIGCHLD is inherited across exec; it would hide the exit status of every child vboot waits
         # for (disk's scan processes, the supervised vLLM server).
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -114,10 +109,16 @@ def main() -> None:
                     HEAD_START = HeadStart("bootstrap.core.duwalk:scan_wire", scan_args(request))
                 except OSError:  # fork refused (process limit): the command scans itself
                     HEAD_START = None
-                if HEAD_START is not None and len(request["paths"]) <= 1:
-                    from bootstrap.cli.disk_view import print_head_start
+        # SIGTERM raises (like Ctrl-C) from here on, so that `vboot ... --json` stopped at any time still prints its
+        # one JSON document (bootstrap.cli.interrupt). Installed once the head start has forked: the scan starts
+        # first, and the head start keeps the default (it dies; its workers notice).
+        from bootstrap.cli import interrupt
 
-                    print_head_start(request)  # exits, unless the head start brought no report
+        interrupt.install()
+        if request is not None and HEAD_START is not None and len(request["paths"]) <= 1:
+            from bootstrap.cli.disk_view import print_head_start
+
+            print_head_start(request)  # exits, unless the head start brought no report
         from bootstrap.cli.main import main as run
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM while loading the CLI, or during the disk fast path
         from bootstrap.cli import output
