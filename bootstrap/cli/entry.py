@@ -86,12 +86,24 @@ def take_head_start(root: str, depth: int, apparent: bool, one_file_system: bool
     return result if isinstance(result, dict) else None
 
 
+def _terminated(_signum: int, _frame: object) -> None:
+    """SIGTERM's handler until the CLI has loaded: :func:`bootstrap.cli.interrupt.install`'s, imported late."""
+    from bootstrap.cli.interrupt import Terminated
+
+    raise Terminated()
+
+
 def main() -> None:
     global HEAD_START
     argv = sys.argv[1:]
     ours = argv[: argv.index("--")] if "--" in argv else argv
     request = None
     try:
+        # SIGTERM raises (like Ctrl-C) from the start, so that `vboot ... --json` stopped at any time still prints
+        # its one JSON document (bootstrap.cli.interrupt, imported only when the signal comes: before the head
+        # start forks, every millisecond is the scan's).
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminated)
         # An ignored SIGCHLD is inherited across exec; it would hide the exit status of every child vboot waits
         # for (disk's scan processes, the supervised vLLM server).
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -109,12 +121,6 @@ def main() -> None:
                     HEAD_START = HeadStart("bootstrap.core.duwalk:scan_wire", scan_args(request))
                 except OSError:  # fork refused (process limit): the command scans itself
                     HEAD_START = None
-        # SIGTERM raises (like Ctrl-C) from here on, so that `vboot ... --json` stopped at any time still prints its
-        # one JSON document (bootstrap.cli.interrupt). Installed once the head start has forked: the scan starts
-        # first, and the head start keeps the default (it dies; its workers notice).
-        from bootstrap.cli import interrupt
-
-        interrupt.install()
         if request is not None and HEAD_START is not None and len(request["paths"]) <= 1:
             from bootstrap.cli.disk_view import print_head_start
 

@@ -7,9 +7,9 @@ cleanup, the ModelScope client's cancellation, ``subprocess.run`` killing its ch
 entry point prints the error envelope (:func:`bootstrap.cli.output.exit_interrupted`) and exits 143.
 
 Commands that own their signals (``serve`` while it supervises, ``top``'s full-screen loop) install their own
-handlers over this one and restore it afterwards. This module imports nothing but :mod:`signal` (not even
-typing, ~7 ms): the console script installs it before anything else is loaded and before `vboot disk`'s head
-start forks (bootstrap.cli.entry), so it must cost nothing.
+handlers over this one and restore it afterwards. The console script installs an equivalent handler before
+anything is loaded (bootstrap.cli.entry: it imports this module only when the signal comes), and install()
+leaves that one in place. This module imports nothing but :mod:`signal` (not even typing: ~7 ms).
 """
 
 from __future__ import annotations
