@@ -46,6 +46,23 @@ def mounted(fstype: str, target: Path, options: str = ""):
         subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
 
 
+@contextmanager
+def bind_mounted(source: Path, target: Path, read_only: bool = False):
+    """``mount --bind SOURCE TARGET`` (needs root) for the block: the same filesystem seen at a second place, with
+    the same device number (only the mount table tells it apart). Lazily unmounted afterwards, even on failure."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        missing("a bind mount needs root and mount(8)")
+    res = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True, text=True)
+    if res.returncode != 0:
+        missing(f"cannot bind-mount {source} on {target}: {res.stderr.strip()}")
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True, capture_output=True)
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
+
+
 def vllm_python() -> str:
     """The interpreter with vLLM for e2e tests: $VBOOT_TEST_VLLM_PYTHON (set by scripts/test.sh / CI).
 

@@ -78,3 +78,79 @@ def test_a_closed_stdout_or_stderr_keeps_the_exit_code(tmp_path, isolated_env, c
                           env=isolated_env, stdin=subprocess.DEVNULL, timeout=60)
     assert proc.stdout.strip().endswith(f"rc={rc}"), proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- one rule for the envelope's `command`: the command path, whatever the outcome ----------------------------
+# (path, arguments that succeed or None, arguments that fail). Success, error, --help and an interrupt
+# (tests/test_interrupts.py) all name the command by its path without "vboot": `disk clean`, `export k8s`.
+# `logs` prints a log, not a document: it takes no --json.
+COMMANDS = [
+    ("disk", ["{tmp}"], ["{tmp}/missing"]),
+    ("disk caches", [], ["--bogus"]),
+    ("disk clean", ["--partial", "--dry-run"], []),
+    ("doctor", ["--list-checks"], ["--check", "nonsense"]),
+    ("profiles", [], ["nope"]),
+    ("pull", ["tiny"], ["vboot/none", "--offline"]),
+    ("serve", None, ["nope"]),
+    ("ps", [], ["--bogus"]),
+    ("stop", None, ["nope"]),
+    ("top", None, ["nope", "--once"]),
+    ("env", ["tiny"], ["nope"]),
+    ("kernel list", [], ["--bogus"]),
+    ("kernel remove", None, ["nope"]),
+    ("export k8s", None, ["nope"]),
+    ("setup", None, ["--bogus"]),
+]
+
+
+@pytest.mark.parametrize("path, ok, bad", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_the_envelope_names_the_command_path_for_result_error_and_help(run_vboot, tmp_path, path, ok, bad):
+    def run(*args: str) -> dict:
+        return _doc(run_vboot(*path.split(), *(a.format(tmp=tmp_path) for a in args), "--json", timeout=60))
+
+    if ok is not None:
+        doc = run(*ok)
+        assert (doc["command"], doc["status"]) == (path, "ok"), doc
+    doc = run(*bad)
+    assert (doc["command"], doc["status"]) == (path, "error") and doc["exit_code"] != 0, doc
+    shown = run("--help")
+    assert (shown["command"], shown["status"], shown["exit_code"]) == (path, "ok", 0)
+    assert shown["data"]["usage"].startswith(f"Usage: vboot {path}") and shown["data"]["help"].startswith("Usage:")
+
+
+@pytest.mark.parametrize("args", [["--help", "--json"], ["--json", "--help"], ["-h", "--json"]])
+def test_help_with_json_is_one_json_document_at_every_level(run_vboot, args):
+    doc = _doc(run_vboot(*args))
+    assert doc["command"] == "vboot" and doc["exit_code"] == 0 and "Commands:" in doc["data"]["help"]
+    sub = _doc(run_vboot("disk", "clean", *args))
+    assert sub["command"] == "disk clean" and "--older-than" in sub["data"]["help"]
+
+
+def test_help_without_json_is_the_usual_text(run_vboot):
+    res = run_vboot("disk", "clean", "--help")
+    assert res.returncode == 0 and res.stdout.startswith("Usage: vboot disk clean")
+
+
+def test_version_with_json(run_vboot):
+    from bootstrap import __version__
+
+    assert _doc(run_vboot("--version", "--json"))["data"] == {"version": __version__}
+    assert run_vboot("--version").stdout.strip() == f"vboot, version {__version__}"
+
+
+def test_an_unknown_command_is_an_error_of_vboot_itself(run_vboot):
+    doc = _doc(run_vboot("nosuch", "--json"))
+    assert doc["command"] == "vboot" and doc["errors"][0]["code"] == "usage"
+
+
+def test_the_disk_fast_path_names_its_command_like_the_cli(tmp_path, isolated_env):
+    """`vboot disk` printed without loading click (bootstrap.cli.entry) follows the same rule."""
+    import subprocess
+
+    from conftest import vboot_exe
+
+    for head_start in ("1", "0"):
+        for target in (str(tmp_path), str(tmp_path / "missing")):
+            proc = subprocess.run([*vboot_exe(), "disk", target, "--json"], capture_output=True, text=True,
+                                  env={**isolated_env, "VBOOT_DISK_HEAD_START": head_start}, timeout=60)
+            assert _doc(proc)["command"] == "disk"

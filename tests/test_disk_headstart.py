@@ -224,8 +224,10 @@ def test_several_paths_go_through_the_cli_with_the_head_start(tmp_path, isolated
 _ORPHAN = SLOW_OPEN + """
 from bootstrap.core import headstart
 
+OUT = os.dup(1)  # the head start's own stdout is /dev/null: it reports its PID through this copy
+
 def slow_scan(root, *, watch_parent):
-    print("scanning", os.getpid(), flush=True)
+    os.write(OUT, f"scanning {os.getpid()}\\n".encode())
     return disk.scan(root, workers=3, split_after=1, open_dir=slow, watch_parent=watch_parent).total_bytes
 
 headstart.HeadStart("__main__:slow_scan", (sys.argv[1],))
@@ -240,6 +242,15 @@ def test_a_head_start_stops_when_its_starter_is_killed(tmp_path):
         child = psutil.Process(int(line[1]))
         tree = [child, *forked_children(child, 2, "the head start")]
         kill_and_expect_gone(proc, tree, "the head start")
+
+
+def test_the_head_start_and_its_workers_let_go_of_stdout_and_stderr(tmp_path):
+    """They never print; holding the caller's pipes would keep `vboot disk | reader` waiting after vboot ended."""
+    root = wide_tree(tmp_path / "t")
+    with script_running(_ORPHAN, root) as (proc, line):
+        child = psutil.Process(int(line[1]))
+        for p in [child, *forked_children(child, 2, "the head start")]:
+            assert [os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in (1, 2)] == [os.devnull, os.devnull]
 
 
 def test_an_ignored_sigchld_does_not_break_the_command(tmp_path, isolated_env):

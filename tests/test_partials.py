@@ -50,7 +50,7 @@ def test_pull_and_disk_clean_see_the_same_partial_files(tmp_path):
     snap, partials = make_cache(tmp_path)
     assert len(partials) == 4
     seen_by_pull = {p.path for p in find_partials(tmp_path, MODEL, snap, LISTED)}
-    reports = scan_caches(Environ({"HOME": str(tmp_path), "MODELSCOPE_CACHE": str(tmp_path)}), active={},
+    reports = scan_caches(Environ({"HOME": f"{tmp_path}-home", "MODELSCOPE_CACHE": str(tmp_path)}), active={},
                           names=("modelscope",))
     seen_by_clean = {p for item in reports[0].items if item.kind == "partial" for p in item.paths}
     assert seen_by_pull == seen_by_clean == partials
@@ -63,7 +63,7 @@ def test_disk_clean_partial_frees_every_stray_byte_the_pull_refusal_names(tmp_pa
                      free_bytes=0, filesystem_path="/", margin_bytes=0)
     stray = {p.path for p in plan.partials if not p.resumes}
     assert plan.stray_bytes == 30  # the .parallel_tmp (never resumed) and the other revision's .incomplete
-    reports = scan_caches(Environ({"HOME": str(tmp_path), "MODELSCOPE_CACHE": str(tmp_path)}), active={},
+    reports = scan_caches(Environ({"HOME": f"{tmp_path}-home", "MODELSCOPE_CACHE": str(tmp_path)}), active={},
                           names=("modelscope",))
     clean = plan_clean(reports, partial=True, busy=lambda r: False)
     assert stray <= {e.path for e in clean.entries}

@@ -28,6 +28,7 @@ class DiskGroup(click.Group):
                      **extra: Any) -> click.Context:
         if args and args[0] in self.commands:
             return super().make_context(info_name, args, parent=parent, **extra)
+        self.report.context_class = self.context_class  # the report stands for the group: the same context
         return self.report.make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -107,8 +108,9 @@ def _ago(ts: float | None) -> str:
 
 
 def _render_caches(data: dict[str, Any]) -> None:
-    from rich.markup import escape
     from rich.table import Table
+
+    escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     for w in data.get("warnings", ()):
         output.warn(w)
@@ -121,9 +123,15 @@ def _render_caches(data: dict[str, Any]) -> None:
         if not c.exists:
             table.add_row(f"[dim]{c.name}[/]", "[dim]-[/]", "", "", f"[dim]{escape(c.path)} (absent)[/]", c.source)
             continue
+        if c.refused:
+            table.add_row(f"[yellow]{c.name}[/]", "-", "[yellow]refused[/]", "", escape(c.path), c.source)
+            continue
         table.add_row(c.name, output.human_bytes(c.bytes), str(len(c.items)), _ago(c.last_used), escape(c.path),
                       c.source)
     con.print(table)
+    for c in data["caches"]:
+        for warning in c.warnings:
+            con.print(f"[yellow]{c.name}:[/] {escape(warning)}")
     for c in data["caches"]:
         models = [i for i in c.items if i.kind in ("model", "partial")]
         if not models:
@@ -138,7 +146,7 @@ def _render_caches(data: dict[str, Any]) -> None:
             t.add_row(ident, output.human_bytes(i.bytes), _ago(i.last_used), i.layout,
                       f"[green]{escape(i.in_use_by)}[/]" if i.in_use_by else "")
         con.print(t)
-    cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command]
+    cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command and not c.refused]
     con.print(f"\n[dim]total {output.human_bytes(data['total_bytes'])}. Free space: `vboot disk clean --partial`, "
               f"`--model ID`, `--cache NAME`, `--older-than 30d`." + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
               + "[/]")
@@ -158,13 +166,16 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
     """Free disk space in the caches: scan, plan (every path and the bytes it frees), confirm, delete.
 
     Deletes only inside the recognised cache roots, never follows a symlink out of one (the link is removed,
-    not its target), refuses models a running vboot server uses, removes a legacy ModelScope model together
-    with its dotted symlink, and reports what it freed, measured afterwards. Without --yes and without a
+    not its target), never deletes across a mount point (an item with one inside is kept), refuses a cache
+    root that is no cache of its own (`/`, your home, a system directory: a variable such as PIP_CACHE_DIR set
+    by mistake), refuses models a running vboot server uses, removes a legacy ModelScope model together with
+    its dotted symlink, and reports what it freed, measured afterwards. A path it could not remove fails the
+    command (exit 1). --older-than judges an item by the newest file inside it. Without --yes and without a
     terminal it stops before deleting (exit 2).
     """
     from bootstrap.core.caches import execute_plan, plan_clean, scan_caches
     from bootstrap.core.environ import Environ
-    from bootstrap.core.errors import ConfirmationRequired, UsageError
+    from bootstrap.core.errors import EXIT_FAIL, ConfirmationRequired, UsageError
     from bootstrap.core.units import parse_duration
 
     env = Environ()
@@ -206,14 +217,22 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
     data.update(freed_bytes=result.freed_bytes, removed=result.removed, failed=result.failed,
                 fs_free_before_bytes=result.fs_free_before_bytes, fs_free_after_bytes=result.fs_free_after_bytes,
                 confirmed=True)
-    status = "warn" if (result.failed or plan.refused) else "ok"
-    output.emit(CommandResult("disk clean", data, status=status, exit_code=1 if result.failed else 0),
-                human=_render_clean)
+    if not result.failed:
+        output.emit(CommandResult("disk clean", data, status="warn" if plan.refused else "ok"), human=_render_clean)
+    # Something planned is still there: the command failed, whatever else it freed (data says what).
+    first = result.failed[0]
+    output.emit(CommandResult("disk clean", data, status="fail", exit_code=EXIT_FAIL, errors=({
+        "code": "clean_incomplete",
+        "message": f"{plural(len(result.failed), 'path was', 'paths were')} not removed, first {first.path}: "
+                   f"{first.reason}",
+        "hint": "nothing outside the plan was touched; fix the cause (see data.failed) and run the same command "
+                "again", "context": {"failed": len(result.failed), "reason": first.code}},)), human=_render_clean)
 
 
 def _render_clean(data: dict[str, Any]) -> None:
-    from rich.markup import escape
     from rich.table import Table
+
+    escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     con = output.console()
     done = data.get("confirmed")

@@ -40,14 +40,15 @@ def print_head_start(request: dict[str, Any]) -> None:
     from bootstrap.cli.entry import scan_args, take_head_start
     from bootstrap.core.disk import report_from_wire
 
+    output.STATE.json = request["json"]
+    output.STATE.command = "disk"  # what click would resolve for the same arguments (the envelope's rule)
     if not request["json"]:
         output.load_human_view()  # while the scan runs: it is CPU time either way, but not on the critical path
     wire = take_head_start(*scan_args(request))
     if wire is None:
+        output.STATE.reset()  # the CLI takes over, from scratch
         return
     result = report_result([report_from_wire(wire)], request["depth"], request["apparent"], request["top"])
-    output.STATE.json = request["json"]
-    output.STATE.command = "disk"
     code = 0
     try:
         output.emit(result, human=render_report)  # leaves by SystemExit with the command's exit code
@@ -92,8 +93,9 @@ def _bar(share: float, marks: tuple[str, str, str], width: int = 20) -> str:
 
 
 def render_report(data: dict[str, Any]) -> None:
-    from rich.markup import escape
     from rich.table import Table
+
+    escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     con = output.console()
     marks = _marks(con.encoding)

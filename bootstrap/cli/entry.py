@@ -86,9 +86,24 @@ def take_head_start(root: str, depth: int, apparent: bool, one_file_system: bool
     return result if isinstance(result, dict) else None
 
 
+def _terminated(_signum: int, _frame: object) -> None:
+    """SIGTERM's handler until the CLI has loaded: :func:`bootstrap.cli.interrupt.install`'s, imported late."""
+    from bootstrap.cli.interrupt import Terminated
+
+    raise Terminated()
+
+
 def main() -> None:
     global HEAD_START
+    argv = sys.argv[1:]
+    ours = argv[: argv.index("--")] if "--" in argv else argv
+    request = None
     try:
+        # SIGTERM raises (like Ctrl-C) from the start, so that `vboot ... --json` stopped at any time still prints
+        # its one JSON document (bootstrap.cli.interrupt, imported only when the signal comes: before the head
+        # start forks, every millisecond is the scan's).
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminated)
         # An ignored SIGCHLD is inherited across exec; it would hide the exit status of every child vboot waits
         # for (disk's scan processes, the supervised vLLM server).
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -97,7 +112,6 @@ def main() -> None:
         for stream in ("stdout", "stderr"):
             if getattr(sys, stream) is None:
                 setattr(sys, stream, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
-        argv = sys.argv[1:]
         if argv[:1] == ["disk"] and os.environ.get("VBOOT_DISK_HEAD_START", "1") != "0":
             request = disk_request(argv[1:])
             if request is not None:
@@ -107,13 +121,18 @@ def main() -> None:
                     HEAD_START = HeadStart("bootstrap.core.duwalk:scan_wire", scan_args(request))
                 except OSError:  # fork refused (process limit): the command scans itself
                     HEAD_START = None
-                if HEAD_START is not None and len(request["paths"]) <= 1:
-                    from bootstrap.cli.disk_view import print_head_start
+        if request is not None and HEAD_START is not None and len(request["paths"]) <= 1:
+            from bootstrap.cli.disk_view import print_head_start
 
-                    print_head_start(request)  # exits, unless the head start brought no report
+            print_head_start(request)  # exits, unless the head start brought no report
         from bootstrap.cli.main import main as run
-    except KeyboardInterrupt:  # Ctrl-C while Python is still loading the CLI
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM while loading the CLI, or during the disk fast path
+        from bootstrap.cli import output
+
+        if request is not None:  # `vboot disk` by the grammar above: its command path, as click would resolve it
+            output.STATE.command = "disk"
+        output.STATE.json = output.STATE.json or "--json" in ours
+        output.exit_interrupted(exc)
     run()
 
 

@@ -2,6 +2,11 @@
 
 Subcommands are imported only when invoked, so `vboot doctor` never pays for the import of `serve` or
 `pull` (and through them modelscope or httpx).
+
+The JSON contract is kept here for every command at once: each click context records its command path (the
+envelope's ``command`` for errors, help and interrupts, the same one ``output.emit`` uses for results);
+``--help`` and ``--version`` with ``--json`` print one envelope carrying the text; Ctrl-C and SIGTERM end in
+the ``interrupted`` error envelope with exit 130 / 143 (bootstrap.cli.interrupt).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from typing import Any
 import click
 
 from bootstrap import __version__
-from bootstrap.cli import output
+from bootstrap.cli import interrupt, output
 from bootstrap.cli.optguard import GuardedCommand, guard
+from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import debug_enabled
 from bootstrap.core.errors import EXIT_FAIL, EXIT_SIGINT, EXIT_USAGE, VbootError
 
@@ -56,9 +62,52 @@ SHORT_HELP: dict[str, str] = {
 }
 
 
+def _show_help(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """click's help option, except that with --json the help text travels in the envelope (``data.help``, with
+    ``data.usage``; exit 0): a caller that asked for JSON gets one JSON document, whatever else it asked."""
+    if not value or ctx.resilient_parsing:
+        return
+    if output.STATE.json:
+        output.emit(CommandResult(output.command_path(ctx), {"help": ctx.get_help(), "usage": ctx.get_usage()}))
+    click.echo(ctx.get_help(), color=ctx.color)
+    ctx.exit()
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    if output.STATE.json:
+        output.emit(CommandResult(output.command_path(ctx), {"version": __version__}))
+    click.echo(f"vboot, version {__version__}", color=ctx.color)
+    ctx.exit()
+
+
+class VbootContext(click.Context):
+    """The context of every vboot command: records its command path for the error envelope (a usage error in
+    `disk clean`'s options is reported as `disk clean`, like its result) and gives its help option the JSON
+    behaviour of :func:`_show_help`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        output.STATE.command = output.command_path(self)
+        help_option = self.command.get_help_option(self)  # click builds it once per command and keeps it
+        if help_option is not None:
+            help_option.callback = _show_help
+
+
+def _adopt(command: click.Command) -> click.Command:
+    """Give ``command`` and its subcommands (their modules declare plain click commands) :class:`VbootContext`."""
+    command.context_class = VbootContext
+    for sub in getattr(command, "commands", {}).values():
+        _adopt(sub)
+    return command
+
+
 class LazyGroup(GuardedCommand, click.Group):
     """A group whose commands are imported on first use. Every command it hands out refuses an option-like
     argument where an option's value belongs (:mod:`bootstrap.cli.optguard`)."""
+
+    context_class = VbootContext
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -74,7 +123,15 @@ class LazyGroup(GuardedCommand, click.Group):
             if exc.name == module_name:  # a command not built yet in this checkout
                 return None
             raise
-        return guard(getattr(module, attr))
+        return _adopt(guard(getattr(module, attr)))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # click turns a KeyboardInterrupt into a bare Abort (after a blank line on stderr); carry it past click
+        # instead, with its signal, to the one handler in main().
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise interrupt.Stopped(exc) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help without importing every command module.
@@ -84,7 +141,9 @@ class LazyGroup(GuardedCommand, click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="vboot")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and exit.")
+@click.option("--json", is_flag=True, expose_value=False, is_eager=True, hidden=True, callback=output.set_json)
 def cli() -> None:
     """vboot: from a fresh GPU box to a vLLM server you trust and can watch.
 
@@ -94,20 +153,12 @@ def cli() -> None:
     """
 
 
-def _command_name(argv: list[str]) -> str:
-    for arg in argv:
-        if not arg.startswith("-"):
-            return arg
-    return "vboot"
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; translate expected errors to one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     ours = args[: args.index("--")] if "--" in args else args  # after `--`, arguments belong to vLLM
-    if "--json" in ours:
-        output.STATE.json = True
-    output.STATE.command = _command_name(ours)
+    output.STATE.reset(as_json="--json" in ours)
+    previous = interrupt.install()
     debug = debug_enabled()
     try:
         rv: Any = cli.main(args=args, prog_name="vboot", standalone_mode=False)
@@ -116,21 +167,25 @@ def main(argv: list[str] | None = None) -> None:
             raise
         output.report_error(exc.to_dict(), exc.exit_code)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        output.print_error("aborted")
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C or SIGTERM while click parsed the arguments
+            output.exit_interrupted(exc.__cause__)
+        output.print_error("aborted")  # end of input at a prompt
         sys.exit(EXIT_SIGINT)
     except click.ClickException as exc:
         output.report_error({"code": "usage", "message": exc.format_message(), "hint": "run `vboot --help` or `vboot COMMAND --help`"},
                 exc.exit_code if exc.exit_code else EXIT_USAGE)
         sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_SIGINT)
+    except (KeyboardInterrupt, interrupt.Stopped) as exc:
+        output.exit_interrupted(exc)
     except BrokenPipeError:
         output.exit_broken_pipe()
     except Exception as exc:  # an unexpected failure: one line unless debugging
         if debug:
             raise
         output.exit_internal_error(exc, EXIT_FAIL)
+    finally:
+        interrupt.restore(previous)
     if isinstance(rv, int):
         sys.exit(rv)
     sys.exit(0)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -19,10 +21,38 @@ if TYPE_CHECKING:  # click is imported where an option is declared: `vboot disk`
 
 class _State:
     json: bool = False
+    # The envelope's ``command`` when vboot stops outside a command's own result (an error, an interrupt): the
+    # command path click has resolved so far (see :func:`command_path`), "vboot" before it has resolved any.
     command: str = "vboot"
+    # The exit code of the result already printed (None until then): an interrupt after it changes nothing.
+    result_code: int | None = None
+
+    def reset(self, as_json: bool = False) -> None:
+        self.json, self.command, self.result_code = as_json, "vboot", None
 
 
 STATE = _State()
+
+
+def command_path(ctx: Any) -> str:
+    """The envelope's ``command`` for a click context: the names of the commands invoked, without the program's
+    own (``disk``, ``disk clean``, ``export k8s``); the program's name when no subcommand was resolved.
+
+    One rule for a command's result, its errors, its help and an interrupt (tests/test_contract.py pins it).
+    """
+    names = []
+    while ctx is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    names.reverse()
+    return " ".join(n for n in names[1:] if n) or names[0] or "vboot"
+
+
+def _current_command() -> str | None:
+    """The command path of the click command running now; None outside click (the disk fast path never loads it)."""
+    click = sys.modules.get("click")
+    ctx = click.get_current_context(silent=True) if click is not None else None
+    return command_path(ctx) if ctx is not None else None
 
 
 def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -63,13 +93,42 @@ def err_console():
     return console(stderr=True)
 
 
-def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> None:
-    """Print ``result`` (JSON envelope or the human view) and leave the process with its exit code."""
-    if STATE.json:
-        sys.stdout.write(json.dumps(envelope(result), indent=2, sort_keys=False) + "\n")
+def _write_document(doc: dict[str, Any]) -> None:
+    """The one JSON document of a --json run, on stdout, never cut short by a signal: SIGINT and SIGTERM wait
+    until it is written (then arrive as usual, and find the result out: :func:`exit_interrupted`)."""
+    text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        sys.stdout.write(text)
         sys.stdout.flush()
+        STATE.result_code = doc["exit_code"]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def print_document(result: CommandResult) -> None:
+    """Print ``result``'s JSON document now without leaving (a foreground `vboot serve` reports readiness, then
+    goes on supervising): the same one document, held against signals like :func:`emit`'s."""
+    _write_document(envelope(result))
+
+
+def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> None:
+    """Print ``result`` (JSON envelope or the human view) and leave the process with its exit code.
+
+    The envelope's ``command`` is the running click command's path (:func:`command_path`), the same rule as for
+    errors; ``result.command`` names it where click is not loaded (the disk fast path).
+    """
+    if STATE.json:
+        command = _current_command()
+        if command is not None and command != result.command:
+            from dataclasses import replace
+
+            result = replace(result, command=command)
+        _write_document(envelope(result))
     elif human is not None:
         human(result.data)
+        STATE.result_code = result.exit_code
     for err in result.errors:
         if not STATE.json:
             print_error(err.get("message", ""), err.get("hint", ""))
@@ -107,8 +166,32 @@ def exit_broken_pipe() -> NoReturn:
 
 
 def print_json_error(command: str, error: dict[str, Any], exit_code: int) -> None:
-    sys.stdout.write(json.dumps(error_envelope(command, error, exit_code), indent=2) + "\n")
-    sys.stdout.flush()
+    _write_document(error_envelope(command, error, exit_code))
+
+
+def exit_interrupted(exc: BaseException) -> NoReturn:
+    """Ctrl-C (KeyboardInterrupt) or SIGTERM (its ``signum`` attribute, see bootstrap.cli.interrupt): the
+    error envelope with --json, else one line on stderr; exit 128 + the signal's number (130, 143).
+
+    When the command's result is already out, it stands: the process leaves with that result's exit code.
+    """
+    signum = int(getattr(exc, "signum", signal.SIGINT))
+    if STATE.result_code is not None:
+        sys.exit(STATE.result_code)
+    code = 128 + signum
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    message = f"interrupted by {name}; the command did not finish"
+    if STATE.json:
+        print_json_error(STATE.command, {"code": "interrupted", "message": message,
+                                         "hint": "run it again (a pull resumes where it stopped)"}, code)
+    else:  # one line: the person who pressed Ctrl-C needs no hint
+        if signum == signal.SIGINT and sys.stderr.isatty():
+            sys.stderr.write("\n")  # the terminal echoed ^C without a line break
+        print_error(message)
+    sys.exit(code)
 
 
 def info(message: str) -> None:
@@ -123,11 +206,37 @@ def warn(message: str) -> None:
         err_console().print(f"[yellow]warning:[/] {escape(message)}")
 
 
+# What a terminal acts on instead of showing: C0 controls (ESC starts escape sequences, CR rewrites the line, BEL
+# rings), DEL, C1 controls (U+009B alone is a CSI on some terminals), the Unicode line and paragraph separators, the
+# bidirectional marks and overrides (they reorder what is shown) and lone surrogates (a file name's undecodable
+# bytes, which the stream's encoder would refuse).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _SHORT:
+        return _SHORT[ch]
+    cp = ord(ch)
+    if 0xDC80 <= cp <= 0xDCFF:  # os.fsdecode's surrogateescape of byte cp - 0xDC00: as display_path writes it
+        return f"\\x{cp - 0xDC00:02x}"
+    return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on written as a visible escape (``\\x1b``, ``\\n``,
+    ``\\u2028``; an undecodable byte of a file name as ``\\xff``, like ``disk``'s JSON). Plain text is returned as is."""
+    return _UNSAFE.sub(_visible, text)
+
+
 def escape(text: str) -> str:
-    """``text`` with rich markup escaped (paths, messages and pip output may hold ``[...]``)."""
+    """``text`` made safe for the human view: control characters as visible escapes (:func:`printable`) and rich
+    markup escaped (paths, messages and pip output may hold ``[...]``). Every untrusted string a person reads goes
+    through here; JSON carries the original."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    return rich_escape(printable(str(text)))
 
 
 def human_bytes(n: int | float | None, binary: bool = True) -> str:

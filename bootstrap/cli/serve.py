@@ -461,12 +461,7 @@ class ServeView:
         """The foreground's readiness report, printed without exiting (the server is supervised afterwards):
         with --json it is the one document on stdout, carrying the verdict (``warn`` when the smoke failed)."""
         if output.STATE.json:
-            import json
-
-            from bootstrap.core.envelope import envelope
-
-            sys.stdout.write(json.dumps(envelope(ready), indent=2) + "\n")
-            sys.stdout.flush()
+            output.print_document(ready)
             self.ready_doc_printed = True
             return
         _render_ready(ready.data)

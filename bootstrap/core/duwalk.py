@@ -307,6 +307,7 @@ def _run_parallel(walker_factory: Callable[[], _Walker], chunks: list[list[_Task
                 code = 0
                 try:
                     os.close(r_res)
+                    release_output()
                     walker = walker_factory()
                     walker.watch = scanner
                     done = _pull(r_tasks, chunks, walker)
@@ -318,6 +319,15 @@ def _run_parallel(walker_factory: Callable[[], _Walker], chunks: list[list[_Task
             os.close(w_res)
             children.append((pid, r_res))
         parent_done = _pull(r_tasks, chunks, parent)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or abandoned during our own share: the workers go too
+        for pid, r_res in children:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            _reap(pid)
+            os.close(r_res)
+        raise
     finally:
         os.close(r_tasks)
     results = []
@@ -351,6 +361,21 @@ def _run_parallel(walker_factory: Callable[[], _Walker], chunks: list[list[_Task
                 parent.run_task(task)
             parent.drain_deep()
     return results
+
+
+def release_output() -> None:
+    """In a forked scan process, which never prints: let go of the caller's stdout and stderr, so that whoever
+    reads vboot's output sees its end when vboot ends, not when the last scan process has noticed it is alone."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for fd in (1, 2):
+        try:
+            os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
 
 
 def _reap(pid: int) -> int | None:

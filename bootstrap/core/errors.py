@@ -57,6 +57,12 @@ class UsageError(VbootError):
     exit_code = EXIT_USAGE
 
 
+class UnsafeCacheRootError(UsageError):
+    """A cache root (from an environment variable) is no cache of its own: ``/``, a home, a system directory."""
+
+    code = "unsafe_cache_root"
+
+
 class ProfileError(VbootError):
     """A profile file is missing, malformed, or names an unknown key."""
 

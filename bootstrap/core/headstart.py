@@ -2,7 +2,7 @@
 known before the rest of the program has loaded.
 
 The child imports the function's module itself, after the fork, so starting costs the caller one ``fork``
-and nothing else. The function gets ``watch_parent=PID`` and must stop soon after that process goes away
+and nothing else; its stdout and stderr are /dev/null (the function returns its result, it never prints). The function gets ``watch_parent=PID`` and must stop soon after that process goes away
 (the child is re-parented when its starter dies, even by SIGKILL). Its return value travels back through a
 pipe with :mod:`marshal` (plain values only). This module imports only the cheapest parts of the standard
 library, since it runs before anything else is loaded.
@@ -15,6 +15,15 @@ import importlib
 import marshal
 import os
 import signal
+
+
+def _release_output() -> None:
+    """The child never prints: stdout and stderr become /dev/null, so that a reader of the starter's output sees
+    its end when the starter ends (a child still winding down must not hold the pipe open)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
 
 
 class HeadStart:
@@ -30,6 +39,7 @@ class HeadStart:
             code = 1
             try:
                 os.close(r)
+                _release_output()
                 module_name, attr = target.split(":")
                 value = getattr(importlib.import_module(module_name), attr)(*args, watch_parent=starter)
                 data = memoryview(marshal.dumps(value))
