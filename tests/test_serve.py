@@ -198,6 +198,7 @@ class Health(BaseHTTPRequestHandler):
 
 
 print("INFO: fake vLLM on", port, flush=True)
+print("WARNING: [/] [bold]markup in the log[/bold] \x1b[31mred", flush=True)
 HTTPServer(("127.0.0.1", port), Health).serve_forever()
 """
 
@@ -411,3 +412,53 @@ def test_a_key_in_the_profiles_env_is_the_servers_key(isolated_env, fake_vllm, c
     assert code == 8 and keys == ["pr0file-key"]
     assert "pr0file-key" not in out + err and "hf_s3cr3t_t0ken" not in out + err
     assert doc["data"]["env"]["HF_TOKEN"] != "hf_s3cr3t_t0ken"
+
+
+def _hostile_profile(tmp_path) -> str:
+    from conftest import REPO
+
+    text = (REPO / "profiles" / "tiny.toml").read_text()
+    text = text.replace('served_name = "qwen-tiny"', 'served_name = "[/]odd[bold]name"')
+    text = text.replace("[env]\n", '[env]\nHOSTILE_MARKUP = "[/] [bold red]x[/bold red] [link=file:///etc]"\n', 1)
+    path = tmp_path / "hostile.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_rich_markup_in_the_profile_and_vllms_log_is_shown_as_text_and_crashes_nothing(isolated_env, fake_vllm,
+                                                                                       capsys, tmp_path):
+    """Issue 17 item 15: markup in an [env] value, the served name or a line of vLLM's log reached rich and
+    crashed serve. Every untrusted string is escaped at the output module."""
+    from tests.e2e_support import free_port
+
+    code = run_main("serve", _hostile_profile(tmp_path), "--port", str(free_port()), "--no-smoke")
+    err = capsys.readouterr().err
+    assert code == 8 and "internal error" not in err and "Traceback" not in err  # the fake vLLM's death, no crash
+    assert "HOSTILE_MARKUP=[/] [bold red]x[/bold red] [link=file:///etc]" in err
+    assert "[/]odd[bold]name" in err
+    assert "[/] [bold]markup in the log[/bold] \\x1b[31mred" in err  # the log's tail, escape sequence shown
+
+def test_a_crash_in_vboot_after_vllm_started_still_stops_vllm(isolated_env, fake_vllm, capsys, monkeypatch):
+    """Whatever goes wrong in vboot once the child runs (here the renderer), the child must not outlive it."""
+    import psutil
+
+    from bootstrap.cli import serve as serve_cli
+    from tests.e2e_support import free_port
+
+    started = []
+    real = serve_cli.ServeView.on_event
+
+    def boom(self, event):
+        from bootstrap.core.lifecycle import Ready, Starting
+
+        if isinstance(event, Starting):
+            started.append(event.pid)
+        if isinstance(event, Ready):
+            raise RuntimeError("a renderer bug")
+        return real(self, event)
+
+    monkeypatch.setattr(serve_cli.ServeView, "on_event", boom)
+    code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke")
+    assert code == 1 and "internal error: RuntimeError: a renderer bug" in capsys.readouterr().err
+    [pid] = started
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -331,6 +331,16 @@ def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> None:
                 if isinstance(event, (Ready, GaveUp, Stopped)):
                     final = event
                     break
+    except BaseException:
+        # Whatever broke here before the server was ready, it must not be left starting with nobody told: the
+        # supervisor stops the tree on SIGTERM.
+        if final is None:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=plan.probes.stop_grace_s + 30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        raise
     finally:
         view.close()
     if stop["sig"] or isinstance(final, Stopped):
