@@ -135,3 +135,41 @@ def request_counts(base_url: str, api_key: str | None = None, timeout: float = 5
         return None
     in_flight = (snap.total("vllm:num_requests_running") or 0.0) + (snap.total("vllm:num_requests_waiting") or 0.0)
     return RequestCounts(finished, in_flight)
+
+
+# --- vllm-router's worker API (multi-model mode), used by `vboot route` ------------------------------------------
+
+def router_workers(router_url: str, timeout: float = 2.0) -> dict[str, str] | None:
+    """``curl ROUTER/workers``: worker URL -> model id, or None when the router does not answer."""
+    try:
+        status, body = get(f"{router_url}/workers", timeout=timeout)
+        doc = json.loads(body) if status == 200 else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("workers"), list):
+        return None
+    return {str(w.get("url")): str(w.get("model_id")) for w in doc["workers"] if isinstance(w, dict)}
+
+
+def router_add_worker(router_url: str, url: str, model: str, timeout: float = 5.0) -> bool:
+    """``POST ROUTER/workers {"url", "model_id"}``: the served name is given, not read from the worker (whose
+    /v1/models needs its key)."""
+    req = urllib.request.Request(f"{router_url}/workers", data=json.dumps({"url": url, "model_id": model}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def router_remove_worker(router_url: str, url: str, timeout: float = 5.0) -> bool:
+    """``DELETE ROUTER/workers/URL`` (URL percent-encoded)."""
+    from urllib.parse import quote
+
+    req = urllib.request.Request(f"{router_url}/workers/{quote(url, safe='')}", method="DELETE")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
