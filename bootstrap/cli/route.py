@@ -357,7 +357,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up
     auth = next((v.strip() for k, v in headers if k.strip().lower() == "authorization"), None)
     if not allowed_path(path):
         _reply(writer, 404, "Not Found", {"error": {"message": f"vboot route serves /v1/* and /health, not {path}",
-                                                    "type": "NotFoundError", "code": 404}})
+                                                    "type": "NotFoundError"}})
         return await writer.drain()
     if not authorized(path, auth, key):
         _reply(writer, 401, "Unauthorized", {"error": "Unauthorized"})
