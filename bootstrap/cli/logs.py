@@ -43,7 +43,7 @@ def logs(name: str | None, follow: bool, lines: int, which: str | None) -> None:
         if not runs:
             raise NotFoundError(f"no runs under {runs_dir(env)}", hint="start one with `vboot serve PROFILE`")
         run = runs[-1]
-    path = Path(run.run_dir) / (which or "vllm.log")
+    path = Path(run.run_dir) / which if which else run.log_path  # a route's main log is its router's
     try:
         mode = path.lstat().st_mode
     except OSError:

@@ -34,6 +34,9 @@ COMMANDS: dict[str, str] = {
     "stop": "bootstrap.cli.stop:stop",
     "logs": "bootstrap.cli.logs:logs",
     "top": "bootstrap.cli.top:top",
+    "route": "bootstrap.cli.route:route",
+    "sleep": "bootstrap.cli.sleep_cmd:sleep",
+    "wake": "bootstrap.cli.sleep_cmd:wake",
     "disk": "bootstrap.cli.disk:disk",
     "setup": "bootstrap.cli.setup_cmd:setup",
     "env": "bootstrap.cli.env_cmd:env",
@@ -41,8 +44,10 @@ COMMANDS: dict[str, str] = {
     "export": "bootstrap.cli.export:export",
     "service": "bootstrap.cli.service:service",
     "supervise": "bootstrap.cli.supervise:supervise",  # internal: the detached supervisor of `serve --detach`
+    "supervise-route": "bootstrap.cli.route:supervise_route",  # internal: the detached supervisor of `route`
+    "route-front": "bootstrap.cli.route:route_front",  # internal: the route's HTTP front
 }
-HIDDEN = frozenset({"supervise"})
+HIDDEN = frozenset({"supervise", "supervise-route", "route-front"})
 
 SHORT_HELP: dict[str, str] = {
     "doctor": "Judge this box: driver, CUDA, torch, vLLM, disk, VRAM, ports, env, leftovers.",
@@ -53,6 +58,9 @@ SHORT_HELP: dict[str, str] = {
     "stop": "Stop a server, all servers, orphaned vLLM processes, or a vLLM process by PID.",
     "logs": "Show (or follow) a server's vLLM log.",
     "top": "Live view of a server's engine metrics and the GPUs.",
+    "route": "One OpenAI endpoint in front of every running server, routing by model.",
+    "sleep": "Put a GPU server to sleep (vLLM's sleep mode), measured with NVML.",
+    "wake": "Wake a sleeping server.",
     "disk": "Largest directories (du-style), model/package caches, and cleanup.",
     "setup": "Create a Python environment with the right vLLM build for this box.",
     "env": "Print the exports a profile implies (for eval or a .env file).",

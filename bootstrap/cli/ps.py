@@ -35,10 +35,15 @@ def render_ps(data: PsReport) -> None:
         notes = []
         for s in data.servers:
             state = {"ready": "[green]healthy[/]" if s.healthy else "[yellow]unhealthy[/]",
-                     "starting": "[yellow]starting[/]", "restarting": "[yellow]restarting[/]"}.get(s.state, s.state)
+                     "starting": "[yellow]starting[/]", "restarting": "[yellow]restarting[/]",
+                     "waiting": "[yellow]waiting (start lock)[/]", "sleeping": "[cyan]sleeping[/]"}.get(s.state, s.state)
             if s.stale:
                 state += " [yellow](stale)[/]"
-            t.add_row(esc(s.name), esc(s.profile), str(s.pid), esc(s.url), esc(s.served_model_name),
+            model = s.served_model_name
+            if s.kind == "route":
+                model = ", ".join(sorted(s.routes or {})) or "(no server yet)"
+            t.add_row(esc(s.name) + (" [dim](route)[/]" if s.kind == "route" else ""), esc(s.profile), str(s.pid),
+                      esc(s.url), esc(model),
                       (s.device or "-").upper(), output.human_duration(s.uptime_s), state, str(s.restarts),
                       output.human_bytes(s.gpu_bytes) if s.gpu_bytes else "-")
             if s.device_reason:

@@ -25,8 +25,9 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import (EXIT_STARTUP, ConflictError, PortInUseError, StartupError, UsageError,
                                    VllmNotFoundError)
-from bootstrap.core.lifecycle import (Event, Failed, GaveUp, MemoryReleased, Outcome, ProbeFailed, Ready, Restarting,
-                                      Starting, Stopping, Waiting)
+from bootstrap.core.lifecycle import (Event, Failed, GaveUp, GpuSettling, MemoryReleased, Outcome, ProbeFailed, Ready,
+                                      Restarting, Slept, StartLockReleased, Starting, Stopping, Waiting,
+                                      WaitingForStartLock, Woke)
 from bootstrap.core.profiles import RESTART_MODES, Profile, ServeSettings
 from bootstrap.core.runs import RunRecord
 from bootstrap.core.serve_plan import Observability
@@ -35,12 +36,31 @@ from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 if TYPE_CHECKING:
     from bootstrap.core.serve_plan import ServePlan
 
+class PortOrAuto(click.ParamType):
+    """A port number (1-65535) or ``auto``."""
+
+    name = "PORT|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        from bootstrap.core.profiles import PORT_AUTO
+
+        if isinstance(value, int) or value == PORT_AUTO:
+            return value
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a port number or 'auto'", param, ctx)
+        if not 1 <= port <= 65535:
+            self.fail(f"{port} is not in the range 1<=x<=65535", param, ctx)
+        return port
+
+
 # --- serve --------------------------------------------------------------------------------------------------
 
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("profile_name", metavar="PROFILE")
 @click.argument("extra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- EXTRA_VLLM_ARGS]")
-@click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (default: the profile's, 8000).")
+@click.option("--port", type=PortOrAuto(), help="HTTP port, or `auto` for a free one (default: the profile's, 8000).")
 @click.option("--host", help="Bind address (default 127.0.0.1). Anything else needs --api-key or --insecure.")
 @click.option("--api-key", help="Require this bearer key (default: the profile's [env] VLLM_API_KEY, then "
                                 "$VLLM_API_KEY). vLLM gets it through its environment, never its command line.")
@@ -67,16 +87,19 @@ if TYPE_CHECKING:
 @click.option("--device", type=click.Choice(("gpu", "cpu", "auto")),
               help="Serve on this device instead of the profile's serve.device (auto: the GPU when a usable GPU "
                    "and a CUDA build of vLLM are both there).")
+@click.option("--idle-sleep", "idle_sleep", metavar="DURATION",
+              help="Put the server to sleep (vLLM's sleep mode, level 1) after this long without requests, e.g. 10m; "
+                   "`vboot wake NAME` wakes it. Needs serve.enable_sleep_mode and a GPU.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=900.0, show_default=True,
               help="Seconds to wait for /health before giving up on a start.")
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke chat completion once healthy.")
 @click.option("--skip-preflight", is_flag=True, help="Start even if doctor's checks fail (not recommended).")
 @output.json_option
-def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host: str | None, api_key: str | None,
-          insecure: bool, name: str | None, detach: bool, restart: str | None, max_restarts: int,
+def serve(profile_name: str, extra_args: tuple[str, ...], port: int | str | None, host: str | None,
+          api_key: str | None, insecure: bool, name: str | None, detach: bool, restart: str | None, max_restarts: int,
           restart_window: float, probe_interval: float, probe_timeout: float, with_prometheus: bool,
           prometheus_port: int | None, vllm_python: str | None, cache_dir: str | None, device: str | None,
-          timeout_s: float, no_smoke: bool, skip_preflight: bool, as_json: bool) -> None:
+          idle_sleep: str | None, timeout_s: float, no_smoke: bool, skip_preflight: bool, as_json: bool) -> None:
     """Serve PROFILE with vLLM, supervised (`tiny` is the bundled CPU demo; `vboot profiles` lists them).
 
     Pre-flight (doctor's checks: port, leftovers, disk, VRAM, vLLM), the environment
@@ -95,6 +118,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
       vboot serve qwen --port 8001 -d   # detach once healthy; a vboot supervisor restarts it on failure
       vboot serve qwen --restart on-failure --max-restarts 3
       vboot serve qwen -- --max-num-seqs 64
+      vboot serve qwen-0.5b --name small --port auto -d   # a second model beside the first (see `vboot route`)
+      vboot serve qwen --idle-sleep 10m -d                 # sleep mode: frees the GPU when idle
     """
     from bootstrap.cli.wiring import doctor_collaborators
     from bootstrap.core import preflight, serving
@@ -111,6 +136,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
                                       cache_dir=cache_dir, vllm_python=vllm_python, device=device)
     # Refusals that need no probe come before the pre-flight's (NVML, the vLLM Python, a process scan).
     serving.check_exposure(settings.host, settings.api_key, insecure, settings.from_args.get("host"))
+    serving.check_sleep_mode_exposure(settings.host, settings.vllm.enable_sleep_mode, settings.from_args.get("host"))
+    idle_sleep_s = _idle_sleep_s(idle_sleep, settings)
     run_name = name or profile.name
     if not run_name_ok(run_name):
         raise UsageError(f"invalid --name {run_name!r}", hint="use letters, digits, '.', '_' or '-'")
@@ -141,6 +168,11 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     if install is None:
         raise VllmNotFoundError(f"no vLLM in {facts.python}", hint="run `vboot setup`, or pass --vllm-python")
     output.info(f"[dim]device[/] {output.escape(facts.device_decision.reason)}")
+    if settings.port_auto:
+        output.info(f"[dim]port[/] {settings.port} (auto: free on {output.escape(settings.host)})")
+    if idle_sleep_s and facts.device != "gpu":
+        raise UsageError("--idle-sleep needs vLLM's sleep mode, which its CPU build does not have",
+                         hint="serve on a GPU, or drop --idle-sleep")
 
     # Model: a local directory to serve, so vLLM never contacts a hub.
     if profile.model.source == "local":
@@ -161,8 +193,10 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
     plan = build_plan(
         settings, install=install, device=facts.device, device_reason=facts.device_decision.reason,
         env_plan=facts.env_plan, user_env=env.as_dict(), model_dir=model_dir, name=run_name, run_dir=run_dir,
-        inputs=serve_inputs(profile_name, host=host, port=port, cache_dir=cache_dir, vllm_python=vllm_python,
-                            device=device, extra_args=extra_args),
+        inputs=serve_inputs(profile_name, host=host, port=port if isinstance(port, int) else None,
+                            cache_dir=cache_dir, vllm_python=vllm_python, device=device, extra_args=extra_args,
+                            port_auto=settings.port_auto),
+        gpus=_gpus(facts), idle_sleep_s=idle_sleep_s,
         prometheus_exe=prometheus_exe,
         prometheus_port=_prometheus_port(prometheus_port) if prometheus_exe else None,
         observability=obs,
@@ -191,11 +225,39 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | None, host
         _serve_foreground(plan, view, t_start)
 
 
+def _idle_sleep_s(value: str | None, settings: ServeSettings) -> float:
+    """--idle-sleep in seconds (0 without it); it needs the profile's sleep mode."""
+    if value is None:
+        return 0.0
+    from bootstrap.core.units import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"--idle-sleep: {exc}", hint="e.g. --idle-sleep 10m") from None
+    if seconds <= 0:
+        raise UsageError("--idle-sleep must be longer than 0", hint="e.g. --idle-sleep 10m")
+    if not settings.vllm.enable_sleep_mode:
+        raise UsageError(f"--idle-sleep needs vLLM's sleep mode, which profile {settings.profile.name} does not turn on",
+                         hint="set serve.enable_sleep_mode = true in the profile (or pass -- --enable-sleep-mode)")
+    return seconds
+
+
+def _gpus(facts: Any) -> list[str]:
+    """The GPUs the server will run on (the first tensor-parallel-size visible ones), named for records and locks."""
+    from bootstrap.core.colocate import gpu_key
+
+    if facts.device != "gpu":
+        return []
+    tp = max(1, facts.settings.vllm.tensor_parallel_size)
+    return [gpu_key(g.uuid, g.index) for g in facts.visible_gpus if g.error is None][:tp]
+
+
 def _still_running(record: RunRecord) -> bool:
     """The run's server or its supervisor (between two restarts there is no server) is still alive."""
     from bootstrap.probes import procs
 
-    return procs.pid_alive(record.pid, record.pid_create_time) or (
+    return (record.pid > 0 and procs.pid_alive(record.pid, record.pid_create_time)) or (
         bool(record.supervisor_pid) and procs.pid_alive(record.supervisor_pid, record.supervisor_create_time))
 
 
@@ -393,6 +455,24 @@ class ServeView:
             output.info(f"[dim]{event.name} started again (PID {event.pid})[/]")
 
     def on_event(self, event: Event) -> None:
+        if isinstance(event, WaitingForStartLock):
+            h = event.holder
+            what = (f"waiting for the start lock of {output.escape(h.lock)}: held by {output.escape(h.name)} "
+                    f"(supervisor PID {h.pid}) while its vLLM sizes its KV cache")
+            if self.interactive:
+                if self.status is None:
+                    self.status = output.err_console().status(what)
+                    self.status.start()
+                self.status.update(f"{what} [bold]{event.waited_s:4.0f}s[/]")
+            else:
+                output.info(f"[yellow]…[/] {what} ({event.waited_s:.0f} s so far)")
+            return
+        if isinstance(event, StartLockReleased):
+            if event.waited_s >= 1.0 or event.reason == "kv_cache":
+                tokens = f" (KV cache: {event.kv_cache_tokens:,} tokens)" if event.kv_cache_tokens else ""
+                output.info(f"[dim]start lock released: {event.reason}{tokens}; waited "
+                            f"{output.human_duration(event.waited_s)} for it[/]")
+            return
         if isinstance(event, Waiting):
             line = output.escape(event.last_line[:110])
             if self.interactive:
@@ -432,9 +512,24 @@ class ServeView:
                 output.info(f"[dim]GPU memory of the stopped engine released after {r.waited_s:.1f} s "
                             f"({output.human_bytes(r.held_bytes)})[/]")
             else:
+                who = ("; holders: " + "; ".join(r.holders)) if r.holders else ""
                 output.info(f"[yellow]![/] after {r.waited_s:.0f} s the GPU still uses "
                             f"{output.human_bytes(r.used_bytes - r.baseline_bytes)} more than before the stopped "
-                            "engine started; `vboot ps` / `nvidia-smi` show who holds it")
+                            f"engine started; `vboot ps` / `nvidia-smi` show who holds it{output.escape(who)}")
+        elif isinstance(event, GpuSettling):
+            r = event.release
+            if r.released:
+                output.info(f"[dim]GPU memory in use settled after {r.waited_s:.1f} s[/]")
+            else:
+                who = "; ".join(r.holders) or "see `vboot ps` / `nvidia-smi`"
+                output.info(f"[yellow]![/] GPU memory in use still changing after {r.waited_s:.0f} s "
+                            f"({output.human_bytes(r.used_bytes)} in use): starting anyway; holders: {output.escape(who)}")
+        elif isinstance(event, Slept):
+            why = f"idle for {output.human_duration(event.idle_s)}" if event.reason == "idle" else "put to sleep"
+            output.info(f"[cyan]z[/] {output.escape(self.plan.name)} is asleep ({why}); `vboot wake "
+                        f"{output.escape(self.plan.name)}` wakes it")
+        elif isinstance(event, Woke):
+            output.info(f"[green]✓[/] {output.escape(self.plan.name)} is awake")
         elif isinstance(event, Restarting):
             output.info(f"[yellow]↻[/] restarting in {event.delay_s:g} s (restart {event.restarts}; at most "
                         f"{self.plan.restart.max_restarts} within {self.plan.restart.window_s:g} s)")

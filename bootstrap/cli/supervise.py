@@ -58,8 +58,16 @@ def run_supervisor(plan: ServePlan, on_event: Callable[[Event], None],
         notifier.on_event(event)
         on_event(event)
 
-    life = Lifecycle(target, lifecycle_collaborators(plan.device, tick=sidecars.check), plan.restart, probes,
-                     on_event=fan_out)
+    from bootstrap.core.environ import Environ
+    from bootstrap.core.paths import state_dir
+    from bootstrap.core.startlock import FileStartLock, LockHolder
+
+    lock = FileStartLock(state_dir(Environ()) / "locks", plan.start_locks, LockHolder(plan.name, me, time.time())) \
+        if plan.start_locks else None
+    collab = lifecycle_collaborators(plan.device, tick=sidecars.check, gpus=plan.gpus, start_lock=lock,
+                                     sleep_mode=plan.sleep_mode)
+    probes = replace(probes, idle_sleep_s=plan.idle_sleep_s)
+    life = Lifecycle(target, collab, plan.restart, probes, on_event=fan_out)
     previous = {sig: signal.signal(sig, lambda s, _f: life.request_stop(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         sidecars.start_all()

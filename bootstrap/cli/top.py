@@ -37,7 +37,7 @@ def resolve_target(target: str | None, env: Environ, problems: list[Any] | None 
     from bootstrap.probes.procs import pid_alive
 
     if target is None:
-        live = live_runs(env, problems=problems)
+        live = [r for r in live_runs(env, problems=problems) if r.is_server]  # the route has no engine metrics
         if len(live) == 1:
             return live[0].name, live[0].url
         if not live:

@@ -71,8 +71,10 @@ def spawn_logged(argv: Sequence[str], env: dict[str, str], log: Path, pdeathsig:
         return spawn(argv, env, fh, pdeathsig=pdeathsig)
 
 
-def lifecycle_collaborators(device: str, tick=None):  # -> bootstrap.core.lifecycle.Collaborators
-    """The real collaborators of a server's lifecycle: subprocess, HTTP on loopback, psutil, NVML on a GPU."""
+def lifecycle_collaborators(device: str, tick=None, *, gpus: Sequence[str] = (), start_lock=None,
+                            sleep_mode: bool = False):  # -> bootstrap.core.lifecycle.Collaborators
+    """The real collaborators of a server's lifecycle: subprocess, HTTP on loopback, psutil, NVML on a GPU (only
+    the GPUs in ``gpus``, colocate.gpu_key names, when given), the device's start lock, vLLM's sleep mode."""
     from concurrent.futures import ThreadPoolExecutor
 
     from bootstrap.core import lifecycle, serving
@@ -88,11 +90,25 @@ def lifecycle_collaborators(device: str, tick=None):  # -> bootstrap.core.lifecy
         return [lifecycle.ProcessRef(p.pid, p.create_time) for p in procs.vllm_processes()
                 if p.pgid == pgid and p.role == "engine_core"]
 
+    from bootstrap.core.colocate import gpu_key
+
+    def mine(snap) -> list:
+        return [g for g in snap.gpus if not gpus or gpu_key(g.uuid, g.index) in gpus] if snap.ok else []
+
     def nvml_used() -> int:
         from bootstrap.probes import nvml
 
-        snap = nvml.snapshot(with_processes=False)
-        return sum(g.memory_used_bytes or 0 for g in snap.gpus) if snap.ok else 0
+        return sum(g.memory_used_bytes or 0 for g in mine(nvml.snapshot(with_processes=False)))
+
+    def holders() -> list[str]:
+        from bootstrap.probes import nvml
+
+        out = []
+        for g in mine(nvml.snapshot()):
+            for p in sorted(g.processes, key=lambda p: -(p.used_bytes or 0))[:4]:
+                size = f" {(p.used_bytes or 0) / 1024**3:.1f} GiB" if p.used_bytes else ""
+                out.append(f"PID {p.pid} ({procs.process_name(p.pid) or '?'}) on GPU {g.index}{size}")
+        return out
 
     gpu_used = nvml_used if device == "gpu" else None
 
@@ -101,4 +117,7 @@ def lifecycle_collaborators(device: str, tick=None):  # -> bootstrap.core.lifecy
         smoke=lambda url, model, key: http.smoke_chat(url, model, api_key=key),
         engines=engines, pid_alive=procs.pid_alive, ops=GroupOps.real(), clock=SystemClock(), wall=time.time,
         log_tail=lambda path, n: serving.tail_lines(path, n), rotate_log=serving.rotate_log, gpu_used=gpu_used,
-        tick=tick)
+        tick=tick, start_lock=start_lock, gpu_holders=holders if device == "gpu" else None,
+        is_sleeping=http.is_sleeping if sleep_mode else None,
+        request_counts=http.request_counts if sleep_mode else None,
+        sleep=(lambda url, key, level: http.sleep_server(url, key, level)) if sleep_mode else None)

@@ -613,6 +613,62 @@ def check_vram(f: Facts) -> CheckResult:
                        f"{_gib(rows[0]['needed_bytes'])}", "", data)
 
 
+def check_budget(f: Facts) -> CheckResult:
+    """Room for this server beside vboot's running ones: on each GPU it uses, the gpu_memory_utilization of the
+    servers there plus its own must stay within 0.95 and within what NVML shows free (`vboot ps`;
+    `nvidia-smi --query-gpu=memory.free`); on the CPU build, its VLLM_CPU_KVCACHE_SPACE plus ~1.5 GiB must fit in
+    the available RAM (`free -b`), less what servers still starting are about to take."""
+    from bootstrap.core.colocate import GIB, cpu_budget, cpu_kvcache_bytes, gpu_budgets
+
+    runs = [r for r in f.live_runs if getattr(r, "is_server", True)]
+    if f.device == "cpu":
+        si = f.c.system_info()
+        b = cpu_budget(cpu_kvcache_bytes(f.vllm_env("VLLM_CPU_KVCACHE_SPACE")), si.ram_available_bytes, runs)
+        others = ", ".join(f"{h.name!r} ({_gib(h.bytes)} KV cache, {h.state})" for h in b.holders)
+        data: dict[str, Any] = {"device": "cpu", "kvcache_bytes": b.asked_bytes, "need_bytes": b.need_bytes,
+                                "available_bytes": b.available_bytes, "pending_bytes": b.pending_bytes,
+                                "servers": [{"name": h.name, "kvcache_bytes": h.bytes, "state": h.state}
+                                            for h in b.holders]}
+        summary = (f"VLLM_CPU_KVCACHE_SPACE {b.asked_bytes / GIB:g} GiB + ~{_gib(b.overhead_bytes)} needs "
+                   f"{_gib(b.need_bytes)}; {_gib(b.room_bytes)} of RAM is available")
+        if b.pending_bytes:
+            summary += f" once the servers still starting have taken {_gib(b.pending_bytes)}"
+        if b.fits:
+            return CheckResult("budget", Status.OK, summary + (f" beside {others}" if others else ""), "", data)
+        fix = (f"set VLLM_CPU_KVCACHE_SPACE={b.suggestion_gib} {f.where('VLLM_CPU_KVCACHE_SPACE')}"
+               if b.suggestion_gib else "stop a server (`vboot stop NAME`)")
+        return CheckResult("budget", Status.FAIL, summary + (f"; vboot's other servers hold {others}" if others
+                                                             else ""), fix + (", or stop one of them" if others
+                                                                              else ""), data)
+    if f.device != "gpu":
+        return CheckResult("budget", Status.SKIP, "no device decided", "", {})
+    gpus = [g for g in f.visible_gpus if g.error is None][:_tp(f)]
+    if not gpus:
+        return CheckResult("budget", Status.SKIP, "no usable GPU (see nvidia.* checks)", "", {})
+    asked = f.settings.vllm.gpu_memory_utilization
+    budgets = gpu_budgets(gpus, asked, runs)
+    rows = [{"gpu": b.gpu, "index": b.index, "asked": b.asked, "held": round(b.held, 4), "limit": b.limit,
+             "free_bytes": b.free_bytes, "total_bytes": b.total_bytes, "suggestion": b.suggestion,
+             "servers": [{"name": h.name, "gpu_memory_utilization": h.share, "bytes": h.bytes, "state": h.state}
+                         for h in b.holders]} for b in budgets]
+    data = {"device": "gpu", "gpus": rows}
+    bad = next((b for b in budgets if not b.fits), None)
+    if bad is None:
+        held = ", ".join(f"GPU {b.index}: {b.held:g} held by {len(b.holders)} server(s)" for b in budgets if b.holders)
+        return CheckResult("budget", Status.OK, f"gpu_memory_utilization {asked:g} fits"
+                           + (f" ({held})" if held else ""), "", data)
+    who = ", ".join(f"{h.name!r} holds {h.share:g} ({_gib(h.bytes)})" for h in bad.holders) or "no vboot server"
+    if not bad.fits_share:
+        summary = (f"GPU {bad.index}: gpu_memory_utilization {asked:g} does not fit beside vboot's servers there "
+                   f"({who}: {bad.held:g} + {asked:g} > {bad.limit:g})")
+    else:
+        summary = (f"GPU {bad.index}: gpu_memory_utilization {asked:g} needs {_gib(bad.total_bytes * asked)}, NVML "
+                   f"shows {_gib(bad.free_bytes)} free ({who})")
+    fix = (f"pass -- --gpu-memory-utilization {bad.suggestion:g} (or set serve.gpu_memory_utilization)"
+           if bad.suggestion else "no room is left on it")
+    return CheckResult("budget", Status.FAIL, summary, fix + "; or stop a server (`vboot stop NAME`)", data)
+
+
 def check_leftovers(f: Facts) -> CheckResult:
     """Leftover vLLM processes whose launcher is gone: `ps -eo pid,ppid,rss,args | grep VLLM::`.
 
@@ -894,6 +950,8 @@ CHECKS: tuple[CheckSpec, ...] = (
               check_vllm),
     CheckSpec("torch", "Python", "torch version and CUDA build vs the driver", check_torch),
     CheckSpec("disk", "Resources", "free disk for the model cache", check_disk),
+    CheckSpec("budget", "Resources", "room beside vboot's running servers: GPU share (<= 0.95) or CPU KV cache vs RAM",
+              check_budget),
     CheckSpec("vram", "Resources", "free GPU memory vs the profile, and who holds the rest", check_vram),
     CheckSpec("system", "Resources", "Python, CPUs and RAM; the CPU build on a box without GPU", check_system),
     CheckSpec("leftovers", "Processes", "orphaned vLLM engine/worker processes", check_leftovers),

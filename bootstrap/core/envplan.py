@@ -22,6 +22,9 @@ ALLOC_ALIAS = "PYTORCH_ALLOC_CONF"
 EXPANDABLE = "expandable_segments:True"
 
 
+DEV_MODE_VAR = "VLLM_SERVER_DEV_MODE"
+
+
 @dataclass(frozen=True)
 class EnvVar:
     name: str
@@ -86,6 +89,11 @@ def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, s
         out["MODELSCOPE_CACHE"] = EnvVar("MODELSCOPE_CACHE", str(cache_dir), "vboot", "where the model is cached")
     elif user_cache := user_env.get("MODELSCOPE_CACHE"):
         out["MODELSCOPE_CACHE"] = EnvVar("MODELSCOPE_CACHE", user_cache, "environment")
+
+    if (options or vllm_options(profile.serve)).enable_sleep_mode:
+        # vLLM serves /sleep, /wake_up and /is_sleeping only in its development mode (which also opens
+        # /collective_rpc, /reset_prefix_cache, ...; its API key guards /v1 paths only): serve allows it on loopback.
+        out[DEV_MODE_VAR] = EnvVar(DEV_MODE_VAR, "1", "vboot", "sleep mode: vLLM's /sleep, /wake_up, /is_sleeping")
 
     for name, value in profile.env.items():
         out[name] = EnvVar(name, value, "profile", f"from profile {profile.name}")

@@ -171,6 +171,13 @@ class PreflightError(ConflictError):
     code = "preflight"
 
 
+class SleepUnavailableError(ConflictError):
+    """`vboot sleep`/`wake` on a server that has no sleep mode: the CPU build of vLLM (none there), or a server
+    started without `enable_sleep_mode`."""
+
+    code = "sleep_unavailable"
+
+
 class VenvConflictError(ConflictError):
     """`vboot setup` will not touch its target: not a venv, a broken one, another Python, or the other build."""
 

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bootstrap.core.colocate import IdleTracker, RequestCounts, kv_cache_tokens
 from bootstrap.core.diagnosis import Diagnosis
 from bootstrap.core.errors import EXIT_STARTUP
+from bootstrap.core.startlock import LockHolder, StartLock
 from bootstrap.core.profiles import RESTART_MODES
 from bootstrap.core.supervisor import Clock, GroupOps, StopOutcome, stop_group
 
@@ -75,6 +77,10 @@ class ProbeSettings:
     ready_timeout_s: float = 900.0
     stop_grace_s: float = 20.0  # SIGTERM -> SIGKILL
     memory_settle_s: float = 60.0  # after a stop, how long to wait for the GPU to release the old engine's memory
+    settle_sample_s: float = 1.0  # before a first start: used GPU memory must change less than the tolerance over this
+    start_lock_report_s: float = 10.0  # while waiting for a start lock, a WaitingForStartLock at least this often
+    idle_sleep_s: float = 0.0  # put a sleep-mode server to sleep after this long without requests; 0: never
+    sleep_check_s: float = 5.0  # how often a sleep-mode server's /is_sleeping and /metrics are read
 
 
 # --- collaborators -------------------------------------------------------------------------------------------
@@ -128,6 +134,7 @@ class GpuRelease:
     waited_s: float
     baseline_bytes: int  # memory in use on its GPUs just before the generation started
     used_bytes: int  # memory in use when the wait ended
+    holders: tuple[str, ...] = ()  # who holds GPU memory when it did not come back ("PID 4242 VLLM::EngineCore 16 GiB")
 
 
 @dataclass
@@ -148,6 +155,13 @@ class Collaborators:
     # Memory in use on the GPUs the server runs on (NVML), or None without a GPU: a restart then waits for nothing.
     gpu_used: Callable[[], int] | None = None
     tick: Callable[[], None] | None = None  # called on every turn of the loops (side processes' supervision)
+    # Several servers on one box (bootstrap.core.colocate): the device's start lock, who holds GPU memory that
+    # never lets go (for the report), and vLLM's sleep mode (None: a server without it).
+    start_lock: StartLock | None = None
+    gpu_holders: Callable[[], list[str]] | None = None
+    is_sleeping: Callable[[str, str | None], bool | None] | None = None  # url, key -> /is_sleeping (None: no answer)
+    request_counts: Callable[[str, str | None], RequestCounts | None] | None = None  # url, key -> /metrics
+    sleep: Callable[[str, str | None, int], bool] | None = None  # url, key, level -> POST /sleep succeeded
 
 
 # --- events --------------------------------------------------------------------------------------------------
@@ -236,6 +250,51 @@ class GaveUp:
 
 
 @dataclass(frozen=True)
+class WaitingForStartLock:
+    """Another server holds the start lock of a device this one runs on: it is sizing its KV cache."""
+
+    generation: int
+    holder: LockHolder
+    waited_s: float
+
+
+@dataclass(frozen=True)
+class StartLockReleased:
+    """The start lock let go: vLLM logged its KV cache size (``kv_cache``), or the generation became ready,
+    failed or was stopped first."""
+
+    generation: int
+    reason: str  # kv_cache | ready | failed | stopped
+    waited_s: float  # how long this generation waited for the lock before it started
+    kv_cache_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuSettling:
+    """Before a first start: the GPU's used memory was still changing (a server that just died releasing its
+    memory, another one still allocating); the start waited for it (bounded)."""
+
+    generation: int
+    release: GpuRelease
+
+
+@dataclass(frozen=True)
+class Slept:
+    """The server went to sleep: put there by vboot after ``idle_s`` without requests (``idle``), or by someone
+    else (`vboot sleep`: ``outside``). Liveness probes pause while it sleeps: a probe would wake it or hang."""
+
+    generation: int
+    reason: str  # idle | outside
+    level: int = 0  # 0: not known (put to sleep outside vboot's supervisor)
+    idle_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Woke:
+    generation: int
+
+
+@dataclass(frozen=True)
 class Stopping:
     signal: int
 
@@ -247,12 +306,12 @@ class Stopped:
 
 
 Event = (Starting | Waiting | Ready | ProbeSucceeded | ProbeFailed | Failed | MemoryReleased | Restarting | GaveUp
-         | Stopping | Stopped)
+         | Stopping | Stopped | WaitingForStartLock | StartLockReleased | GpuSettling | Slept | Woke)
 
 
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     Starting, Waiting, Ready, ProbeSucceeded, ProbeFailed, Failed, MemoryReleased, Restarting, GaveUp, Stopping,
-    Stopped)}
+    Stopped, WaitingForStartLock, StartLockReleased, GpuSettling, Slept, Woke)}
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
@@ -319,6 +378,8 @@ class Lifecycle:
     _engines: list[ProcessRef] = field(default_factory=list, repr=False)  # this generation's EngineCores
     _gpu_baseline: int | None = None  # GPU memory in use just before this generation started
     _gpu_held: int = 0  # the most this generation was seen to add to it
+    asleep: bool = False  # the server is in vLLM's sleep mode (liveness probes pause)
+    _lock_waited_s: float = 0.0
 
     def request_stop(self, signum: int) -> None:
         if self.stop_requested is None:
@@ -353,7 +414,46 @@ class Lifecycle:
             raise
 
     def _start_and_wait(self, since: float) -> float | Failure:
-        """Start a generation and wait until /health says 200: the seconds it took, or why it never did."""
+        """Take the device's start lock, start a generation and wait until /health says 200: the seconds it took,
+        or why it never did. The lock is let go when vLLM logs its KV cache size, or at ready, failure or stop."""
+        self._take_start_lock()
+        outcome = "stopped"
+        try:
+            result = self._spawn_and_wait(since)
+            outcome = "failed" if isinstance(result, Failure) else "ready"
+            return result
+        finally:
+            self._release_start_lock(outcome)
+
+    def _take_start_lock(self) -> None:
+        lock = self.c.start_lock
+        if lock is None:
+            return
+        t0 = self.c.clock.monotonic()
+        last: tuple[LockHolder, float] | None = None
+        while True:
+            self._check_stop()
+            holder = lock.try_acquire()
+            now = self.c.clock.monotonic()
+            if holder is None:
+                self._lock_waited_s = now - t0
+                return
+            if last is None or holder.name != last[0].name or holder.pid != last[0].pid or \
+                    now - last[1] >= self.probes.start_lock_report_s:
+                self.on_event(WaitingForStartLock(self.generation, holder, now - t0))
+                last = (holder, now)
+            self._pause(self.probes.poll_s)
+
+    def _release_start_lock(self, reason: str, tokens: int | None = None) -> None:
+        lock = self.c.start_lock
+        if lock is None or not lock.held:
+            return
+        lock.release()
+        self.on_event(StartLockReleased(self.generation, reason, self._lock_waited_s, tokens))
+
+    def _spawn_and_wait(self, since: float) -> float | Failure:
+        if self.generation == 1:
+            self._wait_gpu_settled()
         if self.generation > 1 or self.target.log.exists():
             self.c.rotate_log(self.target.log.parent)
         self._engines, self._gpu_held = [], 0
@@ -362,11 +462,16 @@ class Lifecycle:
         self.on_event(Starting(self.generation, self.child.pid, self.child.pid, str(self.target.log)))
         deadline = self.c.clock.monotonic() + self.probes.ready_timeout_s
         last_note = -1e9
+        lock = self.c.start_lock
         while True:
             self._check_stop()
             rc = self.child.poll()
             if rc is not None:
                 return self._failure("startup_failed", rc, "startup")
+            if lock is not None and lock.held:
+                tokens = kv_cache_tokens(self.c.log_tail(self.target.log, 200))
+                if tokens is not None:
+                    self._release_start_lock("kv_cache", tokens)
             if self.c.health(self.target.url, self.probes.health_timeout_s).ok:
                 break
             now = self.c.clock.monotonic()
@@ -384,6 +489,7 @@ class Lifecycle:
         ready_s = self.c.clock.monotonic() - since
         self._engines = self.c.engines(self.child.pid)
         self._note_gpu_held()
+        self.asleep = False
         self.on_event(Ready(self.generation, ready_s, smoke, tuple(e.pid for e in self._engines)))
         return ready_s
 
@@ -400,12 +506,22 @@ class Lifecycle:
         probe: Future[ProbeResult] | None = None
         probe_started = 0.0
         failed_probes = 0
+        sleepy = self.c.is_sleeping is not None
+        idle = IdleTracker(p.idle_sleep_s, now) if sleepy and p.idle_sleep_s > 0 else None
+        next_sleep_check = now + p.sleep_check_s if sleepy else float("inf")
         while True:
             self._check_stop()
             rc = self.child.poll()
             if rc is not None:
                 return self._failure("exited", rc, "serving")
             now = clock.monotonic()
+            if now >= next_sleep_check:
+                next_sleep_check = now + p.sleep_check_s
+                was_asleep = self.asleep
+                self._sleep_watch(idle, now)
+                if was_asleep and not self.asleep:  # woken: probe again soon, idle time counted afresh
+                    next_probe = now + min(p.liveness_interval_s, p.liveness_retry_s) if p.liveness_interval_s > 0 \
+                        else float("inf")
             if self._engines and not any(self.c.pid_alive(e.pid, e.create_time) for e in self._engines):
                 engine_gone_since = engine_gone_since if engine_gone_since is not None else now
                 if now - engine_gone_since >= p.engine_grace_s:
@@ -424,7 +540,7 @@ class Lifecycle:
                                              detail=f"/health has not answered for {now - unresponsive_since:.0f} s")
                 else:
                     unresponsive_since = None
-            if probe is None and now >= next_probe:
+            if probe is None and now >= next_probe and not self.asleep:
                 probe = self.c.generate(self.target.url, self.target.served_model_name, self.target.api_key,
                                         p.liveness_timeout_s)
                 probe_started = now
@@ -436,6 +552,14 @@ class Lifecycle:
                     result = ProbeResult(False, now - probe_started, error="no answer within the probe timeout")
                 if result is not None:
                     probe = None
+                    if idle is not None:
+                        idle.probe_finished()
+                    if not result.ok and sleepy and self.c.is_sleeping is not None and \
+                            self.c.is_sleeping(self.target.url, self.target.api_key):
+                        # Put to sleep while the probe ran (`vboot sleep`): not a hang.
+                        self._sleep_watch(idle, now)
+                        next_probe = now + p.liveness_interval_s
+                        continue
                     if result.ok:
                         failed_probes = 0
                         self._note_gpu_held()
@@ -450,6 +574,26 @@ class Lifecycle:
                                                         f"(last: {result.error})")
                         next_probe = now + p.liveness_retry_s
             self._pause(p.poll_s)
+
+    def _sleep_watch(self, idle: IdleTracker | None, now: float) -> None:
+        """Follow the server's sleep state (it may be put to sleep by `vboot sleep`) and, with an idle limit, put
+        it to sleep when no request came for that long (vboot's own probes do not count)."""
+        assert self.c.is_sleeping is not None
+        answer = self.c.is_sleeping(self.target.url, self.target.api_key)
+        if answer is True and not self.asleep:
+            self.asleep = True
+            self.on_event(Slept(self.generation, "outside"))
+        elif answer is False and self.asleep:
+            self.asleep = False
+            if idle is not None:
+                idle.reset(now)
+            self.on_event(Woke(self.generation))
+        if self.asleep or idle is None or self.c.request_counts is None or self.c.sleep is None:
+            return
+        idle.sample(self.c.request_counts(self.target.url, self.target.api_key), now)
+        if idle.due(now) and self.c.sleep(self.target.url, self.target.api_key, 1):
+            self.asleep = True
+            self.on_event(Slept(self.generation, "idle", 1, idle.idle_for(now)))
 
     def _after_failure(self, failure: Failure, ready_once: bool) -> Outcome | None:
         """Stop what is left of the failed generation, then decide: restart (None) or give up (the outcome)."""
@@ -543,8 +687,33 @@ class Lifecycle:
                 break
             self.c.clock.sleep(0.5)
         if self._gpu_held or not released:
+            holders = tuple(self.c.gpu_holders()) if not released and self.c.gpu_holders is not None else ()
             self.on_event(MemoryReleased(self.generation, GpuRelease(self._gpu_held, released, waited, baseline,
-                                                                     used)))
+                                                                     used, holders)))
+
+    def _wait_gpu_settled(self) -> None:
+        """Before a first start: wait (bounded by ``memory_settle_s``) until the GPU's used memory stops changing,
+        so vLLM does not profile memory that a server which just died is still releasing (or one that just
+        released its start lock is still allocating). Reports when it waited, and who holds memory when it never
+        settled."""
+        if self.c.gpu_used is None:
+            return
+        p = self.probes
+        tolerance = GPU_SETTLE_TOLERANCE_BYTES
+        t0 = self.c.clock.monotonic()
+        first = prev = self.c.gpu_used()
+        while True:
+            self._sleep(p.settle_sample_s)
+            used = self.c.gpu_used()
+            waited = self.c.clock.monotonic() - t0
+            settled = abs(used - prev) <= tolerance
+            if settled or waited >= p.memory_settle_s:
+                break
+            prev = used
+        if waited > p.settle_sample_s * 1.5 or not settled:
+            holders = tuple(self.c.gpu_holders()) if not settled and self.c.gpu_holders is not None else ()
+            self.on_event(GpuSettling(self.generation, GpuRelease(max(0, first - used), settled, waited, first, used,
+                                                                  holders)))
 
     # -- failures
 

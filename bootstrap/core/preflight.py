@@ -11,7 +11,7 @@ from bootstrap.core.errors import PortInUseError, PreflightError, VllmNotFoundEr
 from bootstrap.core.profiles import ServeSettings
 from bootstrap.core.vllm_env import choose_python
 
-SERVE_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "vram", "leftovers", "port", "env.alloc_conf",
+SERVE_CHECKS = ("nvidia.driver", "torch", "vllm", "disk", "budget", "vram", "leftovers", "port", "env.alloc_conf",
                 "env.modelscope", "env.cuda_visible_devices", "env.misc")
 
 

@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ DEVICES = ("auto", "gpu", "cpu")
 RESTART_MODES = ("no", "on-failure", "always")
 DEFAULT_PROFILE = "qwen"
 DEFAULT_PORT = 8000
+PORT_AUTO = "auto"  # `port = "auto"` / `--port auto`: vboot picks a free port on the host it binds and records it
 DEFAULT_HOST = "127.0.0.1"
 API_KEY_VAR = "VLLM_API_KEY"  # vLLM's own variable for its API key (read when no --api-key is given)
 BUNDLED_PREFIX = "bundled:"
@@ -53,7 +54,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ServeSpec:
-    port: int = DEFAULT_PORT
+    port: int | str = DEFAULT_PORT  # or PORT_AUTO
     host: str = DEFAULT_HOST
     device: str = "auto"
     max_model_len: int | None = None
@@ -302,9 +303,11 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
     if not isinstance(serve_raw, dict):
         raise _err(source, text, "'serve' must be a table", "serve")
     unknown(serve_raw, _SERVE_KEYS, "serve.")
-    port = typed(serve_raw, "port", int, "serve.", DEFAULT_PORT)
-    if not 1 <= port <= 65535:
-        raise _err(source, text, f"'serve.port' must be 1-65535, not {port}", "port", "serve")
+    port = serve_raw.get("port", DEFAULT_PORT)
+    if port != PORT_AUTO:
+        port = typed(serve_raw, "port", int, "serve.", DEFAULT_PORT)
+        if not 1 <= port <= 65535:
+            raise _err(source, text, f"'serve.port' must be 1-65535 or \"auto\", not {port}", "port", "serve")
     device = typed(serve_raw, "device", str, "serve.", "auto")
     if device not in DEVICES:
         raise _err(source, text, f"'serve.device' must be one of {', '.join(DEVICES)}, not {device!r}", "device", "serve")
@@ -319,7 +322,8 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
     if not all(isinstance(a, str) for a in args):
         raise _err(source, text, "'serve.args' must be a list of strings", "args", "serve")
     try:  # a --port vLLM would refuse, a --host/--port/--api-key without a value, or --uds/--ssl-*: like serve.port
-        bound_endpoint(DEFAULT_HOST, port, None, [ArgSource("'serve.args'", tuple(args))])
+        bound_endpoint(DEFAULT_HOST, port if isinstance(port, int) else DEFAULT_PORT, None,
+                       [ArgSource("'serve.args'", tuple(args))])
     except UsageError as exc:
         raise _err(source, text, exc.message, "args", "serve") from None
     restart = typed(serve_raw, "restart", str, "serve.", "")
@@ -523,6 +527,7 @@ class ServeSettings:
     vllm: VllmOptions = field(default_factory=VllmOptions)  # vLLM's effective options, resolved once
     device: str = "auto"  # what is asked for: --device, else the profile's serve.device ("auto", "gpu", "cpu")
     device_from: str = "profile"  # "flag" (--device) or "profile"
+    port_auto: bool = False  # the port was picked by vboot (`--port auto` or the profile's port = "auto")
 
     @property
     def device_origin(self) -> str:
@@ -553,12 +558,13 @@ def resolve_serve_settings(
     env: Environ,
     *,
     host: str | None = None,
-    port: int | None = None,
+    port: int | str | None = None,
     api_key: str | None = None,
     extra_args: Sequence[str] = (),
     cache_dir: str | None = None,
     vllm_python: str | None = None,
     device: str | None = None,
+    pick_port: Callable[[str], int] | None = None,
 ) -> ServeSettings:
     """The one place where flags, the profile, the environment and defaults meet.
 
@@ -568,7 +574,10 @@ def resolve_serve_settings(
     :class:`UsageError` for a --port among ``extra_args`` that is not 1-65535, a host/port/key option there
     without a value, or an option that takes vLLM off plain HTTP on host:port (``--uds``, ``--ssl-*``;
     :data:`bootstrap.core.vllm_args.UNSUPPORTED_OPTIONS`) (:func:`parse_profile` already refused those in
-    serve.args)."""
+    serve.args).
+
+    A port of ``"auto"`` (the flag's, else the profile's) is ``pick_port(host)``: a port free on that host now
+    (the default asks the kernel for one); a ``--port`` among vLLM's arguments still wins over it."""
     from bootstrap.core.paths import modelscope_cache_source
 
     if device is not None and device not in DEVICES:
@@ -587,9 +596,18 @@ def resolve_serve_settings(
     # The key, as the other settings: --api-key > the profile's [env] VLLM_API_KEY > the user's VLLM_API_KEY (vLLM
     # reads that variable too), then an --api-key among vLLM's arguments wins over all of them.
     key = api_key or profile.env.get(API_KEY_VAR) or env.get(API_KEY_VAR) or None
+    chosen_host = host or profile.serve.host or DEFAULT_HOST
+    wanted = port or profile.serve.port or DEFAULT_PORT
+    auto = wanted == PORT_AUTO
+    if auto:
+        if pick_port is None:
+            from bootstrap.probes.procs import free_port as pick_port  # noqa: PLW0127 - production default
+        wanted = pick_port(chosen_host)
+    elif isinstance(wanted, str):
+        raise UsageError(f"--port {wanted!r} is not a port number or \"auto\"", hint="pass --port 1-65535 or auto")
     bound = bound_endpoint(
-        host or profile.serve.host or DEFAULT_HOST,
-        port or profile.serve.port or DEFAULT_PORT,
+        chosen_host,
+        int(wanted),
         key,
         [ArgSource(f"profile {profile.name}'s serve.args ({where})", profile.serve.args),
          ArgSource("the vLLM arguments after --", tuple(extra_args))],
@@ -612,4 +630,5 @@ def resolve_serve_settings(
         vllm=vllm_options(profile.serve, extra_args),
         device=device or profile.serve.device,
         device_from="flag" if device else "profile",
+        port_auto=auto and "port" not in bound.origins,
     )

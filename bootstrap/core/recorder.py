@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from bootstrap.core.lifecycle import Event, Failed, GaveUp, Ready, Restarting, Starting, Stopped
+from bootstrap.core.lifecycle import (Event, Failed, GaveUp, Ready, Restarting, Slept, StartLockReleased, Starting,
+                                      Stopped, WaitingForStartLock, Woke)
 from bootstrap.core.runs import LastExit, RunRecord, save_run
 from bootstrap.core.serve_plan import ServePlan
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted
@@ -31,7 +32,9 @@ class RunRecorder:
             api_key_set=bool(plan.api_key), argv=tuple(plan.shown_argv), restart_mode=plan.restart.mode,
             device=plan.device, device_reason=plan.device_reason, fingerprint=plan.fingerprint, inputs=plan.inputs, vllm_python=plan.vllm_python,
             vllm_distribution=plan.vllm_distribution,
-            prometheus_port=plan.prometheus.port if plan.prometheus else 0)
+            prometheus_port=plan.prometheus.port if plan.prometheus else 0, gpus=plan.gpus,
+            gpu_memory_utilization=plan.gpu_memory_utilization, cpu_kvcache_bytes=plan.cpu_kvcache_bytes,
+            start_locks=plan.start_locks, sleep_mode=plan.sleep_mode, idle_sleep_s=plan.idle_sleep_s)
         self._prometheus: tuple[int, float] = (0, 0.0)
         self._others: dict[str, dict[str, float | int]] = {}  # alertmanager, gpu-exporter: pid, create_time, port
 
@@ -39,22 +42,41 @@ class RunRecorder:
         self.record = record
         self._save(record)
 
+    def _new(self, now: float, **fields: object) -> RunRecord:
+        pid, ct = self._prometheus
+        return RunRecord(**self._base, **fields, started_at=now, prometheus_pid=pid,  # type: ignore[arg-type]
+                         prometheus_create_time=ct, sidecars=dict(self._others))
+
     def on_event(self, event: Event) -> None:
         r = self.record
+        if isinstance(event, WaitingForStartLock):
+            # No vLLM yet (pid 0): the record says who it waits for, and `vboot stop` finds its supervisor.
+            if r is None:
+                self._write(self._new(self._wall(), pid=0, pid_create_time=0.0, pgid=0, state="waiting",
+                                      generation=event.generation))
+            elif r.state != "waiting":
+                self._write(replace(r, state="waiting"))
+            return
         if isinstance(event, Starting):
             now = self._wall()
             pid_fields = dict(pid=event.pid, pid_create_time=self._create_time(event.pid), pgid=event.pgid,
-                              generation=event.generation, generation_started_at=now, state="starting")
-            if r is None:
-                pid, ct = self._prometheus
-                self._write(RunRecord(**self._base, **pid_fields, started_at=now, prometheus_pid=pid,
-                                      prometheus_create_time=ct, sidecars=dict(self._others)))
+                              generation=event.generation, generation_started_at=now, state="starting",
+                              kv_cache_at=0.0)
+            if r is None or r.pid == 0 and r.state == "waiting" and r.generation <= 1:
+                self._write(self._new(r.started_at if r is not None else now, **pid_fields))
             else:
                 self._write(replace(r, **pid_fields))
             (self.plan.run_dir / "vllm.pid").write_text(f"{event.pid}\n")
         elif r is None:
             return
         elif isinstance(event, Ready):
+            self._write(replace(r, state="ready"))
+        elif isinstance(event, StartLockReleased):
+            if event.reason == "kv_cache":
+                self._write(replace(r, kv_cache_at=self._wall()))
+        elif isinstance(event, Slept):
+            self._write(replace(r, state="sleeping"))
+        elif isinstance(event, Woke):
             self._write(replace(r, state="ready"))
         elif isinstance(event, Failed):
             f = event.failure

@@ -25,7 +25,8 @@ RUN_FILE = "run.json"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-STATES = ("starting", "ready", "restarting", "failed", "stopped")
+STATES = ("waiting", "starting", "ready", "sleeping", "restarting", "failed", "stopped")
+KINDS = ("server", "route")  # a vLLM server (`vboot serve`) or the OpenAI endpoint in front of them (`vboot route`)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ServeInputs:
     vllm_python: str | None = None
     device: str | None = None
     extra_args: tuple[str, ...] = ()
+    port_auto: bool = False  # `--port auto` / `port = "auto"`: vboot picked the port (the record's port)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,17 @@ class RunRecord:
     vllm_distribution: str = ""
     # Helper processes beside Prometheus: {"alertmanager": {"pid", "create_time", "port"}, "gpu-exporter": ...}
     sidecars: dict[str, Any] = field(default_factory=dict)
+    # Several servers on one box (bootstrap.core.colocate): what the run is, the devices it holds and how much.
+    kind: str = "server"  # server | route
+    gpus: tuple[str, ...] = ()  # the GPUs it runs on (UUIDs, else "index:N"); () on the CPU
+    gpu_memory_utilization: float = 0.0  # its share of each of those GPUs (vLLM's option); 0: not recorded
+    cpu_kvcache_bytes: int = 0  # VLLM_CPU_KVCACHE_SPACE on the CPU build, in bytes
+    start_locks: tuple[str, ...] = ()  # the start locks it takes ("gpu-UUID", "cpu")
+    kv_cache_at: float = 0.0  # wall time vLLM logged its KV cache size (the start lock is released then)
+    sleep_mode: bool = False  # started with vLLM's sleep mode (VLLM_SERVER_DEV_MODE=1 on loopback)
+    idle_sleep_s: float = 0.0  # --idle-sleep: the supervisor puts it to sleep after this long without requests
+    # For a route: served model name -> the server's URL it routes to (what the router was last told).
+    routes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -98,7 +111,13 @@ class RunRecord:
 
     @property
     def log_path(self) -> Path:
-        return Path(self.run_dir) / "vllm.log"
+        """The main log: vLLM's for a server, the router's for a route."""
+        return Path(self.run_dir) / ("router.log" if self.kind == "route" else "vllm.log")
+
+    @property
+    def is_server(self) -> bool:
+        """A vLLM server (not the route in front of them)."""
+        return self.kind != "route"
 
 
 def client_host(host: str) -> str:
@@ -291,8 +310,13 @@ def record_from_json(raw: Any, run_dir: Path) -> RunRecord:
         raise bad(f"it names the run {_short(rec.name)} but lives in {run_dir.name!r}")
     if os.path.realpath(rec.run_dir) != os.path.realpath(run_dir):
         raise bad(f"its run_dir {_short(rec.run_dir)} is not the directory it lives in")
+    if rec.kind not in KINDS:
+        raise bad(f"field 'kind' must be one of {', '.join(KINDS)}, not {_short(rec.kind)}")
     for f in fields(RunRecord):
         v = getattr(rec, f.name)
+        # A server waiting for its start lock has no vLLM process yet: pid and pgid are 0 until it starts.
+        if f.name in ("pid", "pgid") and rec.state == "waiting" and v == 0:
+            continue
         if f.name in ("pid", "pgid") and not 1 < v <= PID_MAX:
             raise bad(f"field {f.name!r} must be a process ID (2-{PID_MAX}), not {v}")
         if f.name.endswith("_pid") and _is_int(v) and not (v == 0 or 1 < v <= PID_MAX):
@@ -392,7 +416,7 @@ def live_runs(env: Environ, alive: Callable[[int, float], bool] | None = None,
     vboot's to signal is :func:`bootstrap.core.ownership.judge`'s question."""
     if alive is None:
         from bootstrap.probes.procs import pid_alive as alive  # noqa: PLW0127 - production default
-    return [r for r in iter_runs(env, root, problems) if alive(r.pid, r.pid_create_time)
+    return [r for r in iter_runs(env, root, problems) if (r.pid and alive(r.pid, r.pid_create_time))
             or (r.supervisor_pid > 0 and r.supervisor_create_time > 0
                 and alive(r.supervisor_pid, r.supervisor_create_time))]
 

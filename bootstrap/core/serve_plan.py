@@ -92,6 +92,13 @@ class ServePlan:
     vllm_python: str = ""
     vllm_distribution: str = ""
     device_reason: str = ""  # why the device: "GPU: profile qwen asks for it (device = "gpu")"
+    # Several servers on one box (bootstrap.core.colocate)
+    gpus: tuple[str, ...] = ()  # the GPUs it runs on (colocate.gpu_key)
+    gpu_memory_utilization: float = 0.0
+    cpu_kvcache_bytes: int = 0
+    start_locks: tuple[str, ...] = ()
+    sleep_mode: bool = False
+    idle_sleep_s: float = 0.0
 
     @property
     def url(self) -> str:
@@ -159,7 +166,9 @@ def current_fingerprint(record: RunRecord, env: Environ) -> str | None:
         return None
     try:
         profile = load_profile(inputs.profile, env)
-        settings = resolve_serve_settings(profile, env, host=inputs.host, port=inputs.port,
+        # A picked port (`--port auto`) is the record's: resolving "auto" again would pick another one.
+        settings = resolve_serve_settings(profile, env, host=inputs.host,
+                                          port=record.port if inputs.port_auto else inputs.port,
                                           extra_args=inputs.extra_args, cache_dir=inputs.cache_dir,
                                           vllm_python=inputs.vllm_python, device=inputs.device)
     except VbootError:
@@ -196,8 +205,12 @@ def build_plan(settings: ServeSettings, *, install: VllmInstall, device: str, en
                user_env: Mapping[str, str], model_dir: str, name: str, run_dir: Path, inputs: ServeInputs,
                prometheus_exe: str | None = None, prometheus_port: int | None = None,
                restart: RestartPolicy | None = None, probes: ProbeSettings | None = None, detached: bool = False,
-               smoke: bool = True, device_reason: str = "", observability: Observability | None = None) -> ServePlan:
-    """The plan of one `vboot serve` from facts the caller gathered (pre-flight, model, free ports, programs)."""
+               smoke: bool = True, device_reason: str = "", observability: Observability | None = None,
+               gpus: Sequence[str] = (), idle_sleep_s: float = 0.0) -> ServePlan:
+    """The plan of one `vboot serve` from facts the caller gathered (pre-flight, model, free ports, programs;
+    ``gpus``: the GPUs it will run on, as :func:`bootstrap.core.colocate.gpu_key` names them)."""
+    from bootstrap.core.colocate import cpu_kvcache_bytes, lock_names
+
     from bootstrap.core.dashboard import DASHBOARD_FILE, render_dashboard
 
     obs = observability or Observability()
@@ -248,14 +261,19 @@ def build_plan(settings: ServeSettings, *, install: VllmInstall, device: str, en
         vllm_python=install.python, vllm_distribution=install.distribution, device_reason=device_reason,
         prometheus=sidecar, alertmanager=alertmanager, gpu_exporter=gpu, secret_values=secrets,
         restart=restart or RestartPolicy(), probes=probes or ProbeSettings(), detached=detached, smoke=smoke,
+        gpus=tuple(gpus) if device == "gpu" else (),
+        gpu_memory_utilization=settings.vllm.gpu_memory_utilization if device == "gpu" else 0.0,
+        cpu_kvcache_bytes=cpu_kvcache_bytes(env.get("VLLM_CPU_KVCACHE_SPACE")) if device == "cpu" else 0,
+        start_locks=lock_names(device, gpus), sleep_mode=settings.vllm.enable_sleep_mode, idle_sleep_s=idle_sleep_s,
     )
 
 
 def serve_inputs(profile: str, *, host: str | None, port: int | None, cache_dir: str | None,
-                 vllm_python: str | None, device: str | None, extra_args: Sequence[str]) -> ServeInputs:
+                 vllm_python: str | None, device: str | None, extra_args: Sequence[str],
+                 port_auto: bool = False) -> ServeInputs:
     """The user's request, as recorded (any --api-key among the vLLM arguments left out)."""
     return ServeInputs(profile=profile, host=host, port=port, cache_dir=cache_dir, vllm_python=vllm_python,
-                       device=device, extra_args=tuple(without_api_keys(extra_args)))
+                       device=device, extra_args=tuple(without_api_keys(extra_args)), port_auto=port_auto)
 
 
 def write_run_dir(plan: ServePlan) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, NotOursError, RunRecordInvalid, UsageError
-from bootstrap.core.ownership import PROMETHEUS, VBOOT, VLLM_API_SERVER, Claim, ProcessFacts, describe, judge
+from bootstrap.core.ownership import (PROMETHEUS, VBOOT, VLLM_API_SERVER, Claim, Ownership, ProcessFacts, Verdict,
+                                      describe, judge)
 from bootstrap.core.runs import RunProblem, RunRecord, find_run, live_runs
 from bootstrap.core.supervisor import Clock, GroupOps, SystemClock, stop_group
 
@@ -28,8 +29,18 @@ from bootstrap.core.supervisor import Clock, GroupOps, SystemClock, stop_group
 
 
 def server_claim(r: RunRecord) -> Claim:
-    """The vLLM API server, leader of its own process group (serve starts it in a new session)."""
+    """The vLLM API server, leader of its own process group (serve starts it in a new session); for a route,
+    vboot's own front process (`python -m bootstrap route-front`), leader of its group too."""
+    if r.kind == "route":
+        return Claim(f"route {r.name!r}", r.pid, r.pid_create_time, VBOOT, pgid=r.pgid)
     return Claim(f"server {r.name!r}", r.pid, r.pid_create_time, VLLM_API_SERVER, pgid=r.pgid)
+
+
+def judge_server(r: RunRecord, inspect: Callable[[int], ProcessFacts | None]) -> Verdict:
+    """:func:`judge` of the record's server; a server still waiting for its start lock has none yet (gone)."""
+    if r.pid == 0 and r.state == "waiting":
+        return Verdict(server_claim(r), Ownership.GONE, f"server {r.name!r} is waiting for its start lock")
+    return judge(server_claim(r), inspect(r.pid))
 
 
 def supervisor_claim(r: RunRecord) -> Claim | None:
@@ -120,6 +131,10 @@ class ServerRow:
     stale: bool | None = None  # the profile resolves to something else now (None: cannot tell)
     device: str | None = None  # None for servers started before vboot recorded it
     device_reason: str = ""  # why that device: "GPU: profile qwen asks for it (device = "gpu")"
+    kind: str = "server"  # server | route (the OpenAI endpoint in front of the servers)
+    routes: dict[str, Any] | None = None  # a route's served model name -> server URL
+    gpu_memory_utilization: float | None = None
+    sleep_mode: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,7 +182,7 @@ def collect_ps(env: Environ, probes: Probes | None = None, root: Path | None = N
     found = list(probes.vllm_processes())
     runs = live_runs(env, probes.pid_alive, root, problems)
     warnings = tuple(str(p) for p in problems)
-    verdicts = {r.name: judge(server_claim(r), probes.inspect(r.pid)) for r in runs}
+    verdicts = {r.name: judge_server(r, probes.inspect) for r in runs}
     managed_pgids = {r.pgid for r in runs if verdicts[r.name].owned}
     orphans = [p for p in found if p.orphan]
     unmanaged = [p for p in found if not p.orphan and p.role == "api_server" and p.pgid not in managed_pgids]
@@ -194,8 +209,10 @@ def collect_ps(env: Environ, probes: Probes | None = None, root: Path | None = N
             else gpu.get(r.pid, 0),
             prometheus_port=r.prometheus_port or None, verified=v.owned or v.gone,
             refused=v.reason if v.refused else None, state=r.state, restarts=r.restarts, generation=r.generation,
-            restart=r.restart_mode, last_exit=last, stale=probes.stale(r), device=r.device or None,
-            device_reason=r.device_reason))
+            restart=r.restart_mode, last_exit=last, stale=probes.stale(r) if r.is_server else None,
+            device=r.device or None, device_reason=r.device_reason, kind=r.kind,
+            routes=dict(r.routes) if r.kind == "route" else None,
+            gpu_memory_utilization=r.gpu_memory_utilization or None, sleep_mode=r.sleep_mode))
     return PsReport(servers=tuple(servers), orphans=tuple(_row(p, gpu, now) for p in orphans),
                     unmanaged=tuple(_row(p, gpu, now) for p in unmanaged),
                     unmanaged_engines=tuple(_row(p, gpu, now) for p in engines), warnings=warnings)
@@ -251,9 +268,9 @@ def _stale_hint(r: RunRecord) -> str:
 def plan_server(r: RunRecord, inspect: Callable[[int], ProcessFacts | None]) -> tuple[ServerStop | None,
                                                                                       list[Refusal]]:
     """The verified stop of one recorded server (None when its server is gone or refused) and the refusals."""
-    v = judge(server_claim(r), inspect(r.pid))
+    v = judge_server(r, inspect)
     if v.refused:
-        return None, [Refusal(f"server {r.name!r}", r.pid, v.reason, _stale_hint(r))]
+        return None, [Refusal(f"{r.kind} {r.name!r}", r.pid, v.reason, _stale_hint(r))]
     refused: list[Refusal] = []
     side: dict[str, Claim | None] = {}
     for key, claim in (("supervisor", supervisor_claim(r)), ("prometheus", prometheus_claim(r))):
@@ -348,7 +365,7 @@ def _plan_pids(env: Environ, pids: Sequence[int], found: Sequence[Any], probes: 
     by_pid = {p.pid: p for p in found}
     ours: dict[int, str] = {}  # process group -> the vboot server it belongs to
     for r in live_runs(env, probes.pid_alive, root):
-        if judge(server_claim(r), probes.inspect(r.pid)).owned:
+        if judge_server(r, probes.inspect).owned:
             ours[r.pgid] = r.name
     out: list[PidStop] = []
     for pid in pids:

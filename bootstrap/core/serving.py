@@ -34,6 +34,22 @@ def check_exposure(host: str, api_key: str | None, insecure: bool, host_from: st
     )
 
 
+def check_sleep_mode_exposure(host: str, sleep_mode: bool, host_from: str | None = None) -> None:
+    """Sleep mode needs vLLM's development mode (VLLM_SERVER_DEV_MODE=1) for /sleep and /wake_up, and that mode
+    also serves /collective_rpc, /reset_prefix_cache and more, which vLLM's API key does not guard (it guards
+    paths under /v1 only): such a server is allowed on loopback only. `vboot route` can expose it instead (its
+    front forwards /v1 paths only)."""
+    if not sleep_mode or is_loopback(host):
+        return
+    raise UsageError(
+        f"sleep mode needs vLLM's development endpoints (/sleep, /wake_up, /collective_rpc, ...), which its API key "
+        f"does not guard, and --host {host}{f' (in {host_from})' if host_from else ''} would expose them beyond this "
+        "machine",
+        hint="serve it on 127.0.0.1 and expose `vboot route --host HOST --api-key KEY` instead (it forwards /v1 "
+             "only), or turn sleep mode off",
+    )
+
+
 def tail_lines(path: Path, n: int = 20, max_bytes: int = 256 * 1024) -> list[str]:
     """The last ``n`` lines of a (possibly large, possibly growing) log file."""
     try:

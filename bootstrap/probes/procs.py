@@ -153,6 +153,23 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now, chosen by the kernel (bind to port 0). Another program may take it before
+    it is bound again; vLLM then fails with "address already in use", which serve's diagnosis names."""
+    bind = "0.0.0.0" if host in ("", "0.0.0.0") else ("::" if host == "::" else host)
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((bind, 0))
+        except OSError:  # a host name or an address not on this box: vLLM will refuse it; pick on loopback
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", 0))
+                port: int = s2.getsockname()[1]
+                return port
+        port = s.getsockname()[1]
+        return port
+
+
 def port_holder(port: int) -> PortHolder | None:
     """The process listening on TCP ``port`` (any address), if it can be seen."""
     try:
