@@ -167,21 +167,13 @@ def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, n
 
 def _write_files(files: Any, system: bool) -> None:
     """The secrets first (0600 from creation, in a 0700 directory), then the unit (0644: systemd reads it)."""
+    from bootstrap.core.atomicwrite import write_atomic
+
     if files.env_path is not None:
         files.env_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = files.env_path.with_name(f".{files.env_path.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(files.env_text)
-        os.replace(tmp, files.env_path)
+        write_atomic(files.env_path, files.env_text, 0o600)
     files.unit_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = files.unit_path.with_name(f".{files.unit_path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(files.unit_text)
-    os.replace(tmp, files.unit_path)
+    write_atomic(files.unit_path, files.unit_text, 0o644)
 
 
 def _render_dry_run(data: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bootstrap.core.atomicwrite import write_atomic
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ReceiverError
 from bootstrap.core.profiles import AlertsSpec, url_problem
@@ -182,24 +183,14 @@ def render_alertmanager_files(receivers: Receivers, am_dir: Path,
 
 
 def write_private_files(directory: Path, files: Sequence[PrivateFile]) -> list[Path]:
-    """Write ``files`` into ``directory`` (created, or tightened, to 0700), each 0600 from its first byte: a fresh
-    temp file opened with O_EXCL and mode 0600, then renamed over the target, so no reader ever sees a
-    half-written or world-readable file."""
+    """Write ``files`` into ``directory`` (created, or tightened, to 0700), each 0600 from its first byte
+    (:func:`bootstrap.core.atomicwrite.write_atomic`): no reader ever sees a half-written or world-readable file."""
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     written = []
     for f in files:
-        target = directory / f.name
-        tmp = directory / f".{f.name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(f.text)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        written.append(target)
+        write_atomic(directory / f.name, f.text, 0o600)
+        written.append(directory / f.name)
     return written
 
 

@@ -134,19 +134,11 @@ def client_host(host: str) -> str:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON so that a reader never sees half a file (temp file + rename in the same directory)."""
-    import tempfile  # only writers pay for it (doctor only reads)
+    """Write JSON so that a reader never sees half a file, readable by this user only (run records, kernel specs)."""
+    from bootstrap.core.atomicwrite import write_atomic  # only writers pay for it (doctor only reads)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n", 0o600)
 
 
 def save_run(record: RunRecord) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bootstrap.core import alerting, prom
 from bootstrap.core.alerting import PrivateFile, Receivers
+from bootstrap.core.atomicwrite import write_atomic
 from bootstrap.core.envplan import EnvPlan, EnvVar
 from bootstrap.core.gpu_exporter import GpuExporterPlan
 from bootstrap.core.environ import Environ, mask
@@ -282,17 +283,7 @@ def write_run_dir(plan: ServePlan) -> None:
     plan.run_dir.mkdir(parents=True, exist_ok=True, mode=RUN_DIR_MODE)
     os.chmod(plan.run_dir, RUN_DIR_MODE)  # an existing directory from an older vboot
     for f in plan.files:
-        path = plan.run_dir / f.name
-        tmp = plan.run_dir / f".{f.name}.tmp"
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, f.mode)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(f.text)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(plan.run_dir / f.name, f.text, f.mode)
     if plan.prometheus is not None:
         (plan.run_dir / "prometheus-data").mkdir(exist_ok=True)
     if plan.alertmanager is not None:
