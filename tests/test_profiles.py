@@ -247,3 +247,21 @@ def test_profiles_show_masks_receiver_urls_written_in_the_profile(run_vboot, iso
         assert "t0kenvalue" not in proc.stdout + proc.stderr
     alerts = json.loads(run_vboot("profiles", "al", "--json").stdout)["data"]["profile"]["alerts"]
     assert alerts["webhook_url"] == "***" and alerts["slack_webhook_url_env"] == "SLACK_URL"
+
+
+def test_profiles_name_masks_keys_in_serve_args_secret_env_values_and_receiver_urls(run_vboot, isolated_env):
+    import json
+    from pathlib import Path
+
+    d = Path(isolated_env["XDG_CONFIG_HOME"]) / "vboot" / "profiles"
+    d.mkdir(parents=True)
+    (d / "leak.toml").write_text('[model]\nid = "a/b"\n[serve]\nargs = ["--api-key", "s3cretkey", "--api_key=k2y"]\n'
+                                 '[env]\nHF_TOKEN = "hf_t0ken_value"\nPLAIN = "shown"\n'
+                                 '[alerts]\nwebhook_url = "https://hooks.example/t0k3n"\n')
+    for args in (("profiles", "leak", "--json"), ("profiles", "leak")):
+        res = run_vboot(*args)
+        assert res.returncode == 0, res.stderr
+        for secret in ("s3cretkey", "k2y", "hf_t0ken_value", "t0k3n"):
+            assert secret not in res.stdout + res.stderr, (args, secret)
+    data = json.loads(run_vboot("profiles", "leak", "--json").stdout)["data"]["profile"]
+    assert data["env"]["PLAIN"] == "shown" and data["serve"]["args"][0] == "--api-key"

@@ -9,7 +9,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import VbootError
 from bootstrap.core.paths import user_profiles_dir
-from bootstrap.core.profiles import list_profiles, load_profile, resolve_serve_settings
+from bootstrap.core.profiles import list_profiles, load_profile, resolve_serve_settings, shown
 
 
 @click.command()
@@ -28,12 +28,7 @@ def profiles(name: str | None, as_json: bool) -> None:
     """
     env = Environ()
     if name:
-        prof = load_profile(name, env)
-        if prof.alerts is not None:  # a receiver URL written in the profile may carry a token: never printed
-            from dataclasses import replace
-
-            prof = replace(prof, alerts=replace(prof.alerts, webhook_url="***" if prof.alerts.webhook_url else "",
-                                                slack_webhook_url="***" if prof.alerts.slack_webhook_url else ""))
+        prof = shown(load_profile(name, env))  # keys, secret [env] values and receiver URLs masked
         output.emit(CommandResult("profiles", {"profile": prof}), human=_render_one)
     rows = []
     errors = []

@@ -632,3 +632,18 @@ def resolve_serve_settings(
         device_from="flag" if device else "profile",
         port_auto=auto and "port" not in bound.origins,
     )
+
+
+def shown(profile: Profile) -> Profile:
+    """``profile`` as it may be printed or recorded: an ``--api-key`` among serve.args, the values of secret-looking
+    [env] variables (``mask``) and receiver URLs written in [alerts] masked. The same masking every other
+    printer uses (bootstrap.core.vllm_args.redact, bootstrap.core.environ.mask)."""
+    from bootstrap.core.environ import mask
+    from bootstrap.core.vllm_args import redact
+
+    alerts = profile.alerts
+    if alerts is not None:  # a receiver URL written in the profile may carry a token
+        alerts = replace(alerts, webhook_url="***" if alerts.webhook_url else "",
+                         slack_webhook_url="***" if alerts.slack_webhook_url else "")
+    return replace(profile, serve=replace(profile.serve, args=tuple(redact(list(profile.serve.args)))),
+                   env={k: mask(k, v) for k, v in profile.env.items()}, alerts=alerts)
