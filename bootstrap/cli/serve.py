@@ -441,6 +441,13 @@ class ServeView:
         self._last_note = 0.0
         self._last_health_note = -1e9
 
+    def _say(self, message: str) -> None:
+        """A line for people; above the spinner while one runs (a second console would print into its line)."""
+        if self.status is not None and not output.STATE.json:
+            self.status.console.print(message)
+        else:
+            output.info(message)
+
     def close(self) -> None:
         if self.status is not None:
             self.status.stop()
@@ -468,10 +475,12 @@ class ServeView:
                 output.info(f"[yellow]…[/] {what} ({event.waited_s:.0f} s so far)")
             return
         if isinstance(event, StartLockReleased):
-            if event.waited_s >= 1.0 or event.reason == "kv_cache":
-                tokens = f" (KV cache: {event.kv_cache_tokens:,} tokens)" if event.kv_cache_tokens else ""
-                output.info(f"[dim]start lock released: {event.reason}{tokens}; waited "
-                            f"{output.human_duration(event.waited_s)} for it[/]")
+            tokens = f"KV cache: {event.kv_cache_tokens:,} tokens" if event.kv_cache_tokens else ""
+            if event.waited_s >= 1.0:
+                self._say(f"[dim]start lock released ({event.reason}) after waiting "
+                          f"{output.human_duration(event.waited_s)} for it{'; ' + tokens if tokens else ''}[/]")
+            elif tokens:
+                self._say(f"[dim]{tokens}[/]")
             return
         if isinstance(event, Waiting):
             line = output.escape(event.last_line[:110])
