@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.cli import vboot_exe
+from tests.support.e2e import (REPO, SHARED_ALERTS, SHARED_HOOK_SECRET, SHARED_SLACK_SECRET, e2e_env, free_port,
+                                kill_tree, vllm_python)
 
 
 @pytest.fixture
@@ -34,15 +35,6 @@ def isolated_env(tmp_path, monkeypatch):
     return dict(os.environ)
 
 
-def vboot_exe() -> list[str]:
-    """The installed `vboot` console script next to this interpreter (falls back to `python -m bootstrap`)."""
-    exe = Path(sys.executable).with_name("vboot")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("vboot")
-    return [found] if found else [sys.executable, "-m", "bootstrap"]
-
-
 @pytest.fixture
 def run_vboot(isolated_env):
     """Run the real `vboot` binary; returns CompletedProcess with text stdout/stderr."""
@@ -55,6 +47,20 @@ def run_vboot(isolated_env):
                               timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
     return _run
+
+
+@pytest.fixture
+def cache_env(isolated_env, tmp_path):
+    """The test environment with every cache of `vboot disk caches` in tmp_path (ModelScope's is already)."""
+    values = dict(isolated_env)
+    values["HF_HOME"] = str(tmp_path / "hf")
+    values["PIP_CACHE_DIR"] = str(tmp_path / "pipc")
+    values["UV_CACHE_DIR"] = str(tmp_path / "uvc")
+    values["VLLM_CACHE_ROOT"] = str(tmp_path / "vllmc")
+    values["TORCH_HOME"] = str(tmp_path / "torchc")
+    values["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    values["TRITON_CACHE_DIR"] = str(tmp_path / "tritonc")
+    return values
 
 
 # --- the shared real vLLM server (session scope: vLLM takes ~1 min to start on these CPUs) -------------------
@@ -79,42 +85,8 @@ class TinyServer:
                               stdin=subprocess.DEVNULL)
 
 
-def e2e_env(root: Path, vllm_py: str) -> dict:
-    """An environment with its own HOME and XDG dirs under ``root``, pointing vboot at the test vLLM."""
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "VLLM_USE_MODELSCOPE", "MS_CACHE_HOME",
-                "MODELSCOPE_LOG_LEVEL", "CUDA_EMPTY_CACHE", "VLLM_PORT", "VBOOT_DEBUG", "COLUMNS"):
-        env.pop(key, None)
-    env.update({
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_STATE_HOME": str(home / ".local/state"),
-        "XDG_CACHE_HOME": str(home / ".cache"), "MODELSCOPE_CACHE": str(root / "ms-cache"),
-        "VBOOT_VLLM_PYTHON": vllm_py,
-        # vLLM's compile cache (torch.compile, inductor C++ kernels) lives under HOME by default; every test
-        # has its own HOME, so share the cache: servers after the first start in seconds less, not minutes.
-        # scripts/test.sh keeps it across runs ($VBOOT_TEST_VLLM_CACHE), keyed by vLLM itself.
-        "VLLM_CACHE_ROOT": os.environ.get("VBOOT_TEST_VLLM_CACHE") or str(root.parent / "vllm-cache"),
-    })
-    return env
-
-
-SHARED_HOOK_SECRET = "s3cretHookT0ken"
-SHARED_SLACK_SECRET = "s3cretSlackT0ken"
-SHARED_ALERTS = """
-[alerts]
-webhook_url_env = "SHARED_HOOK_URL"
-slack_webhook_url_env = "SHARED_SLACK_URL"
-slack_channel = "#vllm-e2e"
-"""
-
-
 @pytest.fixture(scope="session")
 def tiny_server(tmp_path_factory):
-    import json
-
-    from e2e_support import free_port, kill_tree, vllm_python
-
     vllm_py = vllm_python()
     root = tmp_path_factory.mktemp("tiny-server")
     env = e2e_env(root, vllm_py)

@@ -71,7 +71,7 @@ def test_a_closed_stdout_or_stderr_keeps_the_exit_code(tmp_path, isolated_env, c
     # The error line goes to stderr, the JSON document to stdout: each with its stream closed.
     import subprocess
 
-    from conftest import vboot_exe
+    from tests.support.cli import vboot_exe
 
     script = f'"$@" disk {tmp_path / target} {closed}; echo "rc=$?"'
     proc = subprocess.run(["bash", "-c", script, "vboot", *vboot_exe()], capture_output=True, text=True,
@@ -147,7 +147,7 @@ def test_the_disk_fast_path_names_its_command_like_the_cli(tmp_path, isolated_en
     """`vboot disk` printed without loading click (bootstrap.cli.entry) follows the same rule."""
     import subprocess
 
-    from conftest import vboot_exe
+    from tests.support.cli import vboot_exe
 
     for head_start in ("1", "0"):
         for target in (str(tmp_path), str(tmp_path / "missing")):

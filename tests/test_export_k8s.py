@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from bootstrap.core import k8s
-from conftest import vboot_exe
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.profiles import load_profile, parse_profile
+from tests.support.cli import vboot_exe
 
 GOLDEN = Path(__file__).parent / "golden" / "k8s" / "qwen"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -222,7 +222,7 @@ def test_prometheus_rule_holds_vboots_rule_groups():
 
 def test_prometheus_rule_groups_pass_promtool_check_rules(tmp_path):
     if not Path(PROMTOOL).exists():
-        from e2e_support import missing
+        from tests.support.e2e import missing
 
         missing("promtool not installed (apt-get install prometheus)")
     rules = parsed()["kube-prom-stack-values.yaml"]["additionalPrometheusRulesMap"][k8s.RULES_MAP_KEY]
@@ -852,7 +852,7 @@ def test_the_receivers_secret_command_makes_a_valid_secret_with_the_keys_the_con
 def test_amtool_accepts_the_exported_alertmanager_config_but_for_url_file(tmp_path):
     """amtool here is 0.25, which does not know webhook url_file (the chart's Alertmanager, 0.34, does): with
     that one field swapped for an inline url, every other field (routes, matchers, Slack) is checked."""
-    from test_alerting import amtool
+    from tests.support.e2e import amtool
 
     config = alerts_values(alerts_export())["alertmanager"]["config"]
     receiver = next(r for r in config["receivers"] if r["name"] == "vboot")

@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, vboot_exe
+from tests.support.cli import vboot_exe
+from tests.support.e2e import REPO
 
 SIGNALS = [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")]
 
@@ -167,7 +168,7 @@ def test_a_signal_after_the_result_is_out_leaves_the_result_alone(tmp_path, isol
 @pytest.mark.parametrize("as_json", [True, False])
 @pytest.mark.parametrize("sig, code, name", SIGNALS)
 def test_pull_interrupted_mid_download(tmp_path, isolated_env, sig, code, name, as_json):
-    from hub_server import HubServer
+    from tests.support.hub_server import HubServer
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -13,7 +13,7 @@ import pytest
 from bootstrap.cli.main import COMMANDS, cli
 from bootstrap.cli.optguard import GuardedCommand, option_like_values, takes_value
 from bootstrap.core.errors import UsageError
-from conftest import vboot_exe
+from tests.support.cli import vboot_exe
 
 
 def walk() -> Iterator[tuple[tuple[str, ...], click.Command, click.Context]]:

@@ -8,10 +8,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ProfileError, ProfileNotFoundError, UsageError
 from bootstrap.core.profiles import list_profiles, load_profile, local_model_dir, parse_profile, resolve_serve_settings
-from conftest import REPO
+from tests.support.e2e import REPO
 
 GOOD = """
 description = "mine"

@@ -1,4 +1,4 @@
-"""End-to-end: the installed `vboot pull` drives the real `modelscope` client against tests/hub_server.py."""
+"""End-to-end: the installed `vboot pull` drives the real `modelscope` client against tests/support/hub_server.py."""
 
 from __future__ import annotations
 
@@ -14,26 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, vboot_exe
-from tests.e2e_support import free_port
-from tests.hub_server import HubServer, read_log
+from tests.support.cli import vboot_exe
+from tests.support.e2e import REPO, TINY, client_env, free_port
+from tests.support.hub_server import HubServer, read_log
 
 pytestmark = pytest.mark.e2e
 
-TINY = REPO / "bootstrap" / "assets" / "tiny-qwen2"
 MODEL = "vboot/tiny"
 
 
-def client_env(endpoint: str, tmp_path: Path) -> dict[str, str]:
-    """What FACTS.md says a test must set for the real client (plus the hub's address)."""
-    return {
-        "MODELSCOPE_ENDPOINT": endpoint,
-        "MODELSCOPE_HOME": str(tmp_path / "ms-home"),
-        "TQDM_DISABLE": "1",
-        "MODELSCOPE_DOWNLOAD_MAX_RETRIES": "1",
-        "MODELSCOPE_DOWNLOAD_INTRA_CLOUD": "false",
-        "VBOOT_PULL_MARGIN": "0",
-    }
 
 
 @pytest.fixture
@@ -211,7 +200,7 @@ def test_a_connection_dropped_mid_file_is_resumed_within_the_same_pull(pull, hub
 
 def start_hub_process(port: int, repo: Path, log: Path, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "hub_server.py"), "--port", str(port), "--repo", f"{MODEL}={repo}",
+        [sys.executable, str(REPO / "tests" / "support" / "hub_server.py"), "--port", str(port), "--repo", f"{MODEL}={repo}",
          "--log", str(log), *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     assert line.startswith("READY"), line
@@ -257,7 +246,7 @@ def tiny_fs(tmp_path):
     """A 4 MiB tmpfs (needs root: mount). Unmounted at teardown."""
     mnt = tmp_path / "tinyfs"
     mnt.mkdir()
-    from e2e_support import mounted
+    from tests.support.e2e import mounted
 
     with mounted("tmpfs", mnt, "size=4m"):
         yield mnt

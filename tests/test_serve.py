@@ -121,7 +121,7 @@ def test_an_option_off_plain_http_among_the_vllm_arguments_is_refused_before_any
 
 
 def _tiny_profile_with_args(tmp_path, args: list[str]):
-    from conftest import REPO
+    from tests.support.e2e import REPO
 
     text = (REPO / "profiles" / "tiny.toml").read_text()
     path = tmp_path / "tiny-args.toml"
@@ -261,7 +261,7 @@ def run_main(*args: str) -> int:
 
 
 def test_foreground_json_prints_one_document_when_vllm_dies_after_ready(isolated_env, fake_vllm, capsys):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke", "--json")
     out, err = capsys.readouterr()
@@ -279,7 +279,7 @@ def _smoke_answers(monkeypatch, ok: bool) -> None:
 
 
 def test_foreground_json_reports_a_failed_smoke_request_as_warn(isolated_env, fake_vllm, capsys, monkeypatch):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     _smoke_answers(monkeypatch, ok=False)
     code = run_main("serve", "tiny", "--port", str(free_port()), "--json")
@@ -289,7 +289,7 @@ def test_foreground_json_reports_a_failed_smoke_request_as_warn(isolated_env, fa
 
 
 def test_foreground_json_reports_a_good_smoke_request_as_ok(isolated_env, fake_vllm, capsys, monkeypatch):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     _smoke_answers(monkeypatch, ok=True)
     run_main("serve", "tiny", "--port", str(free_port()), "--json")
@@ -298,7 +298,7 @@ def test_foreground_json_reports_a_good_smoke_request_as_ok(isolated_env, fake_v
 
 
 def test_foreground_human_shows_a_failed_smoke_request(isolated_env, fake_vllm, capsys, monkeypatch):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     _smoke_answers(monkeypatch, ok=False)
     run_main("serve", "tiny", "--port", str(free_port()))
@@ -306,7 +306,7 @@ def test_foreground_human_shows_a_failed_smoke_request(isolated_env, fake_vllm, 
 
 
 def test_foreground_human_reports_a_later_death_as_an_error(isolated_env, fake_vllm, capsys):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke")
     out, err = capsys.readouterr()
@@ -315,9 +315,8 @@ def test_foreground_human_reports_a_later_death_as_an_error(isolated_env, fake_v
 
 
 def test_the_command_is_shown_as_the_shell_would_read_it_with_the_key_masked(isolated_env, fake_vllm, capsys):
-    from tests.e2e_support import free_port
-
     from bootstrap.core.vllm_cmd import redact
+    from tests.support.e2e import free_port
 
     run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke", "--api-key", "s3cret", "--",
              "--chat-template", "a b.jinja")
@@ -332,9 +331,8 @@ def test_a_port_among_the_vllm_arguments_is_waited_on_recorded_and_scraped(isola
                                                                           monkeypatch, form):
     """vLLM binds the last --port: readiness, the smoke request, the run record (`vboot ps`, `vboot top`) and
     the Prometheus target must all use it, not --port or the profile's."""
-    from tests.e2e_support import free_port
-
     from bootstrap.probes.http import SmokeResult
+    from tests.support.e2e import free_port
 
     flag_port, port = free_port(), free_port()
     smoke = []
@@ -359,9 +357,8 @@ def test_an_api_key_among_the_vllm_arguments_reaches_clients_but_not_argv_files_
     output shows it."""
     import stat
 
-    from tests.e2e_support import free_port
-
     from bootstrap.probes.http import SmokeResult
+    from tests.support.e2e import free_port
 
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     keys, envs = [], []
@@ -392,15 +389,14 @@ def test_an_api_key_among_the_vllm_arguments_reaches_clients_but_not_argv_files_
 def test_a_key_in_the_profiles_env_is_the_servers_key(isolated_env, fake_vllm, capsys, monkeypatch, tmp_path):
     """A VLLM_API_KEY in the profile's [env] is what vLLM uses: serve's smoke request sends it, the exposure check
     counts it, and it is masked wherever serve shows the environment."""
-    from tests.e2e_support import free_port
-
     from bootstrap.probes.http import SmokeResult
+    from tests.support.e2e import free_port
 
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     keys = []
     monkeypatch.setattr("bootstrap.probes.http.smoke_chat",
                         lambda url, model, api_key=None: keys.append(api_key) or SmokeResult(True, 0.1, 4, 40.0, "hi"))
-    from conftest import REPO
+    from tests.support.e2e import REPO
 
     profile = tmp_path / "keyed.toml"
     profile.write_text((REPO / "profiles" / "tiny.toml").read_text().replace(

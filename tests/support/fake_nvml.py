@@ -1,9 +1,9 @@
-"""Hand-written fakes for unit tests: an NVML that plays named scenarios, and doctor collaborators."""
+"""A fake NVML that plays named scenarios (gpustat's habit): no library, no driver, no GPU, one H100, a lost GPU,
+several GPUs with or without NVLink, a field not supported, a process holding memory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -186,13 +186,3 @@ def field_not_supported() -> FakeNvml:
 def process_holding_memory(pid: int = 4242, held: int = 70 * GiB) -> FakeNvml:
     return FakeNvml(gpus=[FakeGpu(used=held + GiB, processes=[(pid, held)])])
 
-
-@dataclass
-class FakeDiskFree:
-    free: int = 500 * GiB
-    total: int = 1000 * GiB
-    writable: bool = True
-
-    def __call__(self, path: Path) -> Any:
-        return SimpleNamespace(path=str(path), checked_path=str(path), free_bytes=self.free, total_bytes=self.total,
-                               writable=self.writable)
