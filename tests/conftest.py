@@ -1,7 +1,10 @@
-"""Shared fixtures: every test runs with its own HOME and XDG directories, so nothing touches the real ones."""
+"""Shared fixtures. Every test runs in its own environment (tests.support.environment: HOME, XDG dirs and the
+ModelScope cache in a directory of its own, none of the user's variables that vboot reads) and starts with the
+output layer's state reset."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -12,26 +15,34 @@ import pytest
 from tests.support.cli import vboot_exe
 from tests.support.e2e import (REPO, SHARED_ALERTS, SHARED_HOOK_SECRET, SHARED_SLACK_SECRET, e2e_env, free_port,
                                 kill_tree, vllm_python)
+from tests.support.environment import isolated_environ
+
+_ENV_ROOTS = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Every test: the isolated environment in os.environ (HOME and the rest in a directory of its own, beside
+    the test's tmp_path, which stays the test's alone), and bootstrap.cli.output's state as a fresh process has
+    it (restored afterwards too, for the next test)."""
+    from bootstrap.cli import output
+
+    root = tmp_path_factory.getbasetemp() / "env" / str(next(_ENV_ROOTS))
+    env = isolated_environ(os.environ, root)
+    for key in set(os.environ) - set(env):
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    output.STATE.reset()
+    yield
+    output.STATE.reset()
 
 
 @pytest.fixture
-def isolated_env(tmp_path, monkeypatch):
-    """HOME, XDG dirs and ModelScope cache inside tmp_path; returns the environment as a dict."""
-    home = tmp_path / "home"
-    home.mkdir()
-    values = {
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "MODELSCOPE_CACHE": str(tmp_path / "ms-cache"),
-    }
-    for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "VLLM_USE_MODELSCOPE", "MS_CACHE_HOME",
-                "MODELSCOPE_LOG_LEVEL", "CUDA_EMPTY_CACHE", "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES", "VLLM_PORT", "VLLM_API_KEY",
-                "VBOOT_DEBUG"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
+def isolated_env() -> dict[str, str]:
+    """The test's environment as a dict (its own HOME, XDG dirs and MODELSCOPE_CACHE), for child processes and
+    for paths below HOME."""
     return dict(os.environ)
 
 
@@ -83,6 +94,8 @@ class TinyServer:
         """Run `vboot` with this server's HOME/XDG state, so ps/stop/logs/top see it."""
         return subprocess.run([*vboot_exe(), *args], capture_output=True, text=True, env=self.env, timeout=timeout,
                               stdin=subprocess.DEVNULL)
+
+
 
 
 @pytest.fixture(scope="session")

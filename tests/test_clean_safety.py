@@ -172,7 +172,9 @@ def test_a_root_that_is_no_cache_of_its_own_is_refused_even_with_yes(cache_env, 
         cache_env["VLLM_CACHE_ROOT"] = str(kept)
     files = precious(kept)
     age(*kept.rglob("*"))
-    cache_env[variable] = str((tmp_path / where).resolve())
+    home = Path(cache_env["HOME"])  # "home..." is below or above the test's HOME, "holder" in tmp_path
+    cache_env[variable] = str((home / where.removeprefix("home").lstrip("/") if where.startswith("home")
+                               else tmp_path / where).resolve())
     for args in (["--cache", cache, "--yes"], ["--older-than", "1d", "--yes"]):
         rc, doc = clean(run_vboot, cache_env, *args)
         assert rc == 2 and doc["errors"][0]["code"] == "unsafe_cache_root", doc

@@ -66,7 +66,7 @@ def test_fresh_download_returns_the_snapshot_with_identical_files(pull, tmp_path
     assert code == 0, doc
     data = doc["data"]
     path = Path(data["path"])
-    assert path == tmp_path / "ms-cache" / "models" / "vboot--tiny" / "snapshots" / "master"
+    assert path == Path(os.environ["MODELSCOPE_CACHE"]) / "models" / "vboot--tiny" / "snapshots" / "master"
     assert data["files"] == 6 and data["bytes"] == data["downloaded_bytes"] == sum(
         p.stat().st_size for p in TINY.iterdir())
     assert all(sha(path / p.name) == sha(p) for p in TINY.iterdir())
@@ -161,7 +161,7 @@ def test_a_file_of_the_wrong_size_is_named_in_an_integrity_error(pull, hub, tmp_
     code, doc, _ = pull(MODEL)
     err = doc["errors"][0]
     assert code == 6 and "tokenizer.json" in err["message"] and "size" in err["message"]
-    snap = tmp_path / "ms-cache" / "models" / "vboot--tiny" / "snapshots" / "master"
+    snap = Path(os.environ["MODELSCOPE_CACHE"]) / "models" / "vboot--tiny" / "snapshots" / "master"
     assert not (snap / "tokenizer.json").exists()
 
 
@@ -222,7 +222,7 @@ def test_server_killed_mid_file_then_the_next_pull_resumes_with_range(run_vboot,
             first.kill()
         first.wait()
     assert broken.returncode == 3, broken.stdout
-    snap = tmp_path / "ms-cache" / "models" / "vboot--tiny" / "snapshots" / "master"
+    snap = Path(os.environ["MODELSCOPE_CACHE"]) / "models" / "vboot--tiny" / "snapshots" / "master"
     kept = (snap / "weights.bin.incomplete").stat().st_size
     assert 0 < kept <= cut_at
 

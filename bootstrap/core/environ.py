@@ -45,6 +45,31 @@ KNOWN = (
     "TRITON_HOME",
 )
 
+# Every other variable vboot itself reads somewhere (where a file or process is, how wide the terminal is, what
+# systemd or sudo handed over). Not judged by doctor; with KNOWN, the one list of what vboot reads: the tests
+# give every test a clean copy of exactly these (tests/conftest.py), and tests/test_environ_reads.py holds the
+# source to this list.
+OTHER_READS = (
+    "HOME",
+    "PATH",
+    "SHELL",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "SUDO_USER",
+    "COLUMNS",
+    "PYTHONPATH",
+    "XDG_DATA_HOME",
+    "JUPYTER_DATA_DIR",
+    "PIP_FIND_LINKS",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "VLLM_API_KEY",
+    "VBOOT_DISK_HEAD_START",
+)
+READS = KNOWN + OTHER_READS
+
 
 def is_secret(name: str) -> bool:
     """True for names that look like they hold a credential (their values are masked in output)."""

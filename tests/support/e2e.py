@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.environment import isolated_environ
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "bootstrap" / "assets" / "tiny-qwen2"  # the model that ships inside vboot
@@ -92,17 +93,11 @@ def vllm_python() -> str:
     return value
 
 
-def e2e_env(root: Path, vllm_py: str) -> dict:
-    """An environment with its own HOME and XDG dirs under ``root``, pointing vboot at the test vLLM."""
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "VLLM_USE_MODELSCOPE", "MS_CACHE_HOME",
-                "MODELSCOPE_LOG_LEVEL", "CUDA_EMPTY_CACHE", "VLLM_PORT", "VBOOT_DEBUG", "COLUMNS"):
-        env.pop(key, None)
+def e2e_env(root: Path, vllm_py: str) -> dict[str, str]:
+    """The test environment (:func:`tests.support.environment.isolated_environ`, HOME and XDG dirs under
+    ``root``) pointing vboot at the test vLLM."""
+    env = isolated_environ(os.environ, root)
     env.update({
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_STATE_HOME": str(home / ".local/state"),
-        "XDG_CACHE_HOME": str(home / ".cache"), "MODELSCOPE_CACHE": str(root / "ms-cache"),
         "VBOOT_VLLM_PYTHON": vllm_py,
         # vLLM's compile cache (torch.compile, inductor C++ kernels) lives under HOME by default; every test
         # has its own HOME, so share the cache: servers after the first start in seconds less, not minutes.
