@@ -1,6 +1,6 @@
 """Shared fixtures. Every test runs in its own environment (tests.support.environment: HOME, XDG dirs and the
 ModelScope cache in a directory of its own, none of the user's variables that vboot reads) and starts with the
-output layer's state reset."""
+output layer's state reset; `vboot` runs in-process unless a test needs a real process."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import vboot_exe
+from tests.support.cli import run_in_process, run_process, vboot_exe
 from tests.support.e2e import (REPO, SHARED_ALERTS, SHARED_HOOK_SECRET, SHARED_SLACK_SECRET, e2e_env, free_port,
                                 kill_tree, vllm_python)
 from tests.support.environment import isolated_environ
@@ -47,18 +47,17 @@ def isolated_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def run_vboot(isolated_env):
-    """Run the real `vboot` binary; returns CompletedProcess with text stdout/stderr."""
+def run_vboot(request):
+    """`vboot ARGS` and its exit code, stdout and stderr: run in this process
+    (:func:`tests.support.cli.run_in_process`), except in an end-to-end test (marked e2e), which runs the real
+    console script as a user would (:func:`tests.support.cli.run_process`)."""
+    return run_process if request.node.get_closest_marker("e2e") else run_in_process
 
-    def _run(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None):
-        full_env = dict(isolated_env)
-        if env:
-            full_env.update(env)
-        return subprocess.run([*vboot_exe(), *args], capture_output=True, text=True, env=full_env,
-                              timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
-    return _run
-
+@pytest.fixture
+def vboot_process():
+    """The real `vboot` binary (:func:`tests.support.cli.run_process`), for what needs a process of its own."""
+    return run_process
 
 @pytest.fixture
 def cache_env(isolated_env, tmp_path):
