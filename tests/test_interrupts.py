@@ -38,12 +38,19 @@ def big_tree(tmp_path_factory) -> Path:
     return root
 
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT's default action, whatever the test run inherited. A run started in the
+    background by a non-interactive shell ignores SIGINT, an ignored signal stays ignored across exec, and Python
+    then never turns SIGINT into KeyboardInterrupt: the Ctrl-C tests would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def running(args: list[str], env: dict[str, str]):
     """The installed `vboot ARGS` in its own session (a terminal's Ctrl-C reaches the whole foreground group; here
     each signal goes to exactly the process the test names). Killed with its descendants at the end."""
     proc = subprocess.Popen([*vboot_exe(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+                            env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_sigint_default)
     try:
         yield proc
     finally:
