@@ -12,7 +12,7 @@ import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan,
                                     plan_environment)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
 from bootstrap.core.profiles import Profile, ServeSettings
+from bootstrap.core.units import cuda_str, format_bytes
 from bootstrap.core.vllm_cmd import DeviceDecision, VllmInstall, build_command, decide_device, detect_install, redact
-from bootstrap.probes.nvml import cuda_str
 
 
 class Status(str, enum.Enum):
@@ -215,8 +215,7 @@ def map_visible_devices(value: str | None, gpus: Sequence[Any]) -> tuple[list[An
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
-def _gib(n: int | float | None) -> str:
-    return "?" if n is None else f"{n / 1024**3:.1f} GiB"
+_gib = partial(format_bytes, unit="GiB", missing="?")  # the checks' messages: always GiB ("12.0 GiB", "?")
 
 
 def _cuda_num(text: str | None) -> int | None:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +35,7 @@ from bootstrap.core.paths import (files_under, model_dirs, partial_target, reusa
                                   snapshot_dir_for, state_dir, validate_model_id)
 from bootstrap.core.repoids import check_revision
 from bootstrap.core.runs import write_json_atomic
-from bootstrap.core.units import parse_size
+from bootstrap.core.units import format_bytes, parse_size
 
 MARGIN_ENV = "VBOOT_PULL_MARGIN"
 MARGIN_MIN_BYTES = 256 * 1024**2  # room for logs, lock files and whatever else writes there meanwhile
@@ -247,12 +248,7 @@ def largest_caches(env: Environ, limit: int = 3) -> tuple[CacheHint, ...]:
     return tuple(hints[:limit])
 
 
-def _gb(n: int) -> str:
-    """Decimal GB/MB with one decimal for error lines (core does not humanise data, only messages)."""
-    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= factor:
-            return f"{n / factor:.1f} {unit}"
-    return f"{n} B"
+_gb = partial(format_bytes, binary=False)  # error lines: decimal units, as `df -H` and download sizes
 
 
 def not_enough_space(plan: PullPlan, caches: Sequence[CacheHint]) -> NotEnoughSpaceError:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bootstrap.core.units import cuda_str
+
 # NVML return codes (nvml.h); compared by value so fakes need not subclass pynvml's exceptions.
 ERROR_UNINITIALIZED = 1
 ERROR_NOT_SUPPORTED = 3
@@ -95,14 +97,8 @@ class NvmlSnapshot:
 
     @property
     def cuda_version_str(self) -> str | None:
-        return cuda_str(self.cuda_driver_version)
-
-
-def cuda_str(value: int | None) -> str | None:
-    """13000 -> "13.0", 12080 -> "12.8"."""
-    if not value:
-        return None
-    return f"{value // 1000}.{(value % 1000) // 10}"
+        """The CUDA version the driver supports, as nvidia-smi's header shows it ("13.0"); None when unknown."""
+        return cuda_str(self.cuda_driver_version) if self.cuda_driver_version else None
 
 
 def _code(exc: BaseException) -> int | None:
