@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bootstrap.core.gpu import NvmlErrorKind
 from bootstrap.probes import nvml
 from tests.support import fake_nvml
 
@@ -10,12 +11,48 @@ GiB = fake_nvml.GiB
 
 def test_library_missing_is_data_not_an_exception():
     s = nvml.snapshot(fake_nvml.no_library())
-    assert not s.ok and s.error_kind == "library_not_found"
+    assert not s.ok and s.error_kind is NvmlErrorKind.LIBRARY_NOT_FOUND and s.error_kind.fatal
 
 
 def test_driver_not_loaded_is_classified():
     s = nvml.snapshot(fake_nvml.driver_not_loaded())
-    assert not s.ok and s.error_kind == "driver_not_loaded"
+    assert not s.ok and s.error_kind is NvmlErrorKind.DRIVER_NOT_LOADED
+
+
+def test_other_init_failures_are_classified_and_not_fatal():
+    for code, kind in ((4, NvmlErrorKind.NO_PERMISSION), (999, NvmlErrorKind.INIT_FAILED)):
+        s = nvml.snapshot(fake_nvml.FakeNvml(init_error=code))
+        assert s.error_kind is kind and not kind.fatal
+
+
+def test_the_error_kind_is_its_name_in_json():
+    from bootstrap.core.envelope import to_jsonable
+
+    assert to_jsonable(nvml.snapshot(fake_nvml.no_library()))["error_kind"] == "library_not_found"
+
+
+def test_a_session_initialises_nvml_once_for_many_reads_and_shuts_it_down_once():
+    fake = fake_nvml.one_h100()
+    session = nvml.NvmlSession(fake)
+    snaps = [session.snapshot(with_processes=False) for _ in range(5)]
+    assert all(s.ok for s in snaps) and fake.inits == 1 and fake.shutdowns == 0
+    session.close()
+    session.close()
+    assert fake.shutdowns == 1
+
+
+def test_a_session_remembers_a_fatal_failure_and_retries_another():
+    missing = fake_nvml.driver_not_loaded()
+    session = nvml.NvmlSession(missing)
+    assert [session.snapshot().error_kind for _ in range(3)] == [NvmlErrorKind.DRIVER_NOT_LOADED] * 3
+    assert missing.inits == 1
+    flaky = fake_nvml.FakeNvml(init_error=999)
+    session = nvml.NvmlSession(flaky)
+    assert not session.snapshot().ok
+    flaky.init_error = None  # the next read tries again, and gets through
+    assert session.snapshot().ok and flaky.inits == 2
+    session.close()
+    assert flaky.shutdowns == 1
 
 
 def test_no_gpu_is_ok_with_empty_list():

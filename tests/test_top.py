@@ -292,6 +292,22 @@ def test_gpu_reader_reports_a_lost_gpu_while_the_other_reports():
     assert error is None and gpus[0]["error"] is None and gpus[1]["error"]
 
 
+def test_the_gpu_panel_initialises_nvml_once_for_the_whole_session(monkeypatch):
+    """nvitop's _lazy_init: NVML is initialised by the first refresh and kept, not initialised every second."""
+    from bootstrap.cli.top import default_gpu_reader
+    from tests.support import fake_nvml
+
+    fake = fake_nvml.one_h100()
+    monkeypatch.setattr("bootstrap.probes.nvml._load_default", lambda: fake)
+    panel = default_gpu_reader()
+    for _ in range(5):
+        gpus, error = panel()
+        assert error is None and len(gpus) == 1
+    assert (fake.inits, fake.shutdowns) == (1, 0)
+    panel.close()
+    assert fake.shutdowns == 1
+
+
 def test_gpu_reader_without_a_driver_gives_no_gpus_and_stops_asking():
     from tests.support import fake_nvml
 

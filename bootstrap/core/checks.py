@@ -19,6 +19,7 @@ from typing import Any
 from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts, has_expandable,
                                     plan_environment)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
+from bootstrap.core.gpu import NvmlErrorKind
 from bootstrap.core.profiles import Profile, ServeSettings
 from bootstrap.core.units import cuda_str, format_bytes
 from bootstrap.core.vllm_cmd import DeviceDecision, VllmInstall, build_command, decide_device, detect_install, redact
@@ -269,21 +270,25 @@ def spec_satisfied(version: str, spec: str) -> bool | None:
 
 # --- the checks ---------------------------------------------------------------------------------------------
 
+# What each kind of NVML failure means for people, and its fix (the kinds: bootstrap.core.gpu).
+NVML_FIXES: Mapping[NvmlErrorKind, tuple[str, str]] = {
+    NvmlErrorKind.LIBRARY_NOT_FOUND: ("the NVIDIA driver is not installed (libnvidia-ml.so not found)",
+                                      "install the NVIDIA driver (e.g. `sudo apt install nvidia-driver`), reboot, "
+                                      "then check `nvidia-smi`"),
+    NvmlErrorKind.DRIVER_NOT_LOADED: ("the NVIDIA driver is installed but not loaded",
+                                      "load it (`sudo modprobe nvidia`) or reboot; `dmesg | grep -i nvidia` says why"),
+    NvmlErrorKind.NO_PERMISSION: ("no permission to talk to the NVIDIA driver",
+                                  "run as a user in the video group, or check /dev/nvidia* permissions"),
+}
+
+
 def check_nvidia_driver(f: Facts) -> CheckResult:
     """NVML library and driver: `nvidia-smi` (its header shows driver and CUDA version)."""
     s = f.nvml
     cpu_ok = f.device == "cpu"
     if not s.ok:
-        fixes = {
-            "library_not_found": ("the NVIDIA driver is not installed (libnvidia-ml.so not found)",
-                                  "install the NVIDIA driver (e.g. `sudo apt install nvidia-driver`), reboot, "
-                                  "then check `nvidia-smi`"),
-            "driver_not_loaded": ("the NVIDIA driver is installed but not loaded",
-                                  "load it (`sudo modprobe nvidia`) or reboot; `dmesg | grep -i nvidia` says why"),
-            "no_permission": ("no permission to talk to the NVIDIA driver",
-                              "run as a user in the video group, or check /dev/nvidia* permissions"),
-        }
-        summary, hint = fixes.get(s.error_kind, (f"NVML failed: {s.error}", "run `nvidia-smi` to see the driver's error"))
+        summary, hint = NVML_FIXES.get(s.error_kind, (f"NVML failed: {s.error}",
+                                                      "run `nvidia-smi` to see the driver's error"))
         data = {"error_kind": s.error_kind, "error": s.error}
         if cpu_ok:
             return CheckResult("nvidia.driver", Status.SKIP, f"no usable NVIDIA GPU ({summary}); "

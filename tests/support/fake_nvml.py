@@ -41,11 +41,13 @@ class FakeNvml:
         self.driver = driver
         self.cuda = cuda
         self.initialised = False
+        self.inits = 0  # nvmlInit calls, failed ones included
         self.shutdowns = 0
         self.links: dict[tuple[int, int], tuple[bool, bool]] = {}  # (a, b) -> (nvlink, p2p read)
         self.topology: dict[tuple[int, int], int] = {}  # (a, b) -> NVML_TOPOLOGY_* level
 
     def nvmlInit(self) -> None:
+        self.inits += 1
         if self.init_error is not None:
             raise FakeNVMLError(self.init_error)
         self.initialised = True
