@@ -168,7 +168,7 @@ def test_json_percentiles_are_null_when_nothing_finished():
 
 
 def test_json_of_a_down_server_has_nulls_and_up_false():
-    from bootstrap.core.metrics import ScrapeError
+    from bootstrap.core.errors import ScrapeError
 
     def down():
         raise ScrapeError("connection refused")
@@ -205,7 +205,7 @@ def test_render_shows_engine_latency_and_gpus():
 def test_render_of_a_down_server_says_down():
     from rich.console import Console
 
-    from bootstrap.core.metrics import ScrapeError
+    from bootstrap.core.errors import ScrapeError
 
     def down():
         raise ScrapeError("connection refused")

@@ -18,8 +18,8 @@ import click
 from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult, to_jsonable
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import EXIT_NETWORK, NotFoundError, UsageError
-from bootstrap.core.metrics import MetricsEndpoint, TopFrame, TopSession
+from bootstrap.core.errors import NotFoundError, ScrapeError, UsageError
+from bootstrap.core.metrics import TOP_FAMILIES, TopFrame, TopSession
 
 SPARK = "▁▂▃▄▅▆▇█"
 GpuReader = Callable[[], tuple[list[dict[str, Any]], str | None]]
@@ -342,7 +342,9 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     finally:
         for p in problems:  # a malformed run record is skipped, never fatal: say which
             output.warn(str(p))
-    endpoint = MetricsEndpoint(url)
+    from bootstrap.probes.http import MetricsEndpoint
+
+    endpoint = MetricsEndpoint(url, families=TOP_FAMILIES)
     gpu_reader = default_gpu_reader()
     if not once:
         if as_json:
@@ -370,8 +372,7 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     if frame.up:
         result = CommandResult("top", data)
     else:
-        result = CommandResult("top", data, status="error", exit_code=EXIT_NETWORK, errors=({
-            "code": "server_down", "message": f"{endpoint.url}: {frame.error}",
-            "hint": "is the server running? see `vboot ps` and `vboot logs`"},))
+        down = ScrapeError(f"{endpoint.url}: {frame.error}", hint="is the server running? see `vboot ps` and `vboot logs`")
+        result = CommandResult("top", data, status="error", exit_code=down.exit_code, errors=(down.to_dict(),))
     output.emit(result, human=lambda _d: output.console().print(
         render(frame, label, gpus, gpu_error, interval_s, live=False)))

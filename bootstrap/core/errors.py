@@ -83,6 +83,13 @@ class NetworkError(VbootError):
     exit_code = EXIT_NETWORK
 
 
+class ScrapeError(NetworkError):
+    """A server's /metrics could not be read (connection refused, timeout, an HTTP error, not an exposition):
+    `vboot top` shows the server as down, `top --once` fails with this code."""
+
+    code = "server_down"
+
+
 class ModelNotFoundError(VbootError):
     """The hub says the model or revision does not exist, or it is not in the local cache."""
 
