@@ -11,6 +11,7 @@ import pytest
 from bootstrap.core import checks
 from bootstrap.core.checks import Collaborators, Facts, Status, map_visible_devices, run_checks, spec_satisfied
 from bootstrap.core.environ import Environ
+from bootstrap.core.paths import locate_model
 from bootstrap.core.profiles import load_profile, parse_profile, resolve_serve_settings
 from bootstrap.probes import nvml as nvml_probe
 from bootstrap.probes.pyenv import PythonEnv, TorchBuild
@@ -50,7 +51,9 @@ def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11
         process_name=lambda pid: {4242: "python", 777: "VLLM::EngineCore"}.get(pid, "?"),
         live_runs=lambda: list(runs),
         largest_dirs=lambda root, n: list(largest),
-        dir_bytes=lambda p: cached,
+        dir_bytes=lambda p: cached if p.is_dir() else 0,
+        is_dir=Path.is_dir,
+        locate_model=locate_model,
         vllm_cudart=lambda env: tuple(cudart),
     )
     return Facts(settings, Environ(env or {}), "/venv/bin/python", "setup", collab)

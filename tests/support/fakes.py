@@ -13,11 +13,11 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from bootstrap.core.ownership import ProcessFacts, judge_vllm_processes
 from bootstrap.core.servers import Probes, StopOps
 from bootstrap.core.supervisor import GroupOps
+from bootstrap.probes.system import DiskFree, is_writable_dir, nearest_existing
 
 PY = "/venv/bin/python3"
 API = (PY, "-m", "vllm.entrypoints.openai.api_server", "--model", "/m")
@@ -159,12 +159,17 @@ class FakeChild:
 
 @dataclass
 class FakeDiskFree:
-    """doctor's ``disk_free`` collaborator: the same free space wherever it is asked."""
+    """doctor's ``disk_free`` collaborator with made-up sizes. Where a path lands and whether it can be written
+    are the real filesystem's (tests build those in tmp_path), unless ``writable`` forces the answer."""
 
     free: int = 500 * 1024**3
     total: int = 1000 * 1024**3
-    writable: bool = True
+    writable: bool | None = None
 
-    def __call__(self, path: Path) -> Any:
-        return SimpleNamespace(path=str(path), checked_path=str(path), free_bytes=self.free, total_bytes=self.total,
-                               writable=self.writable)
+    def __call__(self, path: Path) -> DiskFree:
+        if self.writable is None:
+            probe = nearest_existing(Path(path).expanduser().absolute())
+            return DiskFree(path=str(path), checked_path=str(probe), free_bytes=self.free, total_bytes=self.total,
+                            writable=is_writable_dir(probe), is_dir=probe.is_dir())
+        return DiskFree(path=str(path), checked_path=str(path), free_bytes=self.free, total_bytes=self.total,
+                        writable=self.writable, is_dir=Path(path).is_dir())
