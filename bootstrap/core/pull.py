@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
+from bootstrap.core.hub import HubClient, RemoteFile  # noqa: F401 - RemoteFile: pull's callers name it
 from bootstrap.core.paths import ModelInCache, files_under, locate_model, partial_target, state_dir, validate_model_id
 from bootstrap.core.repoids import check_revision
 from bootstrap.core.runs import write_json_atomic
@@ -43,14 +43,6 @@ RECORD_VERSION = 1
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total), called from download threads
 
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of the repo listing."""
-
-    path: str
-    size: int
-    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,20 +127,6 @@ class PullResult:
     cache_dir: str = ""
     elapsed_s: float = 0.0
     removed_partials_bytes: int = 0
-
-
-class HubClient(Protocol):
-    """The ModelScope client operations a pull needs (production: ``bootstrap.probes.modelscope_hub``)."""
-
-    def list_files(self, model_id: str, revision: str, endpoint: str | None, *, debug: bool = False
-                   ) -> tuple[RemoteFile, ...]: ...
-
-    def download(self, model_id: str, revision: str, cache_dir: Path, endpoint: str | None,
-                 files: Sequence[RemoteFile], *, on_bytes: Callable[[str, int], None] | None = None,
-                 max_workers: int = 4, local_dir: Path | None = None, debug: bool = False) -> Path: ...
-
-    def cached_snapshot(self, model_id: str, revision: str, cache_dir: Path, *, local_dir: Path | None = None,
-                        debug: bool = False) -> Path: ...
 
 
 def find_partials(where: ModelInCache, listed: Iterable[RemoteFile] = ()) -> list[Partial]:

@@ -18,19 +18,15 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bootstrap.core.errors import (CacheUnwritableError, DiskFullError, IntegrityError, MissingDependencyError,
                                    ModelNotFoundError, NetworkError, VbootError)
-from bootstrap.core.pull import RemoteFile
+from bootstrap.core.hub import ByteSink, RemoteFile
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
-
-# (file path in the repo, byte delta) from the client's download threads; the delta is negative when the
-# client restarts a file from byte 0.
-ByteSink = Callable[[str, int], None]
 
 
 def _quiet_client(debug: bool) -> None:
