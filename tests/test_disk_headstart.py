@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bootstrap.cli import entry
+from bootstrap.cli import disk_request as plain
 from bootstrap.cli.disk import report_cmd
 from bootstrap.core.disk import report_from_wire, scan, scan_wire
 from bootstrap.core.headstart import HeadStart
@@ -29,14 +29,14 @@ REPO = Path(__file__).resolve().parent.parent
 ])
 def test_the_plain_grammar_agrees_with_click(args, monkeypatch):
     monkeypatch.setenv("HOME", "/home/someone")
-    got = entry.disk_request(args)
+    got = plain.disk_request(args)
     assert got is not None
     ctx = report_cmd.make_context("disk", list(args))
     p = ctx.params
     assert got == {"paths": list(p["paths"]), "depth": p["depth"], "top": p["top"], "apparent": p["apparent"],
                    "one_file_system": p["one_file_system"], "json": p["as_json"]}
     root = p["paths"][0] if p["paths"] else "/home/someone"
-    assert entry.scan_args(got) == (root, p["depth"], p["apparent"], p["one_file_system"])
+    assert plain.scan_args(got) == (root, p["depth"], p["apparent"], p["one_file_system"])
 
 
 @pytest.mark.parametrize("args", [
@@ -45,20 +45,20 @@ def test_the_plain_grammar_agrees_with_click(args, monkeypatch):
     ["/data", "--depth", "²"], ["/data", "--depth", "1" * 5000], ["/data", "-n", "9" * 40],
 ])
 def test_anything_else_gets_no_head_start(args):
-    assert entry.disk_request(args) is None
+    assert plain.disk_request(args) is None
 
 
 def test_every_option_of_the_report_is_in_the_grammar():
     # A new option left out of the grammar would quietly cost every `vboot disk` that uses it its head start.
     names = {opt for param in report_cmd.params if param.param_type_name == "option" for opt in param.opts}
-    assert names - {"-h", "--help"} == set(entry._FLAGS) | set(entry._VALUED)
+    assert names - {"-h", "--help"} == set(plain._FLAG) | set(plain._VALUED)
 
 
 def test_a_head_start_for_the_same_request_returns_the_same_report(tmp_path, monkeypatch):
     root = build(tmp_path / "t")
-    monkeypatch.setattr(entry, "HEAD_START", HeadStart("bootstrap.core.duwalk:scan_wire", (str(root), 2, False, False)))
-    wire = entry.take_head_start(str(root) + "/", 2, False, False)  # the same directory, spelled differently
-    assert wire is not None and entry.HEAD_START is None
+    monkeypatch.setattr(plain, "HEAD_START", HeadStart("bootstrap.core.duwalk:scan_wire", (str(root), 2, False, False)))
+    wire = plain.take_head_start(str(root) + "/", 2, False, False)  # the same directory, spelled differently
+    assert wire is not None and plain.HEAD_START is None
     rep = report_from_wire(wire)
     direct = scan(root, depth=2)
     assert (rep.total_bytes, rep.entries, rep.root) == (direct.total_bytes, direct.entries, direct.root)
@@ -70,16 +70,16 @@ def test_a_head_start_for_another_request_is_killed_and_not_used(tmp_path, monke
     root = build(tmp_path / "t")
     started = HeadStart("bootstrap.core.duwalk:scan_wire", (str(root), 2, False, False))
     pid = started.pid
-    monkeypatch.setattr(entry, "HEAD_START", started)
-    assert entry.take_head_start(str(root), *other) is None
+    monkeypatch.setattr(plain, "HEAD_START", started)
+    assert plain.take_head_start(str(root), *other) is None
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # already reaped: nothing left behind
 
 
 def test_a_failed_head_start_yields_none_so_the_command_meets_the_error_itself(tmp_path, monkeypatch):
     missing = str(tmp_path / "nope")
-    monkeypatch.setattr(entry, "HEAD_START", HeadStart("bootstrap.core.duwalk:scan_wire", (missing, 1, False, False)))
-    assert entry.take_head_start(missing, 1, False, False) is None
+    monkeypatch.setattr(plain, "HEAD_START", HeadStart("bootstrap.core.duwalk:scan_wire", (missing, 1, False, False)))
+    assert plain.take_head_start(missing, 1, False, False) is None
 
 
 def test_scan_wire_round_trips_warnings_and_odd_names(tmp_path):

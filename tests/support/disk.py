@@ -83,15 +83,15 @@ duwalk.WATCH_EVERY = 1
 # whether click was loaded when the result was printed.
 SPY = """
 import sys
-from bootstrap.cli import entry, output
-real = entry.take_head_start
+from bootstrap.cli import disk_request, entry, output
+real = disk_request.take_head_start
 
 def spy(*args):
     wire = real(*args)
     sys.stderr.write(f"head start used: {wire is not None}\\n")
     return wire
 
-entry.take_head_start = spy
+disk_request.take_head_start = spy
 real_emit = output.emit
 
 def emit_spy(*args, **kwargs):  # the fast path leaves by os._exit: report here, not at exit
