@@ -248,3 +248,19 @@ def test_profiles_show_masks_receiver_urls_written_in_the_profile(run_vboot, iso
         assert "t0kenvalue" not in proc.stdout + proc.stderr
     alerts = json.loads(run_vboot("profiles", "al", "--json").stdout)["data"]["profile"]["alerts"]
     assert alerts["webhook_url"] == "***" and alerts["slack_webhook_url_env"] == "SLACK_URL"
+
+
+def test_what_chose_the_model_cache_is_recorded_once_with_its_variable():
+    from bootstrap.core.profiles import CacheOrigin, CacheSource
+
+    text = '[model]\nid = "Qwen/Qwen2.5-0.5B-Instruct"\n'
+    plain, with_env = parse_profile(text, "p"), parse_profile(text + '[env]\nMS_CACHE_HOME = "/old"\n', "p")
+    home = {"HOME": "/home/u"}
+
+    def origin(profile, env, **kw):
+        return resolve_serve_settings(profile, Environ({**home, **env}), **kw).cache_from
+
+    assert origin(plain, {}, cache_dir="/c") == CacheOrigin(CacheSource.FLAG)
+    assert origin(plain, {}) == CacheOrigin(CacheSource.DEFAULT) and str(origin(plain, {})) == "default"
+    assert origin(plain, {"MODELSCOPE_CACHE": "/m"}) == CacheOrigin(CacheSource.ENV, "MODELSCOPE_CACHE")
+    assert str(origin(with_env, {})) == "profile_env:MS_CACHE_HOME"

@@ -22,7 +22,7 @@ from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
 from bootstrap.core.errors import UsageError
 from bootstrap.core.gpu import NvmlErrorKind
 from bootstrap.core.paths import ModelInCache
-from bootstrap.core.profiles import Profile, ServeSettings
+from bootstrap.core.profiles import CacheSource, Profile, ServeSettings
 from bootstrap.core.units import cuda_str, format_bytes
 from bootstrap.core.vllm_cmd import DeviceDecision, VllmInstall, build_command, decide_device, detect_install, redact
 
@@ -536,7 +536,7 @@ def check_disk(f: Facts) -> CheckResult:
     short = max(0, need - present)
     data = {"path": str(cache), "checked_path": free.checked_path, "free_bytes": free.free_bytes,
             "total_bytes": free.total_bytes, "needed_bytes": short, "profile_needs_bytes": need,
-            "already_cached_bytes": present, "writable": free.writable, "cache_from": f.settings.cache_from}
+            "already_cached_bytes": present, "writable": free.writable, "cache_from": str(f.settings.cache_from)}
     # A cache a variable decides is judged by env.modelscope, which names the variable to fix.
     if not free.writable and _judged_cache(f)[0] is None:
         why = _unwritable_why(free)
@@ -733,7 +733,7 @@ def _judged_cache(f: Facts) -> tuple[str | None, str]:
     """The MODELSCOPE_CACHE vLLM gets, when a variable set it, and how to fix it; (None, "") otherwise.
 
     For a ModelScope profile vboot passes on serve's cache dir (origin "vboot"). That is the user's variable when
-    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME (``cache_from`` "env:VAR"); a --cache-dir, the
+    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME (``cache_from``: CacheSource.ENV); a --cache-dir, the
     profile's cache_dir or [env] or the default is no variable the user exports (the disk check and pull judge
     where the model goes, with :meth:`ServeSettings.cache_hint`)."""
     planned = f.env_plan.var("MODELSCOPE_CACHE")
@@ -743,8 +743,8 @@ def _judged_cache(f: Facts) -> tuple[str | None, str]:
         return planned.value, f"point MODELSCOPE_CACHE {f.where('MODELSCOPE_CACHE')} at a directory you can write"
     if planned.origin == "environment":
         return planned.value, "point MODELSCOPE_CACHE at a directory you can write"
-    kind, _, var = f.settings.cache_from.partition(":")
-    if kind != "env":
+    var = f.settings.cache_from.variable
+    if f.settings.cache_from.source != CacheSource.ENV:
         return None, ""
     return planned.value, ("point MODELSCOPE_CACHE at a directory you can write" if var == "MODELSCOPE_CACHE" else
                            f"vboot serve passes your {var} on as MODELSCOPE_CACHE: export MODELSCOPE_CACHE=DIR you can "
