@@ -56,7 +56,7 @@ from pathlib import Path
 
 from bootstrap.core.disk import DiskReport, display_path, mount_table, scan
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import ConflictError, UnsafeCacheRootError, UsageError
+from bootstrap.core.errors import ConflictError, MountCrossing, UnsafeCacheRootError, UsageError
 from bootstrap.core.paths import cache_home, config_dir, data_home, modelscope_cache_source, partial_target, state_dir
 
 CACHE_NAMES = ("modelscope", "huggingface", "pip", "uv", "torch", "inductor", "vllm", "triton")
@@ -717,10 +717,6 @@ def _inside(path: str, root: str) -> bool:
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class MountCrossing(OSError):
-    """The delete met a mount point (another device, or a path in the mount table) and stopped there."""
 
 
 def _remove_tree(top: str, points: frozenset[str]) -> None:
