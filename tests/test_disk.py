@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -216,13 +215,11 @@ def test_cli_json_carries_root_total_entries_and_warnings(tmp_path, run_vboot):
     assert data["warnings"] == []
 
 
-def test_cli_a_directory_named_caches_is_reached_as_dot_slash(tmp_path, isolated_env):
+def test_cli_a_directory_named_caches_is_reached_as_dot_slash(tmp_path, run_vboot, monkeypatch):
     (tmp_path / "caches").mkdir()
     (tmp_path / "caches" / "f").write_bytes(b"c" * 10_000)
-    from tests.support.cli import vboot_exe
-
-    proc = subprocess.run([*vboot_exe(), "disk", "./caches", "--json"], capture_output=True, text=True,
-                          cwd=tmp_path, stdin=subprocess.DEVNULL, env=isolated_env, check=False)
+    monkeypatch.chdir(tmp_path)
+    proc = run_vboot("disk", "./caches", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["data"]["total_bytes"] == du(tmp_path / "caches", 0)[str(tmp_path / "caches")]
 

@@ -26,7 +26,6 @@ from bootstrap.core import k8s
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.profiles import load_profile, parse_profile
-from tests.support.cli import vboot_exe
 
 GOLDEN = Path(__file__).parent / "golden" / "k8s" / "qwen"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -588,9 +587,9 @@ def test_cli_writes_files_and_prints_the_guide(run_vboot, tmp_path):
     assert (out / "hpa.yaml").read_text() == export_files()["hpa.yaml"]
 
 
-def test_cli_default_out_dir_is_named_after_the_profile(run_vboot, tmp_path):
-    proc = subprocess.run([*vboot_exe(), "export", "k8s", "qwen"], cwd=tmp_path, capture_output=True, text=True,
-                          env=os.environ | {"HOME": str(tmp_path)}, stdin=subprocess.DEVNULL)
+def test_cli_default_out_dir_is_named_after_the_profile(run_vboot, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc = run_vboot("export", "k8s", "qwen")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "vboot-k8s-qwen" / "hpa.yaml").is_file()
 

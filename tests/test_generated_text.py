@@ -315,11 +315,12 @@ REFUSED = {
 
 
 def vboot_bytes(isolated_env: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Like the run_vboot fixture, but stdout as bytes: text mode would turn a carriage return into a newline."""
-    from tests.support.cli import vboot_exe
+    """Like the run_vboot fixture (in-process), but stdout as the bytes written: text would turn a carriage return
+    into a newline."""
+    from tests.support.cli import run_in_process
 
-    return subprocess.run([*vboot_exe(), *args], capture_output=True, env={**isolated_env, **(env or {})},
-                          stdin=subprocess.DEVNULL, timeout=120)
+    ran = run_in_process(*args, env=env, timeout=120)
+    return subprocess.CompletedProcess(ran.args, ran.returncode, ran.stdout_bytes, ran.stderr.encode())
 
 
 def _dotenv_profile(isolated_env: dict, values: dict[str, str], name: str = "dotenv") -> None:
