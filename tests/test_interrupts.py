@@ -106,6 +106,15 @@ def assert_gone(procs: list[psutil.Process]) -> None:
     assert not alive, f"scan processes outlived the interrupted command: {[p.pid for p in alive]}"
 
 
+def outcome(proc: subprocess.Popen, held: list[psutil.Process]) -> tuple[str, str]:
+    """(stdout, stderr) of the signalled ``proc`` once it has exited and the descendants the test stopped are
+    gone. A descendant stopped right after its fork still holds the pipes it inherited (before it could point
+    them at /dev/null): reading to EOF first would wait for a process the test itself keeps stopped."""
+    proc.wait(timeout=30)
+    assert_gone(held)
+    return proc.communicate(timeout=30)
+
+
 def interrupted_doc(stdout: str, code: int, name: str, command: str) -> dict:
     doc = json.loads(stdout)  # exactly one document
     assert doc["status"] == "error" and doc["exit_code"] == code and doc["command"] == command, doc
@@ -121,7 +130,7 @@ def test_disk_json_interrupted_prints_the_error_envelope(big_tree, isolated_env,
     with running(["disk", str(big_tree), "--json"], env) as proc:
         held = held_descendants(proc)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        out, err = outcome(proc, held)
     assert proc.returncode == code, (out, err)
     interrupted_doc(out, code, name, "disk")
     assert "Traceback" not in err and err == ""
@@ -133,7 +142,7 @@ def test_disk_interrupted_without_json_says_so_in_one_line(big_tree, isolated_en
     with running(["disk", str(big_tree)], isolated_env) as proc:
         held = held_descendants(proc)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        out, err = outcome(proc, held)
     assert proc.returncode == code and out == ""
     assert err.splitlines() == [f"error: interrupted by {name}; the command did not finish"], err
     assert_gone(held)
@@ -145,7 +154,7 @@ def test_disk_caches_json_interrupted_names_its_subcommand(big_tree, isolated_en
     with running(["disk", "caches", "--json"], env) as proc:
         held = held_descendants(proc)
         proc.send_signal(signal.SIGTERM)
-        out, _err = proc.communicate(timeout=30)
+        out, _err = outcome(proc, held)
     assert proc.returncode == 143
     interrupted_doc(out, 143, "SIGTERM", "disk caches")
     assert_gone(held)
