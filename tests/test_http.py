@@ -115,3 +115,13 @@ def test_a_server_that_is_gone_is_a_scrape_error_saying_so():
     with pytest.raises(ScrapeError, match="^connection refused$") as info:
         endpoint.scrape()
     assert info.value.code == "server_down" and info.value.exit_code == 3
+
+
+def test_a_kept_alive_connection_that_broke_is_reopened_once():
+    with server() as srv:
+        endpoint = http.MetricsEndpoint(_url(srv))
+        endpoint.scrape()
+        endpoint._conn._conn.sock.close()  # the kept-alive connection breaks between two scrapes
+        assert endpoint.scrape().samples["vllm:num_requests_running"]
+        endpoint.close()
+    assert len(srv.connections) == 2

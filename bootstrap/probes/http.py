@@ -62,8 +62,10 @@ class Connection:
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         """(status, body) of ``METHOD base_path+path``. Raises OSError when nothing answers (refused, timed out,
-        closed mid-answer): a kept-alive connection the server closed is retried once on a fresh one."""
-        for attempt in (1, 2):
+        closed mid-answer). A kept-alive connection the server closed since the last request is retried once on
+        a fresh one; a fresh connection is never retried (a POST is not sent twice)."""
+        while True:
+            reused = self._conn is not None
             conn = self._connection()
             try:
                 conn.request(method, self.base_path + path, body=body, headers=dict(headers or {}))
@@ -71,12 +73,11 @@ class Connection:
                 return resp.status, resp.read()
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                if attempt == 2 or isinstance(exc, (ConnectionRefusedError, TimeoutError)):
-                    if isinstance(exc, OSError):
-                        raise
-                    raise ConnectionError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) \
-                        from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+                if reused and not isinstance(exc, (ConnectionRefusedError, TimeoutError)):
+                    continue
+                if isinstance(exc, OSError):
+                    raise
+                raise ConnectionError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
 
     def close(self) -> None:
         if self._conn is not None:
