@@ -1,7 +1,7 @@
 """Benchmark: `vboot pull` against `modelscope download` of the same ~200 MB repo from a loopback hub.
 
 Both go into an empty cache on every run (the vboot pull record lives in a fresh state dir too), in
-alternating order, against one hub process (tests/hub_server.py, sendfile). Prints each run, the medians and
+alternating order, against one hub process (tests/support/hub_server.py, sendfile). Prints each run, the medians and
 the ratio vboot / modelscope; the acceptance bar is <= 1.10.
 
     .venv/bin/python benchmarks/bench_pull.py [--runs 5] [--mb 200] [--json]
@@ -76,7 +76,7 @@ def main() -> None:
     build_repo(repo, args.mb)
     size = sum(p.stat().st_size for p in repo.iterdir())
     port = free_port()
-    hub = subprocess.Popen([sys.executable, str(REPO / "tests" / "hub_server.py"), "--port", str(port),
+    hub = subprocess.Popen([sys.executable, str(REPO / "tests" / "support" / "hub_server.py"), "--port", str(port),
                             "--repo", f"{MODEL}={repo}"], stdout=subprocess.PIPE, text=True)
     try:
         assert hub.stdout is not None and hub.stdout.readline().startswith("READY")

@@ -1,60 +1,76 @@
-"""Shared fixtures: every test runs with its own HOME and XDG directories, so nothing touches the real ones."""
+"""Shared fixtures. Every test runs in its own environment (tests.support.environment: HOME, XDG dirs and the
+ModelScope cache in a directory of its own, none of the user's variables that vboot reads) and starts with the
+output layer's state reset; `vboot` runs in-process unless a test needs a real process."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.cli import run_in_process, run_process, vboot_exe
+from tests.support.e2e import (REPO, SHARED_ALERTS, SHARED_HOOK_SECRET, SHARED_SLACK_SECRET, e2e_env, free_port,
+                                kill_tree, vllm_python)
+from tests.support.environment import isolated_environ
+
+_ENV_ROOTS = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Every test: the isolated environment in os.environ (HOME and the rest in a directory of its own, beside
+    the test's tmp_path, which stays the test's alone), and bootstrap.cli.output's state as a fresh process has
+    it (restored afterwards too, for the next test)."""
+    from bootstrap.cli import output
+
+    root = tmp_path_factory.getbasetemp() / "env" / str(next(_ENV_ROOTS))
+    env = isolated_environ(os.environ, root)
+    for key in set(os.environ) - set(env):
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    output.STATE.reset()
+    yield
+    output.STATE.reset()
 
 
 @pytest.fixture
-def isolated_env(tmp_path, monkeypatch):
-    """HOME, XDG dirs and ModelScope cache inside tmp_path; returns the environment as a dict."""
-    home = tmp_path / "home"
-    home.mkdir()
-    values = {
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "MODELSCOPE_CACHE": str(tmp_path / "ms-cache"),
-    }
-    for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "VLLM_USE_MODELSCOPE", "MS_CACHE_HOME",
-                "MODELSCOPE_LOG_LEVEL", "CUDA_EMPTY_CACHE", "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES", "VLLM_PORT", "VLLM_API_KEY",
-                "VBOOT_DEBUG"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
+def isolated_env() -> dict[str, str]:
+    """The test's environment as a dict (its own HOME, XDG dirs and MODELSCOPE_CACHE), for child processes and
+    for paths below HOME."""
     return dict(os.environ)
 
 
-def vboot_exe() -> list[str]:
-    """The installed `vboot` console script next to this interpreter (falls back to `python -m bootstrap`)."""
-    exe = Path(sys.executable).with_name("vboot")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("vboot")
-    return [found] if found else [sys.executable, "-m", "bootstrap"]
+@pytest.fixture
+def run_vboot(request):
+    """`vboot ARGS` and its exit code, stdout and stderr: run in this process
+    (:func:`tests.support.cli.run_in_process`), except in an end-to-end test (marked e2e), which runs the real
+    console script as a user would (:func:`tests.support.cli.run_process`)."""
+    return run_process if request.node.get_closest_marker("e2e") else run_in_process
 
 
 @pytest.fixture
-def run_vboot(isolated_env):
-    """Run the real `vboot` binary; returns CompletedProcess with text stdout/stderr."""
+def vboot_process():
+    """The real `vboot` binary (:func:`tests.support.cli.run_process`), for what needs a process of its own."""
+    return run_process
 
-    def _run(*args: str, env: dict | None = None, timeout: float = 120, input: str | None = None):
-        full_env = dict(isolated_env)
-        if env:
-            full_env.update(env)
-        return subprocess.run([*vboot_exe(), *args], capture_output=True, text=True, env=full_env,
-                              timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
-
-    return _run
+@pytest.fixture
+def cache_env(isolated_env, tmp_path):
+    """The test environment with every cache of `vboot disk caches` in tmp_path (ModelScope's is already)."""
+    values = dict(isolated_env)
+    values["HF_HOME"] = str(tmp_path / "hf")
+    values["PIP_CACHE_DIR"] = str(tmp_path / "pipc")
+    values["UV_CACHE_DIR"] = str(tmp_path / "uvc")
+    values["VLLM_CACHE_ROOT"] = str(tmp_path / "vllmc")
+    values["TORCH_HOME"] = str(tmp_path / "torchc")
+    values["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    values["TRITON_CACHE_DIR"] = str(tmp_path / "tritonc")
+    return values
 
 
 # --- the shared real vLLM server (session scope: vLLM takes ~1 min to start on these CPUs) -------------------
@@ -79,42 +95,10 @@ class TinyServer:
                               stdin=subprocess.DEVNULL)
 
 
-def e2e_env(root: Path, vllm_py: str) -> dict:
-    """An environment with its own HOME and XDG dirs under ``root``, pointing vboot at the test vLLM."""
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "VLLM_USE_MODELSCOPE", "MS_CACHE_HOME",
-                "MODELSCOPE_LOG_LEVEL", "CUDA_EMPTY_CACHE", "VLLM_PORT", "VBOOT_DEBUG", "COLUMNS"):
-        env.pop(key, None)
-    env.update({
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_STATE_HOME": str(home / ".local/state"),
-        "XDG_CACHE_HOME": str(home / ".cache"), "MODELSCOPE_CACHE": str(root / "ms-cache"),
-        "VBOOT_VLLM_PYTHON": vllm_py,
-        # vLLM's compile cache (torch.compile, inductor C++ kernels) lives under HOME by default; every test
-        # has its own HOME, so share the cache: servers after the first start in seconds less, not minutes.
-        # scripts/test.sh keeps it across runs ($VBOOT_TEST_VLLM_CACHE), keyed by vLLM itself.
-        "VLLM_CACHE_ROOT": os.environ.get("VBOOT_TEST_VLLM_CACHE") or str(root.parent / "vllm-cache"),
-    })
-    return env
-
-
-SHARED_HOOK_SECRET = "s3cretHookT0ken"
-SHARED_SLACK_SECRET = "s3cretSlackT0ken"
-SHARED_ALERTS = """
-[alerts]
-webhook_url_env = "SHARED_HOOK_URL"
-slack_webhook_url_env = "SHARED_SLACK_URL"
-slack_channel = "#vllm-e2e"
-"""
 
 
 @pytest.fixture(scope="session")
 def tiny_server(tmp_path_factory):
-    import json
-
-    from e2e_support import free_port, kill_tree, vllm_python
-
     vllm_py = vllm_python()
     root = tmp_path_factory.mktemp("tiny-server")
     env = e2e_env(root, vllm_py)

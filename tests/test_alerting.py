@@ -4,7 +4,6 @@ amtool's verdict on hostile values, and the command line."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -13,11 +12,20 @@ import pytest
 import yaml
 
 from bootstrap.core import alerting
-from bootstrap.core.alerting import (CONFIG_FILE, SLACK_URL_FILE, Receivers, RouteTiming, alertmanager_argv,
-                                     render_alertmanager_files, resolve_receivers, write_private_files)
+from bootstrap.core.alerting import (
+    CONFIG_FILE,
+    SLACK_URL_FILE,
+    Receivers,
+    RouteTiming,
+    alertmanager_argv,
+    render_alertmanager_files,
+    resolve_receivers,
+    write_private_files,
+)
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ReceiverError
 from bootstrap.core.profiles import AlertsSpec
+from tests.support.e2e import amtool
 
 SLACK = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"
 # Quotes, YAML indicators, a Go template, a comment sign, a backslash: no whitespace (not a URL), the rest must
@@ -25,13 +33,6 @@ SLACK = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"
 HOSTILE_HOOK = "http://127.0.0.1:9/hook/t0ken?a='b\"&c=#x:{{.Foo}}&d=\\n&e=[1]*!|>-%0A"
 
 
-def amtool() -> str:
-    exe = shutil.which("amtool")
-    if exe is None:
-        from e2e_support import missing
-
-        missing("amtool is not installed (apt-get install -y prometheus-alertmanager)")
-    return exe
 
 
 def both(env: dict[str, str] | None = None) -> Receivers:

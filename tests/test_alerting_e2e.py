@@ -22,18 +22,25 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from conftest import e2e_env, vboot_exe
-from e2e_support import free_port, http_get, kill_tree, missing, vllm_python
 
 from bootstrap.core import alerting
-from bootstrap.core.alerting import (ALERTMANAGER_DIR, LOG_FILE, SLACK_URL_FILE, RouteTiming, alertmanager_argv,
-                                     render_alertmanager_files, resolve_receivers, write_private_files)
+from bootstrap.core.alerting import (
+    ALERTMANAGER_DIR,
+    LOG_FILE,
+    SLACK_URL_FILE,
+    RouteTiming,
+    alertmanager_argv,
+    render_alertmanager_files,
+    resolve_receivers,
+    write_private_files,
+)
 from bootstrap.core.environ import Environ
 from bootstrap.core.profiles import AlertsSpec
 from bootstrap.core.prom import RULES_FILE, AlertThresholds, render_prometheus_config, render_rules
+from tests.support.cli import vboot_exe
+from tests.support.e2e import e2e_env, free_port, http_get, kill_tree, missing, vllm_python
 
 pytestmark = pytest.mark.e2e
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -13,117 +11,34 @@ import pytest
 from bootstrap.core.caches import cache_locations, execute_plan, plan_clean, scan_caches
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, UsageError
-
-OLD = time.time() - 40 * 86400
-
-
-def du_s(path: Path) -> int:
-    out = subprocess.run(["du", "-s", "-B1", str(path)], capture_output=True, text=True, check=True).stdout
-    return int(out.split("\t", 1)[0])
+from tests.support.disk import du_s
+from tests.support.trees import by_name, items, make_hf, make_modelscope_legacy, make_modelscope_new
 
 
-def age(*paths: Path) -> None:
-    for p in paths:
-        os.utime(p, (OLD, OLD), follow_symlinks=False)
-
-
-def make_modelscope_new(root: Path, repo: str = "Qwen/Qwen2.5-0.5B-Instruct") -> Path:
-    """modelscope-hub 0.5 (SDK >= 1.38): models/Owner--Name/snapshots/REV, *.incomplete partials, .lock/."""
-    model = root / "models" / repo.replace("/", "--")
-    snap = model / "snapshots" / "master"
-    snap.mkdir(parents=True)
-    (snap / "config.json").write_text('{"model_type": "qwen2"}')
-    (snap / "model.safetensors").write_bytes(os.urandom(300_000))
-    partial = snap / "model-00002-of-00002.safetensors.incomplete"
-    partial.write_bytes(os.urandom(120_000))
-    age(partial)
-    (root / ".lock").mkdir(exist_ok=True)
-    (root / ".lock" / ("file_" + "a" * 64 + ".lock")).touch()
-    return model
-
-
-def make_modelscope_legacy(root: Path) -> tuple[Path, Path, Path]:
-    """SDK <= 1.37: models/Owner/Name___with___dots, dotted symlink beside it, models/._____temp/Owner/Name."""
-    model = root / "models" / "Qwen" / "Qwen2___5-1___5B-Instruct"
-    model.mkdir(parents=True)
-    (model / "config.json").write_text("{}")
-    (model / "model.safetensors").write_bytes(os.urandom(200_000))
-    (model / ".mdl").write_bytes(b"\x80meta")
-    (model / ".msc").write_bytes(b"\x80files")
-    link = root / "models" / "Qwen" / "Qwen2.5-1.5B-Instruct"
-    link.symlink_to(model.resolve(), target_is_directory=True)
-    temp = root / "models" / "._____temp" / "Qwen" / "Qwen2___5-7B-Instruct"
-    temp.mkdir(parents=True)
-    (temp / "model-00001-of-00004.safetensors").write_bytes(os.urandom(90_000))
-    age(temp / "model-00001-of-00004.safetensors", temp)
-    return model, link, temp
-
-
-def make_hf(hub: Path, repo: str = "openai-community/gpt2") -> Path:
-    """huggingface_hub: models--owner--name/{blobs,snapshots/COMMIT (relative links into blobs),refs/main}."""
-    model = hub / f"models--{repo.replace('/', '--')}"
-    commit = "607a30d783dfa663caf39e06633721c8d4cfcd7e"
-    (model / "blobs").mkdir(parents=True)
-    (model / "refs").mkdir()
-    (model / "refs" / "main").write_text(commit)
-    snap = model / "snapshots" / commit
-    snap.mkdir(parents=True)
-    for name, size in (("config.json", 700), ("model.safetensors", 250_000)):
-        blob = "b" + str(size).rjust(63, "0")
-        (model / "blobs" / blob).write_bytes(os.urandom(size))
-        (snap / name).symlink_to(Path("..") / ".." / "blobs" / blob)
-    inc = model / "blobs" / ("c" * 64 + ".incomplete")
-    inc.write_bytes(os.urandom(50_000))
-    age(inc)
-    (hub / ".locks" / model.name).mkdir(parents=True)
-    return model
-
-
-@pytest.fixture
-def env(isolated_env, tmp_path):
-    values = dict(isolated_env)
-    values["HF_HOME"] = str(tmp_path / "hf")
-    values["PIP_CACHE_DIR"] = str(tmp_path / "pipc")
-    values["UV_CACHE_DIR"] = str(tmp_path / "uvc")
-    values["VLLM_CACHE_ROOT"] = str(tmp_path / "vllmc")
-    values["TORCH_HOME"] = str(tmp_path / "torchc")
-    values["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
-    values["TRITON_CACHE_DIR"] = str(tmp_path / "tritonc")
-    return values
-
-
-def by_name(reports):
-    return {r.name: r for r in reports}
-
-
-def items(report):
-    return {i.id: i for i in report.items}
-
-
-def test_locations_follow_each_tools_env_variables(env, tmp_path):
-    loc = cache_locations(Environ(env))
-    assert loc["modelscope"] == (Path(env["MODELSCOPE_CACHE"]), "MODELSCOPE_CACHE")
+def test_locations_follow_each_tools_env_variables(cache_env, tmp_path):
+    loc = cache_locations(Environ(cache_env))
+    assert loc["modelscope"] == (Path(cache_env["MODELSCOPE_CACHE"]), "MODELSCOPE_CACHE")
     assert loc["huggingface"] == (tmp_path / "hf" / "hub", "HF_HOME")
     assert loc["pip"][0] == tmp_path / "pipc" and loc["uv"][0] == tmp_path / "uvc"
     assert loc["vllm"][0] == tmp_path / "vllmc" and loc["torch"][0] == tmp_path / "torchc"
     assert loc["inductor"][0] == tmp_path / "inductor" and loc["triton"][0] == tmp_path / "tritonc"
-    env2 = {k: v for k, v in env.items() if k not in ("MODELSCOPE_CACHE", "HF_HOME")}
+    env2 = {k: v for k, v in cache_env.items() if k not in ("MODELSCOPE_CACHE", "HF_HOME")}
     env2.update(MS_CACHE_HOME=str(tmp_path / "legacy-ms"), HF_HUB_CACHE=str(tmp_path / "hubc"))
     loc2 = cache_locations(Environ(env2))
     assert loc2["modelscope"] == (tmp_path / "legacy-ms", "MS_CACHE_HOME")
     assert loc2["huggingface"] == (tmp_path / "hubc", "HF_HUB_CACHE")
-    bare = {"HOME": env["HOME"], "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    bare = {"HOME": cache_env["HOME"], "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     loc3 = cache_locations(Environ(bare))
     assert loc3["huggingface"][0] == tmp_path / "xdg" / "huggingface" / "hub"
     assert loc3["vllm"][0] == tmp_path / "xdg" / "vllm"
-    assert loc3["modelscope"][0] == Path(env["HOME"]) / ".cache" / "modelscope"  # ModelScope ignores XDG
-    assert loc3["triton"][0] == Path(env["HOME"]) / ".triton" / "cache"
+    assert loc3["modelscope"][0] == Path(cache_env["HOME"]) / ".cache" / "modelscope"  # ModelScope ignores XDG
+    assert loc3["triton"][0] == Path(cache_env["HOME"]) / ".triton" / "cache"
 
 
-def test_modelscope_new_layout_model_and_its_partials_are_separate_items(env):
-    root = Path(env["MODELSCOPE_CACHE"])
+def test_modelscope_new_layout_model_and_its_partials_are_separate_items(cache_env):
+    root = Path(cache_env["MODELSCOPE_CACHE"])
     model = make_modelscope_new(root)
-    ms = by_name(scan_caches(Environ(env), active={}))["modelscope"]
+    ms = by_name(scan_caches(Environ(cache_env), active={}))["modelscope"]
     found = items(ms)
     partial = found["Qwen/Qwen2.5-0.5B-Instruct (partial)"]
     assert found["Qwen/Qwen2.5-0.5B-Instruct"].bytes + partial.bytes == du_s(model)
@@ -132,10 +47,10 @@ def test_modelscope_new_layout_model_and_its_partials_are_separate_items(env):
     assert found["(locks)"].kind == "lock"
 
 
-def test_modelscope_legacy_layout_names_the_dotted_id_and_its_symlink(env):
-    root = Path(env["MODELSCOPE_CACHE"])
+def test_modelscope_legacy_layout_names_the_dotted_id_and_its_symlink(cache_env):
+    root = Path(cache_env["MODELSCOPE_CACHE"])
     model, link, temp = make_modelscope_legacy(root)
-    found = items(by_name(scan_caches(Environ(env), active={}))["modelscope"])
+    found = items(by_name(scan_caches(Environ(cache_env), active={}))["modelscope"])
     legacy = found["Qwen/Qwen2.5-1.5B-Instruct"]
     assert legacy.layout == "modelscope-legacy"
     assert legacy.bytes == du_s(model)
@@ -143,17 +58,17 @@ def test_modelscope_legacy_layout_names_the_dotted_id_and_its_symlink(env):
     assert found["Qwen/Qwen2.5-7B-Instruct (partial)"].bytes == du_s(temp)
 
 
-def test_huggingface_repo_counts_blobs_once_and_partials_separately(env, tmp_path):
+def test_huggingface_repo_counts_blobs_once_and_partials_separately(cache_env, tmp_path):
     model = make_hf(tmp_path / "hf" / "hub")
-    found = items(by_name(scan_caches(Environ(env), active={}))["huggingface"])
+    found = items(by_name(scan_caches(Environ(cache_env), active={}))["huggingface"])
     assert found["openai-community/gpt2"].bytes + found["openai-community/gpt2 (partial)"].bytes == du_s(model)
 
 
-def test_package_caches_list_top_folders_with_du_sizes_and_their_own_cleaner(env, tmp_path):
+def test_package_caches_list_top_folders_with_du_sizes_and_their_own_cleaner(cache_env, tmp_path):
     for sub in ("http-v2", "wheels"):
         (tmp_path / "pipc" / sub).mkdir(parents=True)
         (tmp_path / "pipc" / sub / "x").write_bytes(os.urandom(30_000))
-    reports = by_name(scan_caches(Environ(env), active={}))
+    reports = by_name(scan_caches(Environ(cache_env), active={}))
     pip = reports["pip"]
     assert pip.clean_command == "pip cache purge"
     assert {i.id: i.bytes for i in pip.items} == {s: du_s(tmp_path / "pipc" / s) for s in ("http-v2", "wheels")}
@@ -161,21 +76,21 @@ def test_package_caches_list_top_folders_with_du_sizes_and_their_own_cleaner(env
     assert reports["uv"].exists is False and reports["uv"].clean_command == "uv cache clean"
 
 
-def test_a_model_a_live_server_uses_is_marked_and_refused(env):
-    model = make_modelscope_new(Path(env["MODELSCOPE_CACHE"]))
+def test_a_model_a_live_server_uses_is_marked_and_refused(cache_env):
+    model = make_modelscope_new(Path(cache_env["MODELSCOPE_CACHE"]))
     active = {str((model / "snapshots" / "master").resolve()): "qwen-1"}
-    reports = scan_caches(Environ(env), active=active)
+    reports = scan_caches(Environ(cache_env), active=active)
     assert items(by_name(reports)["modelscope"])["Qwen/Qwen2.5-0.5B-Instruct"].in_use_by == "qwen-1"
     with pytest.raises(ConflictError):
         plan_clean(reports, models=["Qwen/Qwen2.5-0.5B-Instruct"], busy=lambda r: False)
 
 
-def test_plan_is_data_every_path_with_its_bytes(env, tmp_path):
-    root = Path(env["MODELSCOPE_CACHE"])
+def test_plan_is_data_every_path_with_its_bytes(cache_env, tmp_path):
+    root = Path(cache_env["MODELSCOPE_CACHE"])
     make_modelscope_new(root)
     _, _, temp = make_modelscope_legacy(root)
     hf = make_hf(tmp_path / "hf" / "hub")
-    plan = plan_clean(scan_caches(Environ(env), active={}), partial=True, busy=lambda r: False)
+    plan = plan_clean(scan_caches(Environ(cache_env), active={}), partial=True, busy=lambda r: False)
     got = {e.path: e.bytes for e in plan.entries}
     incomplete = next(root.rglob("*.incomplete"))
     hf_inc = next(hf.rglob("*.incomplete"))
@@ -184,36 +99,36 @@ def test_plan_is_data_every_path_with_its_bytes(env, tmp_path):
     assert incomplete.exists()  # planning deletes nothing
 
 
-def test_recent_partials_are_kept_as_possibly_downloading(env):
-    model = make_modelscope_new(Path(env["MODELSCOPE_CACHE"]))
+def test_recent_partials_are_kept_as_possibly_downloading(cache_env):
+    model = make_modelscope_new(Path(cache_env["MODELSCOPE_CACHE"]))
     next(model.rglob("*.incomplete")).touch()
-    plan = plan_clean(scan_caches(Environ(env), active={}), partial=True, busy=lambda r: False)
+    plan = plan_clean(scan_caches(Environ(cache_env), active={}), partial=True, busy=lambda r: False)
     assert not plan.entries and plan.refused
 
 
-def test_nothing_selected_is_a_usage_error(env):
+def test_nothing_selected_is_a_usage_error(cache_env):
     with pytest.raises(UsageError):
-        plan_clean(scan_caches(Environ(env), active={}))
+        plan_clean(scan_caches(Environ(cache_env), active={}))
 
 
-def test_cleaning_a_legacy_model_removes_directory_and_dotted_symlink(env):
-    root = Path(env["MODELSCOPE_CACHE"])
+def test_cleaning_a_legacy_model_removes_directory_and_dotted_symlink(cache_env):
+    root = Path(cache_env["MODELSCOPE_CACHE"])
     model, link, _ = make_modelscope_legacy(root)
     size = du_s(model) + os.lstat(link).st_blocks * 512  # a long symlink target takes a block on ext4
-    plan = plan_clean(scan_caches(Environ(env), active={}), models=["Qwen/Qwen2.5-1.5B-Instruct"])
+    plan = plan_clean(scan_caches(Environ(cache_env), active={}), models=["Qwen/Qwen2.5-1.5B-Instruct"])
     result = execute_plan(plan, active={})
     assert not model.exists() and not os.path.lexists(link)
     assert result.freed_bytes == size
 
 
-def test_clean_never_follows_a_symlink_out_of_the_cache(env, tmp_path):
+def test_clean_never_follows_a_symlink_out_of_the_cache(cache_env, tmp_path):
     outside = tmp_path / "precious"
     outside.mkdir()
     (outside / "weights.bin").write_bytes(os.urandom(100_000))
     model = make_hf(tmp_path / "hf" / "hub")
     (model / "snapshots" / "escape").symlink_to(outside)
     (model / "blobs" / "escape-file").symlink_to(outside / "weights.bin")
-    hf = by_name(scan_caches(Environ(env), active={}))["huggingface"]
+    hf = by_name(scan_caches(Environ(cache_env), active={}))["huggingface"]
     assert hf.bytes == du_s(tmp_path / "hf" / "hub") < du_s(tmp_path / "hf" / "hub") + 100_000
     plan = plan_clean([hf], models=["openai-community/gpt2"])
     execute_plan(plan, active={})
@@ -221,7 +136,7 @@ def test_clean_never_follows_a_symlink_out_of_the_cache(env, tmp_path):
     assert (outside / "weights.bin").stat().st_size == 100_000
 
 
-def test_plan_entries_outside_their_root_are_not_touched(env, tmp_path):
+def test_plan_entries_outside_their_root_are_not_touched(cache_env, tmp_path):
     from bootstrap.core.caches import CleanPlan, PlanEntry
 
     victim = tmp_path / "victim"
@@ -232,29 +147,29 @@ def test_plan_entries_outside_their_root_are_not_touched(env, tmp_path):
     assert victim.exists() and result.failed and result.freed_bytes == 0
 
 
-def test_cli_clean_without_yes_and_without_a_tty_fails_fast(env, run_vboot):
-    make_modelscope_new(Path(env["MODELSCOPE_CACHE"]))
-    proc = run_vboot("disk", "clean", "--partial", "--json", env=env, timeout=30)
+def test_cli_clean_without_yes_and_without_a_tty_fails_fast(cache_env, run_vboot):
+    make_modelscope_new(Path(cache_env["MODELSCOPE_CACHE"]))
+    proc = run_vboot("disk", "clean", "--partial", "--json", env=cache_env, timeout=30)
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["errors"][0]["code"] == "confirmation_required"
-    assert list(Path(env["MODELSCOPE_CACHE"]).rglob("*.incomplete"))
+    assert list(Path(cache_env["MODELSCOPE_CACHE"]).rglob("*.incomplete"))
 
 
-def test_cli_clean_dry_run_then_yes_frees_what_the_plan_said(env, run_vboot):
-    root = Path(env["MODELSCOPE_CACHE"])
+def test_cli_clean_dry_run_then_yes_frees_what_the_plan_said(cache_env, run_vboot):
+    root = Path(cache_env["MODELSCOPE_CACHE"])
     make_modelscope_new(root)
-    dry = json.loads(run_vboot("disk", "clean", "--partial", "--dry-run", "--json", env=env).stdout)["data"]
+    dry = json.loads(run_vboot("disk", "clean", "--partial", "--dry-run", "--json", env=cache_env).stdout)["data"]
     assert dry["freed_bytes"] == 0 and len(dry["plan"]) == 1
-    proc = run_vboot("disk", "clean", "--partial", "--yes", "--json", env=env)
+    proc = run_vboot("disk", "clean", "--partial", "--yes", "--json", env=cache_env)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["data"]
     assert data["freed_bytes"] == dry["plan"][0]["bytes"] > 0
     assert not list(root.rglob("*.incomplete"))
 
 
-def test_cli_caches_json_lists_every_cache_with_items(env, run_vboot):
-    make_modelscope_new(Path(env["MODELSCOPE_CACHE"]))
-    proc = run_vboot("disk", "caches", "--json", env=env)
+def test_cli_caches_json_lists_every_cache_with_items(cache_env, run_vboot):
+    make_modelscope_new(Path(cache_env["MODELSCOPE_CACHE"]))
+    proc = run_vboot("disk", "caches", "--json", env=cache_env)
     assert proc.returncode == 0, proc.stderr
     caches = {c["name"]: c for c in json.loads(proc.stdout)["data"]["caches"]}
     assert set(caches) == {"modelscope", "huggingface", "pip", "uv", "torch", "inductor", "vllm", "triton"}
@@ -263,10 +178,10 @@ def test_cli_caches_json_lists_every_cache_with_items(env, run_vboot):
     assert set(caches["modelscope"]["items"][0]) >= {"id", "path", "bytes", "last_used"}
 
 
-def test_each_cache_root_is_scanned_once_and_the_plan_measures_nothing_again(env, tmp_path, monkeypatch):
+def test_each_cache_root_is_scanned_once_and_the_plan_measures_nothing_again(cache_env, tmp_path, monkeypatch):
     from bootstrap.core import caches
 
-    ms_root = Path(env["MODELSCOPE_CACHE"])
+    ms_root = Path(cache_env["MODELSCOPE_CACHE"])
     make_modelscope_new(ms_root)
     make_modelscope_legacy(ms_root)
     make_hf(tmp_path / "hf" / "hub")
@@ -276,7 +191,7 @@ def test_each_cache_root_is_scanned_once_and_the_plan_measures_nothing_again(env
     scanned: list[str] = []
     real_scan = caches.scan
     monkeypatch.setattr(caches, "scan", lambda root, *a, **k: scanned.append(str(root)) or real_scan(root, *a, **k))
-    reports = scan_caches(Environ(env), active={})
+    reports = scan_caches(Environ(cache_env), active={})
     assert sorted(scanned) == sorted(r.path for r in reports if r.exists)  # one du-style walk per cache root
     scanned.clear()
     plan = plan_clean(reports, models=["Qwen/Qwen2.5-1.5B-Instruct", "openai-community/gpt2"], caches=["pip"],
@@ -290,11 +205,11 @@ def test_each_cache_root_is_scanned_once_and_the_plan_measures_nothing_again(env
         ms_root / "models" / "Qwen" / "Qwen2.5-1.5B-Instruct").st_blocks * 512
 
 
-def test_each_model_directory_is_listed_once_for_its_partials_and_last_use(env, tmp_path, monkeypatch):
+def test_each_model_directory_is_listed_once_for_its_partials_and_last_use(cache_env, tmp_path, monkeypatch):
     from bootstrap.core import caches
 
-    make_modelscope_new(Path(env["MODELSCOPE_CACHE"]))
-    make_modelscope_legacy(Path(env["MODELSCOPE_CACHE"]))
+    make_modelscope_new(Path(cache_env["MODELSCOPE_CACHE"]))
+    make_modelscope_legacy(Path(cache_env["MODELSCOPE_CACHE"]))
     make_hf(tmp_path / "hf" / "hub")
     listed: list[str] = []
     recording = [True]
@@ -314,5 +229,5 @@ def test_each_model_directory_is_listed_once_for_its_partials_and_last_use(env, 
 
     monkeypatch.setattr(os, "scandir", scandir)  # os.walk lists through it too
     monkeypatch.setattr(caches, "scan", quiet_scan)
-    scan_caches(Environ(env), active={}, names=("modelscope", "huggingface"))
+    scan_caches(Environ(cache_env), active={}, names=("modelscope", "huggingface"))
     assert listed and sorted({p for p in listed if listed.count(p) > 1}) == []

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import fakes
 import pytest
-from test_doctor_checks import VLLM_CPU, make_facts, one
-from test_lifecycle import Script, World, stop_at
+
+from tests.support import fake_nvml as fakes
+from tests.test_doctor_checks import VLLM_CPU, make_facts, one
+from tests.test_lifecycle import Script, World, stop_at
 
 from bootstrap.core import colocate, route
 from bootstrap.core.checks import Status

@@ -1,23 +1,132 @@
-"""The JSON envelope every --json command prints. Field names may grow; these never change meaning."""
+"""The JSON envelope every --json command prints, pinned key for key (after pipx's tests/test_result_contract.py).
+
+The envelope and an error in it are written down as TypedDicts: a document must hold exactly their keys (an
+error's ``context`` is the one optional key), each of the annotated type. New data goes inside ``data``; the
+envelope's own keys never change.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import typing
+from typing import Any, Literal, TypedDict
 
 import pytest
 
-ENVELOPE_KEYS = {"version", "command", "status", "exit_code", "data", "errors"}
+from bootstrap.core.errors import EXIT_FAIL, EXIT_USAGE
 
 
-def _doc(res):
+class _ErrorKeys(TypedDict):
+    code: str  # stable, snake_case (README's exit-code table lists every one)
+    message: str  # one line for people
+    hint: str  # the next thing to do ("" when there is none)
+
+
+class ErrorDoc(_ErrorKeys, total=False):
+    """One entry of ``errors``: the three keys above, and ``context`` where the error has one."""
+
+    context: dict[str, Any]  # what the error is about (a path, a model, a port), JSON values only
+
+
+class Envelope(TypedDict):
+    """The one document on stdout of every --json command."""
+
+    version: Literal[1]
+    command: str  # the command path without "vboot" ("disk clean"), or "vboot" before one was resolved
+    status: Literal["ok", "warn", "fail", "error"]
+    exit_code: int
+    data: dict[str, Any]
+    errors: list[ErrorDoc]
+
+
+def _conforms(value: Any, hint: Any, where: str) -> None:
+    """``value`` is of the type ``hint`` (the subset of typing the two TypedDicts above use)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        assert value in args and type(value) is type(args[0]), f"{where}: {value!r} is not one of {args}"
+    elif origin is list:
+        assert isinstance(value, list), f"{where}: {value!r} is not a list"
+        for i, item in enumerate(value):
+            _conforms(item, args[0], f"{where}[{i}]")
+    elif origin is dict:
+        assert isinstance(value, dict) and all(isinstance(k, str) for k in value), f"{where}: {value!r}"
+    elif typing.is_typeddict(hint):
+        _exactly(value, hint, where)
+    elif hint is Any:
+        return
+    else:
+        assert type(value) is hint, f"{where}: {value!r} is not a {hint.__name__}"  # a bool is no int here
+
+
+def _exactly(doc: Any, shape: Any, where: str) -> None:
+    """``doc`` holds every required key of the TypedDict ``shape``, no key it does not name, each of its type."""
+    assert isinstance(doc, dict), f"{where}: {doc!r} is not an object"
+    keys = set(doc)
+    assert shape.__required_keys__ <= keys, f"{where}: missing {sorted(shape.__required_keys__ - keys)}"
+    extra = keys - shape.__required_keys__ - shape.__optional_keys__
+    assert not extra, f"{where}: keys the contract does not know: {sorted(extra)}"
+    hints = typing.get_type_hints(shape, include_extras=True)
+    for key in keys:
+        _conforms(doc[key], hints[key], f"{where}.{key}")
+
+
+def _doc(res) -> Envelope:
+    """The run's one JSON document on stdout, held to :class:`Envelope`; its exit code is the run's."""
     doc = json.loads(res.stdout)  # exactly one JSON document on stdout
-    assert set(doc) >= ENVELOPE_KEYS
-    assert doc["version"] == 1
-    assert doc["status"] in ("ok", "warn", "fail", "error")
+    _exactly(doc, Envelope, "envelope")
     assert doc["exit_code"] == res.returncode
-    for err in doc["errors"]:
-        assert {"code", "message", "hint"} <= set(err)
     return doc
+
+
+def test_the_contract_itself_rejects_what_it_must():
+    """The checker fails on a missing key, an extra key, a wrong type, an extra error key (so the tests below
+    would notice a change)."""
+    good = {"version": 1, "command": "ps", "status": "ok", "exit_code": 0, "data": {}, "errors": []}
+    _exactly(good, Envelope, "envelope")
+    err = {"code": "usage", "message": "m", "hint": "h"}
+    _exactly({**good, "status": "error", "exit_code": 2, "errors": [err, {**err, "context": {"port": 1}}]},
+             Envelope, "envelope")
+    for bad in ({k: v for k, v in good.items() if k != "errors"}, {**good, "extra": 1}, {**good, "version": "1"},
+                {**good, "status": "fine"}, {**good, "exit_code": True}, {**good, "errors": [{**err, "more": 1}]},
+                {**good, "errors": [{"code": "usage", "message": "m"}]}):
+        with pytest.raises(AssertionError):
+            _exactly(bad, Envelope, "envelope")
+
+
+# -- errors raised during dispatch, before or inside a command: each still one envelope ------------------------
+
+def test_a_click_usage_error_is_the_usage_envelope(run_vboot):
+    res = run_vboot("doctor", "--frobnicate", "--json")
+    doc = _doc(res)
+    assert (doc["command"], doc["status"], doc["exit_code"]) == ("doctor", "error", EXIT_USAGE)
+    assert doc["errors"][0]["code"] == "usage" and "No such option" in doc["errors"][0]["message"]
+    assert res.stderr == ""
+
+
+def test_an_unknown_command_is_the_usage_envelope_of_vboot_itself(run_vboot):
+    doc = _doc(run_vboot("nosuch", "--json"))
+    assert (doc["command"], doc["status"], doc["exit_code"]) == ("vboot", "error", EXIT_USAGE)
+    assert doc["errors"][0]["code"] == "usage" and doc["data"] == {}
+
+
+def test_a_vboot_error_from_a_command_is_its_code_and_context(run_vboot):
+    doc = _doc(run_vboot("doctor", "--profile", "nope", "--json"))
+    assert (doc["command"], doc["status"], doc["exit_code"]) == ("doctor", "error", EXIT_USAGE)
+    assert doc["errors"][0]["code"] == "profile_not_found" and doc["errors"][0]["hint"]
+
+
+def test_an_internal_error_is_one_envelope_without_a_traceback(run_vboot, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("bootstrap.cli.profiles_cmd.list_profiles", broken)
+    res = run_vboot("profiles", "--json")
+    doc = _doc(res)
+    assert (doc["command"], doc["status"], doc["exit_code"]) == ("profiles", "error", EXIT_FAIL)
+    assert doc["errors"] == [{"code": "internal", "message": "internal error: RuntimeError: a bug",
+                              "hint": "re-run with VBOOT_DEBUG=1 for the traceback and report it"}]
+    assert "Traceback" not in res.stderr
 
 
 def test_doctor_envelope_and_check_shape(run_vboot):
@@ -69,9 +178,7 @@ def test_unknown_option_is_a_usage_error(run_vboot):
 @pytest.mark.parametrize("closed, target, rc", [("2>&-", "missing", 4), (">&- --json", "", 0)])
 def test_a_closed_stdout_or_stderr_keeps_the_exit_code(tmp_path, isolated_env, closed, target, rc):
     # The error line goes to stderr, the JSON document to stdout: each with its stream closed.
-    import subprocess
-
-    from conftest import vboot_exe
+    from tests.support.cli import vboot_exe
 
     script = f'"$@" disk {tmp_path / target} {closed}; echo "rc=$?"'
     proc = subprocess.run(["bash", "-c", script, "vboot", *vboot_exe()], capture_output=True, text=True,
@@ -145,9 +252,7 @@ def test_an_unknown_command_is_an_error_of_vboot_itself(run_vboot):
 
 def test_the_disk_fast_path_names_its_command_like_the_cli(tmp_path, isolated_env):
     """`vboot disk` printed without loading click (bootstrap.cli.entry) follows the same rule."""
-    import subprocess
-
-    from conftest import vboot_exe
+    from tests.support.cli import vboot_exe
 
     for head_start in ("1", "0"):
         for target in (str(tmp_path), str(tmp_path / "missing")):

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import chat, http_get
 
 from bootstrap.core import dashboard, prom
+from tests.support.e2e import chat, http_get
 
 pytestmark = pytest.mark.e2e
 

@@ -13,16 +13,17 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-import fakes
 import psutil
 import pytest
-from test_setup import make_stand_in_venv
 
 from bootstrap.cli import output
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import EXIT_CONFLICT
 from bootstrap.core.vllm_cmd import VllmInstall, decide_device
 from bootstrap.core.vllm_env import VllmEnvRecord, save_record
+from tests.support import fake_nvml
+from tests.support.fakes import FakeDiskFree
+from tests.support.trees import make_stand_in_venv
 
 
 @pytest.fixture
@@ -40,15 +41,15 @@ def gpu_box(monkeypatch):
     from bootstrap.cli import wiring
     from bootstrap.probes import nvml
 
-    snap = nvml.snapshot(fakes.one_h100())
+    snap = nvml.snapshot(fake_nvml.one_h100())
     real = wiring.doctor_collaborators
 
     def collaborators(env):
         return replace(real(env), nvml_snapshot=lambda: snap, vllm_processes=lambda: [],
-                       disk_free=fakes.FakeDiskFree(), port_is_free=lambda h, p: True,
+                       disk_free=FakeDiskFree(), port_is_free=lambda h, p: True,
                        system_info=lambda: SimpleNamespace(python_version="3.11.7", cpu_count=16,
-                                                           ram_total_bytes=128 * fakes.GiB,
-                                                           ram_available_bytes=100 * fakes.GiB))
+                                                           ram_total_bytes=128 * fake_nvml.GiB,
+                                                           ram_available_bytes=100 * fake_nvml.GiB))
 
     monkeypatch.setattr(wiring, "doctor_collaborators", collaborators)
     monkeypatch.setattr(output.STATE, "json", False)
@@ -180,17 +181,16 @@ def test_the_device_follows_the_request_and_auto_needs_both_a_gpu_and_a_cuda_bui
 
 def test_doctor_reads_a_cuda13_vllm_on_a_cuda12_driver_from_its_extensions(tmp_path, isolated_env, monkeypatch):
     """The real probes: the vllm dist has no +cuXYZ label, so its CUDA line comes from what _C.abi3.so links."""
-    from elf_files import write_elf
-
     from bootstrap.cli import wiring
     from bootstrap.core.preflight import diagnose
     from bootstrap.core.profiles import load_profile, resolve_serve_settings
     from bootstrap.probes import nvml
+    from tests.support.elf_files import write_elf
 
     venv = make_stand_in_venv(tmp_path / "vllm-cu13", dist="vllm")
     site = next(venv.glob("lib/python3*/site-packages"))
     write_elf(site / "vllm" / "_C.abi3.so", ["libtorch.so", "libcudart.so.13"])
-    snap = nvml.snapshot(fakes.driver_for_cuda(12080))
+    snap = nvml.snapshot(fake_nvml.driver_for_cuda(12080))
     env = Environ(isolated_env)
     settings = resolve_serve_settings(load_profile("qwen", env), env, vllm_python=str(venv / "bin" / "python"))
     collab = replace(wiring.doctor_collaborators(env), nvml_snapshot=lambda: snap)

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 
 from bootstrap.core.disk import default_open_dir, scan
-from e2e_support import mounted
-
-
-def du(root: Path, depth: int, apparent: bool = False) -> dict[str, int]:
-    """`du -0 -a -B1 --max-depth=N ROOT` as {path: bytes} (NUL-separated, so odd names survive)."""
-    args = ["du", "-0", "-a", "-B1", f"--max-depth={depth}"] + (["--apparent-size"] if apparent else []) + [str(root)]
-    out = subprocess.run(args, capture_output=True, check=False).stdout
-    result = {}
-    for rec in out.split(b"\0"):
-        if rec:
-            size, path = rec.split(b"\t", 1)
-            shown = os.fsdecode(path)
-            result[shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")] = int(size)
-    return result
+from tests.support.disk import SLOW_OPEN, du, forked_children, kill_and_expect_gone, script_running
+from tests.support.e2e import mounted
+from tests.support.trees import build, wide_tree
 
 
 def ours(root: Path, depth: int, **kwargs) -> dict[str, int]:
@@ -35,19 +21,6 @@ def ours(root: Path, depth: int, **kwargs) -> dict[str, int]:
     result = {e.path: e.bytes for e in rep.entries}
     result[rep.root] = rep.total_bytes
     return result
-
-
-def build(root: Path) -> Path:
-    (root / "a" / "b" / "c").mkdir(parents=True)
-    (root / "a" / "x.bin").write_bytes(os.urandom(10_000))
-    (root / "a" / "b" / "y.bin").write_bytes(b"y" * 70_000)
-    (root / "a" / "b" / "c" / "z.txt").write_text("z" * 5)
-    (root / "empty").mkdir()
-    (root / "top.txt").write_bytes(b"t" * 4097)
-    for i in range(40):
-        (root / "many" / f"d{i % 5}").mkdir(parents=True, exist_ok=True)
-        (root / "many" / f"d{i % 5}" / f"f{i}").write_bytes(b"m" * (i * 300))
-    return root
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2, 5])
@@ -175,58 +148,6 @@ def test_parallel_scan_of_a_wider_tree_equals_du(tmp_path):
     assert {**{e.path: e.bytes for e in rep.entries}, rep.root: rep.total_bytes} == du(root, 2)
 
 
-@contextmanager
-def script_running(script: str, root: Path):
-    """``python -c SCRIPT ROOT`` from the repo; yields (the process, its first line split). Killed at the end."""
-    proc = subprocess.Popen([sys.executable, "-c", script, str(root)], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parent.parent)
-    try:
-        yield proc, proc.stdout.readline().split()
-    finally:
-        proc.kill()
-        proc.wait(5)
-
-
-def forked_children(parent, count: int, what: str) -> list:
-    """The ``count`` children ``parent`` (a psutil.Process) forks within 10 s."""
-    deadline = time.monotonic() + 10
-    while len(parent.children()) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    children = parent.children()
-    assert len(children) == count, f"{what} never forked its workers"
-    return children
-
-
-def kill_and_expect_gone(starter: subprocess.Popen, procs: list, what: str) -> None:
-    """SIGKILL ``starter`` alone; every process of ``procs`` must be gone within 3 s."""
-    import psutil
-
-    starter.kill()
-    starter.wait(5)
-    gone, alive = psutil.wait_procs(procs, timeout=3)
-    assert not alive, f"{what} outlived the killed process: {[p.pid for p in alive]}"
-
-
-# A scan that takes seconds (50 ms per directory) and checks its parent after every directory.
-SLOW_OPEN = """
-import os, sys, time
-from bootstrap.core import disk, duwalk
-
-def slow(path, name, dir_fd):
-    time.sleep(0.05)
-    return disk.default_open_dir(path, name, dir_fd)
-
-duwalk.WATCH_EVERY = 1
-"""
-
-
-def wide_tree(root: Path) -> Path:
-    """400 empty directories under 8 parents: enough tasks for every worker."""
-    for i in range(400):
-        (root / f"d{i % 8}" / f"e{i}").mkdir(parents=True)
-    return root
-
-
 _SLOW_SCAN = SLOW_OPEN + """
 print("scanning", flush=True)
 disk.scan(sys.argv[1], depth=1, workers=3, split_after=1, open_dir=slow)
@@ -294,13 +215,11 @@ def test_cli_json_carries_root_total_entries_and_warnings(tmp_path, run_vboot):
     assert data["warnings"] == []
 
 
-def test_cli_a_directory_named_caches_is_reached_as_dot_slash(tmp_path, isolated_env):
+def test_cli_a_directory_named_caches_is_reached_as_dot_slash(tmp_path, run_vboot, monkeypatch):
     (tmp_path / "caches").mkdir()
     (tmp_path / "caches" / "f").write_bytes(b"c" * 10_000)
-    from conftest import vboot_exe
-
-    proc = subprocess.run([*vboot_exe(), "disk", "./caches", "--json"], capture_output=True, text=True,
-                          cwd=tmp_path, stdin=subprocess.DEVNULL, env=isolated_env, check=False)
+    monkeypatch.chdir(tmp_path)
+    proc = run_vboot("disk", "./caches", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["data"]["total_bytes"] == du(tmp_path / "caches", 0)[str(tmp_path / "caches")]
 

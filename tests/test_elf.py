@@ -10,10 +10,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from elf_files import elf_bytes, write_elf
-from e2e_support import missing
 
 from bootstrap.probes import elf
+from tests.support.e2e import missing
+from tests.support.elf_files import elf_bytes, write_elf
 
 
 def readelf_needed(path: Path) -> tuple[str, ...]:

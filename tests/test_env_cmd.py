@@ -76,7 +76,7 @@ def _shells() -> list:
 
 def require_shell(shell: str) -> None:
     if not shutil.which(shell):
-        from e2e_support import missing
+        from tests.support.e2e import missing
 
         missing(f"{shell} is not installed (apt-get install -y zsh fish)")
 

@@ -75,6 +75,24 @@ def test_error_classes_live_in_core_errors():
     assert {cls.__module__ for cls in CLASSES.values()} == {"bootstrap.core.errors"}
 
 
+# Exceptions that may live elsewhere: private control flow of one module, and the signal carriers the console
+# script raises before anything (core/errors included) is imported.
+ELSEWHERE = {"bootstrap.cli.interrupt.Terminated", "bootstrap.cli.interrupt.Stopped"}
+
+
+def test_every_exception_class_of_vboot_lives_in_core_errors():
+    """Not only the VbootErrors: every exception a module of bootstrap defines (ScrapeError, RunRecordError,
+    MountCrossing, NotElf lived beside their raisers) is in core/errors, unless it is private to its module."""
+    todo, found = [BaseException], set()
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__module__.startswith("bootstrap.") and not sub.__name__.startswith("_"):
+                found.add(f"{sub.__module__}.{sub.__qualname__}")
+    elsewhere = {name for name in found if not name.startswith("bootstrap.core.errors.")}
+    assert elsewhere == ELSEWHERE, f"move these to bootstrap/core/errors.py: {sorted(elsewhere - ELSEWHERE)}"
+
+
 # --- raise sites --------------------------------------------------------------------------------------------
 
 def _callee(node: ast.Call) -> str | None:

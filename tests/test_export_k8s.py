@@ -23,7 +23,6 @@ import pytest
 import yaml
 
 from bootstrap.core import k8s
-from conftest import vboot_exe
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.profiles import load_profile, parse_profile
@@ -222,7 +221,7 @@ def test_prometheus_rule_holds_vboots_rule_groups():
 
 def test_prometheus_rule_groups_pass_promtool_check_rules(tmp_path):
     if not Path(PROMTOOL).exists():
-        from e2e_support import missing
+        from tests.support.e2e import missing
 
         missing("promtool not installed (apt-get install prometheus)")
     rules = parsed()["kube-prom-stack-values.yaml"]["additionalPrometheusRulesMap"][k8s.RULES_MAP_KEY]
@@ -588,9 +587,9 @@ def test_cli_writes_files_and_prints_the_guide(run_vboot, tmp_path):
     assert (out / "hpa.yaml").read_text() == export_files()["hpa.yaml"]
 
 
-def test_cli_default_out_dir_is_named_after_the_profile(run_vboot, tmp_path):
-    proc = subprocess.run([*vboot_exe(), "export", "k8s", "qwen"], cwd=tmp_path, capture_output=True, text=True,
-                          env=os.environ | {"HOME": str(tmp_path)}, stdin=subprocess.DEVNULL)
+def test_cli_default_out_dir_is_named_after_the_profile(run_vboot, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc = run_vboot("export", "k8s", "qwen")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "vboot-k8s-qwen" / "hpa.yaml").is_file()
 
@@ -852,7 +851,7 @@ def test_the_receivers_secret_command_makes_a_valid_secret_with_the_keys_the_con
 def test_amtool_accepts_the_exported_alertmanager_config_but_for_url_file(tmp_path):
     """amtool here is 0.25, which does not know webhook url_file (the chart's Alertmanager, 0.34, does): with
     that one field swapped for an inline url, every other field (routes, matchers, Slack) is checked."""
-    from test_alerting import amtool
+    from tests.support.e2e import amtool
 
     config = alerts_values(alerts_export())["alertmanager"]["config"]
     receiver = next(r for r in config["receivers"] if r["name"] == "vboot")

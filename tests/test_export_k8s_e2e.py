@@ -18,7 +18,7 @@ import yaml
 from bootstrap.core import k8s
 from bootstrap.core.environ import Environ
 from bootstrap.core.profiles import load_profile
-from e2e_support import http_get
+from tests.support.e2e import http_get
 
 
 def _prom(prometheus_url: str, path: str, **params: str) -> list[dict]:

@@ -25,7 +25,7 @@ from bootstrap.core.errors import ProfileError, UsageError
 from bootstrap.core.profiles import parse_profile
 from bootstrap.core.prom import rule_groups
 from bootstrap.core.shellenv import dotenv_problem, render_exports
-from test_generated_text import toml_str
+from tests.support.text import toml_str
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

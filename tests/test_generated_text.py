@@ -23,6 +23,7 @@ from bootstrap.core import k8s
 from bootstrap.core.environ import Environ
 from bootstrap.core.profiles import load_profile
 from bootstrap.core.yamltext import comment, to_yaml
+from tests.support.text import toml_str
 
 # Every character some reader takes for the end of a line: YAML 1.1 (PyYAML, go-yaml v2) breaks on \n, \r, NEL,
 # U+2028 and U+2029; Python's splitlines also on \v, \f, \x1c-\x1e; YAML 1.2 on \n and \r only.
@@ -311,22 +312,15 @@ REFUSED = {
 }
 
 
-def toml_str(value: str) -> str:
-    """``value`` as a TOML basic string (escapes for everything not printable, and for " and \\)."""
-    def esc(ch: str) -> str:
-        if ch.isprintable() and ch not in '"\\':
-            return ch
-        return f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}"
-
-    return '"' + "".join(esc(ch) for ch in value) + '"'
 
 
 def vboot_bytes(isolated_env: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Like the run_vboot fixture, but stdout as bytes: text mode would turn a carriage return into a newline."""
-    from conftest import vboot_exe
+    """Like the run_vboot fixture (in-process), but stdout as the bytes written: text would turn a carriage return
+    into a newline."""
+    from tests.support.cli import run_in_process
 
-    return subprocess.run([*vboot_exe(), *args], capture_output=True, env={**isolated_env, **(env or {})},
-                          stdin=subprocess.DEVNULL, timeout=120)
+    ran = run_in_process(*args, env=env, timeout=120)
+    return subprocess.CompletedProcess(ran.args, ran.returncode, ran.stdout_bytes, ran.stderr.encode())
 
 
 def _dotenv_profile(isolated_env: dict, values: dict[str, str], name: str = "dotenv") -> None:
@@ -338,7 +332,7 @@ def _dotenv_profile(isolated_env: dict, values: dict[str, str], name: str = "dot
 
 def require(program: str) -> None:
     if not shutil.which(program):
-        from e2e_support import missing
+        from tests.support.e2e import missing
 
         missing(f"{program} is not installed (apt-get install -y {program}; scripts/test.sh installs it)")
 

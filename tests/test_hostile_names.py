@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 
 from bootstrap.cli.output import escape, printable
-from test_caches import age, env, make_hf  # noqa: F401 - env: a fixture
-from test_disk_headstart import _comparable, _vboot_disk
+from tests.support.disk import comparable, vboot_disk_spied
+from tests.support.trees import HOSTILE, hostile_tree, make_hf
 
-# Names a terminal would act on: a colour, a title change (OSC ... BEL), a carriage return over the line, a bell,
-# a one-byte CSI (C1), NEL, the Unicode line separator, a right-to-left override, a NUL-free mix with markup.
-HOSTILE = ["red\x1b[31mX\x1b[0m", "title\x1b]0;pwned\x07", "over\rwrite", "bell\x07", "csi\x9b2J", "nel\x85x",
-           "line\u2028sep", "para\u2029sep", "rtl\u202egnp.exe", "tab\there", "new\nline", "[bold]markup[red]"]
 # Bytes a terminal acts on, in UTF-8 output: C0 but \n (the view's own line breaks), DEL, and the UTF-8 forms of
 # the C1 controls, the separators and the bidi controls.
 RAW = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9\xaa-\xae\x8e\x8f]|\xe2\x81[\xa6-\xa9]")
@@ -51,22 +47,14 @@ def test_escape_is_printable_then_markup_safe():
     assert console.export_text().rstrip("\n") == "[bold]x[/] \\x1b[2J"
 
 
-def hostile_tree(root: Path) -> Path:
-    for i, name in enumerate(HOSTILE):
-        (root / name).mkdir(parents=True)
-        (root / name / "f").write_bytes(b"x" * (4096 * (i + 1)))
-    os.mkdir(os.path.join(os.fsencode(root), b"bytes\xff\x1b[1m"))
-    return root
-
-
 @pytest.mark.parametrize("extra", [[], ["--depth", "2"]])
 def test_disk_escapes_names_the_same_way_with_and_without_the_fast_path(tmp_path, isolated_env, extra):
     root = hostile_tree(tmp_path / "t")
-    fast, cli = _vboot_disk([str(root), *extra], isolated_env, True), _vboot_disk([str(root), *extra], isolated_env,
+    fast, cli = vboot_disk_spied([str(root), *extra], isolated_env, True), vboot_disk_spied([str(root), *extra], isolated_env,
                                                                                   False)
     assert (fast.returncode, cli.returncode) == (0, 0), fast.stderr + cli.stderr
     assert "click loaded: False" in fast.stderr and "click loaded: True" in cli.stderr
-    assert _comparable(fast, False) == _comparable(cli, False)
+    assert comparable(fast, False) == comparable(cli, False)
     out = fast.stdout.encode()
     assert not RAW.search(out), RAW.search(out)
     for shown in ("red\\x1b[31mX\\x1b[0m", "title\\x1b]0;pwned\\x07", "over\\rwrite", "csi\\x9b2J", "line\\u2028sep",
@@ -77,21 +65,21 @@ def test_disk_escapes_names_the_same_way_with_and_without_the_fast_path(tmp_path
 def test_disk_json_keeps_the_names(tmp_path, isolated_env):
     root = hostile_tree(tmp_path / "t")
     for head_start in (True, False):
-        proc = _vboot_disk([str(root), "--json"], isolated_env, head_start)
+        proc = vboot_disk_spied([str(root), "--json"], isolated_env, head_start)
         names = {Path(e["path"]).name for e in json.loads(proc.stdout)["data"]["entries"]}
         assert set(HOSTILE) <= names and "bytes\\xff\x1b[1m" in names  # undecodable bytes as \xNN, as before
 
 
-def test_disk_caches_and_clean_escape_model_ids_and_paths(env, tmp_path, run_vboot):
+def test_disk_caches_and_clean_escape_model_ids_and_paths(cache_env, tmp_path, run_vboot):
     hub = tmp_path / "hf" / "hub"
     make_hf(hub, "evil\x1b]0;pwned\x07/x\u2028y")
     (hub / "models--plain--one" / "snapshots" / "r").mkdir(parents=True)
     for args in (["disk", "caches"], ["disk", "clean", "--cache", "huggingface", "--dry-run"]):
-        proc = run_vboot(*args, env={**env, "COLUMNS": "300"})
+        proc = run_vboot(*args, env={**cache_env, "COLUMNS": "300"})
         assert proc.returncode == 0, proc.stderr
         assert not RAW.search(proc.stdout.encode()), (args, proc.stdout)
         assert "evil\\x1b]0;pwned\\x07" in proc.stdout, proc.stdout
-    doc = json.loads(run_vboot("disk", "caches", "--json", env=env).stdout)
+    doc = json.loads(run_vboot("disk", "caches", "--json", env=cache_env).stdout)
     ids = {i["id"] for c in doc["data"]["caches"] for i in c["items"]}
     assert "evil\x1b]0;pwned\x07/x\u2028y" in ids
 

@@ -257,9 +257,8 @@ def test_a_fifo_named_like_a_profile_does_not_hang_the_listing(run_vboot, isolat
 def test_a_hub_that_serves_a_traversing_revision_gets_nothing_written_outside_the_cache(run_vboot, tmp_path):
     """The real client against the loopback hub, which *does* serve the revision `../../../../outside`: without the
     check the snapshot lands at ms-cache/models/vboot--tiny/snapshots/../../../../outside, i.e. beside the cache."""
-    from tests.conftest import REPO
-    from tests.hub_server import HubServer
-    from tests.test_pull_e2e import client_env
+    from tests.support.e2e import REPO, client_env
+    from tests.support.hub_server import HubServer
 
     revision = "../../../../outside"
     with HubServer() as hub:

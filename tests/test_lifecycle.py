@@ -10,11 +10,29 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.core.lifecycle import (Collaborators, Failed, GaveUp, HealthAnswer, Lifecycle, MemoryReleased,
-                                      ProbeFailed, ProbeResult, ProbeSettings, ProbeSucceeded, ProcessRef, Ready,
-                                      RestartPolicy, Restarting, Starting, Stopped, Stopping, Target, Waiting)
+from bootstrap.core.lifecycle import (
+    Collaborators,
+    Failed,
+    GaveUp,
+    HealthAnswer,
+    Lifecycle,
+    MemoryReleased,
+    ProbeFailed,
+    ProbeResult,
+    ProbeSettings,
+    ProbeSucceeded,
+    ProcessRef,
+    Ready,
+    Restarting,
+    RestartPolicy,
+    Starting,
+    Stopped,
+    Stopping,
+    Target,
+    Waiting,
+)
 from bootstrap.core.supervisor import GroupOps
-from tests.helpers import FakeClock
+from tests.support.fakes import FakeClock
 
 
 @dataclass

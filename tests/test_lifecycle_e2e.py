@@ -14,8 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import e2e_env, vboot_exe
-from e2e_support import chat, free_port, http_get, kill_tree, vllm_python, wait_http
+
+from tests.support.cli import vboot_exe
+from tests.support.e2e import chat, e2e_env, free_port, http_get, kill_tree, vllm_python
 
 pytestmark = pytest.mark.e2e
 

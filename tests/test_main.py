@@ -20,3 +20,15 @@ def test_vboot_debug_shows_the_traceback_for_an_expected_error(run_vboot):
     quiet = run_vboot("profiles", "nope")
     loud = run_vboot("profiles", "nope", env={"VBOOT_DEBUG": "yes"})
     assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
+
+
+def test_vboot_help_lists_the_command_table_without_the_hidden_supervisor(run_vboot):
+    import re
+
+    from bootstrap.cli.main import COMMANDS
+
+    out = run_vboot("--help").stdout
+    listed = re.findall(r"^  (\w+) ", out.split("Commands:", 1)[1], re.M)
+    assert listed == [name for name, entry in COMMANDS.items() if not entry.hidden]
+    assert "supervise" not in listed and COMMANDS["supervise"].hidden
+    assert "List the built-in and user profiles." in out  # the table's help, without importing a command

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bootstrap.core.errors import ScrapeError
 from bootstrap.core.metrics import (
     E2E,
     GENERATION_TOKENS,
@@ -22,7 +23,6 @@ from bootstrap.core.metrics import (
     TTFT,
     Histogram,
     Percentiles,
-    ScrapeError,
     Snapshot,
     TopSession,
     counter_rate,

@@ -17,8 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import e2e_env, vboot_exe
-from e2e_support import free_port, kill_tree, vllm_python
+
+from tests.support.cli import vboot_exe
+from tests.support.e2e import e2e_env, free_port, kill_tree, vllm_python
 
 pytestmark = pytest.mark.e2e
 

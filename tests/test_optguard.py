@@ -13,20 +13,22 @@ import pytest
 from bootstrap.cli.main import COMMANDS, cli
 from bootstrap.cli.optguard import GuardedCommand, option_like_values, takes_value
 from bootstrap.core.errors import UsageError
-from conftest import vboot_exe
+from tests.support.cli import vboot_exe
 
 
 def walk() -> Iterator[tuple[tuple[str, ...], click.Command, click.Context]]:
     """(path, command, a parse context for it) for the top-level group and every command and subcommand it hands
-    out, as `vboot PATH...` resolves them."""
-    root = click.Context(cli, info_name="vboot")
+    out, as `vboot PATH...` resolves them. Each context gets its command's context_settings, as click's own
+    make_context gives them: click keeps the help option a context first made (with its spellings) on the command,
+    and the in-process CLI runs after this must find `-h` there."""
+    root = click.Context(cli, info_name="vboot", **cli.context_settings)
     yield (), cli, root
 
     def below(path: tuple[str, ...], group: click.Group, parent: click.Context):
         for name in group.list_commands(parent):
             cmd = group.get_command(parent, name)
             assert cmd is not None, name
-            ctx = click.Context(cmd, info_name=name, parent=parent)
+            ctx = click.Context(cmd, info_name=name, parent=parent, **cmd.context_settings)
             yield (*path, name), cmd, ctx
             if isinstance(cmd, click.Group):
                 yield from below((*path, name), cmd, ctx)

@@ -20,8 +20,9 @@ import time
 
 import psutil
 import pytest
-from conftest import vboot_exe
-from e2e_support import kill_tree, vllm_python
+
+from tests.support.cli import vboot_exe
+from tests.support.e2e import kill_tree, vllm_python
 
 pytestmark = pytest.mark.e2e
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from bootstrap.core.ownership import (PROMETHEUS, VBOOT, VLLM_API_SERVER, Claim, Ownership, Standing,
-                                      classify_role, is_python, judge, judge_vllm_processes, program)
-from tests.fake_procs import API, ENGINE, PY, TRACKER, WORKER, FakeMachine, proc
+from bootstrap.core.ownership import (
+    PROMETHEUS,
+    VBOOT,
+    VLLM_API_SERVER,
+    Claim,
+    Ownership,
+    Standing,
+    classify_role,
+    is_python,
+    judge,
+    judge_vllm_processes,
+    program,
+)
+from tests.support.fakes import API, ENGINE, PY, TRACKER, WORKER, FakeMachine, proc
 
 SERVER = proc(4000, 1, API)
 

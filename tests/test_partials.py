@@ -8,8 +8,8 @@ from pathlib import Path
 
 from bootstrap.core.caches import plan_clean, scan_caches
 from bootstrap.core.environ import Environ
-from bootstrap.core.paths import partial_target
-from bootstrap.core.pull import RemoteFile, find_partials, plan_pull, snapshot_dir_for
+from bootstrap.core.paths import locate_model, partial_target
+from bootstrap.core.pull import RemoteFile, find_partials, plan_pull
 
 MODEL = "acme/demo-1.5B"
 LISTED = (RemoteFile("config.json", 100), RemoteFile("model.safetensors", 300))
@@ -19,8 +19,8 @@ OLD = time.time() - 3600
 def make_cache(root: Path) -> tuple[Path, set[str]]:
     """A new-layout model with one partial of each kind the client writes, an ordinary file ending in ``_1_2``
     and a stray partial of another revision; returns (snapshot dir, the partial paths)."""
-    snap = snapshot_dir_for(root, MODEL, "master", None)
-    other = snapshot_dir_for(root, MODEL, "v0", None)
+    snap = locate_model(root, MODEL, "master").snapshot_dir
+    other = locate_model(root, MODEL, "v0").snapshot_dir
     snap.mkdir(parents=True)
     other.mkdir(parents=True)
     files = {
@@ -49,7 +49,7 @@ def test_the_predicate_knows_every_partial_the_client_writes():
 def test_pull_and_disk_clean_see_the_same_partial_files(tmp_path):
     snap, partials = make_cache(tmp_path)
     assert len(partials) == 4
-    seen_by_pull = {p.path for p in find_partials(tmp_path, MODEL, snap, LISTED)}
+    seen_by_pull = {p.path for p in find_partials(locate_model(tmp_path, MODEL, "master"), LISTED)}
     reports = scan_caches(Environ({"HOME": f"{tmp_path}-home", "MODELSCOPE_CACHE": str(tmp_path)}), active={},
                           names=("modelscope",))
     seen_by_clean = {p for item in reports[0].items if item.kind == "partial" for p in item.paths}
@@ -58,7 +58,7 @@ def test_pull_and_disk_clean_see_the_same_partial_files(tmp_path):
 
 def test_disk_clean_partial_frees_every_stray_byte_the_pull_refusal_names(tmp_path):
     snap, _ = make_cache(tmp_path)
-    found = find_partials(tmp_path, MODEL, snap, LISTED)
+    found = find_partials(locate_model(tmp_path, MODEL, "master"), LISTED)
     plan = plan_pull(MODEL, "master", snap, LISTED, present=frozenset({"config.json"}), partials=found,
                      free_bytes=0, filesystem_path="/", margin_bytes=0)
     stray = {p.path for p in plan.partials if not p.resumes}

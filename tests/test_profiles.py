@@ -8,10 +8,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ProfileError, ProfileNotFoundError, UsageError
 from bootstrap.core.profiles import list_profiles, load_profile, local_model_dir, parse_profile, resolve_serve_settings
-from conftest import REPO
+from tests.support.e2e import REPO
 
 GOOD = """
 description = "mine"
@@ -265,3 +266,19 @@ def test_profiles_name_masks_keys_in_serve_args_secret_env_values_and_receiver_u
             assert secret not in res.stdout + res.stderr, (args, secret)
     data = json.loads(run_vboot("profiles", "leak", "--json").stdout)["data"]["profile"]
     assert data["env"]["PLAIN"] == "shown" and data["serve"]["args"][0] == "--api-key"
+
+
+def test_what_chose_the_model_cache_is_recorded_once_with_its_variable():
+    from bootstrap.core.profiles import CacheOrigin, CacheSource
+
+    text = '[model]\nid = "Qwen/Qwen2.5-0.5B-Instruct"\n'
+    plain, with_env = parse_profile(text, "p"), parse_profile(text + '[env]\nMS_CACHE_HOME = "/old"\n', "p")
+    home = {"HOME": "/home/u"}
+
+    def origin(profile, env, **kw):
+        return resolve_serve_settings(profile, Environ({**home, **env}), **kw).cache_from
+
+    assert origin(plain, {}, cache_dir="/c") == CacheOrigin(CacheSource.FLAG)
+    assert origin(plain, {}) == CacheOrigin(CacheSource.DEFAULT) and str(origin(plain, {})) == "default"
+    assert origin(plain, {"MODELSCOPE_CACHE": "/m"}) == CacheOrigin(CacheSource.ENV, "MODELSCOPE_CACHE")
+    assert str(origin(with_env, {})) == "profile_env:MS_CACHE_HOME"

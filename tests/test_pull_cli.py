@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.support.e2e import REPO
 
 # Runs the CLI in a fresh interpreter and reports, after its exit, whether core.pull was imported.
 SCRIPT = """

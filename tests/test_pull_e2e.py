@@ -1,4 +1,4 @@
-"""End-to-end: the installed `vboot pull` drives the real `modelscope` client against tests/hub_server.py."""
+"""End-to-end: the installed `vboot pull` drives the real `modelscope` client against tests/support/hub_server.py."""
 
 from __future__ import annotations
 
@@ -14,26 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, vboot_exe
-from tests.e2e_support import free_port
-from tests.hub_server import HubServer, read_log
+from tests.support.cli import vboot_exe
+from tests.support.e2e import REPO, TINY, client_env, free_port
+from tests.support.hub_server import HubServer, read_log
 
 pytestmark = pytest.mark.e2e
 
-TINY = REPO / "bootstrap" / "assets" / "tiny-qwen2"
 MODEL = "vboot/tiny"
 
 
-def client_env(endpoint: str, tmp_path: Path) -> dict[str, str]:
-    """What FACTS.md says a test must set for the real client (plus the hub's address)."""
-    return {
-        "MODELSCOPE_ENDPOINT": endpoint,
-        "MODELSCOPE_HOME": str(tmp_path / "ms-home"),
-        "TQDM_DISABLE": "1",
-        "MODELSCOPE_DOWNLOAD_MAX_RETRIES": "1",
-        "MODELSCOPE_DOWNLOAD_INTRA_CLOUD": "false",
-        "VBOOT_PULL_MARGIN": "0",
-    }
 
 
 @pytest.fixture
@@ -77,7 +66,7 @@ def test_fresh_download_returns_the_snapshot_with_identical_files(pull, tmp_path
     assert code == 0, doc
     data = doc["data"]
     path = Path(data["path"])
-    assert path == tmp_path / "ms-cache" / "models" / "vboot--tiny" / "snapshots" / "master"
+    assert path == Path(os.environ["MODELSCOPE_CACHE"]) / "models" / "vboot--tiny" / "snapshots" / "master"
     assert data["files"] == 6 and data["bytes"] == data["downloaded_bytes"] == sum(
         p.stat().st_size for p in TINY.iterdir())
     assert all(sha(path / p.name) == sha(p) for p in TINY.iterdir())
@@ -172,7 +161,7 @@ def test_a_file_of_the_wrong_size_is_named_in_an_integrity_error(pull, hub, tmp_
     code, doc, _ = pull(MODEL)
     err = doc["errors"][0]
     assert code == 6 and "tokenizer.json" in err["message"] and "size" in err["message"]
-    snap = tmp_path / "ms-cache" / "models" / "vboot--tiny" / "snapshots" / "master"
+    snap = Path(os.environ["MODELSCOPE_CACHE"]) / "models" / "vboot--tiny" / "snapshots" / "master"
     assert not (snap / "tokenizer.json").exists()
 
 
@@ -211,7 +200,7 @@ def test_a_connection_dropped_mid_file_is_resumed_within_the_same_pull(pull, hub
 
 def start_hub_process(port: int, repo: Path, log: Path, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "hub_server.py"), "--port", str(port), "--repo", f"{MODEL}={repo}",
+        [sys.executable, str(REPO / "tests" / "support" / "hub_server.py"), "--port", str(port), "--repo", f"{MODEL}={repo}",
          "--log", str(log), *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     assert line.startswith("READY"), line
@@ -233,7 +222,7 @@ def test_server_killed_mid_file_then_the_next_pull_resumes_with_range(run_vboot,
             first.kill()
         first.wait()
     assert broken.returncode == 3, broken.stdout
-    snap = tmp_path / "ms-cache" / "models" / "vboot--tiny" / "snapshots" / "master"
+    snap = Path(os.environ["MODELSCOPE_CACHE"]) / "models" / "vboot--tiny" / "snapshots" / "master"
     kept = (snap / "weights.bin.incomplete").stat().st_size
     assert 0 < kept <= cut_at
 
@@ -257,7 +246,7 @@ def tiny_fs(tmp_path):
     """A 4 MiB tmpfs (needs root: mount). Unmounted at teardown."""
     mnt = tmp_path / "tinyfs"
     mnt.mkdir()
-    from e2e_support import mounted
+    from tests.support.e2e import mounted
 
     with mounted("tmpfs", mnt, "size=4m"):
         yield mnt

@@ -10,6 +10,7 @@ import pytest
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
+from bootstrap.core.paths import locate_model
 from bootstrap.core.pull import (
     CacheHint,
     Partial,
@@ -25,9 +26,7 @@ from bootstrap.core.pull import (
     record_intact,
     record_path,
     remove_new_partials,
-    reusable_legacy_dir,
     save_record,
-    snapshot_dir_for,
 )
 
 MODEL = "acme/demo-1.5B"
@@ -56,7 +55,7 @@ class FakeHub:
         self.calls.append("download")
         self.downloaded = tuple(files)
         self.local_dir = local_dir
-        snap = local_dir or snapshot_dir_for(cache_dir, model_id, revision, None)
+        snap = local_dir or locate_model(cache_dir, model_id, revision).snapshot_dir
         if self.on_download is not None:
             return self.on_download(snap, on_bytes)
         snap.mkdir(parents=True, exist_ok=True)
@@ -78,7 +77,7 @@ def plenty(_path: Path) -> tuple[str, int]:
 
 # -- planning -------------------------------------------------------------------------------------------
 def test_plan_subtracts_present_files_and_resumable_partials(tmp_path):
-    snap = snapshot_dir_for(tmp_path, MODEL, "master", None)
+    snap = locate_model(tmp_path, MODEL, "master").snapshot_dir
     plan = plan_pull(MODEL, "master", snap, FILES, present=frozenset({"config.json"}),
                      partials=[Partial(str(snap / "model.safetensors.incomplete"), 4_000, "model.safetensors")],
                      free_bytes=10**9, filesystem_path="/", margin_bytes=0)
@@ -105,15 +104,15 @@ def test_stray_partials_are_counted_as_space_that_could_go(tmp_path):
 
 
 def test_find_partials_marks_this_snapshot_resumable_and_other_revisions_stray(tmp_path):
-    snap = snapshot_dir_for(tmp_path, MODEL, "master", None)
-    other = snapshot_dir_for(tmp_path, MODEL, "v1", None)
+    snap = locate_model(tmp_path, MODEL, "master").snapshot_dir
+    other = locate_model(tmp_path, MODEL, "v1").snapshot_dir
     snap.mkdir(parents=True)
     other.mkdir(parents=True)
     (snap / "model.safetensors.incomplete").write_bytes(b"1" * 30)
     (other / "model.safetensors.incomplete").write_bytes(b"2" * 50)
     (snap / "notes_1_2").write_bytes(b"ordinary file, not a range part")
     found = {Path(p.path).relative_to(tmp_path).as_posix(): (p.bytes, p.resumes)
-             for p in find_partials(tmp_path, MODEL, snap, FILES)}
+             for p in find_partials(locate_model(tmp_path, MODEL, "master"), FILES)}
     assert found == {
         "models/acme--demo-1.5B/snapshots/master/model.safetensors.incomplete": (30, "model.safetensors"),
         "models/acme--demo-1.5B/snapshots/v1/model.safetensors.incomplete": (50, ""),
@@ -124,7 +123,7 @@ def test_legacy_layout_is_used_when_it_already_holds_files(tmp_path):
     legacy = tmp_path / "models" / "acme" / "demo-1___5B"
     legacy.mkdir(parents=True)
     (legacy / "config.json").write_text("{}")
-    assert snapshot_dir_for(tmp_path, MODEL, "master", reusable_legacy_dir(tmp_path, MODEL)) == legacy
+    assert locate_model(tmp_path, MODEL, "master").snapshot_dir == legacy
 
 
 def test_present_files_require_the_listed_size(tmp_path):
@@ -249,7 +248,7 @@ def test_short_space_refuses_before_downloading(tmp_path):
 
 def test_disk_full_removes_partials_this_call_wrote_and_keeps_older_ones(tmp_path):
     cache = tmp_path / "cache"
-    snap = snapshot_dir_for(cache, MODEL, "master", None)
+    snap = locate_model(cache, MODEL, "master").snapshot_dir
     snap.mkdir(parents=True)
     old = snap / "config.json.incomplete"
     old.write_bytes(b"o" * 10)
@@ -276,7 +275,7 @@ def test_remove_new_partials_keeps_untouched_ones(tmp_path):
 
 def test_progress_counts_resumed_prefix_as_done_but_not_downloaded(tmp_path):
     cache = tmp_path / "cache"
-    snap = snapshot_dir_for(cache, MODEL, "master", None)
+    snap = locate_model(cache, MODEL, "master").snapshot_dir
     snap.mkdir(parents=True)
     (snap / "model.safetensors.incomplete").write_bytes(b"p" * 4_000)
     seen: list[tuple[int, int]] = []
@@ -307,7 +306,7 @@ def test_old_flat_cache_layout_is_reused_as_local_dir(tmp_path):
     old = tmp_path / "acme" / "demo-1___5B"
     old.mkdir(parents=True)
     (old / "config.json").write_text("{}")
-    assert snapshot_dir_for(tmp_path, MODEL, "master", reusable_legacy_dir(tmp_path, MODEL)) == old
+    assert locate_model(tmp_path, MODEL, "master").snapshot_dir == old
 
 
 def test_a_partial_in_an_old_flat_layout_counts_as_resumable(tmp_path):
@@ -327,9 +326,9 @@ def test_the_planned_snapshot_is_the_local_dir_the_client_is_given(tmp_path):
     for d in (tmp_path / "hub" / "models" / "acme" / "demo-1___5B", tmp_path / "acme" / "demo-1.5B"):
         d.mkdir(parents=True)
         (d / "config.json").write_text("{}")
-    local = reusable_legacy_dir(tmp_path, MODEL)
-    assert local == tmp_path / "acme" / "demo-1.5B"
-    assert snapshot_dir_for(tmp_path, MODEL, "master", local) == local
+    where = locate_model(tmp_path, MODEL, "master")
+    assert where.local_dir == tmp_path / "acme" / "demo-1.5B"
+    assert where.snapshot_dir == where.local_dir
 
 
 def test_offline_passes_the_reused_legacy_dir_to_the_client(tmp_path):
@@ -347,7 +346,42 @@ def test_new_layout_wins_over_an_old_flat_layout(tmp_path):
         d.mkdir(parents=True)
         (d / "config.json").write_text("{}")
     new = tmp_path / "models" / "acme--demo-1.5B" / "snapshots" / "master"
-    assert snapshot_dir_for(tmp_path, MODEL, "master", reusable_legacy_dir(tmp_path, MODEL)) == new
+    assert locate_model(tmp_path, MODEL, "master").snapshot_dir == new
+
+
+def test_the_model_is_located_once_and_every_directory_of_it_is_searched(tmp_path):
+    """One frozen answer: the legacy dir the client reuses is the snapshot, and the partial search covers it."""
+    old = tmp_path / "acme" / "demo-1___5B"
+    old.mkdir(parents=True)
+    (old / "model.safetensors.incomplete").write_bytes(b"p" * 10)
+    where = locate_model(tmp_path, MODEL, "master")
+    assert where.local_dir == where.snapshot_dir == old and old in where.dirs
+    assert where.layout.new == tmp_path / "models" / "acme--demo-1.5B"
+    (old / "config.json").unlink(missing_ok=True)
+    old.rename(tmp_path / "moved")  # the disk changes afterwards: the answer does not
+    assert where.snapshot_dir == old
+    with pytest.raises(UsageError):
+        locate_model(tmp_path, MODEL, "../x")  # a revision is checked before a path is built from it
+
+
+def test_what_the_pre_flight_found_is_not_looked_up_or_measured_again(tmp_path):
+    """`vboot serve` hands the pull the pre-flight's lookup of the model and its measurement of the disk."""
+    cache = tmp_path / "cache"
+    located = locate_model(cache, MODEL, "master")
+    plans = []
+    ensure_model(MODEL, "master", cache, env_for(tmp_path), hub=FakeHub(), on_plan=plans.append,
+                 free_space=lambda p: pytest.fail("the disk was measured a second time"),
+                 located=located, measured=("/measured/by/preflight", 10**12))
+    assert plans[0].filesystem_path == "/measured/by/preflight" and plans[0].free_bytes == 10**12
+    assert plans[0].snapshot_dir == str(located.snapshot_dir)
+
+
+def test_a_lookup_of_another_model_is_not_used(tmp_path):
+    other = locate_model(tmp_path / "elsewhere", "acme/other", "master")
+    plans = []
+    ensure_model(MODEL, "master", tmp_path / "cache", env_for(tmp_path), hub=FakeHub(), free_space=plenty,
+                 on_plan=plans.append, located=other)
+    assert plans[0].snapshot_dir == str(tmp_path / "cache" / "models" / "acme--demo-1.5B" / "snapshots" / "master")
 
 
 def test_a_missing_modelscope_client_is_one_line_with_the_install_command():

@@ -121,7 +121,7 @@ def test_an_option_off_plain_http_among_the_vllm_arguments_is_refused_before_any
 
 
 def _tiny_profile_with_args(tmp_path, args: list[str]):
-    from conftest import REPO
+    from tests.support.e2e import REPO
 
     text = (REPO / "profiles" / "tiny.toml").read_text()
     path = tmp_path / "tiny-args.toml"
@@ -262,7 +262,7 @@ def run_main(*args: str) -> int:
 
 
 def test_foreground_json_prints_one_document_when_vllm_dies_after_ready(isolated_env, fake_vllm, capsys):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke", "--json")
     out, err = capsys.readouterr()
@@ -280,7 +280,7 @@ def _smoke_answers(monkeypatch, ok: bool) -> None:
 
 
 def test_foreground_json_reports_a_failed_smoke_request_as_warn(isolated_env, fake_vllm, capsys, monkeypatch):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     _smoke_answers(monkeypatch, ok=False)
     code = run_main("serve", "tiny", "--port", str(free_port()), "--json")
@@ -290,7 +290,7 @@ def test_foreground_json_reports_a_failed_smoke_request_as_warn(isolated_env, fa
 
 
 def test_foreground_json_reports_a_good_smoke_request_as_ok(isolated_env, fake_vllm, capsys, monkeypatch):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     _smoke_answers(monkeypatch, ok=True)
     run_main("serve", "tiny", "--port", str(free_port()), "--json")
@@ -299,7 +299,7 @@ def test_foreground_json_reports_a_good_smoke_request_as_ok(isolated_env, fake_v
 
 
 def test_foreground_human_shows_a_failed_smoke_request(isolated_env, fake_vllm, capsys, monkeypatch):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     _smoke_answers(monkeypatch, ok=False)
     run_main("serve", "tiny", "--port", str(free_port()))
@@ -307,7 +307,7 @@ def test_foreground_human_shows_a_failed_smoke_request(isolated_env, fake_vllm, 
 
 
 def test_foreground_human_reports_a_later_death_as_an_error(isolated_env, fake_vllm, capsys):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     code = run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke")
     out, err = capsys.readouterr()
@@ -316,9 +316,8 @@ def test_foreground_human_reports_a_later_death_as_an_error(isolated_env, fake_v
 
 
 def test_the_command_is_shown_as_the_shell_would_read_it_with_the_key_masked(isolated_env, fake_vllm, capsys):
-    from tests.e2e_support import free_port
-
     from bootstrap.core.vllm_cmd import redact
+    from tests.support.e2e import free_port
 
     run_main("serve", "tiny", "--port", str(free_port()), "--no-smoke", "--api-key", "s3cret", "--",
              "--chat-template", "a b.jinja")
@@ -333,9 +332,8 @@ def test_a_port_among_the_vllm_arguments_is_waited_on_recorded_and_scraped(isola
                                                                           monkeypatch, form):
     """vLLM binds the last --port: readiness, the smoke request, the run record (`vboot ps`, `vboot top`) and
     the Prometheus target must all use it, not --port or the profile's."""
-    from tests.e2e_support import free_port
-
     from bootstrap.probes.http import SmokeResult
+    from tests.support.e2e import free_port
 
     flag_port, port = free_port(), free_port()
     smoke = []
@@ -360,9 +358,8 @@ def test_an_api_key_among_the_vllm_arguments_reaches_clients_but_not_argv_files_
     output shows it."""
     import stat
 
-    from tests.e2e_support import free_port
-
     from bootstrap.probes.http import SmokeResult
+    from tests.support.e2e import free_port
 
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     keys, envs = [], []
@@ -393,15 +390,14 @@ def test_an_api_key_among_the_vllm_arguments_reaches_clients_but_not_argv_files_
 def test_a_key_in_the_profiles_env_is_the_servers_key(isolated_env, fake_vllm, capsys, monkeypatch, tmp_path):
     """A VLLM_API_KEY in the profile's [env] is what vLLM uses: serve's smoke request sends it, the exposure check
     counts it, and it is masked wherever serve shows the environment."""
-    from tests.e2e_support import free_port
-
     from bootstrap.probes.http import SmokeResult
+    from tests.support.e2e import free_port
 
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     keys = []
     monkeypatch.setattr("bootstrap.probes.http.smoke_chat",
                         lambda url, model, api_key=None: keys.append(api_key) or SmokeResult(True, 0.1, 4, 40.0, "hi"))
-    from conftest import REPO
+    from tests.support.e2e import REPO
 
     profile = tmp_path / "keyed.toml"
     profile.write_text((REPO / "profiles" / "tiny.toml").read_text().replace(
@@ -415,7 +411,7 @@ def test_a_key_in_the_profiles_env_is_the_servers_key(isolated_env, fake_vllm, c
 
 
 def _hostile_profile(tmp_path) -> str:
-    from conftest import REPO
+    from tests.support.e2e import REPO
 
     text = (REPO / "profiles" / "tiny.toml").read_text()
     text = text.replace('served_name = "qwen-tiny"', 'served_name = "[/]odd[bold]name"')
@@ -429,7 +425,7 @@ def test_rich_markup_in_the_profile_and_vllms_log_is_shown_as_text_and_crashes_n
                                                                                        capsys, tmp_path):
     """Issue 17 item 15: markup in an [env] value, the served name or a line of vLLM's log reached rich and
     crashed serve. Every untrusted string is escaped at the output module."""
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     code = run_main("serve", _hostile_profile(tmp_path), "--port", str(free_port()), "--no-smoke")
     err = capsys.readouterr().err
@@ -443,7 +439,7 @@ def test_a_crash_in_vboot_after_vllm_started_still_stops_vllm(isolated_env, fake
     import psutil
 
     from bootstrap.cli import serve as serve_cli
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     started = []
     real = serve_cli.ServeView.on_event

@@ -13,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import e2e_env, vboot_exe
-from e2e_support import chat, free_port, http_get, http_json, kill_tree, vllm_python, wait_http
+
+from tests.support.cli import vboot_exe
+from tests.support.e2e import chat, e2e_env, free_port, http_get, http_json, kill_tree, vllm_python, wait_http
 
 pytestmark = pytest.mark.e2e
 
@@ -225,7 +226,7 @@ min_free_disk = "10MB"
 def test_modelscope_profile_is_pulled_then_served_and_sigkill_takes_the_server_down(e2e, tmp_path):
     """The main path: the model comes through the real modelscope client (from a hub on 127.0.0.1), vLLM serves
     the local snapshot; then SIGKILL of vboot: vLLM got PR_SET_PDEATHSIG=SIGTERM, so nothing is left behind."""
-    from hub_server import HubServer
+    from tests.support.hub_server import HubServer
 
     profiles = Path(e2e["XDG_CONFIG_HOME"]) / "vboot" / "profiles"
     profiles.mkdir(parents=True)
@@ -302,7 +303,7 @@ def test_serve_prometheus_runs_alertmanager_with_the_profiles_receivers_and_show
     """The shared server's profile has [alerts] with both URLs in environment variables: serve --prometheus runs
     Alertmanager beside Prometheus, Prometheus sends it alerts, and the URLs are in no file but Alertmanager's
     private ones, in no log, in no output and not in vLLM's environment."""
-    from conftest import SHARED_HOOK_SECRET, SHARED_SLACK_SECRET
+    from tests.support.e2e import SHARED_HOOK_SECRET, SHARED_SLACK_SECRET
 
     run = Path(tiny_server.run_dir)
     record = json.loads((run / "run.json").read_text())

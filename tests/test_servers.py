@@ -16,8 +16,7 @@ from bootstrap.core.paths import runs_dir
 from bootstrap.core.runs import RunRecord, save_run
 from bootstrap.core.servers import PidStop, PsReport, collect_ps, execute_stop, plan_stop, process_ops
 from bootstrap.core.supervisor import stop_group
-from tests.fake_procs import API, ENGINE, PY, TRACKER, WORKER, FakeMachine, proc
-from tests.test_supervisor import FakeClock
+from tests.support.fakes import API, ENGINE, PY, TRACKER, WORKER, FakeClock, FakeMachine, proc
 
 VBOOT_SERVE = (PY, "/venv/bin/vboot", "serve", "tiny")
 PROM = ("/usr/bin/prometheus", "--config.file=prometheus.yml")

@@ -12,8 +12,17 @@ import pytest
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
-from bootstrap.core.service import (MARKER, UnitSpec, environment_from_show, plan_files, render_command,
-                                    render_env_file, render_unit, split_environment, watchdog_for)
+from bootstrap.core.service import (
+    MARKER,
+    UnitSpec,
+    environment_from_show,
+    plan_files,
+    render_command,
+    render_env_file,
+    render_unit,
+    split_environment,
+    watchdog_for,
+)
 
 HOSTILE = ["plain", "with space", 'dou"ble', "sin'gle", "back\\slash", "$HOME", "${PATH}", "%n %h %%", "semi;colon",
            "`id`", "$(id)", "é ü 中文", "-dash", "", "trailing\\", "line\nbreak", "tab\there", "esc\x1b[0m"]
@@ -76,7 +85,7 @@ def test_secrets_go_to_a_0600_environment_file_never_into_the_unit(tmp_path):
 
 def test_systemd_analyze_verify_prints_nothing_for_a_unit_with_hostile_values(tmp_path):
     if shutil.which("systemd-analyze") is None:
-        from e2e_support import missing
+        from tests.support.e2e import missing
 
         missing("systemd-analyze (Debian's systemd) is needed to verify units")
     env_file = tmp_path / "vboot-tiny.env"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, e2e_env, vboot_exe
-from e2e_support import chat, free_port, vllm_python
-from systemd_ns import booted_systemd
 
 from bootstrap.core.service import UnitSpec, render_env_file, render_unit
+from tests.support.cli import vboot_exe
+from tests.support.e2e import REPO, chat, e2e_env, free_port, vllm_python
+from tests.support.systemd_ns import booted_systemd
 
 pytestmark = pytest.mark.e2e
 

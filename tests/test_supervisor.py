@@ -4,59 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from bootstrap.core.supervisor import GroupOps, Supervisor, stop_group
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def monotonic(self):
-        return self.t
-
-    def sleep(self, s):
-        self.t += s
-
-
-class FakeGroup:
-    """A process group whose members obey a script: which signal ends them, and when."""
-
-    def __init__(self, members, dies_on=signal.SIGTERM, after_s=1.0, clock=None):
-        self.members_ = list(members)
-        self.dies_on = dies_on
-        self.after_s = after_s
-        self.clock = clock
-        self.sent = []
-        self.dead_at = None
-
-    def signal_group(self, pgid, sig):
-        self.sent.append(sig)
-        if sig == signal.SIGKILL or sig == self.dies_on:
-            delay = 0.0 if sig == signal.SIGKILL else self.after_s
-            self.dead_at = self.clock.monotonic() + delay
-        return True
-
-    def members(self, pgid):
-        if self.dead_at is not None and self.clock.monotonic() >= self.dead_at:
-            return []
-        return list(self.members_)
-
-    def ops(self):
-        return GroupOps(signal_group=self.signal_group, members=self.members)
-
-
-class FakeChild:
-    def __init__(self, pid=100, exits_at=None, code=0, clock=None):
-        self.pid = pid
-        self.exits_at = exits_at
-        self.code = code
-        self.clock = clock
-        self.returncode = None
-
-    def poll(self):
-        if self.exits_at is not None and self.clock.monotonic() >= self.exits_at:
-            self.returncode = self.code
-        return self.returncode
+from bootstrap.core.supervisor import Supervisor, stop_group
+from tests.support.fakes import FakeChild, FakeClock, FakeGroup
 
 
 def make(child, group, clock, grace=20.0):

@@ -168,7 +168,7 @@ def test_json_percentiles_are_null_when_nothing_finished():
 
 
 def test_json_of_a_down_server_has_nulls_and_up_false():
-    from bootstrap.core.metrics import ScrapeError
+    from bootstrap.core.errors import ScrapeError
 
     def down():
         raise ScrapeError("connection refused")
@@ -205,7 +205,7 @@ def test_render_shows_engine_latency_and_gpus():
 def test_render_of_a_down_server_says_down():
     from rich.console import Console
 
-    from bootstrap.core.metrics import ScrapeError
+    from bootstrap.core.errors import ScrapeError
 
     def down():
         raise ScrapeError("connection refused")
@@ -231,7 +231,7 @@ def test_once_json_against_a_replayed_server_reports_throughput(run_vboot):
 
 
 def test_once_json_against_a_closed_port_is_one_error_document(run_vboot):
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     result = run_vboot("top", f"http://127.0.0.1:{free_port()}", "--once", "--json")
     assert result.returncode == 3
@@ -275,27 +275,43 @@ def _reader(fake):
 
 
 def test_gpu_reader_gives_one_row_per_gpu_in_raw_units():
-    from tests import fakes
+    from tests.support import fake_nvml
 
-    read, _ = _reader(fakes.one_h100(used=16 * fakes.GiB))
+    read, _ = _reader(fake_nvml.one_h100(used=16 * fake_nvml.GiB))
     gpus, error = read()
     assert error is None and len(gpus) == 1
     g = gpus[0]
-    assert g["name"] == "NVIDIA H100 80GB HBM3" and g["memory_used_bytes"] == 16 * fakes.GiB
+    assert g["name"] == "NVIDIA H100 80GB HBM3" and g["memory_used_bytes"] == 16 * fake_nvml.GiB
     assert g["utilization_gpu_pct"] == 37 and g["error"] is None
 
 
 def test_gpu_reader_reports_a_lost_gpu_while_the_other_reports():
-    from tests import fakes
+    from tests.support import fake_nvml
 
-    gpus, error = _reader(fakes.two_gpus_one_lost())[0]()
+    gpus, error = _reader(fake_nvml.two_gpus_one_lost())[0]()
     assert error is None and gpus[0]["error"] is None and gpus[1]["error"]
 
 
-def test_gpu_reader_without_a_driver_gives_no_gpus_and_stops_asking():
-    from tests import fakes
+def test_the_gpu_panel_initialises_nvml_once_for_the_whole_session(monkeypatch):
+    """nvitop's _lazy_init: NVML is initialised by the first refresh and kept, not initialised every second."""
+    from bootstrap.cli.top import default_gpu_reader
+    from tests.support import fake_nvml
 
-    read, calls = _reader(fakes.driver_not_loaded())
+    fake = fake_nvml.one_h100()
+    monkeypatch.setattr("bootstrap.probes.nvml._load_default", lambda: fake)
+    panel = default_gpu_reader()
+    for _ in range(5):
+        gpus, error = panel()
+        assert error is None and len(gpus) == 1
+    assert (fake.inits, fake.shutdowns) == (1, 0)
+    panel.close()
+    assert fake.shutdowns == 1
+
+
+def test_gpu_reader_without_a_driver_gives_no_gpus_and_stops_asking():
+    from tests.support import fake_nvml
+
+    read, calls = _reader(fake_nvml.driver_not_loaded())
     first, second = read(), read()
     assert first[0] == [] and first[1] and second == first
     assert len(calls) == 1

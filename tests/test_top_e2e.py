@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.core.prom import ALERT_GROUP, RECORDING_GROUP, recording_rule_names
-from tests.conftest import vboot_exe
+from tests.support.cli import vboot_exe
 
 pytestmark = pytest.mark.e2e
 
@@ -216,7 +216,7 @@ def test_full_screen_view_exits_cleanly_on_ctrl_c(tiny_server, tmp_path):
 
 def test_full_screen_view_shows_a_vanished_server_as_down(tmp_path):
     """No server on the port at all: the view stays up and says DOWN (then q still quits)."""
-    from tests.e2e_support import free_port
+    from tests.support.e2e import free_port
 
     with top_in_tmux(f"http://127.0.0.1:{free_port()}", tmp_path) as (send, capture, exit_code):
         screen = _wait_for_refreshes(capture, 2)

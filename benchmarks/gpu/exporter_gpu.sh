@@ -38,7 +38,8 @@ from pathlib import Path
 
 from bootstrap.core import prom
 from bootstrap.core.gpu_exporter import NVITOP_PROGRAM, plan_gpu_exporter
-from bootstrap.core.metrics import MetricsEndpoint, ScrapeError
+from bootstrap.core.errors import ScrapeError
+from bootstrap.probes.http import MetricsEndpoint
 
 T, OUT = Path(os.environ["T"]), Path(os.environ["OUT"])
 

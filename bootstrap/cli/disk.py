@@ -8,11 +8,14 @@ report otherwise (a directory literally named `caches` or `clean` is given as `.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from bootstrap.cli import output
+from bootstrap.cli import disk_request
+from bootstrap.cli.disk_request import SUBCOMMANDS, option, valued
 from bootstrap.cli.disk_view import plural
 from bootstrap.core.envelope import CommandResult
 
@@ -40,14 +43,23 @@ class DiskGroup(click.Group):
         return self.report.get_help(ctx)
 
 
+def _valued(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A whole-number option of the report, declared from the table the head start's grammar is made of."""
+    default, low, high = valued(name)
+    return click.option(*option(name), name, default=default, show_default=True, type=click.IntRange(low, high),
+                        help=help)
+
+
+def _flag(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(*option(name), name, is_flag=True, help=help)
+
+
 @click.command("disk", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str), metavar="[PATH]...")
-@click.option("--depth", "-d", default=1, show_default=True, type=click.IntRange(0, 64),
-              help="Levels below PATH to list (du --max-depth).")
-@click.option("--top", "-n", default=15, show_default=True, type=click.IntRange(1),
-              help="Rows shown per directory in the human view (JSON lists every entry).")
-@click.option("--apparent", is_flag=True, help="Apparent sizes (du --apparent-size) instead of allocated blocks.")
-@click.option("--one-file-system", "-x", is_flag=True, help="Skip directories on other filesystems (du -x).")
+@_valued("depth", "Levels below PATH to list (du --max-depth).")
+@_valued("top", "Rows shown per directory in the human view (JSON lists every entry).")
+@_flag("apparent", "Apparent sizes (du --apparent-size) instead of allocated blocks.")
+@_flag("one_file_system", "Skip directories on other filesystems (du -x).")
 @output.json_option
 def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one_file_system: bool,
                as_json: bool) -> None:
@@ -63,7 +75,6 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
       vboot disk clean    delete partial downloads, models or whole caches (plan, confirm, then delete)
     """
     from bootstrap.cli.disk_view import render_report, report_result
-    from bootstrap.cli.entry import take_head_start
     from bootstrap.core.disk import report_from_wire, scan
     from bootstrap.core.environ import Environ
 
@@ -71,7 +82,7 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
     if not as_json:
         output.load_human_view()  # while a head start may still be scanning
     # The console script may have started the first scan before click was imported (bootstrap.cli.entry).
-    wire = take_head_start(targets[0], depth, apparent, one_file_system)
+    wire = disk_request.take_head_start(targets[0], depth, apparent, one_file_system)
     reports = [report_from_wire(wire) if wire else scan(targets[0], depth, apparent, one_file_system)]
     reports += [scan(p, depth=depth, apparent=apparent, one_file_system=one_file_system) for p in targets[1:]]
     output.emit(report_result(reports, depth, apparent, top), human=render_report)
@@ -259,5 +270,5 @@ def _render_clean(data: dict[str, Any]) -> None:
             con.print(f"[red]not removed[/] {escape(f.path)}: {escape(f.reason)}")
 
 
-disk = DiskGroup("disk", report=report_cmd, commands={"caches": caches_cmd, "clean": clean_cmd},
+disk = DiskGroup("disk", report=report_cmd, commands=dict(zip(SUBCOMMANDS, (caches_cmd, clean_cmd), strict=True)),
                  help=report_cmd.help, context_settings={"help_option_names": ["-h", "--help"]})

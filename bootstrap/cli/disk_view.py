@@ -34,10 +34,10 @@ def report_result(reports: list[DiskReport], depth: int, apparent: bool, top: in
 
 
 def print_head_start(request: dict[str, Any]) -> None:
-    """Print the report of a plain request (:func:`bootstrap.cli.entry.disk_request`, one PATH at most) from
+    """Print the report of a plain request (:func:`bootstrap.cli.disk_request.disk_request`, one PATH at most) from
     the head start and exit. Returns, having printed nothing, when the head start brought no report (it
     failed, say on a missing PATH): the full CLI then scans and reports as usual, errors included."""
-    from bootstrap.cli.entry import scan_args, take_head_start
+    from bootstrap.cli.disk_request import scan_args, take_head_start
     from bootstrap.core.disk import report_from_wire
 
     output.STATE.json = request["json"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -24,49 +24,46 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import debug_enabled
 from bootstrap.core.errors import EXIT_FAIL, EXIT_SIGINT, EXIT_USAGE, VbootError
 
-# name -> "module:attribute". Order is the order in `vboot --help`.
-COMMANDS: dict[str, str] = {
-    "doctor": "bootstrap.cli.doctor:doctor",
-    "profiles": "bootstrap.cli.profiles_cmd:profiles",
-    "pull": "bootstrap.cli.pull:pull",
-    "serve": "bootstrap.cli.serve:serve",
-    "ps": "bootstrap.cli.ps:ps",
-    "stop": "bootstrap.cli.stop:stop",
-    "logs": "bootstrap.cli.logs:logs",
-    "top": "bootstrap.cli.top:top",
-    "route": "bootstrap.cli.route:route",
-    "sleep": "bootstrap.cli.sleep_cmd:sleep",
-    "wake": "bootstrap.cli.sleep_cmd:wake",
-    "disk": "bootstrap.cli.disk:disk",
-    "setup": "bootstrap.cli.setup_cmd:setup",
-    "env": "bootstrap.cli.env_cmd:env",
-    "kernel": "bootstrap.cli.env_cmd:kernel",
-    "export": "bootstrap.cli.export:export",
-    "service": "bootstrap.cli.service:service",
-    "supervise": "bootstrap.cli.supervise:supervise",  # internal: the detached supervisor of `serve --detach`
-    "supervise-route": "bootstrap.cli.route:supervise_route",  # internal: the detached supervisor of `route`
-    "route-front": "bootstrap.cli.route:route_front",  # internal: the route's HTTP front
-}
-HIDDEN = frozenset({"supervise", "supervise-route", "route-front"})
+class Entry(NamedTuple):
+    """One command of the lazily loaded group: where it is, and its line in `vboot --help`."""
 
-SHORT_HELP: dict[str, str] = {
-    "doctor": "Judge this box: driver, CUDA, torch, vLLM, disk, VRAM, ports, env, leftovers.",
-    "profiles": "List the built-in and user profiles.",
-    "pull": "Download a profile's model through ModelScope (disk budget, resume, integrity).",
-    "serve": "Pre-flight, pull, and run a supervised vLLM server from a profile.",
-    "ps": "List vboot's servers, orphaned vLLM processes and other programs' vLLM processes.",
-    "stop": "Stop a server, all servers, orphaned vLLM processes, or a vLLM process by PID.",
-    "logs": "Show (or follow) a server's vLLM log.",
-    "top": "Live view of a server's engine metrics and the GPUs.",
-    "route": "One OpenAI endpoint in front of every running server, routing by model.",
-    "sleep": "Put a GPU server to sleep (vLLM's sleep mode), measured with NVML.",
-    "wake": "Wake a sleeping server.",
-    "disk": "Largest directories (du-style), model/package caches, and cleanup.",
-    "setup": "Create a Python environment with the right vLLM build for this box.",
-    "env": "Print the exports a profile implies (for eval or a .env file).",
-    "kernel": "Register the vLLM environment as a Jupyter kernel with a profile's variables.",
-    "export": "Export a profile to other platforms (Kubernetes).",
-    "service": "Run a profile as a systemd service (restarts, boot, readiness, watchdog).",
+    target: str  # "module:attribute", imported on first use
+    help: str  # the short help `vboot --help` shows without importing the command
+    hidden: bool = False  # not listed by `vboot --help` (still runs)
+
+
+# The one table of commands (after vLLM's CLI_COMMANDS[name] = (module, help)). Order is `vboot --help`'s.
+COMMANDS: dict[str, Entry] = {
+    "doctor": Entry("bootstrap.cli.doctor:doctor",
+                    "Judge this box: driver, CUDA, torch, vLLM, disk, VRAM, ports, env, leftovers."),
+    "profiles": Entry("bootstrap.cli.profiles_cmd:profiles", "List the built-in and user profiles."),
+    "pull": Entry("bootstrap.cli.pull:pull",
+                  "Download a profile's model through ModelScope (disk budget, resume, integrity)."),
+    "serve": Entry("bootstrap.cli.serve:serve", "Pre-flight, pull, and run a supervised vLLM server from a profile."),
+    "ps": Entry("bootstrap.cli.ps:ps",
+                "List vboot's servers, orphaned vLLM processes and other programs' vLLM processes."),
+    "stop": Entry("bootstrap.cli.stop:stop",
+                  "Stop a server, all servers, orphaned vLLM processes, or a vLLM process by PID."),
+    "logs": Entry("bootstrap.cli.logs:logs", "Show (or follow) a server's vLLM log."),
+    "top": Entry("bootstrap.cli.top:top", "Live view of a server's engine metrics and the GPUs."),
+    "route": Entry("bootstrap.cli.route:route", "One OpenAI endpoint in front of every running server, routing by model."),
+    "sleep": Entry("bootstrap.cli.sleep_cmd:sleep", "Put a GPU server to sleep (vLLM's sleep mode), measured with NVML."),
+    "wake": Entry("bootstrap.cli.sleep_cmd:wake", "Wake a sleeping server."),
+    "disk": Entry("bootstrap.cli.disk:disk", "Largest directories (du-style), model/package caches, and cleanup."),
+    "setup": Entry("bootstrap.cli.setup_cmd:setup",
+                   "Create a Python environment with the right vLLM build for this box."),
+    "env": Entry("bootstrap.cli.env_cmd:env", "Print the exports a profile implies (for eval or a .env file)."),
+    "kernel": Entry("bootstrap.cli.env_cmd:kernel",
+                    "Register the vLLM environment as a Jupyter kernel with a profile's variables."),
+    "export": Entry("bootstrap.cli.export:export", "Export a profile to other platforms (Kubernetes)."),
+    "service": Entry("bootstrap.cli.service:service",
+                     "Run a profile as a systemd service (restarts, boot, readiness, watchdog)."),
+    # internal: the detached supervisor of `serve --detach`
+    "supervise": Entry("bootstrap.cli.supervise:supervise", "Supervise a detached server (internal).", hidden=True),
+    # internal: the detached supervisor of `route`, and the route's HTTP front
+    "supervise-route": Entry("bootstrap.cli.route:supervise_route", "Supervise a detached route (internal).",
+                             hidden=True),
+    "route-front": Entry("bootstrap.cli.route:route_front", "The route's HTTP front (internal).", hidden=True),
 }
 
 
@@ -121,10 +118,10 @@ class LazyGroup(GuardedCommand, click.Group):
         return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = entry.target.split(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -143,7 +140,7 @@ class LazyGroup(GuardedCommand, click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help without importing every command module.
-        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx) if name not in HIDDEN]
+        rows = [(name, entry.help) for name in self.list_commands(ctx) if not (entry := COMMANDS[name]).hidden]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bootstrap.core.envelope import CommandResult, envelope, error_envelope
+from bootstrap.core.units import format_bytes as human_bytes  # noqa: F401 - the renderers' name for it
 
 if TYPE_CHECKING:  # click is imported where an option is declared: `vboot disk`'s fast path never loads it
     import click
@@ -237,20 +238,6 @@ def escape(text: str) -> str:
     from rich.markup import escape as rich_escape
 
     return rich_escape(printable(str(text)))
-
-
-def human_bytes(n: int | float | None, binary: bool = True) -> str:
-    """``12884901888 -> '12.0 GiB'``. Only the output layer humanises numbers."""
-    if n is None:
-        return "-"
-    step = 1024.0 if binary else 1000.0
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"] if binary else ["B", "kB", "MB", "GB", "TB", "PB"]
-    value = float(n)
-    for unit in units:
-        if abs(value) < step or unit == units[-1]:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= step
-    return f"{value:.1f} {units[-1]}"
 
 
 def human_duration(seconds: float | None) -> str:

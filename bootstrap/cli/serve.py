@@ -181,9 +181,11 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | str | None
         from bootstrap.cli.pull import PullProgress
         from bootstrap.core.pull import ensure_model
 
+        space = facts.disk_space  # the pre-flight's: where the model is and the free space, not looked up again
         with PullProgress() as bar:
             pulled = ensure_model(profile.model.id, profile.model.revision, settings.cache_dir, env,
-                                  progress=bar.update)
+                                  progress=bar.update, located=facts.model_cache,
+                                  measured=(space.checked_path, space.free_bytes))
         model_dir = str(pulled.path)
     else:  # huggingface: vLLM downloads it itself
         model_dir = profile.model.id

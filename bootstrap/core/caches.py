@@ -56,7 +56,7 @@ from pathlib import Path
 
 from bootstrap.core.disk import DiskReport, display_path, mount_table, scan
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import ConflictError, UnsafeCacheRootError, UsageError
+from bootstrap.core.errors import ConflictError, MountCrossing, UnsafeCacheRootError, UsageError
 from bootstrap.core.paths import cache_home, config_dir, data_home, modelscope_cache_source, partial_target, state_dir
 
 CACHE_NAMES = ("modelscope", "huggingface", "pip", "uv", "torch", "inductor", "vllm", "triton")
@@ -719,10 +719,6 @@ def _inside(path: str, root: str) -> bool:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class MountCrossing(OSError):
-    """The delete met a mount point (another device, or a path in the mount table) and stopped there."""
-
-
 def _remove_tree(top: str, points: frozenset[str]) -> None:
     """``rm -r --one-file-system`` of directory ``top`` that stops at any mount point instead of skipping it.
 
@@ -789,11 +785,14 @@ def _remove(path: str, points: frozenset[str] = frozenset()) -> None:
 
 
 def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Environ | None = None,
-                 mounts: Callable[[], Iterable[str]] = mount_points) -> CleanResult:
+                 mounts: Callable[[], Iterable[str]] = mount_points,
+                 usage: Callable[[str], tuple[int, int]] | None = None) -> CleanResult:
     """Delete what ``plan`` lists, re-checking each path first (inside its root, the root still a cache of its
     own, no live server using it, no mount point inside: the mount table is read again now); measures what
-    remains afterwards. A path that fails is reported in ``failed`` with a code and a reason."""
-    from bootstrap.probes.system import fs_usage
+    remains afterwards (``usage``: (size, free) of a filesystem, ``df -B1``; production default
+    bootstrap.probes.system.fs_usage). A path that fails is reported in ``failed`` with a code and a reason."""
+    if usage is None:
+        from bootstrap.probes.system import fs_usage as usage
 
     env = env or Environ()
     if active is None:
@@ -811,7 +810,7 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
     after: dict[str, int] = {}
     for name, root in plan.roots.items():
         try:
-            before[name] = fs_usage(root)[1]
+            before[name] = usage(root)[1]
         except OSError:
             pass
     for entry in plan.entries:
@@ -852,7 +851,7 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
             removed.append(entry.path)
     for name, root in plan.roots.items():
         try:
-            after[name] = fs_usage(root)[1]
+            after[name] = usage(root)[1]
         except OSError:
             pass
     return CleanResult(removed=tuple(removed), freed_bytes=freed, failed=tuple(failed),

@@ -12,16 +12,19 @@ import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts, has_expandable,
                                     plan_environment)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
-from bootstrap.core.profiles import Profile, ServeSettings
+from bootstrap.core.errors import UsageError
+from bootstrap.core.gpu import NvmlErrorKind
+from bootstrap.core.paths import ModelInCache
+from bootstrap.core.profiles import CacheSource, Profile, ServeSettings
+from bootstrap.core.units import cuda_str, format_bytes
 from bootstrap.core.vllm_cmd import DeviceDecision, VllmInstall, build_command, decide_device, detect_install, redact
-from bootstrap.probes.nvml import cuda_str
 
 
 class Status(str, enum.Enum):
@@ -57,7 +60,9 @@ class Collaborators:
     process_name: Callable[[int], str]
     live_runs: Callable[[], list]
     largest_dirs: Callable[[Path, int], list[tuple[str, int]]]
-    dir_bytes: Callable[[Path], int]
+    dir_bytes: Callable[[Path], int]  # `du -s -B1 PATH`; 0 for a path that does not exist
+    is_dir: Callable[[Path], bool]  # `test -d PATH`
+    locate_model: Callable[[Path, str, str], ModelInCache]  # (cache dir, model, revision): paths.locate_model
     # PythonEnv -> the CUDA runtime majors vLLM's compiled extensions link (NEEDED libcudart.so.N)
     vllm_cudart: Callable[[Any], tuple[int, ...]] = lambda env: ()
 
@@ -109,6 +114,24 @@ class Facts:
     @cached_property
     def nvml(self) -> Any:
         return self.c.nvml_snapshot()
+
+    @cached_property
+    def disk_space(self) -> Any:
+        """Free space where the model cache is (``df -B1 CACHE_DIR``), measured once: the disk check judges it
+        and `vboot serve` hands the same measurement to the pull."""
+        return self.c.disk_free(self.settings.cache_dir)
+
+    @cached_property
+    def model_cache(self) -> ModelInCache | None:
+        """Where the profile's ModelScope model is in the cache, looked up once (serve's pull reuses it); None for
+        another source or an id pull would refuse (nothing of it can be cached)."""
+        model = self.profile.model
+        if model.source != "modelscope":
+            return None
+        try:
+            return self.c.locate_model(self.settings.cache_dir, model.id, model.revision)
+        except UsageError:
+            return None
 
     @cached_property
     def pyenv(self) -> Any:
@@ -215,8 +238,7 @@ def map_visible_devices(value: str | None, gpus: Sequence[Any]) -> tuple[list[An
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
-def _gib(n: int | float | None) -> str:
-    return "?" if n is None else f"{n / 1024**3:.1f} GiB"
+_gib = partial(format_bytes, unit="GiB", missing="?")  # the checks' messages: always GiB ("12.0 GiB", "?")
 
 
 def _cuda_num(text: str | None) -> int | None:
@@ -270,21 +292,25 @@ def spec_satisfied(version: str, spec: str) -> bool | None:
 
 # --- the checks ---------------------------------------------------------------------------------------------
 
+# What each kind of NVML failure means for people, and its fix (the kinds: bootstrap.core.gpu).
+NVML_FIXES: Mapping[NvmlErrorKind, tuple[str, str]] = {
+    NvmlErrorKind.LIBRARY_NOT_FOUND: ("the NVIDIA driver is not installed (libnvidia-ml.so not found)",
+                                      "install the NVIDIA driver (e.g. `sudo apt install nvidia-driver`), reboot, "
+                                      "then check `nvidia-smi`"),
+    NvmlErrorKind.DRIVER_NOT_LOADED: ("the NVIDIA driver is installed but not loaded",
+                                      "load it (`sudo modprobe nvidia`) or reboot; `dmesg | grep -i nvidia` says why"),
+    NvmlErrorKind.NO_PERMISSION: ("no permission to talk to the NVIDIA driver",
+                                  "run as a user in the video group, or check /dev/nvidia* permissions"),
+}
+
+
 def check_nvidia_driver(f: Facts) -> CheckResult:
     """NVML library and driver: `nvidia-smi` (its header shows driver and CUDA version)."""
     s = f.nvml
     cpu_ok = f.device == "cpu"
     if not s.ok:
-        fixes = {
-            "library_not_found": ("the NVIDIA driver is not installed (libnvidia-ml.so not found)",
-                                  "install the NVIDIA driver (e.g. `sudo apt install nvidia-driver`), reboot, "
-                                  "then check `nvidia-smi`"),
-            "driver_not_loaded": ("the NVIDIA driver is installed but not loaded",
-                                  "load it (`sudo modprobe nvidia`) or reboot; `dmesg | grep -i nvidia` says why"),
-            "no_permission": ("no permission to talk to the NVIDIA driver",
-                              "run as a user in the video group, or check /dev/nvidia* permissions"),
-        }
-        summary, hint = fixes.get(s.error_kind, (f"NVML failed: {s.error}", "run `nvidia-smi` to see the driver's error"))
+        summary, hint = NVML_FIXES.get(s.error_kind, (f"NVML failed: {s.error}",
+                                                      "run `nvidia-smi` to see the driver's error"))
         data = {"error_kind": s.error_kind, "error": s.error}
         if cpu_ok:
             return CheckResult("nvidia.driver", Status.SKIP, f"no usable NVIDIA GPU ({summary}); "
@@ -497,23 +523,23 @@ def check_disk(f: Facts) -> CheckResult:
         from bootstrap.core.profiles import local_model_dir
 
         path = local_model_dir(prof)
-        exists = path is not None and path.is_dir()
+        exists = path is not None and f.c.is_dir(path)
         data = {"model_dir": str(path), "exists": exists}
         if not exists:
             return CheckResult("disk", Status.FAIL, f"local model directory {path} does not exist",
                                f"fix model.path in {prof.source_path}", data)
         return CheckResult("disk", Status.OK, f"serves the local directory {path} (nothing to download)", "", data)
     cache = f.settings.cache_dir
-    free = f.c.disk_free(cache)
+    free = f.disk_space
     need = prof.needs.min_free_disk_bytes
     present = _cached_snapshot_bytes(f)
     short = max(0, need - present)
     data = {"path": str(cache), "checked_path": free.checked_path, "free_bytes": free.free_bytes,
             "total_bytes": free.total_bytes, "needed_bytes": short, "profile_needs_bytes": need,
-            "already_cached_bytes": present, "writable": free.writable, "cache_from": f.settings.cache_from}
+            "already_cached_bytes": present, "writable": free.writable, "cache_from": str(f.settings.cache_from)}
     # A cache a variable decides is judged by env.modelscope, which names the variable to fix.
     if not free.writable and _judged_cache(f)[0] is None:
-        why = _unwritable_why(Path(free.checked_path))
+        why = _unwritable_why(free)
         fix = (f"move the file {free.checked_path} out of the way" if why == _NOT_A_DIR
                else f"fix the permissions of {free.checked_path}")
         return CheckResult("disk", Status.FAIL, f"the model cache {cache} cannot be created or written "
@@ -536,24 +562,16 @@ def check_disk(f: Facts) -> CheckResult:
 _NOT_A_DIR = "is not a directory"
 
 
-def _unwritable_why(probe: Path) -> str:
-    """Why the existing ``probe`` (the nearest ancestor of a cache) takes no new files, for a summary."""
-    return "denies writing" if probe.is_dir() else _NOT_A_DIR
+def _unwritable_why(space: Any) -> str:
+    """Why the nearest existing ancestor of a cache (a ``disk_free`` answer's ``checked_path``) takes no new
+    files, for a summary."""
+    return "denies writing" if space.is_dir else _NOT_A_DIR
 
 
 def _cached_snapshot_bytes(f: Facts) -> int:
     """Bytes of the profile's model already in the ModelScope cache, in the directory pull would use."""
-    from bootstrap.core.errors import UsageError
-    from bootstrap.core.paths import reusable_legacy_dir, snapshot_dir_for, validate_model_id
-
-    model = f.profile.model
-    try:
-        validate_model_id(model.id)
-    except UsageError:  # not OWNER/NAME: pull refuses it, so nothing of it is cached
-        return 0
-    cache = f.settings.cache_dir
-    snapshot = snapshot_dir_for(cache, model.id, model.revision, reusable_legacy_dir(cache, model.id))
-    return f.c.dir_bytes(snapshot) if snapshot.is_dir() else 0
+    where = f.model_cache
+    return f.c.dir_bytes(where.snapshot_dir) if where is not None else 0
 
 
 def check_vram(f: Facts) -> CheckResult:
@@ -771,7 +789,7 @@ def _judged_cache(f: Facts) -> tuple[str | None, str]:
     """The MODELSCOPE_CACHE vLLM gets, when a variable set it, and how to fix it; (None, "") otherwise.
 
     For a ModelScope profile vboot passes on serve's cache dir (origin "vboot"). That is the user's variable when
-    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME (``cache_from`` "env:VAR"); a --cache-dir, the
+    the cache dir came from $MODELSCOPE_CACHE or $MS_CACHE_HOME (``cache_from``: CacheSource.ENV); a --cache-dir, the
     profile's cache_dir or [env] or the default is no variable the user exports (the disk check and pull judge
     where the model goes, with :meth:`ServeSettings.cache_hint`)."""
     planned = f.env_plan.var("MODELSCOPE_CACHE")
@@ -781,8 +799,8 @@ def _judged_cache(f: Facts) -> tuple[str | None, str]:
         return planned.value, f"point MODELSCOPE_CACHE {f.where('MODELSCOPE_CACHE')} at a directory you can write"
     if planned.origin == "environment":
         return planned.value, "point MODELSCOPE_CACHE at a directory you can write"
-    kind, _, var = f.settings.cache_from.partition(":")
-    if kind != "env":
+    var = f.settings.cache_from.variable
+    if f.settings.cache_from.source != CacheSource.ENV:
         return None, ""
     return planned.value, ("point MODELSCOPE_CACHE at a directory you can write" if var == "MODELSCOPE_CACHE" else
                            f"vboot serve passes your {var} on as MODELSCOPE_CACHE: export MODELSCOPE_CACHE=DIR you can "
@@ -807,14 +825,11 @@ def check_env_modelscope(f: Facts) -> CheckResult:
                            f"set a number {f.where('MODELSCOPE_LOG_LEVEL')} (e.g. MODELSCOPE_LOG_LEVEL=20 for INFO) "
                            "or unset it", data)
     if cache:
-        from bootstrap.probes.system import is_writable_dir, nearest_existing
-
-        probe = nearest_existing(Path(cache).expanduser())
-        writable = is_writable_dir(probe)
-        data["cache_writable"] = writable
-        if not writable:
+        space = f.c.disk_free(Path(cache).expanduser())
+        data["cache_writable"] = space.writable
+        if not space.writable:
             return CheckResult("env.modelscope", Status.FAIL, f"MODELSCOPE_CACHE={cache} is not writable "
-                               f"({probe} {_unwritable_why(probe)})" + f.profile_note("MODELSCOPE_CACHE"),
+                               f"({space.checked_path} {_unwritable_why(space)})" + f.profile_note("MODELSCOPE_CACHE"),
                                cache_fix, data)
     # the legacy name is about where it is set: the user's shell is judged against the user's MODELSCOPE_CACHE
     # (vboot passes MS_CACHE_HOME on as MODELSCOPE_CACHE), the profile's [env] against what vLLM gets

@@ -37,6 +37,7 @@ KNOWN = (
     "VBOOT_VLLM_PYTHON",
     "VBOOT_DEBUG",
     "VBOOT_PULL_MARGIN",
+    "VBOOT_ROUTER_PYTHON",
     "PIP_CACHE_DIR",
     "UV_CACHE_DIR",
     "TORCH_HOME",
@@ -44,6 +45,32 @@ KNOWN = (
     "TRITON_CACHE_DIR",
     "TRITON_HOME",
 )
+
+# Every other variable vboot itself reads somewhere (where a file or process is, how wide the terminal is, what
+# systemd or sudo handed over). Not judged by doctor; with KNOWN, the one list of what vboot reads: the tests
+# give every test a clean copy of exactly these (tests/conftest.py), and tests/test_environ_reads.py holds the
+# source to this list.
+OTHER_READS = (
+    "HOME",
+    "PATH",
+    "SHELL",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "SUDO_USER",
+    "COLUMNS",
+    "PYTHONPATH",
+    "XDG_DATA_HOME",
+    "JUPYTER_DATA_DIR",
+    "PIP_FIND_LINKS",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "VBOOT_ROUTE_KEY",  # internal: the route's key, from its supervisor to its front (never in argv)
+    "VLLM_API_KEY",
+    "VBOOT_DISK_HEAD_START",
+)
+READS = KNOWN + OTHER_READS
 
 
 def is_secret(name: str) -> bool:

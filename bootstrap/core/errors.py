@@ -11,6 +11,7 @@ its exit code, and ``tests/test_errors_contract.py`` holds every subclass and ev
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # Exit codes shared by every command. 0 = ok, 1 = a check/command failed, 2 = usage or configuration.
@@ -81,6 +82,13 @@ class NetworkError(VbootError):
 
     code = "network"
     exit_code = EXIT_NETWORK
+
+
+class ScrapeError(NetworkError):
+    """A server's /metrics could not be read (connection refused, timeout, an HTTP error, not an exposition):
+    `vboot top` shows the server as down, `top --once` fails with this code."""
+
+    code = "server_down"
 
 
 class ModelNotFoundError(VbootError):
@@ -239,3 +247,27 @@ class ReceiverError(VbootError):
 
     code = "alerts_receiver"
     exit_code = EXIT_USAGE
+
+
+# --- inside vboot only ------------------------------------------------------------------------------------------
+# Raised and caught inside vboot, never shown as they are: their callers turn them into one of the errors above
+# or into a warning. (The signal carriers of bootstrap.cli.interrupt stay there: the console script raises them
+# before anything is imported.)
+
+class RunRecordError(ValueError):
+    """A run record that cannot be trusted as one (unreadable, not a regular file, wrong fields); the runs module
+    skips it with a warning (RunProblem) or reports :class:`RunRecordInvalid`."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class MountCrossing(OSError):
+    """The delete met a mount point (another device, or a path in the mount table) and stopped there; `disk
+    clean` reports the item as not removed."""
+
+
+class NotElf(ValueError):
+    """The bytes are not an ELF file the reader (bootstrap.probes.elf) understands, or are truncated."""

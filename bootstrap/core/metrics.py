@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from bootstrap.core.errors import ScrapeError
+
 # Metric families `vboot top` reads (sample names without the _total/_bucket/_sum/_count suffix).
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -302,91 +304,6 @@ def _max(snap: Snapshot, name: str) -> float | None:
     return max(v for _, v in rows) if rows else None
 
 
-class ScrapeError(Exception):
-    """/metrics could not be read (connection refused, timeout, HTTP error, not an exposition)."""
-
-
-class MetricsEndpoint:
-    """Reads ``URL/metrics`` over one kept-alive HTTP connection (reconnects after any failure).
-
-    Network I/O lives here, not in the renderer, so `vboot top` and its benchmark share it; tests of the
-    window maths never need it.
-    """
-
-    def __init__(self, base_url: str, timeout_s: float = 5.0, families: Collection[str] | None = TOP_FAMILIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(base_url if "://" in base_url else f"http://{base_url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self.scheme = parts.scheme
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.path = (parts.path.rstrip("/") or "") + "/metrics"
-        self.timeout_s = timeout_s
-        self.families = families
-        self.clock = clock
-        self._conn = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
-
-    def _connection(self):
-        import http.client
-
-        if self._conn is None:
-            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            self._conn = cls(self.host, self.port, timeout=self.timeout_s)
-        return self._conn
-
-    def fetch_text(self) -> str:
-        """The raw exposition text; raises :class:`ScrapeError`."""
-        import http.client
-
-        for attempt in (1, 2):  # a kept-alive connection the server closed fails once; retry on a fresh one
-            conn = self._connection()
-            try:
-                conn.request("GET", self.path, headers={"Accept": "text/plain"})
-                resp = conn.getresponse()
-                body = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                if attempt == 2 or isinstance(exc, (ConnectionRefusedError, TimeoutError)):
-                    raise ScrapeError(_describe(exc)) from exc
-                continue
-            if resp.status != 200:
-                raise ScrapeError(f"HTTP {resp.status} from {self.url}")
-            return body.decode("utf-8", "replace")
-        raise ScrapeError("unreachable")  # pragma: no cover
-
-    def scrape(self) -> Snapshot:
-        """One snapshot, stamped with the clock when the response arrived."""
-        text = self.fetch_text()
-        taken = self.clock()
-        try:
-            return parse_exposition(text, taken, self.families)
-        except ValueError as exc:
-            raise ScrapeError(f"{self.url} did not answer a Prometheus exposition: {exc}") from exc
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 @dataclass(frozen=True)
 class TopFrame:
     """One refresh of `vboot top`: the server's state, or why it is down, plus recent history."""
@@ -406,7 +323,8 @@ HISTORY_SERIES = ("generation_tokens_per_s", "prompt_tokens_per_s", "requests_ru
 class TopSession:
     """Scrapes one server repeatedly: rates and percentiles over the last ``window_s``, and sparkline history.
 
-    ``scrape`` returns a :class:`Snapshot` or raises :class:`ScrapeError`; ``clock`` is monotonic seconds.
+    ``scrape`` returns a :class:`Snapshot` or raises :class:`~bootstrap.core.errors.ScrapeError` (production:
+    :class:`bootstrap.probes.http.MetricsEndpoint`); ``clock`` is monotonic seconds.
     A failed scrape yields a frame with ``up=False`` (never an exception), so a server that goes away shows
     as down and one that comes back is picked up again.
     """

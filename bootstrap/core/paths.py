@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import UsageError  # noqa: F401
+from bootstrap.core.errors import UsageError  # noqa: F401 - raised by validate_model_id
 
 
 def config_dir(env: Environ) -> Path:
@@ -135,11 +135,6 @@ def model_layout(cache_dir: Path, model_id: str) -> ModelLayout:
     )
 
 
-def model_dirs(cache_dir: Path, model_id: str) -> list[Path]:
-    """Every directory that may hold this model's files: the 1.38+ layout and all legacy layouts."""
-    return list(model_layout(cache_dir, model_id).dirs)
-
-
 def _non_empty_dir(path: Path) -> bool:
     try:
         return path.is_dir() and any(path.iterdir())
@@ -147,19 +142,48 @@ def _non_empty_dir(path: Path) -> bool:
         return False
 
 
-def reusable_legacy_dir(cache_dir: Path, model_id: str) -> Path | None:
-    """A pre-1.38 cache directory that modelscope-hub itself does not probe (what ``modelscope``'s
-    ``snapshot_download`` shim passes as ``local_dir``): reused so an old cache is not downloaded again."""
-    layout = model_layout(cache_dir, model_id)
-    if _non_empty_dir(layout.new) or _non_empty_dir(layout.probed[0]):
-        return None
-    return next((d for d in layout.flat if _non_empty_dir(d)), None)
+@dataclass(frozen=True)
+class ModelInCache:
+    """One model at one revision in one ModelScope cache, looked up once (after huggingface_hub's
+    ``scan_cache_dir``: the disk is read when this is built; every later question is asked of it).
+
+    The pre-flight's disk check, the pull's plan, its search for partial downloads and both client calls all
+    take their answers from the same object, so they cannot disagree about where the model is."""
+
+    cache_dir: Path
+    model_id: str
+    revision: str
+    layout: ModelLayout
+    # A pre-1.38 directory that modelscope-hub does not probe itself, reused so an old cache is not downloaded
+    # again (what the ``modelscope`` shim passes as ``local_dir``); None when the client finds its own.
+    local_dir: Path | None
+    # Where the client finds or writes the files: ``local_dir``, else a non-empty legacy directory the client
+    # probes, else ``models/Owner--Name/snapshots/REVISION``.
+    snapshot_dir: Path
+
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        """Every directory that may hold this model's files (every layout), and the snapshot directory when it
+        lies outside them: wherever the client writes, its partial files count."""
+        dirs = self.layout.dirs
+        inside = any(self.snapshot_dir == d or d in self.snapshot_dir.parents for d in dirs)
+        return dirs if inside else (*dirs, self.snapshot_dir)
 
 
-def snapshot_dir_for(cache_dir: Path, model_id: str, revision: str, local_dir: Path | None) -> Path:
-    """The directory the client will download into, given the ``local_dir`` it is passed
-    (:func:`reusable_legacy_dir`): that, else a non-empty legacy dir the client probes, else the new layout."""
-    if local_dir is not None:
-        return local_dir
+def locate_model(cache_dir: Path, model_id: str, revision: str) -> ModelInCache:
+    """Where ``model_id@revision`` is (or will be) below ``cache_dir``, by the clients' own rules
+    (modelscope-hub 0.5 ``DownloadManager._find_legacy_repo_dir``, the ``modelscope`` shim's
+    ``find_reusable_legacy_repo_dir``). Raises :class:`UsageError` for an id that is not OWNER/NAME or a
+    revision that is no branch, tag or commit (before a path is built from either)."""
+    from bootstrap.core.repoids import check_revision
+
+    validate_model_id(model_id)
+    check_revision(revision)
     layout = model_layout(cache_dir, model_id)
-    return next((d for d in layout.probed if _non_empty_dir(d)), layout.new / "snapshots" / revision)
+    local_dir = None
+    if not (_non_empty_dir(layout.new) or _non_empty_dir(layout.probed[0])):
+        local_dir = next((d for d in layout.flat if _non_empty_dir(d)), None)
+    snapshot = local_dir or next((d for d in layout.probed if _non_empty_dir(d)),
+                                 layout.new / "snapshots" / revision)
+    return ModelInCache(cache_dir=cache_dir, model_id=model_id, revision=revision, layout=layout,
+                        local_dir=local_dir, snapshot_dir=snapshot)

@@ -10,6 +10,7 @@ device too: `--device` over the profile's ``serve.device``).
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import stat
@@ -505,6 +506,28 @@ def vllm_options(serve: ServeSpec, extra_args: Sequence[str] = ()) -> VllmOption
     )
 
 
+class CacheSource(str, enum.Enum):
+    """What decided where `vboot serve` puts the model cache."""
+
+    FLAG = "flag"  # --cache-dir
+    PROFILE = "profile"  # the profile's cache_dir
+    PROFILE_ENV = "profile_env"  # MODELSCOPE_CACHE or MS_CACHE_HOME in the profile's [env]
+    ENV = "env"  # the user's MODELSCOPE_CACHE or MS_CACHE_HOME
+    DEFAULT = "default"  # the ModelScope client's default, ~/.cache/modelscope
+
+
+@dataclass(frozen=True)
+class CacheOrigin:
+    """What decided the model cache dir, and the variable when one did. Written as text ("flag",
+    "env:MODELSCOPE_CACHE") where it is reported (doctor's disk check data)."""
+
+    source: CacheSource
+    variable: str | None = None  # for PROFILE_ENV and ENV: MODELSCOPE_CACHE or MS_CACHE_HOME
+
+    def __str__(self) -> str:
+        return f"{self.source.value}:{self.variable}" if self.variable else self.source.value
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """The resolved settings of one `vboot serve` (flags > profile > environment > defaults), with host, port
@@ -521,9 +544,7 @@ class ServeSettings:
     # "host", "port", "api_key" -> where the vLLM argument that decided it was given (e.g. "the vLLM arguments
     # after --"); absent when vboot's flag, the profile, the environment or the default stands.
     from_args: Mapping[str, str] = field(default_factory=dict)
-    # what decided cache_dir: "flag" (--cache-dir), "profile" (its cache_dir), "profile_env:VAR" (its [env]),
-    # "env:VAR" (the user's MODELSCOPE_CACHE or MS_CACHE_HOME) or "default"
-    cache_from: str = "default"
+    cache_from: CacheOrigin = field(default_factory=lambda: CacheOrigin(CacheSource.DEFAULT))
     vllm: VllmOptions = field(default_factory=VllmOptions)  # vLLM's effective options, resolved once
     device: str = "auto"  # what is asked for: --device, else the profile's serve.device ("auto", "gpu", "cpu")
     device_from: str = "profile"  # "flag" (--device) or "profile"
@@ -536,12 +557,13 @@ class ServeSettings:
 
     def cache_hint(self) -> str:
         """How to put the model cache somewhere else, for hints."""
-        kind, _, var = self.cache_from.partition(":")
+        source, var = self.cache_from.source, self.cache_from.variable
         where = self.profile.source_path or f"profile {self.profile.name}"
-        return {"flag": "pass another --cache-dir",
-                "profile": f"change cache_dir in {where}",
-                "profile_env": f"change {var} in profile {self.profile.name}'s [env]",
-                "env": f"point {var} elsewhere (or pass --cache-dir)"}.get(kind, "set MODELSCOPE_CACHE or pass --cache-dir")
+        return {CacheSource.FLAG: "pass another --cache-dir",
+                CacheSource.PROFILE: f"change cache_dir in {where}",
+                CacheSource.PROFILE_ENV: f"change {var} in profile {self.profile.name}'s [env]",
+                CacheSource.ENV: f"point {var} elsewhere (or pass --cache-dir)"}.get(
+                    source, "set MODELSCOPE_CACHE or pass --cache-dir")
 
     def change_hint(self, setting: str, flag: str) -> str:
         """How to change ``setting`` ("host", "port", "api_key"), for hints: vboot's ``flag`` unless a vLLM
@@ -583,15 +605,16 @@ def resolve_serve_settings(
     if device is not None and device not in DEVICES:
         raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}", hint="pass --device gpu or cpu")
     if cache_dir:
-        cache, cache_from = Path(cache_dir).expanduser(), "flag"
+        cache, cache_from = Path(cache_dir).expanduser(), CacheOrigin(CacheSource.FLAG)
     elif profile.cache_dir:
-        cache, cache_from = Path(profile.cache_dir).expanduser(), "profile"
+        cache, cache_from = Path(profile.cache_dir).expanduser(), CacheOrigin(CacheSource.PROFILE)
     else:
         # The ModelScope client gets the profile's [env] over the user's (bootstrap.core.envplan): pull where
         # the client and vLLM will look, by the client's own rule.
         seen = {name: value for name in (*_CACHE_VARS, "HOME") if (value := env.get(name)) is not None}
         cache, var = modelscope_cache_source(Environ({**seen, **profile.env}))
-        cache_from = "default" if var == "default" else f"{'profile_env' if var in profile.env else 'env'}:{var}"
+        cache_from = (CacheOrigin(CacheSource.DEFAULT) if var == "default" else
+                      CacheOrigin(CacheSource.PROFILE_ENV if var in profile.env else CacheSource.ENV, var))
     where = profile.source_path or profile.name
     # The key, as the other settings: --api-key > the profile's [env] VLLM_API_KEY > the user's VLLM_API_KEY (vLLM
     # reads that variable too), then an --api-key among vLLM's arguments wins over all of them.

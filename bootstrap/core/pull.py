@@ -25,16 +25,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
-from bootstrap.core.paths import (files_under, model_dirs, partial_target, reusable_legacy_dir,
-                                  snapshot_dir_for, state_dir, validate_model_id)
+from bootstrap.core.hub import HubClient, RemoteFile  # noqa: F401 - RemoteFile: pull's callers name it
+from bootstrap.core.paths import ModelInCache, files_under, locate_model, partial_target, state_dir, validate_model_id
 from bootstrap.core.repoids import check_revision
 from bootstrap.core.runs import write_json_atomic
-from bootstrap.core.units import parse_size
+from bootstrap.core.units import format_bytes, parse_size
 
 MARGIN_ENV = "VBOOT_PULL_MARGIN"
 MARGIN_MIN_BYTES = 256 * 1024**2  # room for logs, lock files and whatever else writes there meanwhile
@@ -43,14 +43,6 @@ RECORD_VERSION = 1
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total), called from download threads
 
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of the repo listing."""
-
-    path: str
-    size: int
-    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,35 +129,19 @@ class PullResult:
     removed_partials_bytes: int = 0
 
 
-class HubClient(Protocol):
-    """The ModelScope client operations a pull needs (production: ``bootstrap.probes.modelscope_hub``)."""
+def find_partials(where: ModelInCache, listed: Iterable[RemoteFile] = ()) -> list[Partial]:
+    """Partial files of this model anywhere in the cache (every directory of ``where``;
+    :func:`~bootstrap.core.paths.partial_target`, the definition `vboot disk clean --partial` uses too); those
+    the coming call will resume are marked.
 
-    def list_files(self, model_id: str, revision: str, endpoint: str | None, *, debug: bool = False
-                   ) -> tuple[RemoteFile, ...]: ...
-
-    def download(self, model_id: str, revision: str, cache_dir: Path, endpoint: str | None,
-                 files: Sequence[RemoteFile], *, on_bytes: Callable[[str, int], None] | None = None,
-                 max_workers: int = 4, local_dir: Path | None = None, debug: bool = False) -> Path: ...
-
-    def cached_snapshot(self, model_id: str, revision: str, cache_dir: Path, *, local_dir: Path | None = None,
-                        debug: bool = False) -> Path: ...
-
-
-def find_partials(cache_dir: Path, model_id: str, snapshot_dir: Path, listed: Iterable[RemoteFile] = ()
-                  ) -> list[Partial]:
-    """Partial files of this model anywhere in the cache (:func:`~bootstrap.core.paths.partial_target`, the
-    definition `vboot disk clean --partial` uses too); those the coming call will resume are marked.
-
-    Only a partial of a listed file inside ``snapshot_dir`` is resumed; ``*.parallel_tmp`` never is (the client
-    rebuilds it from the range parts).
+    Only a partial of a listed file inside the snapshot directory is resumed; ``*.parallel_tmp`` never is (the
+    client rebuilds it from the range parts).
     """
     listed_paths = {f.path for f in listed}
+    snapshot_dir = where.snapshot_dir
     out: list[Partial] = []
     seen: set[Path] = set()
-    roots = model_dirs(cache_dir, model_id)
-    if not any(snapshot_dir == r or r in snapshot_dir.parents for r in roots):
-        roots.append(snapshot_dir)  # wherever the client writes, its partials count
-    for root in roots:
+    for root in where.dirs:
         for path, st in files_under(root):
             full = Path(path)
             base = partial_target(full.name, st.st_size)
@@ -247,12 +223,7 @@ def largest_caches(env: Environ, limit: int = 3) -> tuple[CacheHint, ...]:
     return tuple(hints[:limit])
 
 
-def _gb(n: int) -> str:
-    """Decimal GB/MB with one decimal for error lines (core does not humanise data, only messages)."""
-    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= factor:
-            return f"{n / factor:.1f} {unit}"
-    return f"{n} B"
+_gb = partial(format_bytes, binary=False)  # error lines: decimal units, as `df -H` and download sizes
 
 
 def not_enough_space(plan: PullPlan, caches: Sequence[CacheHint]) -> NotEnoughSpaceError:
@@ -416,6 +387,8 @@ def ensure_model(
     free_space: Callable[[Path], tuple[str, int]] = free_space,
     caches: Callable[[Environ], Sequence[CacheHint]] | None = None,
     on_plan: Callable[[PullPlan], None] | None = None,
+    located: ModelInCache | None = None,
+    measured: tuple[str, int] | None = None,
 ) -> PullResult:
     """Make ``model_id@revision`` present and verified in ``cache_dir``; return where it is.
 
@@ -423,6 +396,10 @@ def ensure_model(
       hashing) unless ``verify`` (`vboot pull` without --offline) asks the client to re-check everything.
     - ``offline``: the record, else the client's local cache lookup (``local_files_only``); never the network.
     - Online: list, check the disk budget (refuse before downloading), download, record.
+
+    ``located`` and ``measured`` are what `vboot serve`'s pre-flight already found (where the model is in the
+    cache: :func:`~bootstrap.core.paths.locate_model`; the free space where it goes: ``(path measured, bytes)``);
+    given, the pull looks neither up again. Otherwise it finds both itself (``free_space``).
 
     ``progress(done_bytes, total_bytes)`` is called from download threads (the CLI's bar:
     ``bootstrap.cli.pull.PullProgress``); core draws nothing itself. Raises NetworkError,
@@ -438,7 +415,9 @@ def ensure_model(
         return _result_from_record(record, start)
 
     client = hub or _default_hub()
-    local_dir = reusable_legacy_dir(cache_dir, model_id)  # one answer for the plan and both client calls
+    where = located if _same_model(located, cache_dir, model_id, revision) else locate_model(cache_dir, model_id,
+                                                                                             revision)
+    local_dir = where.local_dir  # one answer for the plan and both client calls
     if offline:
         path = client.cached_snapshot(model_id, revision, cache_dir, local_dir=local_dir, debug=debug)
         return _offline_result(model_id, revision, path, cache_dir, start)
@@ -448,10 +427,10 @@ def ensure_model(
     if not files:
         raise ModelNotFoundError(f"{model_id}@{revision} lists no files", hint="check the model id and --revision",
                                  model=model_id, revision=revision)
-    snapshot = snapshot_dir_for(cache_dir, model_id, revision, local_dir)
-    fs_path, free = free_space(cache_dir)
+    snapshot = where.snapshot_dir
+    fs_path, free = measured if measured is not None else free_space(cache_dir)
     plan = plan_pull(model_id, revision, snapshot, files, present=present_files(snapshot, files),
-                     partials=find_partials(cache_dir, model_id, snapshot, files), free_bytes=free,
+                     partials=find_partials(where, files), free_bytes=free,
                      filesystem_path=fs_path, margin_bytes=margin_for(sum(f.size for f in files), env, margin_bytes))
     if on_plan is not None:
         on_plan(plan)
@@ -485,6 +464,12 @@ def ensure_model(
     return PullResult(model=model_id, revision=revision, path=path, bytes=rec.bytes, files=len(sizes),
                       downloaded_bytes=meter.downloaded, verified_at=rec.verified_at, source="hub",
                       cache_dir=str(cache_dir), elapsed_s=time.monotonic() - start)
+
+
+def _same_model(located: ModelInCache | None, cache_dir: Path, model_id: str, revision: str) -> bool:
+    """``located`` answers for this pull (a caller's lookup of another model or cache is not used)."""
+    return located is not None and (located.cache_dir, located.model_id, located.revision) == (
+        cache_dir, model_id, revision)
 
 
 def _offline_result(model_id: str, revision: str, path: Path, cache_dir: Path, start: float) -> PullResult:

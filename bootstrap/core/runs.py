@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.core.environ import Environ
+from bootstrap.core.errors import RunRecordError
 from bootstrap.core.paths import runs_dir
 
 RUN_FILE = "run.json"
@@ -157,14 +158,6 @@ class RunProblem:
 
     def __str__(self) -> str:
         return f"skipped {self.path}: {self.reason}"
-
-
-class RunRecordError(ValueError):
-    """A run record that cannot be trusted as one (unreadable, not a regular file, wrong fields)."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.problem = RunProblem(str(path), reason)
 
 
 # A record is ~2 KB; a bigger "run.json" is not one of ours (and /dev/zero behind it must not be read forever).
@@ -346,7 +339,7 @@ def load_run(run_dir: Path, problems: list[RunProblem] | None = None) -> RunReco
         return None
     except RunRecordError as exc:
         if problems is not None:
-            problems.append(exc.problem)
+            problems.append(RunProblem(exc.path, exc.reason))
         return None
 
 

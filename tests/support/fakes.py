@@ -1,17 +1,23 @@
-"""A scripted process table for unit tests of who owns what (bootstrap.core.ownership, bootstrap.core.servers).
+"""Small hand-written fakes for unit tests: a clock that moves only when slept, a process group and a child
+that obey a script (the supervisor), a scripted process table (who owns what: bootstrap.core.ownership,
+bootstrap.core.servers) and the free space of a disk (doctor's collaborators). The fake NVML, with its named
+scenarios, is tests.support.fake_nvml.
 
-Processes are ProcessFacts by PID. Signals are recorded and obey a script: SIGTERM ends a process unless it is
-listed in ``ignores_sigterm``; SIGKILL always does. Nothing here touches a real process.
+In the process table, processes are ProcessFacts by PID. Signals are recorded and obey a script: SIGTERM ends a
+process unless it is listed in ``ignores_sigterm``; SIGKILL always does. Nothing here touches a real process.
 """
 
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 from bootstrap.core.ownership import ProcessFacts, judge_vllm_processes
 from bootstrap.core.servers import Probes, StopOps
 from bootstrap.core.supervisor import GroupOps
+from bootstrap.probes.system import DiskFree, is_writable_dir, nearest_existing
 
 PY = "/venv/bin/python3"
 API = (PY, "-m", "vllm.entrypoints.openai.api_server", "--model", "/m")
@@ -93,3 +99,77 @@ class FakeMachine:
     def ops(self, clock) -> StopOps:
         return StopOps(group=GroupOps(signal_group=self.signal_group, members=self.members),
                        signal_pid=self.signal_pid, pid_alive=self.pid_alive, inspect=self.inspect, clock=clock)
+
+
+class FakeClock:
+    """A monotonic clock that only moves when somebody sleeps."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class FakeGroup:
+    """A process group whose members obey a script: which signal ends them, and when."""
+
+    def __init__(self, members, dies_on=signal.SIGTERM, after_s=1.0, clock=None):
+        self.members_ = list(members)
+        self.dies_on = dies_on
+        self.after_s = after_s
+        self.clock = clock
+        self.sent = []
+        self.dead_at = None
+
+    def signal_group(self, pgid, sig):
+        self.sent.append(sig)
+        if sig == signal.SIGKILL or sig == self.dies_on:
+            delay = 0.0 if sig == signal.SIGKILL else self.after_s
+            self.dead_at = self.clock.monotonic() + delay
+        return True
+
+    def members(self, pgid):
+        if self.dead_at is not None and self.clock.monotonic() >= self.dead_at:
+            return []
+        return list(self.members_)
+
+    def ops(self):
+        return GroupOps(signal_group=self.signal_group, members=self.members)
+
+
+class FakeChild:
+    """A child process (as ``subprocess.Popen`` looks to the supervisor) that exits with ``code`` at ``exits_at``."""
+
+    def __init__(self, pid=100, exits_at=None, code=0, clock=None):
+        self.pid = pid
+        self.exits_at = exits_at
+        self.code = code
+        self.clock = clock
+        self.returncode = None
+
+    def poll(self):
+        if self.exits_at is not None and self.clock.monotonic() >= self.exits_at:
+            self.returncode = self.code
+        return self.returncode
+
+
+@dataclass
+class FakeDiskFree:
+    """doctor's ``disk_free`` collaborator with made-up sizes. Where a path lands and whether it can be written
+    are the real filesystem's (tests build those in tmp_path), unless ``writable`` forces the answer."""
+
+    free: int = 500 * 1024**3
+    total: int = 1000 * 1024**3
+    writable: bool | None = None
+
+    def __call__(self, path: Path) -> DiskFree:
+        if self.writable is None:
+            probe = nearest_existing(Path(path).expanduser().absolute())
+            return DiskFree(path=str(path), checked_path=str(probe), free_bytes=self.free, total_bytes=self.total,
+                            writable=is_writable_dir(probe), is_dir=probe.is_dir())
+        return DiskFree(path=str(path), checked_path=str(path), free_bytes=self.free, total_bytes=self.total,
+                        writable=self.writable, is_dir=Path(path).is_dir())

@@ -1,4 +1,6 @@
-"""Helpers for end-to-end tests: free ports, waiting for HTTP, the vLLM interpreter, killing process trees."""
+"""Helpers for end-to-end tests: the repository, free ports, waiting for HTTP, the vLLM interpreter and the
+environment of a vboot that uses it, the real ModelScope client's settings, mounts, tools that must be there,
+killing process trees."""
 
 from __future__ import annotations
 
@@ -16,6 +18,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.environment import isolated_environ
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "bootstrap" / "assets" / "tiny-qwen2"  # the model that ships inside vboot
+# The shared tiny server's alert receivers (tests/conftest.py::tiny_server): their URLs hold these secrets.
+SHARED_HOOK_SECRET = "s3cretHookT0ken"
+SHARED_SLACK_SECRET = "s3cretSlackT0ken"
+SHARED_ALERTS = """
+[alerts]
+webhook_url_env = "SHARED_HOOK_URL"
+slack_webhook_url_env = "SHARED_SLACK_URL"
+slack_channel = "#vllm-e2e"
+"""
 DEV_VLLM_PYTHON = Path("/root/.cache/vboot-dev/vllmcpu/bin/python")
 
 
@@ -76,6 +91,40 @@ def vllm_python() -> str:
                "(scripts/test.sh builds one with `vboot setup --cpu`)")
         missing(msg)
     return value
+
+
+def e2e_env(root: Path, vllm_py: str) -> dict[str, str]:
+    """The test environment (:func:`tests.support.environment.isolated_environ`, HOME and XDG dirs under
+    ``root``) pointing vboot at the test vLLM."""
+    env = isolated_environ(os.environ, root)
+    env.update({
+        "VBOOT_VLLM_PYTHON": vllm_py,
+        # vLLM's compile cache (torch.compile, inductor C++ kernels) lives under HOME by default; every test
+        # has its own HOME, so share the cache: servers after the first start in seconds less, not minutes.
+        # scripts/test.sh keeps it across runs ($VBOOT_TEST_VLLM_CACHE), keyed by vLLM itself.
+        "VLLM_CACHE_ROOT": os.environ.get("VBOOT_TEST_VLLM_CACHE") or str(root.parent / "vllm-cache"),
+    })
+    return env
+
+
+def client_env(endpoint: str, tmp_path: Path) -> dict[str, str]:
+    """What FACTS.md says a test must set for the real ModelScope client (plus the hub's address)."""
+    return {
+        "MODELSCOPE_ENDPOINT": endpoint,
+        "MODELSCOPE_HOME": str(tmp_path / "ms-home"),
+        "TQDM_DISABLE": "1",
+        "MODELSCOPE_DOWNLOAD_MAX_RETRIES": "1",
+        "MODELSCOPE_DOWNLOAD_INTRA_CLOUD": "false",
+        "VBOOT_PULL_MARGIN": "0",
+    }
+
+
+def amtool() -> str:
+    """Alertmanager's amtool, which must be installed."""
+    exe = shutil.which("amtool")
+    if exe is None:
+        missing("amtool is not installed (apt-get install -y prometheus-alertmanager)")
+    return exe
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -83,7 +83,7 @@ def _tmp_paths(paths: Sequence[Path]) -> list[str]:
 @contextmanager
 def booted_systemd(keep: Sequence[Path] = (), timeout: float = 60) -> Iterator[NamespacedSystemd]:
     """Boot systemd in new PID and mount namespaces; yield once ``systemctl is-system-running`` answers."""
-    from e2e_support import missing
+    from tests.support.e2e import missing
 
     for tool in ("unshare", "nsenter", "mount"):
         if shutil.which(tool) is None:

@@ -1,9 +1,9 @@
-"""Hand-written fakes for unit tests: an NVML that plays named scenarios, and doctor collaborators."""
+"""A fake NVML that plays named scenarios (gpustat's habit): no library, no driver, no GPU, one H100, a lost GPU,
+several GPUs with or without NVLink, a field not supported, a process holding memory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -41,11 +41,13 @@ class FakeNvml:
         self.driver = driver
         self.cuda = cuda
         self.initialised = False
+        self.inits = 0  # nvmlInit calls, failed ones included
         self.shutdowns = 0
         self.links: dict[tuple[int, int], tuple[bool, bool]] = {}  # (a, b) -> (nvlink, p2p read)
         self.topology: dict[tuple[int, int], int] = {}  # (a, b) -> NVML_TOPOLOGY_* level
 
     def nvmlInit(self) -> None:
+        self.inits += 1
         if self.init_error is not None:
             raise FakeNVMLError(self.init_error)
         self.initialised = True
@@ -186,13 +188,3 @@ def field_not_supported() -> FakeNvml:
 def process_holding_memory(pid: int = 4242, held: int = 70 * GiB) -> FakeNvml:
     return FakeNvml(gpus=[FakeGpu(used=held + GiB, processes=[(pid, held)])])
 
-
-@dataclass
-class FakeDiskFree:
-    free: int = 500 * GiB
-    total: int = 1000 * GiB
-    writable: bool = True
-
-    def __call__(self, path: Path) -> Any:
-        return SimpleNamespace(path=str(path), checked_path=str(path), free_bytes=self.free, total_bytes=self.total,
-                               writable=self.writable)

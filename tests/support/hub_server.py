@@ -27,7 +27,7 @@ In-process::
 
 As a process (the test can then SIGKILL or restart it on the same port)::
 
-    python tests/hub_server.py --port 8123 --repo vboot/tiny=DIR[@REV] [--die PATH=BYTES] [--log FILE]
+    python tests/support/hub_server.py --port 8123 --repo vboot/tiny=DIR[@REV] [--die PATH=BYTES] [--log FILE]
 """
 
 from __future__ import annotations
