@@ -98,16 +98,20 @@ def lifecycle_collaborators(device: str, tick=None, *, gpus: Sequence[str] = (),
     def mine(snap) -> list:
         return [g for g in snap.gpus if not gpus or gpu_key(g.uuid, g.index) in gpus] if snap.ok else []
 
-    def nvml_used() -> int:
-        from bootstrap.probes import nvml
+    from bootstrap.probes import nvml
 
-        return sum(g.memory_used_bytes or 0 for g in mine(nvml.snapshot(with_processes=False)))
+    # One NVML session for the supervisor's life (nvitop's _lazy_init): the settle wait after an exit reads
+    # the GPU's memory every second, and initialising NVML for each read costs more than the read.
+    gpu_session = nvml.NvmlSession() if device == "gpu" else None
+
+    def nvml_used() -> int:
+        assert gpu_session is not None
+        return sum(g.memory_used_bytes or 0 for g in mine(gpu_session.snapshot(with_processes=False)))
 
     def holders() -> list[str]:
-        from bootstrap.probes import nvml
-
+        assert gpu_session is not None
         out = []
-        for g in mine(nvml.snapshot()):
+        for g in mine(gpu_session.snapshot()):
             for p in sorted(g.processes, key=lambda p: -(p.used_bytes or 0))[:4]:
                 size = f" {(p.used_bytes or 0) / 1024**3:.1f} GiB" if p.used_bytes else ""
                 out.append(f"PID {p.pid} ({procs.process_name(p.pid) or '?'}) on GPU {g.index}{size}")
