@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import run_in_process, run_process, vboot_exe
-from tests.support.e2e import (REPO, SHARED_ALERTS, SHARED_HOOK_SECRET, SHARED_SLACK_SECRET, e2e_env, free_port,
-                                kill_tree, vllm_python)
+from tests.support.e2e import (
+    REPO,
+    SHARED_ALERTS,
+    SHARED_HOOK_SECRET,
+    SHARED_SLACK_SECRET,
+    e2e_env,
+    free_port,
+    kill_tree,
+    vllm_python,
+)
 from tests.support.environment import isolated_environ
 
 _ENV_ROOTS = itertools.count()

@@ -36,7 +36,7 @@ def reads() -> dict[str, str]:
         def value(node: ast.expr) -> str | None:
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 return node.value
-            return consts.get(node.id) if isinstance(node, ast.Name) else None
+            return consts.get(node.id) if isinstance(node, ast.Name) else None  # noqa: B023 - called in this loop
 
         for node in ast.walk(tree):
             name, receiver = None, None

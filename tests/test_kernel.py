@@ -38,7 +38,7 @@ def test_kernel_name_outside_jupyters_rule_is_refused():
         core.kernel_name_for("tiny", "my kernel")
 
 
-def test_jupyter_data_dir_honours_JUPYTER_DATA_DIR_then_XDG_DATA_HOME(tmp_path):
+def test_jupyter_data_dir_honours_JUPYTER_DATA_DIR_then_XDG_DATA_HOME(tmp_path):  # noqa: N802 - names the variables
     assert core.jupyter_data_dir(Environ({"JUPYTER_DATA_DIR": "/j", "HOME": "/h"})) == Path("/j")
     if sys.platform != "darwin":
         assert core.jupyter_data_dir(Environ({"XDG_DATA_HOME": "/x", "HOME": "/h"})) == Path("/x/jupyter")

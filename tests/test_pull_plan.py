@@ -385,9 +385,8 @@ def test_a_lookup_of_another_model_is_not_used(tmp_path):
 
 
 def test_a_missing_modelscope_client_is_one_line_with_the_install_command():
-    from bootstrap.probes.modelscope_hub import translate
-
     from bootstrap.core.errors import EXIT_USAGE, MissingDependencyError
+    from bootstrap.probes.modelscope_hub import translate
 
     err = translate(ModuleNotFoundError("No module named 'modelscope_hub'", name="modelscope_hub"), MODEL, "master",
                     None)

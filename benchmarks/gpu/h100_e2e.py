@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_serve import free_port, wait_ready  # noqa: E402  (one copy of the port and /health helpers)
+
 MODEL = REPO / "bootstrap" / "assets" / "tiny-qwen2"
 RESULTS: list[dict] = []
 FAILED: list[str] = []

@@ -13,8 +13,7 @@ from typing import Any
 
 import click
 
-from bootstrap.cli import output
-from bootstrap.cli import disk_request
+from bootstrap.cli import disk_request, output
 from bootstrap.cli.disk_request import SUBCOMMANDS, option, valued
 from bootstrap.cli.disk_view import plural
 from bootstrap.core.envelope import CommandResult
@@ -43,15 +42,15 @@ class DiskGroup(click.Group):
         return self.report.get_help(ctx)
 
 
-def _valued(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _valued(name: str, text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A whole-number option of the report, declared from the table the head start's grammar is made of."""
     default, low, high = valued(name)
     return click.option(*option(name), name, default=default, show_default=True, type=click.IntRange(low, high),
-                        help=help)
+                        help=text)
 
 
-def _flag(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(*option(name), name, is_flag=True, help=help)
+def _flag(name: str, text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(*option(name), name, is_flag=True, help=text)
 
 
 @click.command("disk", context_settings={"help_option_names": ["-h", "--help"]})

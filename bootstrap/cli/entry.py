@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 
+
 def _terminated(_signum: int, _frame: object) -> None:
     """SIGTERM's handler until the CLI has loaded: :func:`bootstrap.cli.interrupt.install`'s, imported late."""
     from bootstrap.cli.interrupt import Terminated

@@ -21,7 +21,6 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, UsageError
 
-
 # ---------------------------------------------------------------------------------------------- env
 
 

@@ -24,6 +24,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import debug_enabled
 from bootstrap.core.errors import EXIT_FAIL, EXIT_SIGINT, EXIT_USAGE, VbootError
 
+
 class Entry(NamedTuple):
     """One command of the lazily loaded group: where it is, and its line in `vboot --help`."""
 

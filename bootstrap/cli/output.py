@@ -75,8 +75,8 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def load_human_view() -> None:
     """Import what the human view prints with (rich: ~40 ms of CPU) now, while something else still runs (a
     forked scan), instead of after it has finished."""
-    import rich.console  # noqa: F401
-    import rich.markup  # noqa: F401
+    import rich.console
+    import rich.markup
     import rich.table  # noqa: F401
 
 

@@ -368,7 +368,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up
                 if k.strip().lower() not in ("connection", "keep-alive", "proxy-connection")]
         if method == "GET" and path.rstrip("/") == "/v1/models":
             # The router's list, in the OpenAI shape (vllm-router <= 0.1.17 answers {"models": [...]}).
-            up_writer.write(f"GET /v1/models HTTP/1.1\r\n".encode() + "\r\n".join(
+            up_writer.write(b"GET /v1/models HTTP/1.1\r\n" + "\r\n".join(
                 [k for k in kept if not k.lower().startswith("accept-encoding")] + ["Connection: close", "", ""]
             ).encode())
             await up_writer.drain()

@@ -23,11 +23,32 @@ import click
 from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import (EXIT_STARTUP, ConflictError, PortInUseError, StartupError, UsageError,
-                                   VllmNotFoundError)
-from bootstrap.core.lifecycle import (Event, Failed, GaveUp, GpuSettling, MemoryReleased, Outcome, ProbeFailed, Ready,
-                                      Restarting, Slept, StartLockReleased, Starting, Stopping, Waiting,
-                                      WaitingForStartLock, Woke)
+from bootstrap.core.errors import (
+    EXIT_STARTUP,
+    ConflictError,
+    PortInUseError,
+    StartupError,
+    UsageError,
+    VllmNotFoundError,
+)
+from bootstrap.core.lifecycle import (
+    Event,
+    Failed,
+    GaveUp,
+    GpuSettling,
+    MemoryReleased,
+    Outcome,
+    ProbeFailed,
+    Ready,
+    Restarting,
+    Slept,
+    Starting,
+    StartLockReleased,
+    Stopping,
+    Waiting,
+    WaitingForStartLock,
+    Woke,
+)
 from bootstrap.core.profiles import RESTART_MODES, Profile, ServeSettings
 from bootstrap.core.runs import RunRecord
 from bootstrap.core.serve_plan import Observability

@@ -22,7 +22,6 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NoVllmBuildError, UsageError
 
-
 # ---------------------------------------------------------------------------------------------- setup
 
 
@@ -206,7 +205,7 @@ def _render_plan(data: dict) -> None:
     for note in plan.notes:
         con.print(f"[yellow]note:[/] {escape(note)}")
     con.print("[bold]commands[/] (dry run: nothing was run):")
-    for step, command in zip(plan.steps, data["commands"]):
+    for step, command in zip(plan.steps, data["commands"], strict=True):
         con.print(f"  [dim]# {step.name}: {escape(step.why)}[/]")
         # Plain print: the command must be copyable exactly, without rich markup or wrapping.
         print(f"  {command}", flush=True)

@@ -670,7 +670,7 @@ def plan_clean(reports: list[CacheReport], *, partial: bool = False, models: Ite
                                        "mount_point"))
                 continue
             chosen_here = True
-            measured = dict(zip(item.paths, item.paths_bytes))
+            measured = dict(zip(item.paths, item.paths_bytes, strict=False))  # a path not measured is measured below
             for p in item.paths:
                 b = measured[p] if p in measured else _size(p)
                 entries.append(PlanEntry(path=p, bytes=b, cache=report.name, item_id=item.id, kind=item.kind,

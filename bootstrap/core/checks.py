@@ -16,9 +16,16 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts, has_expandable,
-                                    plan_environment)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
+from bootstrap.core.envplan import (
+    ALLOC_ALIAS,
+    ALLOC_VAR,
+    EXPANDABLE,
+    EnvPlan,
+    expandable_conflicts,
+    has_expandable,
+    plan_environment,
+)
 from bootstrap.core.errors import UsageError
 from bootstrap.core.gpu import NvmlErrorKind
 from bootstrap.core.paths import ModelInCache

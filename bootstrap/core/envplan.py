@@ -101,5 +101,5 @@ def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, s
     final_alloc = out.get(ALLOC_VAR)
     if final_alloc and has_expandable(final_alloc.value) and conflicts:
         warnings.append(f"{ALLOC_VAR}={final_alloc.value} (from your {final_alloc.origin}) is known to break: "
-                        + "; ".join(conflicts) + f". Unset it or remove expandable_segments.")
+                        + "; ".join(conflicts) + ". Unset it or remove expandable_segments.")
     return EnvPlan(vars=tuple(out.values()), warnings=tuple(warnings))

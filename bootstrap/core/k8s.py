@@ -44,10 +44,10 @@ from bootstrap.core.errors import ConflictError, DiskFullError, OutputUnwritable
 from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile, vllm_options
 from bootstrap.core.prom import DCGM_EXPORTER, alert_names, gpu_rule_groups, rule_groups
-from bootstrap.core.vllm_cmd import kv_transfer_config
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
-from bootstrap.core.vllm_args import OptionUse, gives_option, option_uses, use_span, without_api_keys
 from bootstrap.core.textsafe import one_line
+from bootstrap.core.vllm_args import OptionUse, gives_option, option_uses, use_span, without_api_keys
+from bootstrap.core.vllm_cmd import kv_transfer_config
 from bootstrap.core.yamltext import comment, to_yaml
 
 GIB = 1024**3

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bootstrap.core.colocate import IdleTracker, RequestCounts, kv_cache_tokens
 from bootstrap.core.diagnosis import Diagnosis
 from bootstrap.core.errors import EXIT_STARTUP
-from bootstrap.core.startlock import LockHolder, StartLock
 from bootstrap.core.profiles import RESTART_MODES
+from bootstrap.core.startlock import LockHolder, StartLock
 from bootstrap.core.supervisor import Clock, GroupOps, StopOutcome, stop_group
 
 if TYPE_CHECKING:

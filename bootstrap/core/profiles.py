@@ -624,7 +624,7 @@ def resolve_serve_settings(
     auto = wanted == PORT_AUTO
     if auto:
         if pick_port is None:
-            from bootstrap.probes.procs import free_port as pick_port  # noqa: PLW0127 - production default
+            from bootstrap.probes.procs import free_port as pick_port
         wanted = pick_port(chosen_host)
     elif isinstance(wanted, str):
         raise UsageError(f"--port {wanted!r} is not a port number or \"auto\"", hint="pass --port 1-65535 or auto")

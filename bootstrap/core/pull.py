@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
-from bootstrap.core.hub import HubClient, RemoteFile  # noqa: F401 - RemoteFile: pull's callers name it
+from bootstrap.core.hub import HubClient, RemoteFile
 from bootstrap.core.paths import ModelInCache, files_under, locate_model, partial_target, state_dir, validate_model_id
 from bootstrap.core.repoids import check_revision
 from bootstrap.core.runs import write_json_atomic

@@ -6,8 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from bootstrap.core.lifecycle import (Event, Failed, GaveUp, Ready, Restarting, Slept, StartLockReleased, Starting,
-                                      Stopped, WaitingForStartLock, Woke)
+from bootstrap.core.lifecycle import (
+    Event,
+    Failed,
+    GaveUp,
+    Ready,
+    Restarting,
+    Slept,
+    Starting,
+    StartLockReleased,
+    Stopped,
+    WaitingForStartLock,
+    Woke,
+)
 from bootstrap.core.runs import LastExit, RunRecord, save_run
 from bootstrap.core.serve_plan import ServePlan
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted

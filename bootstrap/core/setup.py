@@ -43,8 +43,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # The build table lives in core/builds; its names are re-exported here for setup's callers and tests.
-from bootstrap.core.builds import (DEFAULT_VLLM_VERSION, KNOWN_PINS, TORCH_CPU_INDEX, BuildChoice,  # noqa: F401
-                                   CudaLine, GpuFacts, Pins, choose_build, pins_for)
+from bootstrap.core.builds import (  # noqa: F401
+    DEFAULT_VLLM_VERSION,
+    KNOWN_PINS,
+    TORCH_CPU_INDEX,
+    BuildChoice,
+    CudaLine,
+    GpuFacts,
+    Pins,
+    choose_build,
+    pins_for,
+)
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import SetupError, SetupVerifyError, UsageError, VenvConflictError
 from bootstrap.core.paths import data_home
@@ -492,7 +501,7 @@ def find_python(request: str | None, env: Environ) -> str:
         if not Path(request).expanduser().exists():
             raise UsageError(f"--python {request}: no such file", hint="pass an interpreter path or a version like 3.12")
         return str(Path(request).expanduser())
-    if "%d.%d" % sys.version_info[:2] == request:
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == request:
         return sys.executable
     for name in (f"python{request}", request):
         found = shutil.which(name, path=env.get("PATH"))
@@ -500,7 +509,7 @@ def find_python(request: str | None, env: Environ) -> str:
             return found
     raise UsageError(f"--python {request}: no python{request} on PATH",
                      hint=f"install Python {request} (or uv, which fetches Pythons), or drop --python to use "
-                          f"{'%d.%d' % sys.version_info[:2]}")
+                          f"{sys.version_info.major}.{sys.version_info.minor}")
 
 
 # ---------------------------------------------------------------------------------------------- execution

@@ -12,10 +12,8 @@ import http.client
 import json
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from typing import TYPE_CHECKING
 
 from bootstrap.core.errors import ScrapeError
 from bootstrap.core.lifecycle import HealthAnswer, ProbeResult
