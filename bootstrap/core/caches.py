@@ -792,7 +792,9 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
     remains afterwards (``usage``: (size, free) of a filesystem, ``df -B1``; production default
     bootstrap.probes.system.fs_usage). A path that fails is reported in ``failed`` with a code and a reason."""
     if usage is None:
-        from bootstrap.probes.system import fs_usage as usage
+        from bootstrap.probes.system import fs_usage  # the production default
+
+        usage = fs_usage
 
     env = env or Environ()
     if active is None:
@@ -808,9 +810,9 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
     freed = 0
     before: dict[str, int] = {}
     after: dict[str, int] = {}
-    for name, root in plan.roots.items():
+    for name, cache_root in plan.roots.items():
         try:
-            before[name] = usage(root)[1]
+            before[name] = usage(cache_root)[1]
         except OSError:
             pass
     for entry in plan.entries:
@@ -849,9 +851,9 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
         freed += max(0, entry.bytes - left)
         if not left and not os.path.lexists(entry.path):
             removed.append(entry.path)
-    for name, root in plan.roots.items():
+    for name, cache_root in plan.roots.items():
         try:
-            after[name] = usage(root)[1]
+            after[name] = usage(cache_root)[1]
         except OSError:
             pass
     return CleanResult(removed=tuple(removed), freed_bytes=freed, failed=tuple(failed),

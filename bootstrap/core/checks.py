@@ -280,8 +280,8 @@ def spec_satisfied(version: str, spec: str) -> bool | None:
         op, want_s = m.groups()
         if want_s.endswith(".*"):
             prefix = _version_tuple(want_s[:-2])
-            ok = have[: len(prefix)] == prefix
-            ok = ok if op == "==" else (not ok if op == "!=" else None)
+            same = have[: len(prefix)] == prefix
+            ok = same if op == "==" else (not same if op == "!=" else None)
             if ok is None:
                 return None
             if not ok:

@@ -326,7 +326,7 @@ def event_from_json(doc: dict[str, Any]) -> Event:
     from bootstrap.core.envelope import from_jsonable
 
     cls = EVENT_TYPES[doc["event"]]
-    return from_jsonable(cls, {k: v for k, v in doc.items() if k != "event"})  # type: ignore[no-any-return]
+    return from_jsonable(cls, {k: v for k, v in doc.items() if k != "event"})
 
 
 @dataclass(frozen=True)

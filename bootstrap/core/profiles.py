@@ -624,7 +624,9 @@ def resolve_serve_settings(
     auto = wanted == PORT_AUTO
     if auto:
         if pick_port is None:
-            from bootstrap.probes.procs import free_port as pick_port
+            from bootstrap.probes.procs import free_port  # the production default
+
+            pick_port = free_port
         wanted = pick_port(chosen_host)
     elif isinstance(wanted, str):
         raise UsageError(f"--port {wanted!r} is not a port number or \"auto\"", hint="pass --port 1-65535 or auto")

@@ -273,6 +273,7 @@ def plan_setup(
     notes: list[str] = []
     reuse = reuses(choice, state, reinstall, pins)
     changes = () if reuse else plan_changes(choice, state, pins)
+    argv: tuple[str, ...]
     if not state.python_ok:
         if installer == "uv":
             argv = (uv or "uv", "venv", str(venv), "--python", python_request or base_python, "--seed")
@@ -456,8 +457,9 @@ def pip_requirement_pins(python: str, requirement: str, dependencies: Sequence[s
 def pip_find_links(python: str, env: Environ) -> tuple[str, ...]:
     """pip's ``find-links`` folders (``PIP_FIND_LINKS`` and ``pip config list``), local ones only."""
     raw: list[str] = []
-    if env.get("PIP_FIND_LINKS"):
-        raw.extend(env.get("PIP_FIND_LINKS", "").split())
+    links = env.get("PIP_FIND_LINKS")
+    if links:
+        raw.extend(links.split())
     proc = run_pip(python, ("config", "list"), timeout_s=30)
     for line in proc.stdout.splitlines() if proc is not None else []:
         key, _, value = line.partition("=")

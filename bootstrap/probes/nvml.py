@@ -139,6 +139,14 @@ def snapshot(nvml: Any | None = None, with_processes: bool = True) -> NvmlSnapsh
         session.close()
 
 
+# nvmlInit's error codes with a kind of their own; any other is INIT_FAILED.
+_INIT_ERROR_KINDS: dict[int | None, NvmlErrorKind] = {
+    ERROR_LIBRARY_NOT_FOUND: NvmlErrorKind.LIBRARY_NOT_FOUND,
+    ERROR_DRIVER_NOT_LOADED: NvmlErrorKind.DRIVER_NOT_LOADED,
+    ERROR_NO_PERMISSION: NvmlErrorKind.NO_PERMISSION,
+}
+
+
 class NvmlSession:
     """NVML initialised once and read many times (nvitop's ``_lazy_init``): the first :meth:`snapshot`
     initialises it, later ones reuse it, :meth:`close` shuts it down. A failure to initialise is remembered:
@@ -170,9 +178,7 @@ class NvmlSession:
             if not _is_nvml_error(nvml, exc):
                 raise
             code = _code(exc)
-            kind = {ERROR_LIBRARY_NOT_FOUND: NvmlErrorKind.LIBRARY_NOT_FOUND,
-                    ERROR_DRIVER_NOT_LOADED: NvmlErrorKind.DRIVER_NOT_LOADED,
-                    ERROR_NO_PERMISSION: NvmlErrorKind.NO_PERMISSION}.get(code, NvmlErrorKind.INIT_FAILED)
+            kind = _INIT_ERROR_KINDS.get(code, NvmlErrorKind.INIT_FAILED)
             failed = NvmlSnapshot(ok=False, error_kind=kind, error=str(exc) or f"NVML error {code}")
             if kind.fatal:
                 self._fatal = failed
@@ -192,11 +198,12 @@ class NvmlSession:
     def close(self) -> None:
         """Shut NVML down if this session initialised it (errors while shutting down are ignored)."""
         with self._lock:
-            if not self._initialised:
+            nvml = self._nvml
+            if not self._initialised or nvml is None:
                 return
             self._initialised = False
             try:
-                self._nvml.nvmlShutdown()
+                nvml.nvmlShutdown()
             except Exception:  # noqa: BLE001 - shutting down must not hide the result
                 pass
 
