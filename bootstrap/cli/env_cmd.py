@@ -7,7 +7,6 @@ imported only where `kernel install` has to put ipykernel into an environment or
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -65,7 +64,7 @@ def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as
     data = {"profile": prof.name, "format": "dotenv" if dotenv else chosen, "variables": plan.vars,
             "warnings": plan.warnings, "text": text}
     output.emit(CommandResult("env", data, status="warn" if plan.warnings else "ok"),
-                human=lambda d: (sys.stdout.write(d["text"]), sys.stdout.flush()))
+                human=lambda d: print(d["text"], end="", flush=True))
 
 
 # ---------------------------------------------------------------------------------------------- kernel

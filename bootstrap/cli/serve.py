@@ -55,6 +55,8 @@ from bootstrap.core.serve_plan import Observability
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 
 if TYPE_CHECKING:
+    from rich.status import Status
+
     from bootstrap.core.serve_plan import ServePlan
 
 class PortOrAuto(click.ParamType):
@@ -457,7 +459,7 @@ class ServeView:
     def __init__(self, plan: ServePlan) -> None:
         self.plan = plan
         self.interactive = not output.STATE.json and sys.stderr.isatty()
-        self.status = None
+        self.status: Status | None = None
         self.ready_doc_printed = False
         self.first_ready: Ready | None = None
         self.gave_up: GaveUp | None = None

@@ -115,7 +115,7 @@ def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, n
     for flag, value in (("--port", port), ("--host", host), ("--vllm-python", vllm_python),
                         ("--cache-dir", cache_dir)):
         if value is not None:
-            argv += [flag, str(Path(value).expanduser().absolute()) if flag in ("--vllm-python", "--cache-dir")
+            argv += [flag, str(Path(str(value)).expanduser().absolute()) if flag in ("--vllm-python", "--cache-dir")
                      else str(value)]
     if with_prometheus:
         argv.append("--prometheus")

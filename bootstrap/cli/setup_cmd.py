@@ -159,6 +159,7 @@ def _torch_source(choice: core.BuildChoice, state: core.VenvState, installer: st
         return core.decide_torch_source(choice, installer, mode, pins.torch, None, None)
     probe = str(core.venv_python(Path(state.path))) if state.python_ok else \
         (base_python if installer == "pip" else sys.executable)
+    assert choice.distribution is not None  # setup() refuses a choice without a build before this
     pin = pins.torch or core.torch_pin(choice.distribution, choice.version,
                                        lookup=lambda req: core.pip_requirement_pin(probe, req))
     if installer == "uv":
