@@ -105,7 +105,8 @@ def main() -> None:
         med_v = statistics.median(r["vboot"] for r in rows)
         med_m = statistics.median(r["modelscope"] for r in rows)
         ratios = [r["vboot"] / r["modelscope"] for r in rows]
-        summary = {"repo_bytes": size, "cpus": os.cpu_count(), "python": sys.version.split()[0], "runs": args.runs, "vboot_median_s": med_v, "modelscope_median_s": med_m,
+        summary = {"repo_bytes": size, "cpus": os.cpu_count(), "python": sys.version.split()[0], "runs": args.runs,
+                   "vboot_median_s": med_v, "modelscope_median_s": med_m,
                    "ratio_of_medians": med_v / med_m, "median_ratio": statistics.median(ratios),
                    "rows": rows}
         if args.json:

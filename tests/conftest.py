@@ -126,7 +126,8 @@ def tiny_server(tmp_path_factory):
     except ValueError:
         doc = None
     if proc.returncode != 0 or not doc:
-        raise AssertionError(f"`vboot serve tiny --detach` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+        raise AssertionError("`vboot serve tiny --detach` failed "
+                             f"({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
     server = TinyServer(env, doc["data"], port)
     server.output = proc.stdout + proc.stderr
     try:

@@ -136,7 +136,8 @@ def test_vllm_target_down_reaches_a_webhook_through_prometheus_and_alertmanager(
     slack_token = f"T0E2E/B0E2E/{os.urandom(8).hex()}"
     slack_url = f"http://127.0.0.1:{free_port()}/services/{slack_token}"  # closed port: delivery fails
     user_env = Environ({"E2E_ALERT_HOOK": hook.url, "E2E_SLACK_WEBHOOK": slack_url})
-    receivers = resolve_receivers(AlertsSpec(webhook_url_env="E2E_ALERT_HOOK", slack_webhook_url_env="E2E_SLACK_WEBHOOK",
+    receivers = resolve_receivers(AlertsSpec(webhook_url_env="E2E_ALERT_HOOK",
+                                             slack_webhook_url_env="E2E_SLACK_WEBHOOK",
                                              slack_channel="#vllm-e2e"), user_env, source="the test's profile")
 
     run = tmp_path / "run"

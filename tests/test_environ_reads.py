@@ -71,7 +71,8 @@ def test_a_test_sees_none_of_the_users_variables(isolated_env, tmp_path):
     from tests.support.environment import MACHINE
 
     home = Path(os.environ["HOME"])
-    assert home.is_dir() and home != Path(pwd.getpwuid(os.getuid()).pw_dir) and os.environ["XDG_CONFIG_HOME"].startswith(str(home))
+    assert home.is_dir() and home != Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert os.environ["XDG_CONFIG_HOME"].startswith(str(home))
     leaked = {k for k in READS if k in os.environ} - MACHINE - {"HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME",
                                                               "XDG_CACHE_HOME", "MODELSCOPE_CACHE"}
     assert leaked == set()

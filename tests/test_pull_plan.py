@@ -81,7 +81,8 @@ def test_plan_subtracts_present_files_and_resumable_partials(tmp_path):
     plan = plan_pull(MODEL, "master", snap, FILES, present=frozenset({"config.json"}),
                      partials=[Partial(str(snap / "model.safetensors.incomplete"), 4_000, "model.safetensors")],
                      free_bytes=10**9, filesystem_path="/", margin_bytes=0)
-    assert (plan.total_bytes, plan.present_bytes, plan.resumable_bytes, plan.needed_bytes) == (10_100, 100, 4_000, 6_000)
+    assert (plan.total_bytes, plan.present_bytes, plan.resumable_bytes, plan.needed_bytes) == (
+        10_100, 100, 4_000, 6_000)
 
 
 def test_plan_refuses_when_needed_plus_margin_exceeds_free(tmp_path):

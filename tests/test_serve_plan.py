@@ -109,7 +109,8 @@ def test_alert_receiver_urls_are_dropped_from_vllms_environment_and_masked_where
     assert url not in (plan.run_dir / "env.json").read_text()
     am = plan.run_dir / "alertmanager"
     assert stat.S_IMODE(am.stat().st_mode) == 0o700
-    assert stat.S_IMODE((am / "alertmanager.yml").stat().st_mode) == 0o600 and url in (am / "alertmanager.yml").read_text()
+    assert stat.S_IMODE((am / "alertmanager.yml").stat().st_mode) == 0o600
+    assert url in (am / "alertmanager.yml").read_text()
     assert "127.0.0.1:9093" in (plan.run_dir / "prometheus.yml").read_text()
     assert [s.name for s in plan.sidecars] == ["alertmanager", "prometheus"]
     assert plan.alertmanager.log == "alertmanager/alertmanager.log"

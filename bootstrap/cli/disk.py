@@ -158,7 +158,8 @@ def _render_caches(data: dict[str, Any]) -> None:
         con.print(t)
     cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command and not c.refused]
     con.print(f"\n[dim]total {output.human_bytes(data['total_bytes'])}. Free space: `vboot disk clean --partial`, "
-              f"`--model ID`, `--cache NAME`, `--older-than 30d`." + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
+              "`--model ID`, `--cache NAME`, `--older-than 30d`."
+              + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
               + "[/]")
 
 
@@ -255,7 +256,8 @@ def _render_clean(data: dict[str, Any]) -> None:
             for e in data["plan"]:
                 t.add_row(output.human_bytes(e.bytes), e.cache, escape(e.path) + (" (symlink)" if e.is_symlink else ""))
             con.print(t)
-            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in {plural(len(data['plan']), 'path', 'paths')}"
+            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in "
+                      f"{plural(len(data['plan']), 'path', 'paths')}"
                       + (" [dim](dry run: nothing deleted)[/]" if data["dry_run"] else ""))
         else:
             con.print("nothing to clean")
@@ -264,7 +266,8 @@ def _render_clean(data: dict[str, Any]) -> None:
     for note in data["notes"]:
         con.print(f"[dim]note: {escape(note)}[/]")
     if done:
-        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] ({plural(len(data['removed']), 'path', 'paths')} removed)")
+        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] "
+                  f"({plural(len(data['removed']), 'path', 'paths')} removed)")
         for f in data["failed"]:
             con.print(f"[red]not removed[/] {escape(f.path)}: {escape(f.reason)}")
 

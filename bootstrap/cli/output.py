@@ -227,7 +227,8 @@ def _visible(match: re.Match[str]) -> str:
 
 def printable(text: str) -> str:
     """``text`` with every character a terminal would act on written as a visible escape (``\\x1b``, ``\\n``,
-    ``\\u2028``; an undecodable byte of a file name as ``\\xff``, like ``disk``'s JSON). Plain text is returned as is."""
+    ``\\u2028``; an undecodable byte of a file name as ``\\xff``, like ``disk``'s JSON). Plain text is returned
+    as is."""
     return _UNSAFE.sub(_visible, text)
 
 

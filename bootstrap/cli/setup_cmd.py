@@ -96,11 +96,13 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
     if choice.distribution is None:
         raise NoVllmBuildError(f"no vLLM build runs here: {choice.reason}", hint=choice.fix,
                                cuda_driver_version=gpu.cuda_driver_version, gpus=list(gpu.gpu_names))
-    venv = (venv_dir.expanduser() if venv_dir else core.default_venv(env, choice.distribution, choice.version)).absolute()
+    venv = (venv_dir.expanduser() if venv_dir
+            else core.default_venv(env, choice.distribution, choice.version)).absolute()
 
     uv = core.find_uv(env)
     if installer == "uv" and not uv:
-        raise UsageError("--installer uv: uv is not on PATH", hint="install uv (`pip install uv`) or use --installer pip")
+        raise UsageError("--installer uv: uv is not on PATH",
+                         hint="install uv (`pip install uv`) or use --installer pip")
     chosen_installer = "uv" if installer == "uv" or (installer == "auto" and uv) else "pip"
     base_python = core.find_python(python_request, env) if chosen_installer == "pip" else \
         (python_request or sys.executable)

@@ -376,7 +376,8 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     if frame.up:
         result = CommandResult("top", data)
     else:
-        down = ScrapeError(f"{endpoint.url}: {frame.error}", hint="is the server running? see `vboot ps` and `vboot logs`")
+        down = ScrapeError(f"{endpoint.url}: {frame.error}",
+                           hint="is the server running? see `vboot ps` and `vboot logs`")
         result = CommandResult("top", data, status="error", exit_code=down.exit_code, errors=(down.to_dict(),))
     output.emit(result, human=lambda _d: output.console().print(
         render(frame, label, gpus, gpu_error, interval_s, live=False)))

@@ -86,8 +86,8 @@ class CacheItem:
     """One thing in a cache: a model (``kind`` model), partial downloads (partial), locks, or a top folder (entry).
 
     ``paths`` is what cleaning it removes (a legacy ModelScope model: its directory and its dotted symlink;
-    partials: the partial files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the newest access/modification
-    time seen (epoch seconds). ``in_use_by`` names the live vboot server that serves it.
+    partials: the partial files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the
+    newest access/modification time seen (epoch seconds). ``in_use_by`` names the live vboot server that serves it.
     """
 
     id: str
@@ -633,7 +633,8 @@ def plan_clean(reports: list[CacheReport], *, partial: bool = False, models: Ite
         for item in report.items:
             picked = ((partial and item.kind == "partial")
                       or (report.name in wanted_caches)
-                      or (bool(wanted_models) and item.kind in ("model", "partial") and _matches_model(item, wanted_models)))
+                      or (bool(wanted_models) and item.kind in ("model", "partial")
+                          and _matches_model(item, wanted_models)))
             if not selectors:
                 picked = True
             if not picked:

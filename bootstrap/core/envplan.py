@@ -56,7 +56,8 @@ def expandable_conflicts(options: VllmOptions) -> list[str]:
         reasons.append("sleep mode (vLLM before PR #40812 asserts 'Expandable segments are not compatible "
                        "with memory pool')")
     if options.kv_connector:
-        reasons.append("a KV connector (vLLM refuses it with expandable_segments:True unless the cumem allocator is on)")
+        reasons.append("a KV connector (vLLM refuses it with expandable_segments:True unless the cumem allocator "
+                       "is on)")
     return reasons
 
 

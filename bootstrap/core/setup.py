@@ -387,7 +387,8 @@ def decide_torch_source(
                                pin)
         return TorchSource(gpu_index_args(line, choice.release, installer),
                            f"{choice.requirement} from {line.vllm_index_for(choice.release)}, torch"
-                           f"{' ' + pin if pin else ''} from {line.torch_index} (the {line.name} line: CUDA {line.cuda})",
+                           f"{' ' + pin if pin else ''} from {line.torch_index} (the {line.name} line: CUDA "
+                           f"{line.cuda})",
                            pin)
     index_args: tuple[str, ...] = ("--extra-index-url", TORCH_CPU_INDEX)
     if installer == "uv":
@@ -501,7 +502,8 @@ def find_python(request: str | None, env: Environ) -> str:
         return sys.executable
     if "/" in request:
         if not Path(request).expanduser().exists():
-            raise UsageError(f"--python {request}: no such file", hint="pass an interpreter path or a version like 3.12")
+            raise UsageError(f"--python {request}: no such file",
+                             hint="pass an interpreter path or a version like 3.12")
         return str(Path(request).expanduser())
     if f"{sys.version_info.major}.{sys.version_info.minor}" == request:
         return sys.executable
