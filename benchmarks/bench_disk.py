@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchutil import compile_like_install, vboot_argv  # noqa: E402
+
 from bootstrap.core.disk import scan  # noqa: E402
 
 

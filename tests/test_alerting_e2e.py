@@ -59,7 +59,7 @@ class WebhookReceiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with outer.cond:
                     outer.posts.append((time.monotonic(), json.loads(body)))
@@ -136,7 +136,8 @@ def test_vllm_target_down_reaches_a_webhook_through_prometheus_and_alertmanager(
     slack_token = f"T0E2E/B0E2E/{os.urandom(8).hex()}"
     slack_url = f"http://127.0.0.1:{free_port()}/services/{slack_token}"  # closed port: delivery fails
     user_env = Environ({"E2E_ALERT_HOOK": hook.url, "E2E_SLACK_WEBHOOK": slack_url})
-    receivers = resolve_receivers(AlertsSpec(webhook_url_env="E2E_ALERT_HOOK", slack_webhook_url_env="E2E_SLACK_WEBHOOK",
+    receivers = resolve_receivers(AlertsSpec(webhook_url_env="E2E_ALERT_HOOK",
+                                             slack_webhook_url_env="E2E_SLACK_WEBHOOK",
                                              slack_channel="#vllm-e2e"), user_env, source="the test's profile")
 
     run = tmp_path / "run"
@@ -167,14 +168,15 @@ def test_vllm_target_down_reaches_a_webhook_through_prometheus_and_alertmanager(
         assert served.returncode == 0, served.stdout + served.stderr[-3000:]
         pid = json.loads(served.stdout)["data"]["pid"]
 
-        am_log = open(am_dir / LOG_FILE, "wb")
-        am = subprocess.Popen(alertmanager_argv(am_exe, am_dir, am_port), stdout=am_log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
-        prom_log = open(run / "prometheus.log", "wb")
-        prom = subprocess.Popen([prometheus, f"--config.file={run / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={run / 'prometheus-data'}",
-                                 f"--web.listen-address=127.0.0.1:{prom_port}"], cwd=run, stdout=prom_log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        # The children hold their own copies of the log files' descriptors: this process closes its own.
+        with open(am_dir / LOG_FILE, "wb") as am_log:
+            am = subprocess.Popen(alertmanager_argv(am_exe, am_dir, am_port), stdout=am_log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(run / "prometheus.log", "wb") as prom_log:
+            prom = subprocess.Popen([prometheus, f"--config.file={run / 'prometheus.yml'}",
+                                     f"--storage.tsdb.path={run / 'prometheus-data'}",
+                                     f"--web.listen-address=127.0.0.1:{prom_port}"], cwd=run, stdout=prom_log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         prom_url, am_url = f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
         _wait("Alertmanager ready", lambda: http_get(f"{am_url}/-/ready", timeout=2)[0] == 200, 30)
         _wait("Prometheus to scrape vLLM", lambda: any(

@@ -86,7 +86,8 @@ def test_other_items_are_cleaned_while_the_one_with_a_mount_is_kept(cache_env, t
 
 def test_a_mount_the_plan_did_not_see_is_refused_before_deleting(cache_env, tmp_path):
     model = make_hf(tmp_path / "hf" / "hub")
-    plan = plan_clean(scan_caches(Environ(cache_env), active={}), models=[MODEL], mounts=frozenset)  # planned mount-free
+    plan = plan_clean(scan_caches(Environ(cache_env), active={}), models=[MODEL],
+                      mounts=frozenset)  # planned mount-free
     where = model / "snapshots" / "late"
     where.mkdir()
     with mounted("tmpfs", where):
@@ -181,7 +182,8 @@ def test_a_root_that_is_no_cache_of_its_own_is_refused_even_with_yes(cache_env, 
         message = doc["errors"][0]["message"] + doc["errors"][0]["hint"]
         assert variable in message and "nothing was deleted" in message
         assert intact(kept, files)
-    listed = {c["name"]: c for c in json.loads(run_vboot("disk", "caches", "--json", env=cache_env).stdout)["data"]["caches"]}
+    listed = {c["name"]: c for c in json.loads(run_vboot("disk", "caches", "--json",
+                                                         env=cache_env).stdout)["data"]["caches"]}
     assert listed[cache]["refused"] and listed[cache]["items"] == [] and variable in listed[cache]["refused"]
 
 
@@ -190,7 +192,8 @@ def test_a_root_that_is_no_cache_of_its_own_is_refused_even_with_yes(cache_env, 
 def test_system_directories_are_refused_without_being_scanned(cache_env, run_vboot, path):
     cache_env["PIP_CACHE_DIR"] = path
     start = time.monotonic()
-    listed = {c["name"]: c for c in json.loads(run_vboot("disk", "caches", "--json", env=cache_env).stdout)["data"]["caches"]}
+    listed = {c["name"]: c for c in json.loads(run_vboot("disk", "caches", "--json",
+                                                         env=cache_env).stdout)["data"]["caches"]}
     assert listed["pip"]["refused"] and "PIP_CACHE_DIR=" + path in listed["pip"]["refused"]
     assert time.monotonic() - start < 30  # `/` was not walked
     rc, doc = clean(run_vboot, cache_env, "--cache", "pip", "--dry-run")  # --dry-run: nothing at stake if this broke

@@ -8,19 +8,34 @@ from dataclasses import replace
 
 import pytest
 
-from tests.support import fake_nvml as fakes
-from tests.test_doctor_checks import VLLM_CPU, make_facts, one
-from tests.test_lifecycle import Script, World, stop_at
-
 from bootstrap.core import colocate, route
 from bootstrap.core.checks import Status
-from bootstrap.core.colocate import (GIB, IdleTracker, RequestCounts, SleepReport, cpu_budget, gpu_budgets,
-                                     kv_cache_tokens, lock_names)
-from bootstrap.core.lifecycle import (Failed, GpuSettling, Ready, Slept, StartLockReleased, Starting, WaitingForStartLock,
-                                      Woke)
+from bootstrap.core.colocate import (
+    GIB,
+    IdleTracker,
+    RequestCounts,
+    SleepReport,
+    cpu_budget,
+    gpu_budgets,
+    kv_cache_tokens,
+    lock_names,
+)
+from bootstrap.core.lifecycle import (
+    Failed,
+    GpuSettling,
+    Ready,
+    Slept,
+    Starting,
+    StartLockReleased,
+    WaitingForStartLock,
+    Woke,
+)
 from bootstrap.core.runs import RunRecord
 from bootstrap.core.startlock import FileStartLock, LockHolder
 from bootstrap.probes import nvml as nvml_probe
+from tests.support import fake_nvml as fakes
+from tests.test_doctor_checks import VLLM_CPU, make_facts, one
+from tests.test_lifecycle import Script, World, stop_at
 
 UUID = "GPU-00000000-0000-0000-0000-000000000000"
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent

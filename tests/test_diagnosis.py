@@ -21,7 +21,8 @@ def test_kv_cache_too_small_suggests_the_estimated_length():
 
 
 def test_address_in_use():
-    d = diagnose(["ERROR: [Errno 98] error while attempting to bind on address ('0.0.0.0', 8000): address already in use"])
+    d = diagnose(["ERROR: [Errno 98] error while attempting to bind on address ('0.0.0.0', 8000): address already in "
+                  "use"])
     assert d.code == "address_in_use"
 
 
@@ -31,7 +32,8 @@ def test_driver_too_old():
 
 
 def test_argparse_error():
-    d = diagnose(["usage: api_server.py [-h] ...", "api_server.py: error: argument --max-num-seqs: invalid int value: 'x'"])
+    d = diagnose(["usage: api_server.py [-h] ...",
+                  "api_server.py: error: argument --max-num-seqs: invalid int value: 'x'"])
     assert d.code == "bad_argument" and "--max-num-seqs" in d.summary
 
 
@@ -42,5 +44,6 @@ def test_the_latest_failure_wins_and_unknown_logs_give_none():
 
 
 def test_missing_modelscope_in_the_vllm_environment():
-    d = diagnose(["ImportError: Please install modelscope>=1.18.1 via `pip install modelscope>=1.18.1` to use ModelScope."])
+    d = diagnose(["ImportError: Please install modelscope>=1.18.1 via `pip install modelscope>=1.18.1` to use "
+                  "ModelScope."])
     assert d.code == "modelscope_missing" and "pip install" in d.fix

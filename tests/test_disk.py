@@ -75,7 +75,7 @@ def test_sparse_files_count_allocated_blocks(tmp_path):
 def test_deep_nesting_beyond_the_fd_level_limit(tmp_path):
     root = tmp_path / "t"
     deep = root
-    for i in range(450):
+    for _ in range(450):
         deep = deep / "d"
     deep.mkdir(parents=True)
     (deep / "leaf").write_bytes(b"l" * 9000)

@@ -15,8 +15,16 @@ from bootstrap.cli import disk_request as plain
 from bootstrap.cli.disk import report_cmd
 from bootstrap.core.disk import report_from_wire, scan, scan_wire
 from bootstrap.core.headstart import HeadStart
-from tests.support.disk import (SLOW_OPEN, SPY, comparable, du, forked_children, kill_and_expect_gone, script_running,
-                                vboot_disk_spied)
+from tests.support.disk import (
+    SLOW_OPEN,
+    SPY,
+    comparable,
+    du,
+    forked_children,
+    kill_and_expect_gone,
+    script_running,
+    vboot_disk_spied,
+)
 from tests.support.trees import build, wide_tree
 
 REPO = Path(__file__).resolve().parent.parent

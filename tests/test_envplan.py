@@ -148,7 +148,8 @@ def test_prefix_spellings_count_for_tensor_parallel_gpu_memory_and_expandable_se
     assert vllm_options(base.serve, ("--gpu-memory-util=0.5",)).gpu_memory_utilization == 0.5
     assert any("sleep mode" in r for r in expandable_conflicts(vllm_options(base.serve, ("--enable-sleep",))))
     assert any("KV connector" in r for r in expandable_conflicts(vllm_options(base.serve, ("--kv-transfer", "{}"))))
-    assert any("KV connector" in r for r in expandable_conflicts(vllm_options(base.serve, ("--kv_transfer_config.kv_connector=X",))))
+    options = vllm_options(base.serve, ("--kv_transfer_config.kv_connector=X",))
+    assert any("KV connector" in r for r in expandable_conflicts(options))
     assert expandable_conflicts(vllm_options(base.serve, ("--enforce-eager",))) == []
 
 
@@ -157,7 +158,8 @@ def test_underscore_spellings_count_for_tensor_parallel_and_gpu_memory():
     prof = parse_profile(BASE + '[serve]\nargs = ["--tensor_parallel_size", "2"]\n', "p")
     assert vllm_options(prof.serve).tensor_parallel_size == 2
     assert vllm_options(parse_profile(BASE, "p").serve, ("--tensor_parallel_size=4",)).tensor_parallel_size == 4
-    assert vllm_options(parse_profile(BASE, "p").serve, ("--gpu_memory_utilization", "0.5")).gpu_memory_utilization == 0.5
+    assert vllm_options(parse_profile(BASE, "p").serve,
+                        ("--gpu_memory_utilization", "0.5")).gpu_memory_utilization == 0.5
     assert vllm_options(parse_profile(BASE, "p").serve, ("--gpu_memory_utilization=0.6",)).gpu_memory_utilization == 0.6
 
 

@@ -130,7 +130,7 @@ def code_literals() -> list[tuple[str, int, str, int | None]]:
                 exit_code = _exit_constant(call.args[1])
             for node in ast.walk(call):
                 if isinstance(node, ast.Dict):
-                    for key, value in zip(node.keys, node.values):
+                    for key, value in zip(node.keys, node.values, strict=True):
                         if isinstance(key, ast.Constant) and key.value == "code" and isinstance(value, ast.Constant):
                             where = (str(path.relative_to(REPO)), node.lineno, value.value)
                             if found.get(where) is None:  # the innermost call that gives an exit code wins

@@ -172,7 +172,8 @@ def test_production_stack_values_carry_the_qwen_profile():
 
 
 def test_modelscope_profiles_get_the_modelscope_variables_with_the_cache_on_the_model_volume():
-    env = {e["name"]: e["value"] for e in parsed()["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]["env"]}
+    spec = parsed()["production-stack-values.yaml"]["servingEngineSpec"]["modelSpec"][0]
+    env = {e["name"]: e["value"] for e in spec["env"]}
     assert env["VLLM_USE_MODELSCOPE"] == "true"
     assert env["MODELSCOPE_CACHE"] == "/data/modelscope"
 

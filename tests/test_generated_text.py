@@ -90,7 +90,7 @@ def test_every_k8s_file_reads_back_as_the_intended_document_whatever_the_values(
 def test_a_line_break_in_the_model_id_stays_inside_its_comment(br):
     result = k8s.build_export(hostile_profile(f"Qwen/x{br}injected: true"), k8s.K8sOptions())
     plain = k8s.build_export(hostile_profile("Qwen/x"), k8s.K8sOptions())
-    for doc, plain_doc in zip(result.documents, plain.documents):
+    for doc, plain_doc in zip(result.documents, plain.documents, strict=True):
         header, _ = _split_header(doc.text)
         assert len(header) == len(_split_header(plain_doc.text)[0])
         assert any("injected: true" in line for line in header)
@@ -174,7 +174,7 @@ def test_a_planted_tmp_link_is_never_written_through(run_vboot, tmp_path):
     assert victim.read_text() == "precious\n"
     assert all((out / f".{name}.tmp").is_symlink() for name in k8s.FILES)  # not ours: left alone
     assert all((out / name).read_text() == doc.text
-               for name, doc in zip(k8s.FILES, k8s.build_export(qwen(), k8s.K8sOptions()).documents))
+               for name, doc in zip(k8s.FILES, k8s.build_export(qwen(), k8s.K8sOptions()).documents, strict=True))
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".tmp")) == sorted(k8s.FILES)
 
 

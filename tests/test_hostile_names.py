@@ -50,8 +50,8 @@ def test_escape_is_printable_then_markup_safe():
 @pytest.mark.parametrize("extra", [[], ["--depth", "2"]])
 def test_disk_escapes_names_the_same_way_with_and_without_the_fast_path(tmp_path, isolated_env, extra):
     root = hostile_tree(tmp_path / "t")
-    fast, cli = vboot_disk_spied([str(root), *extra], isolated_env, True), vboot_disk_spied([str(root), *extra], isolated_env,
-                                                                                  False)
+    fast = vboot_disk_spied([str(root), *extra], isolated_env, True)
+    cli = vboot_disk_spied([str(root), *extra], isolated_env, False)
     assert (fast.returncode, cli.returncode) == (0, 0), fast.stderr + cli.stderr
     assert "click loaded: False" in fast.stderr and "click loaded: True" in cli.stderr
     assert comparable(fast, False) == comparable(cli, False)

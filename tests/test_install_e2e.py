@@ -59,7 +59,8 @@ def test_serve_qwen_reaches_the_download_after_pip_install(fresh_install, tmp_pa
     doc = json.loads(proc.stdout)
     assert "not installed" not in proc.stderr + proc.stdout
     assert sorted(p.name for p in TINY.iterdir()) == requested  # every file came from the hub
-    snapshot = Path(isolated_env["MODELSCOPE_CACHE"]) / "models" / "Qwen--Qwen2.5-1.5B-Instruct" / "snapshots" / "master"
+    snapshot = (Path(isolated_env["MODELSCOPE_CACHE"]) / "models" / "Qwen--Qwen2.5-1.5B-Instruct" / "snapshots"
+                / "master")
     assert sorted(p.name for p in snapshot.iterdir()) == requested
     # ... and then the stand-in vLLM, which has no server, fails to start: serve's own exit code for that.
     assert proc.returncode == 8 and doc["errors"][0]["code"] == "startup_failed", proc.stdout + proc.stderr[-2000:]

@@ -38,7 +38,7 @@ def test_kernel_name_outside_jupyters_rule_is_refused():
         core.kernel_name_for("tiny", "my kernel")
 
 
-def test_jupyter_data_dir_honours_JUPYTER_DATA_DIR_then_XDG_DATA_HOME(tmp_path):
+def test_jupyter_data_dir_honours_JUPYTER_DATA_DIR_then_XDG_DATA_HOME(tmp_path):  # noqa: N802 - names the variables
     assert core.jupyter_data_dir(Environ({"JUPYTER_DATA_DIR": "/j", "HOME": "/h"})) == Path("/j")
     if sys.platform != "darwin":
         assert core.jupyter_data_dir(Environ({"XDG_DATA_HOME": "/x", "HOME": "/h"})) == Path("/x/jupyter")
@@ -151,7 +151,8 @@ def test_kernel_install_list_start_remove_in_a_real_jupyter(tmp_path, isolated_e
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # with pip, without ipykernel
     jenv = _jupyter_env(isolated_env, tmp_path)
     # HOME is isolated, so pip's cache would be empty on every run: share the real one (the downloads dominate).
-    jenv["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR") or str(Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "pip")
+    jenv["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR") or str(
+        Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "pip")
     proc = run_vboot("kernel", "install", "tiny", "--venv", str(venv), "--json", env=jenv, timeout=400)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["data"]

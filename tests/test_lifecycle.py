@@ -178,8 +178,12 @@ class World:
         now = self.clock.monotonic()
         used = self.gpu_other
         for g in self.gens:
-            dead_at = g.killed_at if g.killed_at is not None else (
-                g.t0 + g.script.engine_dies_at if g.script.engine_dies_at is not None and not g.engine_alive() else None)
+            if g.killed_at is not None:
+                dead_at = g.killed_at
+            elif g.script.engine_dies_at is not None and not g.engine_alive():
+                dead_at = g.t0 + g.script.engine_dies_at
+            else:
+                dead_at = None
             if g.script.gpu_bytes and (dead_at is None or now - dead_at < g.script.gpu_release_after):
                 used += g.script.gpu_bytes
         return used

@@ -7,8 +7,8 @@ import os
 from types import SimpleNamespace
 
 import psutil
-from bootstrap.probes import procs
 
+from bootstrap.probes import procs
 
 INIT = (1, 0, ["/sbin/init"], "sleeping")
 

@@ -200,7 +200,8 @@ def test_a_connection_dropped_mid_file_is_resumed_within_the_same_pull(pull, hub
 
 def start_hub_process(port: int, repo: Path, log: Path, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "support" / "hub_server.py"), "--port", str(port), "--repo", f"{MODEL}={repo}",
+        [sys.executable, str(REPO / "tests" / "support" / "hub_server.py"), "--port", str(port), "--repo",
+         f"{MODEL}={repo}",
          "--log", str(log), *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     assert line.startswith("READY"), line
@@ -236,7 +237,8 @@ def test_server_killed_mid_file_then_the_next_pull_resumes_with_range(run_vboot,
     weights = [r for r in read_log(tmp_path / "log2.jsonl") if r["file"] == "weights.bin"]
     assert [r["range"] for r in weights] == [f"bytes={kept}-"]
     assert weights[0]["sent_bytes"] == 6 * 1024 * 1024 - kept
-    assert json.loads(done.stdout)["data"]["downloaded_bytes"] == 6 * 1024 * 1024 - kept  # config.json came whole the first time
+    # config.json came whole the first time
+    assert json.loads(done.stdout)["data"]["downloaded_bytes"] == 6 * 1024 * 1024 - kept
     assert sha(snap / "weights.bin") == sha(repo / "weights.bin") and partials_under(snap) == []
 
 

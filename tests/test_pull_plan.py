@@ -81,7 +81,8 @@ def test_plan_subtracts_present_files_and_resumable_partials(tmp_path):
     plan = plan_pull(MODEL, "master", snap, FILES, present=frozenset({"config.json"}),
                      partials=[Partial(str(snap / "model.safetensors.incomplete"), 4_000, "model.safetensors")],
                      free_bytes=10**9, filesystem_path="/", margin_bytes=0)
-    assert (plan.total_bytes, plan.present_bytes, plan.resumable_bytes, plan.needed_bytes) == (10_100, 100, 4_000, 6_000)
+    assert (plan.total_bytes, plan.present_bytes, plan.resumable_bytes, plan.needed_bytes) == (
+        10_100, 100, 4_000, 6_000)
 
 
 def test_plan_refuses_when_needed_plus_margin_exceeds_free(tmp_path):
@@ -385,9 +386,8 @@ def test_a_lookup_of_another_model_is_not_used(tmp_path):
 
 
 def test_a_missing_modelscope_client_is_one_line_with_the_install_command():
-    from bootstrap.probes.modelscope_hub import translate
-
     from bootstrap.core.errors import EXIT_USAGE, MissingDependencyError
+    from bootstrap.probes.modelscope_hub import translate
 
     err = translate(ModuleNotFoundError("No module named 'modelscope_hub'", name="modelscope_hub"), MODEL, "master",
                     None)

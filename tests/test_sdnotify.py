@@ -5,8 +5,18 @@ from __future__ import annotations
 import socket
 
 from bootstrap.core.diagnosis import Diagnosis
-from bootstrap.core.lifecycle import (Failed, Failure, ProbeFailed, ProbeResult, ProbeSucceeded, Ready, Restarting,
-                                      Starting, Stopping, Waiting)
+from bootstrap.core.lifecycle import (
+    Failed,
+    Failure,
+    ProbeFailed,
+    ProbeResult,
+    ProbeSucceeded,
+    Ready,
+    Restarting,
+    Starting,
+    Stopping,
+    Waiting,
+)
 from bootstrap.core.sdnotify import Notifier, probe_interval, send_datagram, watchdog_seconds
 
 

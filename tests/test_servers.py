@@ -319,7 +319,7 @@ def test_stop_pid_of_a_missing_process_is_not_found(isolated_env):
         stop(isolated_env, FakeMachine(), pids=[8000])
 
 
-def test_stop_pid_of_a_process_of_vbootS_own_server_points_to_stop_name(isolated_env):
+def test_stop_pid_of_a_process_of_vboots_own_server_points_to_stop_name(isolated_env):
     record(isolated_env, "demo", 4000)
     machine = FakeMachine(*server_tree(4000))
     with pytest.raises(UsageError) as err:

@@ -47,7 +47,8 @@ def test_systemd_reads_back_exactly_the_arguments_and_environment_vboot_wrote(sd
     env_file.write_text(render_env_file({"SECRET_TOKEN": 'k"e\\y $HOME %n'}))
     unit = render_unit(UnitSpec(name="vboot-quoting", description="quoting %n $HOME",
                                 exec_start=(sys.executable, "-c", DUMP, str(out), *HOSTILE),
-                                environment={"A": "x y", "B": '"quoted" $HOME %n', "C": "back\\slash", "D": "two\nlines",
+                                environment={"A": "x y", "B": '"quoted" $HOME %n', "C": "back\\slash",
+                                             "D": "two\nlines",
                                              "PYTHONPATH": str(REPO)},
                                 environment_file=str(env_file), watchdog_s=None))
     sd.run("sh", "-c", f"cat > /etc/systemd/system/vboot-quoting.service <<'UNIT'\n{unit}UNIT\n", check=True)

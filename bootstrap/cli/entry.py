@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 
+
 def _terminated(_signum: int, _frame: object) -> None:
     """SIGTERM's handler until the CLI has loaded: :func:`bootstrap.cli.interrupt.install`'s, imported late."""
     from bootstrap.cli.interrupt import Terminated
@@ -56,7 +57,7 @@ def main() -> None:
                     started = True
                 except OSError:  # fork refused (process limit): the command scans itself
                     plain.HEAD_START = None
-        if started and len(request["paths"]) <= 1:
+        if started and request is not None and len(request["paths"]) <= 1:
             from bootstrap.cli.disk_view import print_head_start
 
             print_head_start(request)  # exits, unless the head start brought no report

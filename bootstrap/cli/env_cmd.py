@@ -7,7 +7,6 @@ imported only where `kernel install` has to put ipykernel into an environment or
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from bootstrap.core import shellenv
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, UsageError
-
 
 # ---------------------------------------------------------------------------------------------- env
 
@@ -43,7 +41,8 @@ def _profile_vars(profile_name: str, cache_dir: str | None, env: Environ):
                    "none of them can be given safely is refused: a carriage return, ${VAR}, a trailing or doubled "
                    "backslash, or ' together with $, `, \" or a backslash escape. (`docker run --env-file` reads "
                    "lines literally, quotes included: not a reader of this format.)")
-@click.option("--cache-dir", help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
+@click.option("--cache-dir",
+              help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
 @output.json_option
 def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as_json: bool) -> None:
     """Print the variables PROFILE implies for vLLM, quoted for your shell.
@@ -66,7 +65,7 @@ def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as
     data = {"profile": prof.name, "format": "dotenv" if dotenv else chosen, "variables": plan.vars,
             "warnings": plan.warnings, "text": text}
     output.emit(CommandResult("env", data, status="warn" if plan.warnings else "ok"),
-                human=lambda d: (sys.stdout.write(d["text"]), sys.stdout.flush()))
+                human=lambda d: print(d["text"], end="", flush=True))
 
 
 # ---------------------------------------------------------------------------------------------- kernel
@@ -91,7 +90,8 @@ def _kernel_python(venv_dir: Path | None, env: Environ) -> str:
 
         py = venv_python(venv_dir.expanduser().absolute())
         if not py.exists():
-            raise UsageError(f"{venv_dir} has no {py.relative_to(venv_dir.expanduser().absolute())}: not a virtual environment",
+            raise UsageError(f"{venv_dir} has no {py.relative_to(venv_dir.expanduser().absolute())}: not a virtual "
+                             "environment",
                              hint="pass the folder `vboot setup --venv` created, or run `vboot setup`")
         return str(py)
     from bootstrap.core.vllm_env import choose_python
@@ -138,7 +138,8 @@ def _ensure_ipykernel(python: str, env: Environ) -> bool:
 @click.option("--display-name", help="Name shown in Jupyter [default: vLLM (PROFILE)].")
 @click.option("--venv", "venv_dir", type=click.Path(file_okay=False, path_type=Path),
               help="The environment to register [default: the one `vboot setup` recorded].")
-@click.option("--cache-dir", help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
+@click.option("--cache-dir",
+              help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
 @output.json_option
 def kernel_install(profile: str, name: str | None, display_name: str | None, venv_dir: Path | None,
                    cache_dir: str | None, as_json: bool) -> None:

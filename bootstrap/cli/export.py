@@ -109,7 +109,7 @@ def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitor
         "out_dir": str(out),
         "files": [
             {"path": str(w.path), "name": w.path.name, "kind": doc.kind, "action": w.action, "size_bytes": w.size_bytes}
-            for w, doc in zip(plan, result.documents)
+            for w, doc in zip(plan, result.documents, strict=True)
         ],
         "guide": core.guide_commands(result, str(out)),
         "warnings": list(result.warnings),

@@ -24,6 +24,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import debug_enabled
 from bootstrap.core.errors import EXIT_FAIL, EXIT_SIGINT, EXIT_USAGE, VbootError
 
+
 class Entry(NamedTuple):
     """One command of the lazily loaded group: where it is, and its line in `vboot --help`."""
 
@@ -46,8 +47,10 @@ COMMANDS: dict[str, Entry] = {
                   "Stop a server, all servers, orphaned vLLM processes, or a vLLM process by PID."),
     "logs": Entry("bootstrap.cli.logs:logs", "Show (or follow) a server's vLLM log."),
     "top": Entry("bootstrap.cli.top:top", "Live view of a server's engine metrics and the GPUs."),
-    "route": Entry("bootstrap.cli.route:route", "One OpenAI endpoint in front of every running server, routing by model."),
-    "sleep": Entry("bootstrap.cli.sleep_cmd:sleep", "Put a GPU server to sleep (vLLM's sleep mode), measured with NVML."),
+    "route": Entry("bootstrap.cli.route:route",
+                   "One OpenAI endpoint in front of every running server, routing by model."),
+    "sleep": Entry("bootstrap.cli.sleep_cmd:sleep",
+                   "Put a GPU server to sleep (vLLM's sleep mode), measured with NVML."),
     "wake": Entry("bootstrap.cli.sleep_cmd:wake", "Wake a sleeping server."),
     "disk": Entry("bootstrap.cli.disk:disk", "Largest directories (du-style), model/package caches, and cleanup."),
     "setup": Entry("bootstrap.cli.setup_cmd:setup",
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         output.print_error("aborted")  # end of input at a prompt
         sys.exit(EXIT_SIGINT)
     except click.ClickException as exc:
-        output.report_error({"code": "usage", "message": exc.format_message(), "hint": "run `vboot --help` or `vboot COMMAND --help`"},
+        output.report_error({"code": "usage", "message": exc.format_message(),
+                             "hint": "run `vboot --help` or `vboot COMMAND --help`"},
                 exc.exit_code if exc.exit_code else EXIT_USAGE)
         sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
     except (KeyboardInterrupt, interrupt.Stopped) as exc:

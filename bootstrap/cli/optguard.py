@@ -101,7 +101,7 @@ class GuardedCommand(click.Command):
                     hint=f"give {option} its value ({option} VALUE); a value that really begins with '-' must be "
                          f"attached: {one_line(attached)}",
                     option=option, value=value)
-        return super().parse_args(ctx, args)  # type: ignore[misc]
+        return super().parse_args(ctx, args)
 
 
 _GUARDED: dict[type, type] = {}

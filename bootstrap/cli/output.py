@@ -75,8 +75,8 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def load_human_view() -> None:
     """Import what the human view prints with (rich: ~40 ms of CPU) now, while something else still runs (a
     forked scan), instead of after it has finished."""
-    import rich.console  # noqa: F401
-    import rich.markup  # noqa: F401
+    import rich.console
+    import rich.markup
     import rich.table  # noqa: F401
 
 
@@ -227,7 +227,8 @@ def _visible(match: re.Match[str]) -> str:
 
 def printable(text: str) -> str:
     """``text`` with every character a terminal would act on written as a visible escape (``\\x1b``, ``\\n``,
-    ``\\u2028``; an undecodable byte of a file name as ``\\xff``, like ``disk``'s JSON). Plain text is returned as is."""
+    ``\\u2028``; an undecodable byte of a file name as ``\\xff``, like ``disk``'s JSON). Plain text is returned
+    as is."""
     return _UNSAFE.sub(_visible, text)
 
 

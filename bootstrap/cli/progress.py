@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from bootstrap.cli import output
 
 if TYPE_CHECKING:
+    from rich.status import Status
+
     from bootstrap.core.setup import Step
 
 
@@ -18,7 +20,7 @@ class StepProgress:
     def __init__(self, total: int) -> None:
         self.total = total
         self.tty = sys.stderr.isatty() and not output.STATE.json
-        self.status = None
+        self.status: Status | None = None
         self.step = ""
         self.started = time.monotonic()
         self._last_draw = 0.0

@@ -36,7 +36,8 @@ def render_ps(data: PsReport) -> None:
         for s in data.servers:
             state = {"ready": "[green]healthy[/]" if s.healthy else "[yellow]unhealthy[/]",
                      "starting": "[yellow]starting[/]", "restarting": "[yellow]restarting[/]",
-                     "waiting": "[yellow]waiting (start lock)[/]", "sleeping": "[cyan]sleeping[/]"}.get(s.state, s.state)
+                     "waiting": "[yellow]waiting (start lock)[/]",
+                     "sleeping": "[cyan]sleeping[/]"}.get(s.state, s.state)
             if s.stale:
                 state += " [yellow](stale)[/]"
             model = s.served_model_name

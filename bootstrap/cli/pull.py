@@ -113,8 +113,14 @@ class PullProgress:
         if not self.enabled:
             return
         if self._progress is None:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                       TransferSpeedColumn)
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
 
             self._progress = Progress(TextColumn("pull"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                                       TimeRemainingColumn(), console=output.err_console(), transient=True)

@@ -289,8 +289,8 @@ def run_route(plan: RoutePlan, on_ready: Any = lambda: None, on_note: Any = lamb
         runner.stop_all()
         if state["record"] is not None:
             write(state="stopped")
-        for s, h in previous.items():
-            signal.signal(s, h)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @click.command(hidden=True)
@@ -323,7 +323,7 @@ async def _serve_front(host: str, port: int, up_host: str, up_port: int, key: st
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -368,7 +368,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up
                 if k.strip().lower() not in ("connection", "keep-alive", "proxy-connection")]
         if method == "GET" and path.rstrip("/") == "/v1/models":
             # The router's list, in the OpenAI shape (vllm-router <= 0.1.17 answers {"models": [...]}).
-            up_writer.write(f"GET /v1/models HTTP/1.1\r\n".encode() + "\r\n".join(
+            up_writer.write(b"GET /v1/models HTTP/1.1\r\n" + "\r\n".join(
                 [k for k in kept if not k.lower().startswith("accept-encoding")] + ["Connection: close", "", ""]
             ).encode())
             await up_writer.drain()

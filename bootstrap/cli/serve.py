@@ -23,17 +23,40 @@ import click
 from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
-from bootstrap.core.errors import (EXIT_STARTUP, ConflictError, PortInUseError, StartupError, UsageError,
-                                   VllmNotFoundError)
-from bootstrap.core.lifecycle import (Event, Failed, GaveUp, GpuSettling, MemoryReleased, Outcome, ProbeFailed, Ready,
-                                      Restarting, Slept, StartLockReleased, Starting, Stopping, Waiting,
-                                      WaitingForStartLock, Woke)
+from bootstrap.core.errors import (
+    EXIT_STARTUP,
+    ConflictError,
+    PortInUseError,
+    StartupError,
+    UsageError,
+    VllmNotFoundError,
+)
+from bootstrap.core.lifecycle import (
+    Event,
+    Failed,
+    GaveUp,
+    GpuSettling,
+    MemoryReleased,
+    Outcome,
+    ProbeFailed,
+    Ready,
+    Restarting,
+    Slept,
+    Starting,
+    StartLockReleased,
+    Stopping,
+    Waiting,
+    WaitingForStartLock,
+    Woke,
+)
 from bootstrap.core.profiles import RESTART_MODES, Profile, ServeSettings
 from bootstrap.core.runs import RunRecord
 from bootstrap.core.serve_plan import Observability
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 
 if TYPE_CHECKING:
+    from rich.status import Status
+
     from bootstrap.core.serve_plan import ServePlan
 
 class PortOrAuto(click.ParamType):
@@ -145,7 +168,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | str | None
     for path, what in ((run_dir, "run directory"), (run_dir / "run.json", "run record")):
         if (path.exists() or path.is_symlink()) and (path.is_symlink() or not (path.is_dir() if what ==
                                                                              "run directory" else path.is_file())):
-            raise ConflictError(f"the {what} {path} is not a plain {'directory' if what == 'run directory' else 'file'}",
+            kind = "directory" if what == "run directory" else "file"
+            raise ConflictError(f"the {what} {path} is not a plain {kind}",
                                 hint=f"move it out of the way (e.g. `mv {shlex.quote(str(path))} "
                                      f"{shlex.quote(str(path))}.bad`), or pass --name OTHER")
     same_name = find_run(env, run_name)
@@ -214,7 +238,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | str | None
     output.info(f"[dim]run dir[/] {output.escape(str(plan.run_dir))}")
     output.info(f"[dim]command[/] {output.escape(shlex.join(plan.shown_argv))}")
     if plan.prometheus is not None:
-        output.info(f"[dim]prometheus[/] {plan.prometheus.url} (config {output.escape(str(plan.run_dir))}/prometheus.yml)")
+        output.info(f"[dim]prometheus[/] {plan.prometheus.url} (config "
+                    f"{output.escape(str(plan.run_dir))}/prometheus.yml)")
     if plan.alertmanager is not None:
         output.info(f"[dim]alertmanager[/] {plan.alertmanager.url} (receivers: "
                     f"{', '.join(plan_receivers) or 'none: alerts show in its UI only'})")
@@ -240,7 +265,8 @@ def _idle_sleep_s(value: str | None, settings: ServeSettings) -> float:
     if seconds <= 0:
         raise UsageError("--idle-sleep must be longer than 0", hint="e.g. --idle-sleep 10m")
     if not settings.vllm.enable_sleep_mode:
-        raise UsageError(f"--idle-sleep needs vLLM's sleep mode, which profile {settings.profile.name} does not turn on",
+        raise UsageError(f"--idle-sleep needs vLLM's sleep mode, which profile {settings.profile.name} does not "
+                         "turn on",
                          hint="set serve.enable_sleep_mode = true in the profile (or pass -- --enable-sleep-mode)")
     return seconds
 
@@ -436,7 +462,7 @@ class ServeView:
     def __init__(self, plan: ServePlan) -> None:
         self.plan = plan
         self.interactive = not output.STATE.json and sys.stderr.isatty()
-        self.status = None
+        self.status: Status | None = None
         self.ready_doc_printed = False
         self.first_ready: Ready | None = None
         self.gave_up: GaveUp | None = None
@@ -534,7 +560,8 @@ class ServeView:
             else:
                 who = "; ".join(r.holders) or "see `vboot ps` / `nvidia-smi`"
                 output.info(f"[yellow]![/] GPU memory in use still changing after {r.waited_s:.0f} s "
-                            f"({output.human_bytes(r.used_bytes)} in use): starting anyway; holders: {output.escape(who)}")
+                            f"({output.human_bytes(r.used_bytes)} in use): starting anyway; holders: "
+                            f"{output.escape(who)}")
         elif isinstance(event, Slept):
             why = f"idle for {output.human_duration(event.idle_s)}" if event.reason == "idle" else "put to sleep"
             output.info(f"[cyan]z[/] {output.escape(self.plan.name)} is asleep ({why}); `vboot wake "
@@ -617,7 +644,8 @@ def _render_ready(data: dict[str, Any]) -> None:
     con.print(f"  url          {esc(data['url'])}/v1   served model [bold]{esc(data['served_model_name'])}[/]")
     if smoke:
         if smoke["ok"]:
-            con.print(f"  smoke        {smoke['completion_tokens']} tokens in {output.human_duration(smoke['latency_s'])}"
+            con.print(f"  smoke        {smoke['completion_tokens']} tokens in "
+                      f"{output.human_duration(smoke['latency_s'])}"
                       f" ({smoke['tokens_per_s']:.1f} tokens/s)")
         else:
             con.print(f"  [yellow]smoke        failed: {esc(smoke['error'])}[/]")

@@ -18,7 +18,8 @@ from bootstrap.core.errors import NotFoundError, SystemdUnavailableError, UsageE
 
 
 def _scope_option(f: Any) -> Any:
-    f = click.option("--user", "scope", flag_value="user", help="A user unit (systemctl --user); default when not root.")(f)
+    f = click.option("--user", "scope", flag_value="user",
+                     help="A user unit (systemctl --user); default when not root.")(f)
     return click.option("--system", "scope", flag_value="system",
                         help="A system unit (/etc/systemd/system); default as root.")(f)
 
@@ -76,7 +77,8 @@ def service() -> None:
 @click.option("--name", help="Unit name, also the server's name in `vboot ps` (default: vboot-PROFILE).")
 @click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (as `vboot serve --port`).")
 @click.option("--host", help="Bind address (as `vboot serve --host`; a non-loopback host needs a key).")
-@click.option("--prometheus", "with_prometheus", is_flag=True, help="Also run Prometheus (as `vboot serve --prometheus`).")
+@click.option("--prometheus", "with_prometheus", is_flag=True,
+              help="Also run Prometheus (as `vboot serve --prometheus`).")
 @click.option("--probe-interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds between liveness generations; the watchdog period follows from it.")
 @click.option("--probe-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True)
@@ -115,7 +117,7 @@ def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, n
     for flag, value in (("--port", port), ("--host", host), ("--vllm-python", vllm_python),
                         ("--cache-dir", cache_dir)):
         if value is not None:
-            argv += [flag, str(Path(value).expanduser().absolute()) if flag in ("--vllm-python", "--cache-dir")
+            argv += [flag, str(Path(str(value)).expanduser().absolute()) if flag in ("--vllm-python", "--cache-dir")
                      else str(value)]
     if with_prometheus:
         argv.append("--prometheus")
@@ -290,7 +292,8 @@ def logs(name: str, scope: str | None, follow: bool, lines: int, vllm_log: bool)
     try:
         os.execvp(cmd[0], cmd)
     except OSError as exc:
-        raise SystemdUnavailableError(f"cannot run {cmd[0]}: {exc}", hint="`vboot logs NAME` reads vLLM's log") from None
+        raise SystemdUnavailableError(f"cannot run {cmd[0]}: {exc}",
+                                      hint="`vboot logs NAME` reads vLLM's log") from None
 
 
 @service.command()
@@ -307,7 +310,8 @@ def uninstall(name: str, scope: str | None, as_json: bool) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise NotFoundError(f"no unit file {path}", hint="`vboot service status NAME`; pass --user or --system") from None
+        raise NotFoundError(f"no unit file {path}",
+                            hint="`vboot service status NAME`; pass --user or --system") from None
     if svc.MARKER not in text:
         raise UsageError(f"{path} was not written by vboot: left alone", hint="remove it yourself if you mean to")
     why = _systemd_running(system)

@@ -22,7 +22,6 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NoVllmBuildError, UsageError
 
-
 # ---------------------------------------------------------------------------------------------- setup
 
 
@@ -97,11 +96,13 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
     if choice.distribution is None:
         raise NoVllmBuildError(f"no vLLM build runs here: {choice.reason}", hint=choice.fix,
                                cuda_driver_version=gpu.cuda_driver_version, gpus=list(gpu.gpu_names))
-    venv = (venv_dir.expanduser() if venv_dir else core.default_venv(env, choice.distribution, choice.version)).absolute()
+    venv = (venv_dir.expanduser() if venv_dir
+            else core.default_venv(env, choice.distribution, choice.version)).absolute()
 
     uv = core.find_uv(env)
     if installer == "uv" and not uv:
-        raise UsageError("--installer uv: uv is not on PATH", hint="install uv (`pip install uv`) or use --installer pip")
+        raise UsageError("--installer uv: uv is not on PATH",
+                         hint="install uv (`pip install uv`) or use --installer pip")
     chosen_installer = "uv" if installer == "uv" or (installer == "auto" and uv) else "pip"
     base_python = core.find_python(python_request, env) if chosen_installer == "pip" else \
         (python_request or sys.executable)
@@ -160,6 +161,7 @@ def _torch_source(choice: core.BuildChoice, state: core.VenvState, installer: st
         return core.decide_torch_source(choice, installer, mode, pins.torch, None, None)
     probe = str(core.venv_python(Path(state.path))) if state.python_ok else \
         (base_python if installer == "pip" else sys.executable)
+    assert choice.distribution is not None  # setup() refuses a choice without a build before this
     pin = pins.torch or core.torch_pin(choice.distribution, choice.version,
                                        lookup=lambda req: core.pip_requirement_pin(probe, req))
     if installer == "uv":
@@ -206,7 +208,7 @@ def _render_plan(data: dict) -> None:
     for note in plan.notes:
         con.print(f"[yellow]note:[/] {escape(note)}")
     con.print("[bold]commands[/] (dry run: nothing was run):")
-    for step, command in zip(plan.steps, data["commands"]):
+    for step, command in zip(plan.steps, data["commands"], strict=True):
         con.print(f"  [dim]# {step.name}: {escape(step.why)}[/]")
         # Plain print: the command must be copyable exactly, without rich markup or wrapping.
         print(f"  {command}", flush=True)

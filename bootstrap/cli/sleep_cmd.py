@@ -74,7 +74,8 @@ def _key(rec: Any) -> str | None:
 @click.command()
 @click.argument("name")
 @click.option("--level", type=click.IntRange(1, 2), default=1, show_default=True,
-              help="1: weights to CPU memory, KV cache dropped (fast wake); 2: weights dropped too (wake reloads them).")
+              help="1: weights to CPU memory, KV cache dropped (fast wake); 2: weights dropped too (wake reloads "
+                   "them).")
 @output.json_option
 def sleep(name: str, level: int, as_json: bool) -> None:
     """Put server NAME to sleep (vLLM's sleep mode) and measure what that freed with NVML.

@@ -17,7 +17,7 @@ from typing import IO
 
 import click
 
-from bootstrap.core.lifecycle import (Event, GaveUp, Lifecycle, Outcome, Ready, Stopped, Target, event_to_json)
+from bootstrap.core.lifecycle import Event, GaveUp, Lifecycle, Outcome, Ready, Stopped, Target, event_to_json
 from bootstrap.core.serve_plan import ServePlan, plan_from_json
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 

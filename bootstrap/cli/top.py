@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from bootstrap.core.envelope import CommandResult, to_jsonable
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, ScrapeError, UsageError
 from bootstrap.core.metrics import TOP_FAMILIES, TopFrame, TopSession
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 SPARK = "▁▂▃▄▅▆▇█"
 GpuReader = Callable[[], tuple[list[dict[str, Any]], str | None]]
@@ -201,8 +204,9 @@ def render(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: s
         eng.add_row("", "", "[dim]no data yet[/]", "")
 
     lat = Table(box=None, header_style="bold", padding=(0, 2))
-    for col, just in (("latency", "left"), ("p50", "right"), ("p95", "right"), ("p99", "right"),
-                      ("mean", "right"), ("n", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("latency", "left"), ("p50", "right"), ("p95", "right"),
+                                                      ("p99", "right"), ("mean", "right"), ("n", "right"))
+    for col, just in columns:
         lat.add_column(col, justify=just)
     if s is not None:
         for name, p in (("time to first token", s.ttft_s), ("  of which queued", s.queue_s),
@@ -372,7 +376,8 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     if frame.up:
         result = CommandResult("top", data)
     else:
-        down = ScrapeError(f"{endpoint.url}: {frame.error}", hint="is the server running? see `vboot ps` and `vboot logs`")
+        down = ScrapeError(f"{endpoint.url}: {frame.error}",
+                           hint="is the server running? see `vboot ps` and `vboot logs`")
         result = CommandResult("top", data, status="error", exit_code=down.exit_code, errors=(down.to_dict(),))
     output.emit(result, human=lambda _d: output.console().print(
         render(frame, label, gpus, gpu_error, interval_s, live=False)))

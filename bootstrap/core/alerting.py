@@ -48,7 +48,8 @@ PROGRAMS: tuple[str, ...] = ("prometheus-alertmanager", "alertmanager")
 DEFAULT_PORT = 9093
 
 #: The Slack message: each alert's summary and description (the stock template shows only labels).
-SLACK_TITLE = '[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] {{ .CommonLabels.alertname }}'
+SLACK_TITLE = ('[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] '
+               '{{ .CommonLabels.alertname }}')
 SLACK_TEXT = "{{ range .Alerts }}*{{ .Annotations.summary }}*\n{{ .Annotations.description }}\n{{ end }}"
 
 

@@ -214,7 +214,7 @@ def _have(gpu: GpuFacts) -> str:
         return f"a driver for CUDA {cuda_str(gpu.cuda_driver_version)} (--for-cuda; GPU not checked)"
     if gpu.has_gpu:
         kinds = sorted({(n, _cc_str(cc)) for n, cc in zip(gpu.gpu_names, gpu.compute_capabilities or
-                                                          (None,) * len(gpu.gpu_names))})
+                                                          (None,) * len(gpu.gpu_names), strict=False)})
         names = ", ".join(f"{n}, compute capability {cc}" for n, cc in kinds)
         return (f"{len(gpu.gpu_names)} GPU(s) ({names}), driver {gpu.driver_version or '?'} for CUDA "
                 f"{cuda_str(gpu.cuda_driver_version)}")
@@ -230,7 +230,7 @@ def gpu_problem(gpu: GpuFacts, release: str = DEFAULT_VLLM_VERSION) -> tuple[str
     ccs = [cc for cc in gpu.compute_capabilities if cc is not None]
     if ccs and all(cc < MIN_COMPUTE_CAPABILITY for cc in ccs):
         low = ", ".join(sorted({f"{n} (compute capability {_cc_str(cc)})"
-                                for n, cc in zip(gpu.gpu_names, gpu.compute_capabilities) if cc}))
+                                for n, cc in zip(gpu.gpu_names, gpu.compute_capabilities, strict=False) if cc}))
         need = _cc_str(MIN_COMPUTE_CAPABILITY)
         return (f"{low}: vLLM {release} needs compute capability {need} or newer (T4, A10, A100, L4, H100, ...)",
                 f"serve on a GPU with compute capability >= {need}, or install the CPU build on purpose: "
@@ -264,7 +264,7 @@ def _line_notes(line: CudaLine, gpu: GpuFacts) -> tuple[str, ...]:
                      "CUDA minor-version compatibility"
                      + ("; kernels compiled at run time (PTX) can fail on so old a driver: a driver for CUDA 12.8 "
                         "(570+) or 12.9 (575+) avoids that" if risky else ""))
-    low = sorted({f"{n} ({_cc_str(cc)})" for n, cc in zip(gpu.gpu_names, gpu.compute_capabilities)
+    low = sorted({f"{n} ({_cc_str(cc)})" for n, cc in zip(gpu.gpu_names, gpu.compute_capabilities, strict=False)
                   if cc is not None and cc < MIN_COMPUTE_CAPABILITY})
     if low:
         notes.append(f"vLLM cannot use {', '.join(low)} (compute capability below "

@@ -86,8 +86,8 @@ class CacheItem:
     """One thing in a cache: a model (``kind`` model), partial downloads (partial), locks, or a top folder (entry).
 
     ``paths`` is what cleaning it removes (a legacy ModelScope model: its directory and its dotted symlink;
-    partials: the partial files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the newest access/modification
-    time seen (epoch seconds). ``in_use_by`` names the live vboot server that serves it.
+    partials: the partial files or the temp folder), and ``paths_bytes`` what each one holds. ``last_used`` is the
+    newest access/modification time seen (epoch seconds). ``in_use_by`` names the live vboot server that serves it.
     """
 
     id: str
@@ -633,7 +633,8 @@ def plan_clean(reports: list[CacheReport], *, partial: bool = False, models: Ite
         for item in report.items:
             picked = ((partial and item.kind == "partial")
                       or (report.name in wanted_caches)
-                      or (bool(wanted_models) and item.kind in ("model", "partial") and _matches_model(item, wanted_models)))
+                      or (bool(wanted_models) and item.kind in ("model", "partial")
+                          and _matches_model(item, wanted_models)))
             if not selectors:
                 picked = True
             if not picked:
@@ -670,7 +671,7 @@ def plan_clean(reports: list[CacheReport], *, partial: bool = False, models: Ite
                                        "mount_point"))
                 continue
             chosen_here = True
-            measured = dict(zip(item.paths, item.paths_bytes))
+            measured = dict(zip(item.paths, item.paths_bytes, strict=False))  # a path not measured is measured below
             for p in item.paths:
                 b = measured[p] if p in measured else _size(p)
                 entries.append(PlanEntry(path=p, bytes=b, cache=report.name, item_id=item.id, kind=item.kind,
@@ -792,7 +793,9 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
     remains afterwards (``usage``: (size, free) of a filesystem, ``df -B1``; production default
     bootstrap.probes.system.fs_usage). A path that fails is reported in ``failed`` with a code and a reason."""
     if usage is None:
-        from bootstrap.probes.system import fs_usage as usage
+        from bootstrap.probes.system import fs_usage  # the production default
+
+        usage = fs_usage
 
     env = env or Environ()
     if active is None:
@@ -808,9 +811,9 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
     freed = 0
     before: dict[str, int] = {}
     after: dict[str, int] = {}
-    for name, root in plan.roots.items():
+    for name, cache_root in plan.roots.items():
         try:
-            before[name] = usage(root)[1]
+            before[name] = usage(cache_root)[1]
         except OSError:
             pass
     for entry in plan.entries:
@@ -849,9 +852,9 @@ def execute_plan(plan: CleanPlan, active: dict[str, str] | None = None, env: Env
         freed += max(0, entry.bytes - left)
         if not left and not os.path.lexists(entry.path):
             removed.append(entry.path)
-    for name, root in plan.roots.items():
+    for name, cache_root in plan.roots.items():
         try:
-            after[name] = usage(root)[1]
+            after[name] = usage(cache_root)[1]
         except OSError:
             pass
     return CleanResult(removed=tuple(removed), freed_bytes=freed, failed=tuple(failed),

@@ -16,9 +16,16 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.envplan import (ALLOC_ALIAS, ALLOC_VAR, EXPANDABLE, EnvPlan, expandable_conflicts, has_expandable,
-                                    plan_environment)
 from bootstrap.core.environ import KNOWN, Environ, is_secret, mask
+from bootstrap.core.envplan import (
+    ALLOC_ALIAS,
+    ALLOC_VAR,
+    EXPANDABLE,
+    EnvPlan,
+    expandable_conflicts,
+    has_expandable,
+    plan_environment,
+)
 from bootstrap.core.errors import UsageError
 from bootstrap.core.gpu import NvmlErrorKind
 from bootstrap.core.paths import ModelInCache
@@ -273,8 +280,8 @@ def spec_satisfied(version: str, spec: str) -> bool | None:
         op, want_s = m.groups()
         if want_s.endswith(".*"):
             prefix = _version_tuple(want_s[:-2])
-            ok = have[: len(prefix)] == prefix
-            ok = ok if op == "==" else (not ok if op == "!=" else None)
+            same = have[: len(prefix)] == prefix
+            ok = same if op == "==" else (not same if op == "!=" else None)
             if ok is None:
                 return None
             if not ok:
@@ -336,7 +343,8 @@ def _cpu_instead(f: Facts) -> str:
 
 
 def check_nvidia_gpus(f: Facts) -> CheckResult:
-    """Each GPU: `nvidia-smi --query-gpu=index,name,memory.total,memory.used,memory.free,compute_cap,mig.mode.current --format=csv`."""
+    """Each GPU: `nvidia-smi --format=csv
+    --query-gpu=index,name,memory.total,memory.used,memory.free,compute_cap,mig.mode.current`."""
     s = f.nvml
     if not s.ok or not s.gpus:
         return CheckResult("nvidia.gpus", Status.SKIP, "no GPU to inspect", "", {"gpus": []})
@@ -363,7 +371,8 @@ def check_nvidia_gpus(f: Facts) -> CheckResult:
                            "reboot to recover a lost GPU; meanwhile hide it with CUDA_VISIBLE_DEVICES="
                            + ",".join(str(g.index) for g in s.gpus if not g.error), data)
     if mig:
-        return CheckResult("nvidia.gpus", Status.WARN, f"MIG mode is on for GPU(s) {', '.join(str(g.index) for g in mig)}",
+        return CheckResult("nvidia.gpus", Status.WARN,
+                           f"MIG mode is on for GPU(s) {', '.join(str(g.index) for g in mig)}",
                            "vLLM sees MIG slices, not whole GPUs: use a MIG UUID in CUDA_VISIBLE_DEVICES, or "
                            "`sudo nvidia-smi -i N -mig 0`", data)
     return CheckResult("nvidia.gpus", Status.OK, f"{len(s.gpus)} x {names}", "", data)
@@ -377,7 +386,8 @@ def check_nvidia_topology(f: Facts) -> CheckResult:
     """Peer-to-peer paths between the GPUs tensor parallel will use: `nvidia-smi topo -m`, `nvidia-smi topo -p2p r`."""
     tp = _tp(f)
     if f.device != "gpu" or tp <= 1:
-        return CheckResult("nvidia.topology", Status.SKIP, "one GPU: no peer-to-peer traffic", "", {"tensor_parallel_size": tp})
+        return CheckResult("nvidia.topology", Status.SKIP, "one GPU: no peer-to-peer traffic", "",
+                           {"tensor_parallel_size": tp})
     chosen = [g for g in f.visible_gpus if g.error is None][:tp]
     if len(chosen) < tp:
         return CheckResult("nvidia.topology", Status.SKIP, f"fewer than {tp} usable GPUs visible (see vram)", "",
@@ -425,7 +435,8 @@ def _best_nvlink_set(f: Facts, tp: int) -> list[int] | None:
 
 
 def check_torch(f: Facts) -> CheckResult:
-    """torch's build, read from torch/version.py: `PY -c "import torch; print(torch.__version__, torch.version.cuda)"`."""
+    """torch's build, read from torch/version.py:
+    `PY -c "import torch; print(torch.__version__, torch.version.cuda)"`."""
     tb = f.torch
     where = f"{f.python} ({f.python_origin})"
     if not f.pyenv.exists:
@@ -594,18 +605,20 @@ def check_vram(f: Facts) -> CheckResult:
         row = {"index": g.index, "free_bytes": g.memory_free_bytes, "total_bytes": total, "needed_bytes": need,
                "gpu_memory_utilization": util, "holders": holders}
         rows.append(row)
-        if g.memory_free_bytes is not None and g.memory_free_bytes < need and (worst is None or
-                                                                                g.memory_free_bytes < worst[0]["free_bytes"]):
+        if g.memory_free_bytes is not None and g.memory_free_bytes < need and (
+                worst is None or g.memory_free_bytes < worst[0]["free_bytes"]):
             worst = (row, g)
     data: dict[str, Any] = {"gpus": rows, "tensor_parallel_size": tp}
     if len(gpus) < tp:
         return CheckResult("vram", Status.FAIL, f"tensor parallel {tp} needs {tp} GPUs, {len(gpus)} visible",
                            "lower serve.tensor_parallel_size or widen CUDA_VISIBLE_DEVICES"
-                           + (f" {f.where('CUDA_VISIBLE_DEVICES')}" if f.vllm_env("CUDA_VISIBLE_DEVICES") else ""), data)
+                           + (f" {f.where('CUDA_VISIBLE_DEVICES')}" if f.vllm_env("CUDA_VISIBLE_DEVICES") else ""),
+                           data)
     if worst:
         row, g = worst
         holders = sorted(row["holders"], key=lambda h: -(h["used_bytes"] or 0))
-        who = ", ".join(f"PID {h['pid']} ({h['name']}) {_gib(h['used_bytes'])}" for h in holders[:3]) or "no visible process"
+        who = ", ".join(f"PID {h['pid']} ({h['name']}) {_gib(h['used_bytes'])}" for h in holders[:3]) \
+            or "no visible process"
         orphan_pids = {p.pid for p in f.vllm_procs if p.orphan}
         other = next((p for p in f.vllm_procs if getattr(p, "standing", "") == "unmanaged"
                       and any(h["pid"] == p.pid for h in holders)), None)
@@ -861,7 +874,8 @@ def check_env_cuda_visible(f: Facts) -> CheckResult:
     origin = f.env_origin("CUDA_VISIBLE_DEVICES")
     data: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value, "origin": origin}
     if value is None:
-        return CheckResult("env.cuda_visible_devices", Status.OK, "CUDA_VISIBLE_DEVICES unset (all GPUs visible)", "", data)
+        return CheckResult("env.cuda_visible_devices", Status.OK, "CUDA_VISIBLE_DEVICES unset (all GPUs visible)", "",
+                           data)
     in_profile = f.in_profile("CUDA_VISIBLE_DEVICES")
     set_in = f.profile_note("CUDA_VISIBLE_DEVICES")
     gpus = list(f.nvml.gpus) if f.nvml.ok else []
@@ -883,15 +897,17 @@ def check_env_cuda_visible(f: Facts) -> CheckResult:
                if in_profile or f.in_profile("CUDA_DEVICE_ORDER") else "export CUDA_DEVICE_ORDER=PCI_BUS_ID")
         return CheckResult("env.cuda_visible_devices", Status.WARN,
                            f"CUDA_VISIBLE_DEVICES={value} uses indices on a box with different GPU models: CUDA "
-                           "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match" + set_in,
+                           "numbers the fastest GPU first, nvidia-smi by PCI bus, so the indices may not match"
+                           + set_in,
                            f"{fix} (or use GPU UUIDs from `nvidia-smi -L`)", data)
     return CheckResult("env.cuda_visible_devices", Status.OK, f"CUDA_VISIBLE_DEVICES={value} -> GPU(s) "
                        + ", ".join(str(g.index) for g in visible) + " (nvidia-smi numbering)" + set_in, "", data)
 
 
 def check_env_misc(f: Facts) -> CheckResult:
-    """Variables that do nothing or do something surprising: `env | grep -E 'CUDA_EMPTY_CACHE|HF_HUB_OFFLINE|VLLM_PORT'`,
-    with the profile's [env] that serve puts over them."""
+    """Variables that do nothing or do something surprising:
+    `env | grep -E 'CUDA_EMPTY_CACHE|HF_HUB_OFFLINE|VLLM_PORT'`, with the profile's [env] that serve puts over
+    them."""
     findings: list[tuple[Status, str, str]] = []
     empty_cache = f.vllm_env("CUDA_EMPTY_CACHE")
     if empty_cache is not None:
@@ -905,7 +921,8 @@ def check_env_misc(f: Facts) -> CheckResult:
                              f"unset VLLM_PORT {f.where('VLLM_PORT')} (use --port for the HTTP port)"))
         else:
             findings.append((Status.WARN, f"VLLM_PORT={vport} sets vLLM's internal port, not the HTTP port",
-                             f"unset it {f.where('VLLM_PORT')} unless you mean it; the HTTP port is --port / serve.port"))
+                             f"unset it {f.where('VLLM_PORT')} unless you mean it; the HTTP port is --port / "
+                             "serve.port"))
     offline = f.vllm_env("HF_HUB_OFFLINE")
     if offline and offline.strip().lower() in ("1", "true", "yes", "on") and f.profile.model.source == "huggingface":
         findings.append((Status.WARN, "HF_HUB_OFFLINE is on: vLLM cannot download the model from Hugging Face",
@@ -915,7 +932,8 @@ def check_env_misc(f: Facts) -> CheckResult:
         return CheckResult("env.misc", Status.OK, "no useless or conflicting variables", "", data)
     findings.sort(key=lambda x: x[0] != Status.FAIL)
     status = findings[0][0]
-    return CheckResult("env.misc", status, "; ".join(s for _, s, _ in findings), "; ".join(h for _, _, h in findings), data)
+    return CheckResult("env.misc", status, "; ".join(s for _, s, _ in findings), "; ".join(h for _, _, h in findings),
+                       data)
 
 
 def check_env_report(f: Facts) -> CheckResult:
@@ -929,7 +947,8 @@ def check_env_report(f: Facts) -> CheckResult:
 def check_system(f: Facts) -> CheckResult:
     """`python3 --version; nproc; free -b`."""
     si = f.c.system_info()
-    data = {"python_version": si.python_version, "vllm_python_version": f.pyenv.python_version if f.pyenv.exists else None,
+    data = {"python_version": si.python_version,
+            "vllm_python_version": f.pyenv.python_version if f.pyenv.exists else None,
             "cpu_count": si.cpu_count, "ram_total_bytes": si.ram_total_bytes,
             "ram_available_bytes": si.ram_available_bytes, "device": f.device}
     summary = f"Python {si.python_version}, {si.cpu_count} CPU(s), {_gib(si.ram_available_bytes)} of " \
@@ -958,7 +977,8 @@ class CheckSpec:
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("nvidia.driver", "GPU", "NVIDIA driver and CUDA version (NVML)", check_nvidia_driver),
     CheckSpec("nvidia.gpus", "GPU", "each GPU: memory, compute capability, MIG, health", check_nvidia_gpus),
-    CheckSpec("nvidia.topology", "GPU", "peer-to-peer / NVLink between the tensor-parallel GPUs", check_nvidia_topology),
+    CheckSpec("nvidia.topology", "GPU", "peer-to-peer / NVLink between the tensor-parallel GPUs",
+              check_nvidia_topology),
     # vllm before torch: with the wrong build installed, vllm's finding names the build to install (and the
     # pre-flight reports the first failure).
     CheckSpec("vllm", "Python", "vLLM distribution and CUDA build vs the device and driver, torch pin, serve command",
@@ -973,8 +993,10 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("port", "Processes", "the profile's HTTP port", check_port),
     CheckSpec("env.alloc_conf", "Environment", "PYTORCH_CUDA_ALLOC_CONF / PYTORCH_ALLOC_CONF", check_env_alloc),
     CheckSpec("env.modelscope", "Environment", "ModelScope variables", check_env_modelscope),
-    CheckSpec("env.cuda_visible_devices", "Environment", "CUDA_VISIBLE_DEVICES vs the GPUs present", check_env_cuda_visible),
-    CheckSpec("env.misc", "Environment", "useless or conflicting variables (CUDA_EMPTY_CACHE, VLLM_PORT, HF_HUB_OFFLINE)", check_env_misc),
+    CheckSpec("env.cuda_visible_devices", "Environment", "CUDA_VISIBLE_DEVICES vs the GPUs present",
+              check_env_cuda_visible),
+    CheckSpec("env.misc", "Environment",
+              "useless or conflicting variables (CUDA_EMPTY_CACHE, VLLM_PORT, HF_HUB_OFFLINE)", check_env_misc),
     CheckSpec("env.report", "Environment", "the variables vboot read (secrets masked)", check_env_report),
 )
 

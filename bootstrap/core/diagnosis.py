@@ -53,7 +53,8 @@ _RULES: tuple[_Rule, ...] = (
           "the GPU ran out of memory while loading or warming up the model",
           "lower serve.gpu_memory_utilization or serve.max_model_len, or free the GPU (`vboot ps`)"),
     _Rule("cpu_kv_space",
-          re.compile(r"(VLLM_CPU_KVCACHE_SPACE|cpu_kvcache_space)[^\n]*(too (?:large|small)|exceeds|insufficient)", re.I),
+          re.compile(r"(VLLM_CPU_KVCACHE_SPACE|cpu_kvcache_space)[^\n]*(too (?:large|small)|exceeds|insufficient)",
+                     re.I),
           "the CPU KV-cache size (VLLM_CPU_KVCACHE_SPACE) does not fit",
           "set VLLM_CPU_KVCACHE_SPACE (GiB) in the profile's [env] to fit the free RAM"),
     _Rule("modelscope_missing",
@@ -65,7 +66,8 @@ _RULES: tuple[_Rule, ...] = (
           "vLLM rejected its command line: {msg}",
           "fix the argument (profile serve.args or the extra args after --); `vboot logs NAME` shows the full log"),
     _Rule("model_not_found",
-          re.compile(r"(?:No such file or directory|does not appear to have a file named|is not a local folder and is not a valid model identifier)[^\n]*"),
+          re.compile(r"(?:No such file or directory|does not appear to have a file named|is not a local folder and is "
+                     r"not a valid model identifier)[^\n]*"),
           "vLLM could not find the model files",
           "check the profile's model (vboot pull PROFILE), then serve again"),
 )

@@ -72,10 +72,15 @@ def default_open_dir(path: str, name: str, dir_fd: int | None) -> int:
     """Open directory ``name`` (relative to ``dir_fd``; ``path`` is its full path, for messages and tests)."""
     return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
 
+# A walk-order sort key, one component per level below the root: readdir's index of the entry until its directory
+# is re-keyed in du's visiting order (_Walker._inode_order), then (batch, inode or 0, index).
+_Key = tuple[int | tuple[int, int, int], ...]
+
+
 class _Task:
     __slots__ = ("path", "key", "parts", "depth")
 
-    def __init__(self, path: str, key: tuple[int, ...], parts: tuple[str, ...], depth: int) -> None:
+    def __init__(self, path: str, key: _Key, parts: tuple[str, ...], depth: int) -> None:
         self.path, self.key, self.parts, self.depth = path, key, parts, depth
 
 
@@ -97,7 +102,7 @@ class _Walker:
         self.unsorted_devs = unsorted_devs  # devices whose large directories du does not sort by inode
         self.entries: dict[tuple[str, ...], list] = {}  # parts -> [bytes, is_dir]
         self.attribs: list[tuple[tuple[str, ...], int]] = []
-        self.links: list[tuple[tuple[int, ...], int, int, int, tuple[str, ...]]] = []
+        self.links: list[tuple[_Key, int, int, int, tuple[str, ...]]] = []
         self.deferred: list[_Task] = []
         self.warnings: list[tuple[str, str, str]] = []
         self.unreadable: list[str] = []
@@ -128,7 +133,7 @@ class _Walker:
             self.run_task(self.deferred.pop())
 
     def walk(self, path: str, dir_fd: int | None, name: str, depth: int, level: int,
-             key: tuple[int, ...], parts: tuple[str, ...]) -> int:
+             key: _Key, parts: tuple[str, ...]) -> int:
         """Bytes below directory ``path`` (not counting the directory itself)."""
         try:
             fd = self.open_dir(path, name, dir_fd)
@@ -186,13 +191,15 @@ class _Walker:
         for k in range(marks[0], len(links)):
             lk = links[k]
             i = lk[0][pos]
+            assert isinstance(i, int)  # not re-keyed yet: it is this directory's listing that is re-keyed now
             ino = lk[2] if len(lk[0]) == pos + 1 else inodes[i]  # a file here, or one below subdirectory i
             links[k] = (lk[0][:pos] + (component(i, ino),) + lk[0][pos + 1:], *lk[1:])
         for task in self.deferred[marks[1]:]:
             i = task.key[pos]
+            assert isinstance(i, int)
             task.key = task.key[:pos] + (component(i, inodes[i]),) + task.key[pos + 1:]
 
-    def _subdir(self, path: str, fd: int, name: str, dev: int, cdepth: int, level: int, key: tuple[int, ...],
+    def _subdir(self, path: str, fd: int, name: str, dev: int, cdepth: int, level: int, key: _Key,
                 parts: tuple[str, ...]) -> int:
         """Bytes below subdirectory ``name`` (on device ``dev``) of ``fd``, or 0 when deferred or skipped."""
         sub = f"{path}/{name}"
@@ -206,7 +213,7 @@ class _Walker:
         return self.walk(sub, fd, name, cdepth, level + 1, key, parts)
 
     def _list(self, it: Iterable[os.DirEntry], fd: int, path: str, cdepth: int, level: int,
-              key: tuple[int, ...], parts: tuple[str, ...], subdirs: list[tuple[int, int]]) -> tuple[int, int]:
+              key: _Key, parts: tuple[str, ...], subdirs: list[tuple[int, int]]) -> tuple[int, int]:
         """Sum a directory; record its entries when they are within the listed depth. Returns (bytes, entries).
 
         Most entries of a large tree pass through here, so it does the least per entry: one ``fstatat``
@@ -266,7 +273,7 @@ def default_workers() -> int:
 
 def _read_all(fd: int, watch: int | None = None) -> bytes:
     """Everything until EOF. With ``watch``: raise _Abandoned if this process's parent stops being ``watch``."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         if watch is not None:
             while not select.select([fd], [], [], 0.25)[0]:
@@ -387,7 +394,7 @@ def _reap(pid: int) -> int | None:
 
 
 def _pull(r_tasks: int, chunks: list[list[_Task]], walker: _Walker) -> list[int]:
-    done = []
+    done: list[int] = []
     while True:
         token = os.read(r_tasks, 4)
         if len(token) < 4:

@@ -94,7 +94,7 @@ def from_jsonable(cls: Any, value: Any) -> Any:
         return [from_jsonable(item, v) for v in value]
     if origin in (dict, Mapping) or cls in (dict, Mapping):
         return dict(value)
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         kwargs = {f.name: from_jsonable(hints[f.name], value[f.name]) for f in dataclasses.fields(cls)
                   if f.name in value}

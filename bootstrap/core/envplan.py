@@ -56,7 +56,8 @@ def expandable_conflicts(options: VllmOptions) -> list[str]:
         reasons.append("sleep mode (vLLM before PR #40812 asserts 'Expandable segments are not compatible "
                        "with memory pool')")
     if options.kv_connector:
-        reasons.append("a KV connector (vLLM refuses it with expandable_segments:True unless the cumem allocator is on)")
+        reasons.append("a KV connector (vLLM refuses it with expandable_segments:True unless the cumem allocator "
+                       "is on)")
     return reasons
 
 
@@ -101,5 +102,5 @@ def plan_environment(profile: Profile, cache_dir: Path, user_env: Mapping[str, s
     final_alloc = out.get(ALLOC_VAR)
     if final_alloc and has_expandable(final_alloc.value) and conflicts:
         warnings.append(f"{ALLOC_VAR}={final_alloc.value} (from your {final_alloc.origin}) is known to break: "
-                        + "; ".join(conflicts) + f". Unset it or remove expandable_segments.")
+                        + "; ".join(conflicts) + ". Unset it or remove expandable_segments.")
     return EnvPlan(vars=tuple(out.values()), warnings=tuple(warnings))

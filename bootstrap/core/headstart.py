@@ -2,10 +2,11 @@
 known before the rest of the program has loaded.
 
 The child imports the function's module itself, after the fork, so starting costs the caller one ``fork``
-and nothing else; its stdout and stderr are /dev/null (the function returns its result, it never prints). The function gets ``watch_parent=PID`` and must stop soon after that process goes away
-(the child is re-parented when its starter dies, even by SIGKILL). Its return value travels back through a
-pipe with :mod:`marshal` (plain values only). This module imports only the cheapest parts of the standard
-library, since it runs before anything else is loaded.
+and nothing else; its stdout and stderr are /dev/null (the function returns its result, it never prints). The
+function gets ``watch_parent=PID`` and must stop soon after that process goes away (the child is re-parented
+when its starter dies, even by SIGKILL). Its return value travels back through a pipe with :mod:`marshal`
+(plain values only). This module imports only the cheapest parts of the standard library, since it runs before
+anything else is loaded.
 """
 
 from __future__ import annotations

@@ -44,10 +44,10 @@ from bootstrap.core.errors import ConflictError, DiskFullError, OutputUnwritable
 from bootstrap.core.metrics import WAITING as WAITING_METRIC
 from bootstrap.core.profiles import Profile, vllm_options
 from bootstrap.core.prom import DCGM_EXPORTER, alert_names, gpu_rule_groups, rule_groups
-from bootstrap.core.vllm_cmd import kv_transfer_config
 from bootstrap.core.prom import WAITING_RECORD as CUSTOM_METRIC
-from bootstrap.core.vllm_args import OptionUse, gives_option, option_uses, use_span, without_api_keys
 from bootstrap.core.textsafe import one_line
+from bootstrap.core.vllm_args import OptionUse, gives_option, option_uses, use_span, without_api_keys
+from bootstrap.core.vllm_cmd import kv_transfer_config
 from bootstrap.core.yamltext import comment, to_yaml
 
 GIB = 1024**3
@@ -304,8 +304,8 @@ def _without_chart_fields(serve_args: Sequence[str]) -> list[str]:
     """``serve_args`` less those the chart sets from its own fields: the API key in every spelling (it comes
     from a Secret, :func:`api_key_secret`), prefix caching, --host and --port (:func:`_bind_options`), and
     tensor parallel in every form :func:`bootstrap.core.profiles.vllm_options` reads (``-tp 4``, ``-tp=4``,
-    ``--tensor-parallel-size[=]4``, underscores for dashes, a prefix such as ``--tensor-parallel 4``), so the GPU count the values request and the size
-    vLLM gets cannot disagree."""
+    ``--tensor-parallel-size[=]4``, underscores for dashes, a prefix such as ``--tensor-parallel 4``), so the GPU
+    count the values request and the size vLLM gets cannot disagree."""
     serve_args = without_api_keys(serve_args)
     owned = [*_bind_options(serve_args), *option_uses(serve_args, "--tensor-parallel-size", alias="-tp")]
     drop = {i for use in owned for i in use_span(serve_args, use)}
@@ -491,7 +491,8 @@ def alertmanager_values(profile: Profile, options: K8sOptions) -> dict[str, Any]
     return values
 
 
-def kube_prom_stack_values(profile: Profile, options: K8sOptions, groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def kube_prom_stack_values(profile: Profile, options: K8sOptions,
+                           groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Values for ``prometheus-community/kube-prometheus-stack``.
 
     ``*SelectorNilUsesHelmValues: false`` makes Prometheus pick up ServiceMonitors and PrometheusRules from
@@ -647,7 +648,8 @@ def hpa_manifest(profile: Profile, options: K8sOptions) -> dict[str, Any]:
             },
         },
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(profile, options)},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                               "name": deployment_name(profile, options)},
             "minReplicas": options.min_replicas,
             "maxReplicas": options.max_replicas,
             "metrics": [
@@ -707,7 +709,8 @@ def build_export(profile: Profile, options: K8sOptions, groups: Sequence[Mapping
     docs_data = [
         (PRODUCTION_STACK_FILE, "helm-values", production_stack_values(profile, options),
          "vLLM production-stack values (chart vllm/vllm-stack)",
-         f"helm upgrade --install {options.release} vllm/vllm-stack -n {ns} --create-namespace -f {PRODUCTION_STACK_FILE}",
+         f"helm upgrade --install {options.release} vllm/vllm-stack -n {ns} --create-namespace -f "
+         f"{PRODUCTION_STACK_FILE}",
          stack_before),
         (KUBE_PROM_STACK_FILE, "helm-values", kube_prom_stack_values(profile, options, groups),
          "kube-prometheus-stack values: Prometheus, Alertmanager, Grafana and vboot's vLLM rules",

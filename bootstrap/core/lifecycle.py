@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bootstrap.core.colocate import IdleTracker, RequestCounts, kv_cache_tokens
 from bootstrap.core.diagnosis import Diagnosis
 from bootstrap.core.errors import EXIT_STARTUP
-from bootstrap.core.startlock import LockHolder, StartLock
 from bootstrap.core.profiles import RESTART_MODES
+from bootstrap.core.startlock import LockHolder, StartLock
 from bootstrap.core.supervisor import Clock, GroupOps, StopOutcome, stop_group
 
 if TYPE_CHECKING:
@@ -326,7 +326,7 @@ def event_from_json(doc: dict[str, Any]) -> Event:
     from bootstrap.core.envelope import from_jsonable
 
     cls = EVENT_TYPES[doc["event"]]
-    return from_jsonable(cls, {k: v for k, v in doc.items() if k != "event"})  # type: ignore[no-any-return]
+    return from_jsonable(cls, {k: v for k, v in doc.items() if k != "event"})
 
 
 @dataclass(frozen=True)

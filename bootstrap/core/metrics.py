@@ -53,7 +53,7 @@ class Histogram:
         """Observations made between ``older`` and this one. A reset (any count went down) keeps the newer."""
         if [b for b, _ in older.buckets] != [b for b, _ in self.buckets]:
             return self  # bucket layout changed: the server restarted with other buckets
-        diffs = [(b, c - oc) for (b, c), (_, oc) in zip(self.buckets, older.buckets)]
+        diffs = [(b, c - oc) for (b, c), (_, oc) in zip(self.buckets, older.buckets, strict=True)]
         if any(c < 0 for _, c in diffs) or self.count < older.count:
             return self
         return Histogram(tuple(diffs), self.count - older.count, self.sum - older.sum)

@@ -248,7 +248,8 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{source}: not valid TOML: {exc}", hint=f"fix the syntax of {source}", path=source) from None
+        raise ProfileError(f"{source}: not valid TOML: {exc}", hint=f"fix the syntax of {source}",
+                           path=source) from None
 
     def unknown(table: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
         for key in table:
@@ -264,7 +265,8 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
         if not ok:
             kinds = kind if isinstance(kind, tuple) else (kind,)
             names = " or ".join(k.__name__.replace("str", "string").replace("int", "integer") for k in kinds)
-            raise _err(source, text, f"'{prefix}{key}' must be a {names}, not {value!r}", key, prefix.rstrip(".") or None)
+            raise _err(source, text, f"'{prefix}{key}' must be a {names}, not {value!r}", key,
+                       prefix.rstrip(".") or None)
         return value
 
     nul = _first_nul(raw)
@@ -311,14 +313,16 @@ def parse_profile(text: str, name: str, source: str = "<string>") -> Profile:
             raise _err(source, text, f"'serve.port' must be 1-65535 or \"auto\", not {port}", "port", "serve")
     device = typed(serve_raw, "device", str, "serve.", "auto")
     if device not in DEVICES:
-        raise _err(source, text, f"'serve.device' must be one of {', '.join(DEVICES)}, not {device!r}", "device", "serve")
+        raise _err(source, text, f"'serve.device' must be one of {', '.join(DEVICES)}, not {device!r}", "device",
+                   "serve")
     util = typed(serve_raw, "gpu_memory_utilization", (int, float), "serve.", None)
     if util is not None and not 0 < util <= 1:
         raise _err(source, text, f"'serve.gpu_memory_utilization' must be in (0, 1], not {util}",
                    "gpu_memory_utilization", "serve")
     tp = typed(serve_raw, "tensor_parallel_size", int, "serve.", 1)
     if tp < 1:
-        raise _err(source, text, f"'serve.tensor_parallel_size' must be >= 1, not {tp}", "tensor_parallel_size", "serve")
+        raise _err(source, text, f"'serve.tensor_parallel_size' must be >= 1, not {tp}", "tensor_parallel_size",
+                   "serve")
     args = typed(serve_raw, "args", list, "serve.", [])
     if not all(isinstance(a, str) for a in args):
         raise _err(source, text, "'serve.args' must be a list of strings", "args", "serve")
@@ -624,7 +628,9 @@ def resolve_serve_settings(
     auto = wanted == PORT_AUTO
     if auto:
         if pick_port is None:
-            from bootstrap.probes.procs import free_port as pick_port  # noqa: PLW0127 - production default
+            from bootstrap.probes.procs import free_port  # the production default
+
+            pick_port = free_port
         wanted = pick_port(chosen_host)
     elif isinstance(wanted, str):
         raise UsageError(f"--port {wanted!r} is not a port number or \"auto\"", hint="pass --port 1-65535 or auto")

@@ -13,8 +13,8 @@ autoscaler.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,7 +241,8 @@ def _alert_rules(t: AlertThresholds) -> list[dict[str, Any]]:
             "labels": {"severity": "critical"},
             "annotations": {
                 "summary": "vLLM /metrics target {{ $labels.instance }} is down",
-                "description": (f"Prometheus has not scraped {{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}) for "
+                "description": (f"Prometheus has not scraped {{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}) "
+                                "for "
                                 f"{duration(t.target_down_for_s)}: the server stopped or hangs. Check `vboot ps` "
                                 "and `vboot logs`."),
             },
@@ -313,7 +314,8 @@ class GpuExporter:
 
 #: nvitop-exporter 1.7.2 (nvitop_exporter/exporter.py): prometheus_client appends each Gauge's unit to its name.
 NVITOP_EXPORTER = GpuExporter(
-    name="nvitop-exporter", job_regex=GPU_JOB, gpu_label="index", drop_labels=("index", "uuid", "devicename", "hostname"),
+    name="nvitop-exporter", job_regex=GPU_JOB, gpu_label="index",
+                              drop_labels=("index", "uuid", "devicename", "hostname"),
     utilization_percent="gpu_utilization_Percentage", memory_used_mib="gpu_memory_used_MiB",
     memory_total_mib="gpu_memory_total_MiB", power_watts="gpu_power_usage_W", temperature_celsius="gpu_temperature_C",
 )

@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeGuard
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import DiskFullError, ModelNotFoundError, NotEnoughSpaceError, UsageError
-from bootstrap.core.hub import HubClient, RemoteFile  # noqa: F401 - RemoteFile: pull's callers name it
+from bootstrap.core.hub import HubClient, RemoteFile
 from bootstrap.core.paths import ModelInCache, files_under, locate_model, partial_target, state_dir, validate_model_id
 from bootstrap.core.repoids import check_revision
 from bootstrap.core.runs import write_json_atomic
@@ -369,7 +370,7 @@ def remove_new_partials(before: Mapping[str, tuple[int, int]], snapshot_dir: Pat
 def _default_hub() -> HubClient:
     from bootstrap.probes import modelscope_hub
 
-    return modelscope_hub  # type: ignore[return-value] - the module satisfies the protocol
+    return modelscope_hub
 
 
 def ensure_model(
@@ -466,7 +467,8 @@ def ensure_model(
                       cache_dir=str(cache_dir), elapsed_s=time.monotonic() - start)
 
 
-def _same_model(located: ModelInCache | None, cache_dir: Path, model_id: str, revision: str) -> bool:
+def _same_model(located: ModelInCache | None, cache_dir: Path, model_id: str,
+                revision: str) -> TypeGuard[ModelInCache]:
     """``located`` answers for this pull (a caller's lookup of another model or cache is not used)."""
     return located is not None and (located.cache_dir, located.model_id, located.revision) == (
         cache_dir, model_id, revision)

@@ -43,7 +43,7 @@ def model_id_problem(model_id: str, source: str = "modelscope") -> str | None:
         parts = model_id.split("/")
         if len(parts) != 2 or not all(parts):
             return f"{_shown(model_id)} is not a ModelScope model id (OWNER/NAME, e.g. {MODELSCOPE_EXAMPLE})"
-        for what, part in zip(("owner", "name"), parts):
+        for what, part in zip(("owner", "name"), parts, strict=True):
             if not _MS_PART.fullmatch(part):
                 return (f"{_shown(model_id)} is not a ModelScope model id: the {what} {_shown(part)} may hold only "
                         "letters, digits, '-', '_' and '.' (at most 128, not starting with '.' or '-')")

@@ -400,7 +400,9 @@ def live_runs(env: Environ, alive: Callable[[int, float], bool] | None = None,
     watches them (between two generations of a restarted server no vLLM runs). Whether a process is still
     vboot's to signal is :func:`bootstrap.core.ownership.judge`'s question."""
     if alive is None:
-        from bootstrap.probes.procs import pid_alive as alive  # noqa: PLW0127 - production default
+        from bootstrap.probes.procs import pid_alive  # the production default
+
+        alive = pid_alive
     return [r for r in iter_runs(env, root, problems) if (r.pid and alive(r.pid, r.pid_create_time))
             or (r.supervisor_pid > 0 and r.supervisor_create_time > 0
                 and alive(r.supervisor_pid, r.supervisor_create_time))]

@@ -16,8 +16,18 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
-from bootstrap.core.lifecycle import (Event, Failed, GaveUp, ProbeFailed, ProbeSucceeded, Ready, Restarting, Starting,
-                                      Stopping, Waiting)
+from bootstrap.core.lifecycle import (
+    Event,
+    Failed,
+    GaveUp,
+    ProbeFailed,
+    ProbeSucceeded,
+    Ready,
+    Restarting,
+    Starting,
+    Stopping,
+    Waiting,
+)
 
 STATUS_EVERY_S = 5.0  # at most one STATUS= line per this many seconds while vLLM starts
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from bootstrap.core import alerting, prom
 from bootstrap.core.alerting import PrivateFile, Receivers
 from bootstrap.core.atomicwrite import write_atomic
+from bootstrap.core.environ import Environ, mask
 from bootstrap.core.envplan import EnvPlan, EnvVar
 from bootstrap.core.gpu_exporter import GpuExporterPlan
-from bootstrap.core.environ import Environ, mask
 from bootstrap.core.lifecycle import ProbeSettings, RestartPolicy
 from bootstrap.core.profiles import API_KEY_VAR, Profile, ServeSettings
 from bootstrap.core.runs import RunRecord, ServeInputs, client_host
@@ -211,7 +211,6 @@ def build_plan(settings: ServeSettings, *, install: VllmInstall, device: str, en
     """The plan of one `vboot serve` from facts the caller gathered (pre-flight, model, free ports, programs;
     ``gpus``: the GPUs it will run on, as :func:`bootstrap.core.colocate.gpu_key` names them)."""
     from bootstrap.core.colocate import cpu_kvcache_bytes, lock_names
-
     from bootstrap.core.dashboard import DASHBOARD_FILE, render_dashboard
 
     obs = observability or Observability()

@@ -20,8 +20,17 @@ from typing import Any
 
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, NotOursError, RunRecordInvalid, UsageError
-from bootstrap.core.ownership import (PROMETHEUS, VBOOT, VLLM_API_SERVER, Claim, Ownership, ProcessFacts, Verdict,
-                                      describe, judge)
+from bootstrap.core.ownership import (
+    PROMETHEUS,
+    VBOOT,
+    VLLM_API_SERVER,
+    Claim,
+    Ownership,
+    ProcessFacts,
+    Verdict,
+    describe,
+    judge,
+)
 from bootstrap.core.runs import RunProblem, RunRecord, find_run, live_runs
 from bootstrap.core.supervisor import Clock, GroupOps, SystemClock, stop_group
 

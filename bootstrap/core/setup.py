@@ -43,8 +43,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # The build table lives in core/builds; its names are re-exported here for setup's callers and tests.
-from bootstrap.core.builds import (DEFAULT_VLLM_VERSION, KNOWN_PINS, TORCH_CPU_INDEX, BuildChoice,  # noqa: F401
-                                   CudaLine, GpuFacts, Pins, choose_build, pins_for)
+from bootstrap.core.builds import (  # noqa: F401
+    DEFAULT_VLLM_VERSION,
+    KNOWN_PINS,
+    TORCH_CPU_INDEX,
+    BuildChoice,
+    CudaLine,
+    GpuFacts,
+    Pins,
+    choose_build,
+    pins_for,
+)
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import SetupError, SetupVerifyError, UsageError, VenvConflictError
 from bootstrap.core.paths import data_home
@@ -264,6 +273,7 @@ def plan_setup(
     notes: list[str] = []
     reuse = reuses(choice, state, reinstall, pins)
     changes = () if reuse else plan_changes(choice, state, pins)
+    argv: tuple[str, ...]
     if not state.python_ok:
         if installer == "uv":
             argv = (uv or "uv", "venv", str(venv), "--python", python_request or base_python, "--seed")
@@ -377,7 +387,8 @@ def decide_torch_source(
                                pin)
         return TorchSource(gpu_index_args(line, choice.release, installer),
                            f"{choice.requirement} from {line.vllm_index_for(choice.release)}, torch"
-                           f"{' ' + pin if pin else ''} from {line.torch_index} (the {line.name} line: CUDA {line.cuda})",
+                           f"{' ' + pin if pin else ''} from {line.torch_index} (the {line.name} line: CUDA "
+                           f"{line.cuda})",
                            pin)
     index_args: tuple[str, ...] = ("--extra-index-url", TORCH_CPU_INDEX)
     if installer == "uv":
@@ -447,8 +458,9 @@ def pip_requirement_pins(python: str, requirement: str, dependencies: Sequence[s
 def pip_find_links(python: str, env: Environ) -> tuple[str, ...]:
     """pip's ``find-links`` folders (``PIP_FIND_LINKS`` and ``pip config list``), local ones only."""
     raw: list[str] = []
-    if env.get("PIP_FIND_LINKS"):
-        raw.extend(env.get("PIP_FIND_LINKS", "").split())
+    links = env.get("PIP_FIND_LINKS")
+    if links:
+        raw.extend(links.split())
     proc = run_pip(python, ("config", "list"), timeout_s=30)
     for line in proc.stdout.splitlines() if proc is not None else []:
         key, _, value = line.partition("=")
@@ -490,9 +502,10 @@ def find_python(request: str | None, env: Environ) -> str:
         return sys.executable
     if "/" in request:
         if not Path(request).expanduser().exists():
-            raise UsageError(f"--python {request}: no such file", hint="pass an interpreter path or a version like 3.12")
+            raise UsageError(f"--python {request}: no such file",
+                             hint="pass an interpreter path or a version like 3.12")
         return str(Path(request).expanduser())
-    if "%d.%d" % sys.version_info[:2] == request:
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == request:
         return sys.executable
     for name in (f"python{request}", request):
         found = shutil.which(name, path=env.get("PATH"))
@@ -500,7 +513,7 @@ def find_python(request: str | None, env: Environ) -> str:
             return found
     raise UsageError(f"--python {request}: no python{request} on PATH",
                      hint=f"install Python {request} (or uv, which fetches Pythons), or drop --python to use "
-                          f"{'%d.%d' % sys.version_info[:2]}")
+                          f"{sys.version_info.major}.{sys.version_info.minor}")
 
 
 # ---------------------------------------------------------------------------------------------- execution

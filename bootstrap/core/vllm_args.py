@@ -207,7 +207,8 @@ def bound_endpoint(host: str, port: int, api_key: str | None, later: Sequence[Ar
             return None
         use, where = uses[-1], owner[uses[-1].index]
         if not use.values:
-            raise UsageError(f"{use.spelling} in {where} has no value", hint=f"give {option} a value ({option}=VALUE when it starts with '-'), or drop it")
+            raise UsageError(f"{use.spelling} in {where} has no value",
+                             hint=f"give {option} a value ({option}=VALUE when it starts with '-'), or drop it")
         return use, where
 
     if found := last("--host"):

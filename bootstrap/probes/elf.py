@@ -15,6 +15,7 @@ import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from bootstrap.core.errors import NotElf
 
@@ -28,7 +29,7 @@ DT_STRSZ = 10
 _CUDART = re.compile(r"^libcudart\.so\.(\d+)$")
 
 
-def _read(fh, offset: int, size: int) -> bytes:
+def _read(fh: BinaryIO, offset: int, size: int) -> bytes:
     fh.seek(offset)
     data = fh.read(size)
     if len(data) != size:
@@ -36,7 +37,7 @@ def _read(fh, offset: int, size: int) -> bytes:
     return data
 
 
-def needed_from(fh) -> tuple[str, ...]:
+def needed_from(fh: BinaryIO) -> tuple[str, ...]:
     """``DT_NEEDED`` names, in order, from a binary file object positioned anywhere.
 
     As the dynamic loader (and ``readelf -d``) does: the ``PT_DYNAMIC`` program header locates the dynamic

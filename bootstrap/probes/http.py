@@ -12,15 +12,14 @@ import http.client
 import json
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from typing import TYPE_CHECKING
 
 from bootstrap.core.errors import ScrapeError
 from bootstrap.core.lifecycle import HealthAnswer, ProbeResult
 
 if TYPE_CHECKING:  # the metrics maths is loaded by the first scrape: a health check never pays for it
+    from bootstrap.core.colocate import RequestCounts
     from bootstrap.core.metrics import Snapshot
 
 SmokeResult = ProbeResult  # the smoke chat's result (the name its callers know)
@@ -245,7 +244,7 @@ def sleep_server(base_url: str, api_key: str | None = None, level: int = 1, time
     return status == 200
 
 
-def request_counts(base_url: str, api_key: str | None = None, timeout: float = 5.0):  # -> colocate.RequestCounts | None
+def request_counts(base_url: str, api_key: str | None = None, timeout: float = 5.0) -> RequestCounts | None:
     """Finished and in-flight requests from ``BASE/metrics`` (every ``vllm:request_success_total`` series; running
     + waiting), or None when /metrics cannot be read."""
     from bootstrap.core.colocate import RequestCounts

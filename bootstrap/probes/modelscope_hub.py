@@ -22,8 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bootstrap.core.errors import (CacheUnwritableError, DiskFullError, IntegrityError, MissingDependencyError,
-                                   ModelNotFoundError, NetworkError, VbootError)
+from bootstrap.core.errors import (
+    CacheUnwritableError,
+    DiskFullError,
+    IntegrityError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    NetworkError,
+    VbootError,
+)
 from bootstrap.core.hub import ByteSink, RemoteFile
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
@@ -46,7 +53,7 @@ def list_files(model_id: str, revision: str, endpoint: str | None, *, debug: boo
 
         _quiet_client(debug)
         entries = HubApi(endpoint=endpoint).list_repo_files(model_id, "model", revision=revision, recursive=True)
-    except Exception as exc:  # noqa: BLE001 - every client failure is translated below
+    except Exception as exc:  # every client failure is translated below
         raise translate(exc, model_id, revision, endpoint) from exc
     return tuple(
         RemoteFile(path=e.path, size=int(e.size or 0), sha256=e.sha256 or "")
@@ -74,7 +81,7 @@ def download(model_id: str, revision: str, cache_dir: Path, endpoint: str | None
         path = HubApi(endpoint=endpoint).download_repo(
             model_id, "model", revision=revision, cache_dir=cache_dir, local_dir=local_dir, max_workers=max_workers,
             progress_callbacks=callbacks, file_list=listing)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise translate(exc, model_id, revision, endpoint) from exc
     return Path(path)
 
@@ -89,7 +96,7 @@ def cached_snapshot(model_id: str, revision: str, cache_dir: Path, *, local_dir:
         _quiet_client(debug)
         return Path(snapshot_download(model_id, revision=revision, cache_dir=str(cache_dir),
                                       local_dir=str(local_dir) if local_dir else None, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise translate(exc, model_id, revision, None, cache_dir=cache_dir) from exc
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from bootstrap.core.gpu import NvmlErrorKind
@@ -138,6 +139,14 @@ def snapshot(nvml: Any | None = None, with_processes: bool = True) -> NvmlSnapsh
         session.close()
 
 
+# nvmlInit's error codes with a kind of their own; any other is INIT_FAILED.
+_INIT_ERROR_KINDS: dict[int | None, NvmlErrorKind] = {
+    ERROR_LIBRARY_NOT_FOUND: NvmlErrorKind.LIBRARY_NOT_FOUND,
+    ERROR_DRIVER_NOT_LOADED: NvmlErrorKind.DRIVER_NOT_LOADED,
+    ERROR_NO_PERMISSION: NvmlErrorKind.NO_PERMISSION,
+}
+
+
 class NvmlSession:
     """NVML initialised once and read many times (nvitop's ``_lazy_init``): the first :meth:`snapshot`
     initialises it, later ones reuse it, :meth:`close` shuts it down. A failure to initialise is remembered:
@@ -165,13 +174,11 @@ class NvmlSession:
         nvml = self._nvml
         try:
             nvml.nvmlInit()
-        except Exception as exc:  # noqa: BLE001 - classify every init failure
+        except Exception as exc:  # classify every init failure
             if not _is_nvml_error(nvml, exc):
                 raise
             code = _code(exc)
-            kind = {ERROR_LIBRARY_NOT_FOUND: NvmlErrorKind.LIBRARY_NOT_FOUND,
-                    ERROR_DRIVER_NOT_LOADED: NvmlErrorKind.DRIVER_NOT_LOADED,
-                    ERROR_NO_PERMISSION: NvmlErrorKind.NO_PERMISSION}.get(code, NvmlErrorKind.INIT_FAILED)
+            kind = _INIT_ERROR_KINDS.get(code, NvmlErrorKind.INIT_FAILED)
             failed = NvmlSnapshot(ok=False, error_kind=kind, error=str(exc) or f"NVML error {code}")
             if kind.fatal:
                 self._fatal = failed
@@ -191,11 +198,12 @@ class NvmlSession:
     def close(self) -> None:
         """Shut NVML down if this session initialised it (errors while shutting down are ignored)."""
         with self._lock:
-            if not self._initialised:
+            nvml = self._nvml
+            if not self._initialised or nvml is None:
                 return
             self._initialised = False
             try:
-                self._nvml.nvmlShutdown()
+                nvml.nvmlShutdown()
             except Exception:  # noqa: BLE001 - shutting down must not hide the result
                 pass
 
@@ -207,7 +215,7 @@ def _read(nvml: Any, with_processes: bool) -> NvmlSnapshot:
     nvml_version = _optional(nvml, lambda: _text(nvml.nvmlSystemGetNVMLVersion()))
     try:
         count = nvml.nvmlDeviceGetCount()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if not _is_nvml_error(nvml, exc):
             raise
         return NvmlSnapshot(ok=False, error_kind=NvmlErrorKind.INIT_FAILED, error=f"cannot count GPUs: {exc}",
@@ -222,7 +230,7 @@ def _optional(nvml: Any, fn: Any) -> Any:
     """Call an NVML query; 'not supported' and other per-field errors become None."""
     try:
         return fn()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if _is_nvml_error(nvml, exc):
             if _code(exc) == ERROR_GPU_IS_LOST:
                 raise
@@ -234,7 +242,7 @@ def _read_gpu(nvml: Any, index: int, with_processes: bool) -> GpuInfo:
     try:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         name = _text(nvml.nvmlDeviceGetName(handle))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if not _is_nvml_error(nvml, exc):
             raise
         return GpuInfo(index=index, error=_gpu_error(exc))
@@ -265,7 +273,7 @@ def _read_gpu(nvml: Any, index: int, with_processes: bool) -> GpuInfo:
             power_limit_w=limit / 1000.0 if limit is not None else None,
             processes=procs,
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if not _is_nvml_error(nvml, exc):
             raise
         return GpuInfo(index=index, name=name, error=_gpu_error(exc))
@@ -279,15 +287,15 @@ def _links(nvml: Any, gpus: tuple[GpuInfo, ...]) -> tuple[GpuLink, ...]:
         for b in healthy[i + 1:]:
             try:
                 ha, hb = nvml.nvmlDeviceGetHandleByIndex(a), nvml.nvmlDeviceGetHandleByIndex(b)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if not _is_nvml_error(nvml, exc):
                     raise
                 continue
             fn = getattr(nvml, "nvmlDeviceGetP2PStatus", None)
-            read = _optional(nvml, lambda: fn(ha, hb, 0)) if fn else None  # NVML_P2P_CAPS_INDEX_READ
-            nvl = _optional(nvml, lambda: fn(ha, hb, 2)) if fn else None  # NVML_P2P_CAPS_INDEX_NVLINK
+            read = _optional(nvml, partial(fn, ha, hb, 0)) if fn else None  # NVML_P2P_CAPS_INDEX_READ
+            nvl = _optional(nvml, partial(fn, ha, hb, 2)) if fn else None  # NVML_P2P_CAPS_INDEX_NVLINK
             topo_fn = getattr(nvml, "nvmlDeviceGetTopologyCommonAncestor", None)
-            level = _optional(nvml, lambda: topo_fn(ha, hb)) if topo_fn else None
+            level = _optional(nvml, partial(topo_fn, ha, hb)) if topo_fn else None
             out.append(GpuLink(a=a, b=b, nvlink=None if nvl is None else nvl == 0,
                                p2p_read=None if read is None else read == 0,
                                common_ancestor=None if level is None else int(level),
@@ -302,7 +310,7 @@ def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
         fn = getattr(nvml, fn_name, None)
         if fn is None:
             continue
-        entries = _optional(nvml, lambda: fn(handle)) or []
+        entries = _optional(nvml, partial(fn, handle)) or []
         for p in entries:
             used = getattr(p, "usedGpuMemory", None)
             # NVML reports "not available" as a huge sentinel (NVML_VALUE_NOT_AVAILABLE) or None.

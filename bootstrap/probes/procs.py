@@ -31,7 +31,9 @@ def create_time(pid: int) -> float:
 
 import os  # noqa: E402
 import socket  # noqa: E402
+from collections.abc import Callable, Iterable  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
+from typing import Any  # noqa: E402
 
 from bootstrap.core.ownership import ProcessFacts, Standing, classify_role, judge_vllm_processes  # noqa: E402
 from bootstrap.core.vllm_args import redact  # noqa: E402
@@ -80,7 +82,8 @@ def facts_of(info: dict) -> ProcessFacts:
                         zombie=info.get("status") == psutil.STATUS_ZOMBIE)
 
 
-def vllm_processes(process_iter=None, exe=None) -> list[VllmProcess]:
+def vllm_processes(process_iter: Callable[[list[str]], Iterable[psutil.Process]] | None = None,
+                   exe: Callable[[int], str] | None = None) -> list[VllmProcess]:
     """Every process of a vLLM tree, each with its standing (served, unmanaged, orphan) as
     :func:`bootstrap.core.ownership.judge_vllm_processes` decides it from one scan of the process table."""
     process_iter = process_iter or psutil.process_iter
@@ -118,7 +121,8 @@ def inspect(pid: int) -> ProcessFacts | None:
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
-            info = {"pid": pid, "ppid": proc.ppid(), "create_time": proc.create_time(), "status": proc.status()}
+            info: dict[str, Any] = {"pid": pid, "ppid": proc.ppid(), "create_time": proc.create_time(),
+                                    "status": proc.status()}
             for attr in ("name", "cmdline", "exe"):
                 try:
                     info[attr] = getattr(proc, attr)()

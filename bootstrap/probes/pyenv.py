@@ -79,7 +79,7 @@ def current_env() -> PythonEnv:
     sites = _pythonpath() + [s for s in sites if s not in _pythonpath()]
     return PythonEnv(
         python=sys.executable, prefix=sys.prefix, site_packages=tuple(map(str, sites)), dists=_scan(sites),
-        python_version="%d.%d.%d" % sys.version_info[:3],
+        python_version=".".join(map(str, sys.version_info[:3])),
     )
 
 

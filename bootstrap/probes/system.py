@@ -28,7 +28,7 @@ def system_info() -> SystemInfo:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return SystemInfo(python_version="%d.%d.%d" % sys.version_info[:3], cpu_count=cpus,
+    return SystemInfo(python_version=".".join(map(str, sys.version_info[:3])), cpu_count=cpus,
                       ram_total_bytes=int(vm.total), ram_available_bytes=int(vm.available))
 
 

@@ -43,7 +43,7 @@ def vboot_exe() -> list[str]:
 
 
 def run_process(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120,
-                input: str | None = None) -> subprocess.CompletedProcess:
+                input: str | None = None) -> subprocess.CompletedProcess:  # noqa: A002 - subprocess.run's name
     """The real `vboot` binary with ``env`` over this process's environment (which the tests' fixture has
     already isolated); stdin is empty unless ``input`` is given."""
     full = {**os.environ, **(env or {})}
@@ -110,7 +110,7 @@ def _deadline(timeout: float | None) -> Iterator[None]:
 
 
 def run_in_process(*args: str, env: Mapping[str, str] | None = None, timeout: float | None = None,
-                   input: str | None = None) -> Ran:
+                   input: str | None = None) -> Ran:  # noqa: A002 - as run_process
     """`vboot ARGS` run by :func:`bootstrap.cli.main.main` in this process. ``env`` is set for the call only;
     stdin holds ``input`` (or nothing) and is no terminal, like a pipe. An exception that leaves main() (only
     with VBOOT_DEBUG set) is printed as Python would print it, with exit code 1. Past ``timeout`` seconds the

@@ -115,7 +115,8 @@ def booted_systemd(keep: Sequence[Path] = (), timeout: float = 60) -> Iterator[N
                 raise AssertionError(f"systemd did not boot: {log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.3)
         else:
-            raise AssertionError(f"systemd did not come up within {timeout}s: {log.read_text(errors='replace')[-2000:]}")
+            tail = log.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"systemd did not come up within {timeout}s: {tail}")
         yield NamespacedSystemd(proc, pid, log)
     finally:
         if pid:

@@ -119,7 +119,8 @@ def make_stand_in_venv(path: Path, vllm_body: str = "__version__ = '0.32.0'\n", 
     (site / "torch" / "version.py").write_text("__version__ = '2.13.0+cpu'\ncuda = None\n")
     (site / "torch-2.13.0+cpu.dist-info").mkdir()
     (site / "modelscope-1.40.2.dist-info").mkdir()
-    (site / "modelscope-1.40.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: modelscope\nVersion: 1.40.2\n")
+    (site / "modelscope-1.40.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: modelscope\nVersion: "
+                                                                   "1.40.2\n")
     qwen = site / "transformers" / "models" / "qwen2"
     qwen.mkdir(parents=True)
     for d in (site / "transformers", site / "transformers" / "models", qwen):
