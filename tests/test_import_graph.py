@@ -127,3 +127,15 @@ def test_probes_never_import_cli():
 
 def test_every_arrow_from_core_to_probes_is_a_listed_production_default():
     assert arrows("bootstrap.core", "bootstrap.probes") == set(CORE_TO_PROBES)
+
+
+def test_cores_collaborators_name_the_records_they_return():
+    """Issue 20: doctor's and ps's collaborators return the frozen records the probes fill (bootstrap.core.gpu,
+    bootstrap.core.records), not Any, so mypy checks every check against what a probe really answers."""
+    import typing
+
+    from bootstrap.core import checks, servers
+
+    for cls in (checks.Collaborators, servers.Probes):
+        for name, hint in typing.get_type_hints(cls).items():
+            assert "Any" not in str(hint), f"{cls.__qualname__}.{name}: {hint}"

@@ -34,7 +34,8 @@ def doctor_collaborators(env: Environ) -> Collaborators:
     def vllm_cudart(env) -> tuple[int, ...]:  # only a CUDA vLLM without a +cuXYZ label gets here
         from bootstrap.probes.elf import package_cudart
 
-        return tuple(sorted({m for ms in package_cudart(env.find("vllm"), recursive=False).values() for m in ms}))
+        links = package_cudart(pyenv.find(env, "vllm"), recursive=False)
+        return tuple(sorted({m for ms in links.values() for m in ms}))
 
     def dir_bytes(path: Path) -> int:
         """`du -s -B1 PATH`: hard links counted once."""

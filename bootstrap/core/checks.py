@@ -27,9 +27,11 @@ from bootstrap.core.envplan import (
     plan_environment,
 )
 from bootstrap.core.errors import UsageError
-from bootstrap.core.gpu import NvmlErrorKind
+from bootstrap.core.gpu import GpuInfo, NvmlErrorKind, NvmlSnapshot
 from bootstrap.core.paths import ModelInCache
 from bootstrap.core.profiles import CacheSource, Profile, ServeSettings
+from bootstrap.core.records import DiskFree, PortHolder, PythonEnv, SystemInfo, TorchBuild, VllmProcess
+from bootstrap.core.runs import RunRecord
 from bootstrap.core.units import cuda_str, format_bytes
 from bootstrap.core.vllm_cmd import DeviceDecision, VllmInstall, build_command, decide_device, detect_install, redact
 
@@ -55,23 +57,23 @@ class CheckResult:
 class Collaborators:
     """How facts are obtained. Production values come from bootstrap.probes (see cli/doctor.py)."""
 
-    nvml_snapshot: Callable[[], Any]
-    python_env: Callable[[str], Any]  # python path -> PythonEnv
-    torch_build: Callable[[Any], Any]  # PythonEnv -> TorchBuild | None
-    requirement_pin: Callable[[Any, str, str], str | None]
-    disk_free: Callable[[Path], Any]
+    nvml_snapshot: Callable[[], NvmlSnapshot]
+    python_env: Callable[[str], PythonEnv]  # python path -> what its environment holds
+    torch_build: Callable[[PythonEnv], TorchBuild | None]
+    requirement_pin: Callable[[PythonEnv, str, str], str | None]  # (env, dist, requirement) -> its specifier
+    disk_free: Callable[[Path], DiskFree]
     port_is_free: Callable[[str, int], bool]
-    port_holder: Callable[[int], Any]
-    vllm_processes: Callable[[], list]
-    system_info: Callable[[], Any]
+    port_holder: Callable[[int], PortHolder | None]
+    vllm_processes: Callable[[], list[VllmProcess]]
+    system_info: Callable[[], SystemInfo]
     process_name: Callable[[int], str]
-    live_runs: Callable[[], list]
+    live_runs: Callable[[], list[RunRecord]]
     largest_dirs: Callable[[Path, int], list[tuple[str, int]]]
     dir_bytes: Callable[[Path], int]  # `du -s -B1 PATH`; 0 for a path that does not exist
     is_dir: Callable[[Path], bool]  # `test -d PATH`
     locate_model: Callable[[Path, str, str], ModelInCache]  # (cache dir, model, revision): paths.locate_model
     # PythonEnv -> the CUDA runtime majors vLLM's compiled extensions link (NEEDED libcudart.so.N)
-    vllm_cudart: Callable[[Any], tuple[int, ...]] = lambda env: ()
+    vllm_cudart: Callable[[PythonEnv], tuple[int, ...]] = lambda env: ()
 
 
 class Facts:
@@ -119,11 +121,11 @@ class Facts:
         return f" (profile {self.profile.name}'s [env])" if self.in_profile(name) else ""
 
     @cached_property
-    def nvml(self) -> Any:
+    def nvml(self) -> NvmlSnapshot:
         return self.c.nvml_snapshot()
 
     @cached_property
-    def disk_space(self) -> Any:
+    def disk_space(self) -> DiskFree:
         """Free space where the model cache is (``df -B1 CACHE_DIR``), measured once: the disk check judges it
         and `vboot serve` hands the same measurement to the pull."""
         return self.c.disk_free(self.settings.cache_dir)
@@ -141,11 +143,11 @@ class Facts:
             return None
 
     @cached_property
-    def pyenv(self) -> Any:
+    def pyenv(self) -> PythonEnv:
         return self.c.python_env(self.python)
 
     @cached_property
-    def torch(self) -> Any:
+    def torch(self) -> TorchBuild | None:
         return self.c.torch_build(self.pyenv) if self.pyenv.exists else None
 
     @cached_property
@@ -159,7 +161,7 @@ class Facts:
         return VllmInstall(inst.python, inst.distribution, inst.version, pin)
 
     @cached_property
-    def visible_gpus(self) -> list[Any]:
+    def visible_gpus(self) -> list[GpuInfo]:
         """GPUs vLLM will see, in CUDA order, after the CUDA_VISIBLE_DEVICES serve gives it."""
         if not self.nvml.ok:
             return []
@@ -198,11 +200,11 @@ class Facts:
         return max(majors) if majors else None
 
     @cached_property
-    def vllm_procs(self) -> list[Any]:
+    def vllm_procs(self) -> list[VllmProcess]:
         return self.c.vllm_processes()
 
     @cached_property
-    def live_runs(self) -> list[Any]:
+    def live_runs(self) -> list[RunRecord]:
         """vboot's servers that are still running (their run records, read once per diagnosis)."""
         return self.c.live_runs()
 
@@ -211,13 +213,13 @@ class Facts:
         return self.nvml.gpu_bytes_by_pid()
 
 
-def map_visible_devices(value: str | None, gpus: Sequence[Any]) -> tuple[list[Any], list[str]]:
+def map_visible_devices(value: str | None, gpus: Sequence[GpuInfo]) -> tuple[list[GpuInfo], list[str]]:
     """Apply CUDA_VISIBLE_DEVICES (indices, UUIDs or UUID prefixes; parsing stops at the first bad entry as
     CUDA does) to NVML's GPUs. Returns (visible GPUs in CUDA order, problems found)."""
     if value is None:
         return list(gpus), []
     problems: list[str] = []
-    out: list[Any] = []
+    out: list[GpuInfo] = []
     value = value.strip()
     if value == "":
         return [], ["CUDA_VISIBLE_DEVICES is set but empty: CUDA sees no GPU"]
@@ -316,9 +318,9 @@ def check_nvidia_driver(f: Facts) -> CheckResult:
     s = f.nvml
     cpu_ok = f.device == "cpu"
     if not s.ok:
-        summary, hint = NVML_FIXES.get(s.error_kind, (f"NVML failed: {s.error}",
-                                                      "run `nvidia-smi` to see the driver's error"))
-        data = {"error_kind": s.error_kind, "error": s.error}
+        fallback = (f"NVML failed: {s.error}", "run `nvidia-smi` to see the driver's error")
+        summary, hint = NVML_FIXES.get(s.error_kind, fallback) if s.error_kind is not None else fallback
+        data: dict[str, Any] = {"error_kind": s.error_kind, "error": s.error}
         if cpu_ok:
             return CheckResult("nvidia.driver", Status.SKIP, f"no usable NVIDIA GPU ({summary}); "
                                f"profile {f.profile.name} serves on the CPU", "", data)
@@ -445,7 +447,7 @@ def check_torch(f: Facts) -> CheckResult:
         status = Status.WARN if f.install is None else Status.FAIL
         return CheckResult("torch", status, f"torch is not installed in {where}",
                            "`vboot setup` installs vLLM with the matching torch", {"python": f.python})
-    data = {"version": tb.version, "cuda": tb.cuda, "python": f.python}
+    data: dict[str, Any] = {"version": tb.version, "cuda": tb.cuda, "python": f.python}
     if tb.cuda is None:
         if f.device == "gpu":
             return CheckResult("torch", Status.FAIL, f"torch {tb.version} is a CPU build, but profile "
@@ -573,7 +575,7 @@ def check_disk(f: Facts) -> CheckResult:
 _NOT_A_DIR = "is not a directory"
 
 
-def _unwritable_why(space: Any) -> str:
+def _unwritable_why(space: DiskFree) -> str:
     """Why the nearest existing ancestor of a cache (a ``disk_free`` answer's ``checked_path``) takes no new
     files, for a summary."""
     return "denies writing" if space.is_dir else _NOT_A_DIR
@@ -596,14 +598,15 @@ def check_vram(f: Facts) -> CheckResult:
     tp = _tp(f)
     util = f.settings.vllm.gpu_memory_utilization
     chosen = gpus[:tp]
-    rows = []
-    worst = None
+    rows: list[dict[str, Any]] = []
+    worst: tuple[dict[str, Any], GpuInfo] | None = None
     for g in chosen:
         total = g.memory_total_bytes or 0
         need = max(f.profile.needs.min_free_vram_bytes // tp, int(total * util))
-        holders = [{"pid": p.pid, "name": f.c.process_name(p.pid), "used_bytes": p.used_bytes} for p in g.processes]
-        row = {"index": g.index, "free_bytes": g.memory_free_bytes, "total_bytes": total, "needed_bytes": need,
-               "gpu_memory_utilization": util, "holders": holders}
+        holders: list[dict[str, Any]] = [{"pid": p.pid, "name": f.c.process_name(p.pid), "used_bytes": p.used_bytes}
+                                         for p in g.processes]
+        row: dict[str, Any] = {"index": g.index, "free_bytes": g.memory_free_bytes, "total_bytes": total,
+                               "needed_bytes": need, "gpu_memory_utilization": util, "holders": holders}
         rows.append(row)
         if g.memory_free_bytes is not None and g.memory_free_bytes < need and (
                 worst is None or g.memory_free_bytes < worst[0]["free_bytes"]):
@@ -828,7 +831,7 @@ def check_env_modelscope(f: Facts) -> CheckResult:
     legacy = f.vllm_env("MS_CACHE_HOME")
     vllm_cache = f.vllm_env("MODELSCOPE_CACHE")
     cache, cache_fix = _judged_cache(f)
-    data = {"VLLM_USE_MODELSCOPE": use, "MODELSCOPE_CACHE": vllm_cache, "MS_CACHE_HOME": legacy,
+    data: dict[str, Any] = {"VLLM_USE_MODELSCOPE": use, "MODELSCOPE_CACHE": vllm_cache, "MS_CACHE_HOME": legacy,
             "MODELSCOPE_LOG_LEVEL": level, "MODELSCOPE_ENDPOINT": f.vllm_env("MODELSCOPE_ENDPOINT"),
             "MODELSCOPE_CACHE_origin": f.env_origin("MODELSCOPE_CACHE")}
 

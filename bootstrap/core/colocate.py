@@ -14,7 +14,9 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from bootstrap.core.gpu import GpuInfo
+from bootstrap.core.runs import RunRecord
 
 GIB = 1024**3
 # The most of a GPU vboot hands out to its servers in all: vLLM's CUDA context, CUDA graphs and the allocator's
@@ -104,7 +106,7 @@ class GpuBudget:
         return room if room >= 0.05 else None
 
 
-def gpu_budgets(new_gpus: Sequence[Any], asked: float, runs: Sequence[Any]) -> list[GpuBudget]:
+def gpu_budgets(new_gpus: Sequence[GpuInfo], asked: float, runs: Sequence[RunRecord]) -> list[GpuBudget]:
     """The budget of each GPU the new server will use (``new_gpus``: NVML GpuInfo), against vboot's live servers
     (run records) recorded on the same GPU."""
     out = []
@@ -159,7 +161,7 @@ def cpu_kvcache_bytes(value: str | None) -> int:
     return int(gib * GIB)
 
 
-def cpu_budget(asked_bytes: int, available_bytes: int, runs: Sequence[Any]) -> CpuBudget:
+def cpu_budget(asked_bytes: int, available_bytes: int, runs: Sequence[RunRecord]) -> CpuBudget:
     """The RAM budget of a new CPU server beside vboot's live CPU servers (run records)."""
     others = [r for r in runs if r.is_server and r.device == "cpu"]
     holders = tuple(Holder(r.name, 0.0, r.cpu_kvcache_bytes, r.state) for r in others)

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bootstrap.core.runs import RunRecord
 
 DEFAULT_PORT = 8080
 # The router, started in its Python with the worker key from the environment, never on its command line.
@@ -100,8 +102,9 @@ class Skipped:
     why: str
 
 
-def desired_routes(runs: Sequence[Any], names: Sequence[str], route_key: str | None,
-                   server_key: Any = lambda r: None) -> tuple[dict[str, str], list[Skipped]]:
+def desired_routes(runs: Sequence[RunRecord], names: Sequence[str], route_key: str | None,
+                   server_key: Callable[[RunRecord], str | None] = lambda r: None,
+                   ) -> tuple[dict[str, str], list[Skipped]]:
     """URL -> served model name of every server the route should reach now (run records: servers that are ready
     or asleep, of ``names`` when given), and the servers left out with why. ``server_key(record)`` is the key a
     server was started with (None: none): with a route key, a server whose key differs would refuse the clients'

@@ -31,6 +31,7 @@ from bootstrap.core.ownership import (
     describe,
     judge,
 )
+from bootstrap.core.records import VllmProcess
 from bootstrap.core.runs import RunProblem, RunRecord, find_run, live_runs
 from bootstrap.core.supervisor import Clock, GroupOps, SystemClock, stop_group
 
@@ -74,7 +75,7 @@ def prometheus_claim(r: RunRecord) -> Claim | None:
 class Probes:
     """How ps and stop see the machine (bootstrap.probes by default; fakes in tests)."""
 
-    vllm_processes: Callable[[], Sequence[Any]]  # -> [bootstrap.probes.procs.VllmProcess]
+    vllm_processes: Callable[[], Sequence[VllmProcess]]
     inspect: Callable[[int], ProcessFacts | None]
     pid_alive: Callable[[int, float], bool]
     healthy: Callable[[str], bool]
@@ -173,7 +174,7 @@ class PsReport:
     warnings: tuple[str, ...] = ()  # run records that were skipped
 
 
-def _row(p: Any, gpu: Mapping[int, int], now: float) -> ProcessRow:
+def _row(p: VllmProcess, gpu: Mapping[int, int], now: float) -> ProcessRow:
     return ProcessRow(pid=p.pid, name=p.name, role=p.role, ppid=p.ppid, pgid=p.pgid, rss_bytes=p.rss_bytes,
                       gpu_bytes=gpu.get(p.pid, 0), age_s=round(now - p.create_time, 1), cmdline=p.cmdline,
                       standing=p.standing, launcher_pid=p.launcher_pid, reason=p.reason)

@@ -597,9 +597,9 @@ def linked_runtimes(python: str) -> dict[str, tuple[int, ...]]:
     """Which CUDA runtime majors the compiled extensions of vllm in ``python``'s environment link
     (``readelf -d SITE/vllm/**/*.so | grep libcudart``), read from the files: nothing is imported."""
     from bootstrap.probes.elf import package_cudart
-    from bootstrap.probes.pyenv import env_for_python
+    from bootstrap.probes.pyenv import env_for_python, find
 
-    return package_cudart(env_for_python(python).find("vllm"))
+    return package_cudart(find(env_for_python(python), "vllm"))
 
 
 def judge_links(plan: SetupPlan, links: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:

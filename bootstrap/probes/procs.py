@@ -32,31 +32,15 @@ def create_time(pid: int) -> float:
 import os  # noqa: E402
 import socket  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bootstrap.core.ownership import ProcessFacts, Standing, classify_role, judge_vllm_processes  # noqa: E402
+from bootstrap.core.records import PortHolder as PortHolder  # noqa: E402
+from bootstrap.core.records import VllmProcess as VllmProcess  # noqa: E402
 from bootstrap.core.vllm_args import redact  # noqa: E402
 
 _ATTRS = ["pid", "ppid", "name", "cmdline", "create_time", "memory_info", "status"]
-
-
-@dataclass(frozen=True)
-class VllmProcess:
-    """One process of a vLLM tree. Shell: ``ps -eo pid,ppid,pgid,rss,args | grep -i vllm``."""
-
-    pid: int
-    ppid: int
-    pgid: int
-    name: str  # "VLLM::EngineCore", "VLLM::Worker", "vllm api server", "resource_tracker"
-    role: str  # api_server | engine_core | worker | resource_tracker
-    rss_bytes: int
-    create_time: float
-    cmdline: str
-    orphan: bool  # its launcher is gone (bootstrap.core.ownership decides)
-    standing: str = ""  # server | served | unmanaged | orphan (see bootstrap.core.ownership.Standing)
-    launcher_pid: int = 0  # the live process it runs under; 0 for an orphan
-    reason: str = ""  # why it stands where it does, for people
 
 
 def _pgid(pid: int) -> int:
@@ -136,13 +120,6 @@ def inspect(pid: int) -> ProcessFacts | None:
 
 
 # --- ports --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PortHolder:
-    pid: int | None  # None when the socket's owner is not visible to us
-    name: str
-    cmdline: str
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -10,47 +10,37 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from bootstrap.core.records import PythonEnv as PythonEnv
+from bootstrap.core.records import TorchBuild as TorchBuild
+from bootstrap.core.records import normalize_dist
 
 _DIST = re.compile(r"^(?P<name>[A-Za-z0-9_.]+?)-(?P<version>[^-]+?)\.dist-info$")
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+_norm = normalize_dist
 
 
-@dataclass(frozen=True)
-class PythonEnv:
-    """One Python environment as seen on disk."""
+def find(env: PythonEnv, rel: str) -> Path | None:
+    """``rel`` (a file or folder) in the first of ``env``'s site-packages that holds it."""
+    for sp in env.site_packages:
+        p = Path(sp) / rel
+        if p.exists():
+            return p
+    return None
 
-    python: str  # the interpreter path
-    prefix: str  # venv root or sys.prefix
-    site_packages: tuple[str, ...]
-    dists: dict[str, str] = field(default_factory=dict)  # normalised name -> version
-    python_version: str = ""
-    exists: bool = True
 
-    def version(self, name: str) -> str | None:
-        return self.dists.get(_norm(name))
-
-    def find(self, rel: str) -> Path | None:
-        for sp in self.site_packages:
-            p = Path(sp) / rel
-            if p.exists():
-                return p
+def dist_info(env: PythonEnv, name: str) -> Path | None:
+    """The ``*.dist-info`` folder of distribution ``name`` in ``env``, if it is installed."""
+    if env.version(name) is None:
         return None
-
-    def dist_info(self, name: str) -> Path | None:
-        version = self.version(name)
-        if version is None:
-            return None
-        for sp in self.site_packages:
-            for cand in Path(sp).glob("*.dist-info"):
-                m = _DIST.match(cand.name)
-                if m and _norm(m.group("name")) == _norm(name):
-                    return cand
-        return None
+    for sp in env.site_packages:
+        for cand in Path(sp).glob("*.dist-info"):
+            m = _DIST.match(cand.name)
+            if m and _norm(m.group("name")) == _norm(name):
+                return cand
+    return None
 
 
 def _scan(site_dirs: list[Path]) -> dict[str, str]:
@@ -110,16 +100,9 @@ def env_for_python(python: str) -> PythonEnv:
                      dists=_scan(sites), python_version=version)
 
 
-@dataclass(frozen=True)
-class TorchBuild:
-    version: str  # "2.11.0+cu130"
-    cuda: str | None  # "13.0", None for CPU builds
-    hip: str | None = None
-
-
 def torch_build(env: PythonEnv) -> TorchBuild | None:
     """torch's version and CUDA build from ``torch/version.py`` (importing torch would take ~2 s)."""
-    vfile = env.find("torch/version.py")
+    vfile = find(env, "torch/version.py")
     if vfile is None:
         return None
     values: dict[str, str | None] = {}
@@ -139,7 +122,7 @@ def torch_build(env: PythonEnv) -> TorchBuild | None:
 
 def requirement_pin(env: PythonEnv, dist: str, requirement: str) -> str | None:
     """The version specifier ``dist`` declares for ``requirement`` (e.g. vllm's ``torch==2.11.0``)."""
-    info = env.dist_info(dist)
+    info = dist_info(env, dist)
     if info is None:
         return None
     try:

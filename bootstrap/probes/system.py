@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from bootstrap.core.records import DiskFree as DiskFree
+from bootstrap.core.records import SystemInfo as SystemInfo
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-@dataclass(frozen=True)
-class SystemInfo:
-    python_version: str
-    cpu_count: int
-    ram_total_bytes: int
-    ram_available_bytes: int
 
 
 def system_info() -> SystemInfo:
@@ -30,16 +24,6 @@ def system_info() -> SystemInfo:
         cpus = os.cpu_count() or 1
     return SystemInfo(python_version=".".join(map(str, sys.version_info[:3])), cpu_count=cpus,
                       ram_total_bytes=int(vm.total), ram_available_bytes=int(vm.available))
-
-
-@dataclass(frozen=True)
-class DiskFree:
-    path: str  # the path asked about
-    checked_path: str  # the nearest existing ancestor that was measured
-    free_bytes: int  # f_bavail: what an ordinary user can still write
-    total_bytes: int
-    writable: bool = True  # checked_path is a directory this process may create files in
-    is_dir: bool = True  # checked_path is a directory (False: a file stands where a directory must be created)
 
 
 def fs_usage(path: str | os.PathLike[str]) -> tuple[int, int]:
