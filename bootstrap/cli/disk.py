@@ -62,7 +62,7 @@ def _flag(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., 
 @_flag("one_file_system", "Skip directories on other filesystems (du -x).")
 @output.json_option
 def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one_file_system: bool,
-               as_json: bool) -> None:
+               as_json: bool) -> int:
     """Largest directories and files under PATH (default: your home), like `du -h --max-depth=1 | sort -hr`.
 
     Sizes are du's (`du -a -B1 --max-depth=N`): allocated blocks, hard links counted once, symlinks not
@@ -85,12 +85,12 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
     wire = disk_request.take_head_start(targets[0], depth, apparent, one_file_system)
     reports = [report_from_wire(wire) if wire else scan(targets[0], depth, apparent, one_file_system)]
     reports += [scan(p, depth=depth, apparent=apparent, one_file_system=one_file_system) for p in targets[1:]]
-    output.emit(report_result(reports, depth, apparent, top), human=render_report)
+    return output.emit(report_result(reports, depth, apparent, top), human=render_report)
 
 
 @click.command("caches", context_settings={"help_option_names": ["-h", "--help"]})
 @output.json_option
-def caches_cmd(as_json: bool) -> None:
+def caches_cmd(as_json: bool) -> int:
     """Model and package caches: location (from their env variables), size, items, last use, and which models a
     running vboot server uses.
 
@@ -107,7 +107,7 @@ def caches_cmd(as_json: bool) -> None:
     data: dict[str, Any] = {"caches": reports, "total_bytes": sum(r.bytes for r in reports)}
     if problems:
         data["warnings"] = [str(p) for p in problems]
-    output.emit(CommandResult("disk caches", data, status="warn" if problems else "ok"), human=_render_caches)
+    return output.emit(CommandResult("disk caches", data, status="warn" if problems else "ok"), human=_render_caches)
 
 
 def _ago(ts: float | None) -> str:
@@ -173,7 +173,7 @@ def _render_caches(data: dict[str, Any]) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask (needed when nobody can answer a prompt).")
 @output.json_option
 def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], older_than: str | None,
-              dry_run: bool, yes: bool, as_json: bool) -> None:
+              dry_run: bool, yes: bool, as_json: bool) -> int:
     """Free disk space in the caches: scan, plan (every path and the bytes it frees), confirm, delete.
 
     Deletes only inside the recognised cache roots, never follows a symlink out of one (the link is removed,
@@ -211,7 +211,7 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
         data["warnings"] = [str(p) for p in problems]
     status = "warn" if plan.refused else "ok"
     if dry_run or not plan.entries:
-        output.emit(CommandResult("disk clean", data, status=status), human=_render_clean)
+        return output.emit(CommandResult("disk clean", data, status=status), human=_render_clean)
     if not yes:
         if output.STATE.json or not sys.stdin.isatty():
             if not output.STATE.json:
@@ -223,16 +223,16 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
         what = "this path" if len(plan.entries) == 1 else f"these {len(plan.entries)} paths"
         if not click.confirm(f"Delete {what}?", default=False, err=True):
             output.info("nothing deleted")
-            raise SystemExit(1)
+            return 1
     result = execute_plan(plan, active=active_model_paths(env))
     data.update(freed_bytes=result.freed_bytes, removed=result.removed, failed=result.failed,
                 fs_free_before_bytes=result.fs_free_before_bytes, fs_free_after_bytes=result.fs_free_after_bytes,
                 confirmed=True)
     if not result.failed:
-        output.emit(CommandResult("disk clean", data, status="warn" if plan.refused else "ok"), human=_render_clean)
+        return output.emit(CommandResult("disk clean", data, status="warn" if plan.refused else "ok"), human=_render_clean)
     # Something planned is still there: the command failed, whatever else it freed (data says what).
     first = result.failed[0]
-    output.emit(CommandResult("disk clean", data, status="fail", exit_code=EXIT_FAIL, errors=({
+    return output.emit(CommandResult("disk clean", data, status="fail", exit_code=EXIT_FAIL, errors=({
         "code": "clean_incomplete",
         "message": f"{plural(len(result.failed), 'path was', 'paths were')} not removed, first {first.path}: "
                    f"{first.reason}",

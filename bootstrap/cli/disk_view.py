@@ -7,7 +7,6 @@ anything (bootstrap.cli.entry) is printed from here, so the scan never shares th
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -33,10 +32,11 @@ def report_result(reports: list[DiskReport], depth: int, apparent: bool, top: in
     return CommandResult("disk", data, status="warn" if incomplete else "ok")
 
 
-def print_head_start(request: dict[str, Any]) -> None:
+def print_head_start(request: dict[str, Any]) -> int | None:
     """Print the report of a plain request (:func:`bootstrap.cli.disk_request.disk_request`, one PATH at most) from
-    the head start and exit. Returns, having printed nothing, when the head start brought no report (it
-    failed, say on a missing PATH): the full CLI then scans and reports as usual, errors included."""
+    the head start, flush, and return the exit code for the console script to leave with (bootstrap.cli.entry).
+    Returns None, having printed nothing, when the head start brought no report (it failed, say on a missing
+    PATH): the full CLI then scans and reports as usual, errors included."""
     from bootstrap.cli.disk_request import scan_args, take_head_start
     from bootstrap.core.disk import report_from_wire
 
@@ -47,31 +47,27 @@ def print_head_start(request: dict[str, Any]) -> None:
     wire = take_head_start(*scan_args(request))
     if wire is None:
         output.STATE.reset()  # the CLI takes over, from scratch
-        return
+        return None
     result = report_result([report_from_wire(wire)], request["depth"], request["apparent"], request["top"])
-    code = 0
     try:
-        output.emit(result, human=render_report)  # leaves by SystemExit with the command's exit code
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
+        code = output.emit(result, human=render_report)
+        sys.stdout.flush()
+        sys.stderr.flush()
     except BrokenPipeError:
-        output.exit_broken_pipe()
+        return output.broken_pipe()
     except Exception as exc:  # as bootstrap.cli.main does: one line, the traceback only when debugging
         from bootstrap.core.environ import debug_enabled
         from bootstrap.core.errors import EXIT_FAIL
 
         if debug_enabled():
             raise
-        output.exit_internal_error(exc, EXIT_FAIL)
-    # The report is out. Python's own teardown (clearing every loaded module, rich's included) would take
-    # another 6-11 ms before the shell gets its prompt back; nothing is left to release (the head start has
-    # been reaped, no file is open for writing), so flush and leave now.
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        output.exit_broken_pipe()
-    os._exit(code)
+        code = output.internal_error(exc, EXIT_FAIL)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+    return code
 
 
 def plural(n: int, one: str, many: str) -> str:

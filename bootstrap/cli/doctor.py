@@ -36,7 +36,7 @@ class _DoctorCommand(click.Command):
 @output.json_option
 def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str, ...], list_checks: bool,
            vllm_python: str | None, port: int | None, host: str | None, cache_dir: str | None, device: str | None,
-           as_json: bool) -> None:
+           as_json: bool) -> int:
     """Judge whether this box can serve PROFILE: NVIDIA driver and CUDA (NVML), torch's CUDA build, vLLM,
     disk and VRAM against the model, ports, leftover vLLM processes and environment variables.
 
@@ -50,7 +50,7 @@ def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str,
                          hint="the profile is --profile NAME; vLLM arguments go after --")
     if list_checks:
         rows = [{"id": c.id, "group": c.group, "title": c.title, "shows": (c.fn.__doc__ or "").strip()} for c in CHECKS]
-        output.emit(CommandResult("doctor", {"checks": rows}), human=_render_list)
+        return output.emit(CommandResult("doctor", {"checks": rows}), human=_render_list)
     known = {c.id for c in CHECKS}
     for cid in check_ids:
         if cid not in known and not any(k.startswith(cid + ".") for k in known):
@@ -73,7 +73,7 @@ def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str,
         "counts": {s.value: sum(1 for r in results if r.status == s) for s in Status},
         "env_read": sorted(env.read),
     }
-    output.emit(CommandResult("doctor", data, status=status, exit_code=code), human=_render)
+    return output.emit(CommandResult("doctor", data, status=status, exit_code=code), human=_render)
 
 
 _MARK = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "skip": "[dim]-[/]"}

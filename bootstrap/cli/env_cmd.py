@@ -45,7 +45,7 @@ def _profile_vars(profile_name: str, cache_dir: str | None, env: Environ):
                    "lines literally, quotes included: not a reader of this format.)")
 @click.option("--cache-dir", help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
 @output.json_option
-def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as_json: bool) -> None:
+def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as_json: bool) -> int:
     """Print the variables PROFILE implies for vLLM, quoted for your shell.
 
     vboot's defaults (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True where it is safe, VLLM_USE_MODELSCOPE and
@@ -65,7 +65,7 @@ def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as
         output.info(f"[yellow]# warning:[/] {escape(w)}")
     data = {"profile": prof.name, "format": "dotenv" if dotenv else chosen, "variables": plan.vars,
             "warnings": plan.warnings, "text": text}
-    output.emit(CommandResult("env", data, status="warn" if plan.warnings else "ok"),
+    return output.emit(CommandResult("env", data, status="warn" if plan.warnings else "ok"),
                 human=lambda d: (sys.stdout.write(d["text"]), sys.stdout.flush()))
 
 
@@ -141,7 +141,7 @@ def _ensure_ipykernel(python: str, env: Environ) -> bool:
 @click.option("--cache-dir", help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
 @output.json_option
 def kernel_install(profile: str, name: str | None, display_name: str | None, venv_dir: Path | None,
-                   cache_dir: str | None, as_json: bool) -> None:
+                   cache_dir: str | None, as_json: bool) -> int:
     """Write a user kernelspec for PROFILE (installing ipykernel into the environment if it is missing).
 
     The kernel.json carries the profile's variables (`vboot env PROFILE`), so a notebook gets them without exports.
@@ -162,7 +162,7 @@ def kernel_install(profile: str, name: str | None, display_name: str | None, ven
     data = {"name": kname, "path": str(path), "python": python, "profile": prof.name,
             "display_name": spec["display_name"], "env": spec["env"], "ipykernel_installed": installed,
             "replaced": replaced}
-    output.emit(CommandResult("kernel", data), human=_render_installed)
+    return output.emit(CommandResult("kernel", data), human=_render_installed)
 
 
 def _render_installed(data: dict) -> None:
@@ -177,12 +177,12 @@ def _render_installed(data: dict) -> None:
 
 @kernel.command("list")
 @output.json_option
-def kernel_list(as_json: bool) -> None:
+def kernel_list(as_json: bool) -> int:
     """List the user's Jupyter kernels, marking those vboot wrote (with their profile)."""
     environ = Environ()
     kdir = shellenv.user_kernels_dir(environ)
     kernels = shellenv.list_kernels(kdir)
-    output.emit(CommandResult("kernel", {"kernels_dir": str(kdir), "kernels": kernels}), human=_render_list)
+    return output.emit(CommandResult("kernel", {"kernels_dir": str(kdir), "kernels": kernels}), human=_render_list)
 
 
 def _render_list(data: dict) -> None:
@@ -209,7 +209,7 @@ def _render_list(data: dict) -> None:
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Remove it even if vboot did not write it.")
 @output.json_option
-def kernel_remove(name: str, force: bool, as_json: bool) -> None:
+def kernel_remove(name: str, force: bool, as_json: bool) -> int:
     """Delete the user kernelspec NAME (only vboot's own, unless --force)."""
     import shutil
 
@@ -227,5 +227,5 @@ def kernel_remove(name: str, force: bool, as_json: bool) -> None:
         raise ConflictError(f"kernel {name!r} was not written by vboot", hint="pass --force to remove it anyway, "
                             "or use `jupyter kernelspec remove`")
     shutil.rmtree(target)
-    output.emit(CommandResult("kernel", {"name": name, "path": str(target), "removed": True}),
+    return output.emit(CommandResult("kernel", {"name": name, "path": str(target), "removed": True}),
                 human=lambda d: output.console().print(f"[green]✓[/] removed kernel {d['name']} ({d['path']})"))

@@ -37,7 +37,7 @@ def export() -> None:
 @click.option("--force", is_flag=True, help="Replace existing files whose content differs.")
 @output.json_option
 def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitoring_namespace: str, replicas: str,
-        queue_target: float, force: bool, as_json: bool) -> None:
+        queue_target: float, force: bool, as_json: bool) -> int:
     """Write Kubernetes files for PROFILE (default qwen) and print how to apply them.
 
     \b
@@ -115,7 +115,7 @@ def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitor
         "warnings": list(result.warnings),
     }
     status = "warn" if result.warnings else "ok"
-    output.emit(CommandResult("export k8s", data, status=status), human=_render)
+    return output.emit(CommandResult("export k8s", data, status=status), human=_render)
 
 
 def _render(data: dict[str, Any]) -> None:

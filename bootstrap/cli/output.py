@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bootstrap.core.envelope import CommandResult, envelope, error_envelope
+from bootstrap.core.envelope import CommandResult, PayloadT, envelope, error_envelope
 from bootstrap.core.units import format_bytes as human_bytes  # noqa: F401 - the renderers' name for it
 
 if TYPE_CHECKING:  # click is imported where an option is declared: `vboot disk`'s fast path never loads it
@@ -96,7 +96,7 @@ def err_console():
 
 def _write_document(doc: dict[str, Any]) -> None:
     """The one JSON document of a --json run, on stdout, never cut short by a signal: SIGINT and SIGTERM wait
-    until it is written (then arrive as usual, and find the result out: :func:`exit_interrupted`)."""
+    until it is written (then arrive as usual, and find the result out: :func:`interrupted`)."""
     text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
     held = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
@@ -108,14 +108,15 @@ def _write_document(doc: dict[str, Any]) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def print_document(result: CommandResult) -> None:
+def print_document(result: CommandResult[Any]) -> None:
     """Print ``result``'s JSON document now without leaving (a foreground `vboot serve` reports readiness, then
     goes on supervising): the same one document, held against signals like :func:`emit`'s."""
     _write_document(envelope(result))
 
 
-def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> None:
-    """Print ``result`` (JSON envelope or the human view) and leave the process with its exit code.
+def emit(result: CommandResult[PayloadT], human: Callable[[PayloadT], object] | None = None) -> int:
+    """Print ``result`` (JSON envelope or the human view, then its errors for people) and return its exit code,
+    which the command returns to :func:`bootstrap.cli.main.main`, the one place that exits.
 
     The envelope's ``command`` is the running click command's path (:func:`command_path`), the same rule as for
     errors; ``result.command`` names it where click is not loaded (the disk fast path).
@@ -133,7 +134,7 @@ def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> N
     for err in result.errors:
         if not STATE.json:
             print_error(err.get("message", ""), err.get("hint", ""))
-    raise SystemExit(result.exit_code)
+    return result.exit_code
 
 
 def print_error(message: str, hint: str = "") -> None:
@@ -152,33 +153,35 @@ def report_error(error: dict[str, Any], exit_code: int) -> None:
         print_error(error.get("message", ""), error.get("hint", ""))
 
 
-def exit_internal_error(exc: BaseException, exit_code: int) -> NoReturn:
-    """Report a failure vboot did not expect in one line (callers re-raise under VBOOT_DEBUG=1) and exit."""
+def internal_error(exc: BaseException, exit_code: int) -> int:
+    """Report a failure vboot did not expect in one line (callers re-raise under VBOOT_DEBUG=1); returns the exit
+    code to leave with."""
     report_error({"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
                   "hint": "re-run with VBOOT_DEBUG=1 for the traceback and report it"}, exit_code)
-    sys.exit(exit_code)
+    return exit_code
 
 
-def exit_broken_pipe() -> NoReturn:
-    """`vboot ... | head`: the reader went away, which is no error. stderr is closed too, so that Python's final
-    flush of the unread output does not print a second error."""
+def broken_pipe() -> int:
+    """`vboot ... | head`: the reader went away, which is no error (exit 0). stderr is closed too, so that Python's
+    final flush of the unread output does not print a second error."""
     sys.stderr.close()
-    sys.exit(0)
+    return 0
 
 
 def print_json_error(command: str, error: dict[str, Any], exit_code: int) -> None:
     _write_document(error_envelope(command, error, exit_code))
 
 
-def exit_interrupted(exc: BaseException) -> NoReturn:
+def interrupted(exc: BaseException) -> int:
     """Ctrl-C (KeyboardInterrupt) or SIGTERM (its ``signum`` attribute, see bootstrap.cli.interrupt): the
-    error envelope with --json, else one line on stderr; exit 128 + the signal's number (130, 143).
+    error envelope with --json, else one line on stderr; returns the exit code, 128 + the signal's number (130,
+    143).
 
-    When the command's result is already out, it stands: the process leaves with that result's exit code.
+    When the command's result is already out, it stands: the exit code is that result's.
     """
     signum = int(getattr(exc, "signum", signal.SIGINT))
     if STATE.result_code is not None:
-        sys.exit(STATE.result_code)
+        return STATE.result_code
     code = 128 + signum
     try:
         name = signal.Signals(signum).name
@@ -192,7 +195,7 @@ def exit_interrupted(exc: BaseException) -> NoReturn:
         if signum == signal.SIGINT and sys.stderr.isatty():
             sys.stderr.write("\n")  # the terminal echoed ^C without a line break
         print_error(message)
-    sys.exit(code)
+    return code
 
 
 def info(message: str) -> None:

@@ -15,7 +15,7 @@ from bootstrap.core.profiles import list_profiles, load_profile, resolve_serve_s
 @click.command()
 @click.argument("name", required=False)
 @output.json_option
-def profiles(name: str | None, as_json: bool) -> None:
+def profiles(name: str | None, as_json: bool) -> int:
     """List built-in and user profiles, or show one in full (NAME).
 
     A profile is a TOML file: [model] id, source (modelscope | huggingface | local), revision, served_name,
@@ -29,7 +29,7 @@ def profiles(name: str | None, as_json: bool) -> None:
     env = Environ()
     if name:
         prof = shown(load_profile(name, env))  # keys, secret [env] values and receiver URLs masked
-        output.emit(CommandResult("profiles", {"profile": prof}), human=_render_one)
+        return output.emit(CommandResult("profiles", {"profile": prof}), human=_render_one)
     rows = []
     errors = []
     for ref in list_profiles(env):
@@ -52,7 +52,7 @@ def profiles(name: str | None, as_json: bool) -> None:
         })
     status = "warn" if errors else "ok"
     data = {"profiles": rows, "user_dir": str(user_profiles_dir(env))}
-    output.emit(CommandResult("profiles", data, status=status, exit_code=0, errors=tuple(errors)), human=_render_list)
+    return output.emit(CommandResult("profiles", data, status=status, exit_code=0, errors=tuple(errors)), human=_render_list)
 
 
 def _render_list(data: dict) -> None:

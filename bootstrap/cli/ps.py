@@ -12,13 +12,13 @@ from bootstrap.core.servers import PsReport, collect_ps
 
 @click.command()
 @output.json_option
-def ps(as_json: bool) -> None:
+def ps(as_json: bool) -> int:
     """List vboot's servers (name, profile, PID, port, model, uptime, health), orphaned vLLM processes
     (engine cores and workers whose launcher is gone, with the memory they hold), vLLM servers vboot did not
     start, and engines of other programs (an offline script, `vllm bench`: not orphans, left alone)."""
     report = collect_ps(Environ())
     status = "warn" if report.orphans or report.warnings else "ok"
-    output.emit(CommandResult("ps", report, status=status), human=render_ps)
+    return output.emit(CommandResult("ps", report, status=status), human=render_ps)
 
 
 def render_ps(data: PsReport) -> None:

@@ -29,7 +29,7 @@ from bootstrap.core.units import parse_size
               help="Files downloaded in parallel.")
 @output.json_option
 def pull(target: str, revision: str | None, cache_dir: Path | None, offline: bool, margin: str | None,
-         max_workers: int, as_json: bool) -> None:
+         max_workers: int, as_json: bool) -> int:
     """Download a model (a profile's, or OWNER/NAME) from ModelScope into the local cache.
 
     Before any byte moves, the repo's files are listed and their sizes compared with the free space of the
@@ -53,7 +53,7 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
         sizes = [st.st_size for _path, st in files_under(local)]
         data = {"model": model_id, "revision": rev, "path": str(local), "bytes": sum(sizes), "files": len(sizes),
                 "downloaded_bytes": 0, "source": "local", "verified_at": None}
-        output.emit(CommandResult("pull", data), human=_render)
+        return output.emit(CommandResult("pull", data), human=_render)
     margin_bytes = None
     if margin is not None:
         try:
@@ -66,7 +66,7 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
     with PullProgress() as bar:
         result = ensure_model(model_id, rev, cache, env, offline=offline, verify=not offline, progress=bar.update,
                               margin_bytes=margin_bytes, max_workers=max_workers, on_plan=bar.plan)
-    output.emit(CommandResult("pull", result), human=_render)
+    return output.emit(CommandResult("pull", result), human=_render)
 
 
 def _resolve(target: str, revision: str | None, cache_dir: Path | None, env: Environ

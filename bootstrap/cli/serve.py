@@ -99,7 +99,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | str | None
           api_key: str | None, insecure: bool, name: str | None, detach: bool, restart: str | None, max_restarts: int,
           restart_window: float, probe_interval: float, probe_timeout: float, with_prometheus: bool,
           prometheus_port: int | None, vllm_python: str | None, cache_dir: str | None, device: str | None,
-          idle_sleep: str | None, timeout_s: float, no_smoke: bool, skip_preflight: bool, as_json: bool) -> None:
+          idle_sleep: str | None, timeout_s: float, no_smoke: bool, skip_preflight: bool, as_json: bool) -> int:
     """Serve PROFILE with vLLM, supervised (`tiny` is the bundled CPU demo; `vboot profiles` lists them).
 
     Pre-flight (doctor's checks: port, leftovers, disk, VRAM, vLLM), the environment
@@ -222,9 +222,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | str | None
         output.info(f"[dim]gpu metrics[/] {plan.gpu_exporter.url}/metrics ({plan.gpu_exporter.argv[0]})")
     view = ServeView(plan)
     if detach:
-        _serve_detached(plan, view, t_start)
-    else:
-        _serve_foreground(plan, view, t_start)
+        return _serve_detached(plan, view, t_start)
+    return _serve_foreground(plan, view, t_start)
 
 
 def _idle_sleep_s(value: str | None, settings: ServeSettings) -> float:
@@ -329,8 +328,8 @@ def _free_port() -> int:
         return port
 
 
-def _serve_foreground(plan: ServePlan, view: ServeView, t_start: float) -> None:
-    """Supervise the server from this process until it is stopped (130/143) or vboot gives up (8)."""
+def _serve_foreground(plan: ServePlan, view: ServeView, t_start: float) -> int:
+    """Supervise the server from this process until it is stopped (130/143) or vboot gives up (8); the exit code."""
     from bootstrap.cli.supervise import run_supervisor
 
     try:
@@ -342,15 +341,15 @@ def _serve_foreground(plan: ServePlan, view: ServeView, t_start: float) -> None:
         if view.ready_doc_printed:
             # stdout already holds the ready document, and --json promises exactly one: the failure goes to stderr.
             output.print_error(err.message, err.hint)
-            sys.exit(err.exit_code)
+            return err.exit_code
         raise err
     if outcome.exit_code not in (130, 143):
-        sys.exit(outcome.exit_code)
+        return outcome.exit_code
     output.info(f"server {output.escape(plan.name)} stopped")
-    sys.exit(outcome.exit_code)
+    return outcome.exit_code
 
 
-def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> None:
+def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> int:
     """Start the detached supervisor, relay its events until the server is ready (exit 0) or failed (8)."""
     import json
     import subprocess
@@ -412,11 +411,11 @@ def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> None:
         for s, handler in previous.items():
             signal.signal(s, handler)
         output.info("stopped before the server was ready")
-        sys.exit(128 + (stop["sig"] or signal.SIGTERM))
+        return 128 + (stop["sig"] or signal.SIGTERM)
     for s, handler in previous.items():
         signal.signal(s, handler)
     if isinstance(final, Ready):
-        output.emit(view.ready_result(final, supervisor_pid=proc.pid), human=_render_ready)
+        return output.emit(view.ready_result(final, supervisor_pid=proc.pid), human=_render_ready)
     proc.wait(timeout=plan.probes.stop_grace_s + 30)
     if isinstance(final, GaveUp):
         from bootstrap.core.lifecycle import Outcome

@@ -89,7 +89,7 @@ def service() -> None:
 @output.json_option
 def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, name: str | None, port: int | None,
             host: str | None, with_prometheus: bool, probe_interval: float, probe_timeout: float, timeout_s: float,
-            vllm_python: str | None, cache_dir: str | None, now: bool, dry_run: bool, as_json: bool) -> None:
+            vllm_python: str | None, cache_dir: str | None, now: bool, dry_run: bool, as_json: bool) -> int:
     """Write a systemd unit that runs `vboot serve PROFILE` (Type=notify, Restart=on-failure, a watchdog), and
     enable it. The unit carries the environment vboot needs (HOME, XDG dirs, the vLLM Python, model caches);
     secrets (VLLM_API_KEY, tokens) go into a 0600 EnvironmentFile, never into the unit."""
@@ -143,7 +143,7 @@ def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, n
         "secrets": sorted(secrets), "commands": commands, "written": False, "started": False,
     }
     if dry_run:
-        output.emit(CommandResult("service", data), human=_render_dry_run)
+        return output.emit(CommandResult("service", data), human=_render_dry_run)
     why = _systemd_running(system)
     if why is not None:
         raise SystemdUnavailableError(f"{why}: nothing written", hint=f"on a machine with systemd this runs: "
@@ -162,7 +162,7 @@ def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, n
             raise SystemdUnavailableError(f"{unit}.service did not start: {res.stderr.strip()[:300]}",
                                           hint=f"`vboot service logs {unit}` shows why")
         data["started"] = True
-    output.emit(CommandResult("service", data), human=_render_installed)
+    return output.emit(CommandResult("service", data), human=_render_installed)
 
 
 def _write_files(files: Any, system: bool) -> None:
@@ -227,7 +227,7 @@ def _run_record(props: dict[str, str], name: str) -> Any:
 @click.argument("name")
 @_scope_option
 @output.json_option
-def status(name: str, scope: str | None, as_json: bool) -> None:
+def status(name: str, scope: str | None, as_json: bool) -> int:
     """systemd's view of unit NAME (ActiveState, NRestarts, ExecMainStatus) beside vboot's run record."""
     from bootstrap.probes.http import healthy
 
@@ -245,7 +245,7 @@ def status(name: str, scope: str | None, as_json: bool) -> None:
     systemd = {k: props.get(k, "") for k in ("ActiveState", "SubState", "NRestarts", "ExecMainStatus", "MainPID",
                                               "StatusText", "Result", "UnitFileState", "FragmentPath")}
     ok = props.get("ActiveState") == "active"
-    output.emit(CommandResult("service", {"name": name, "systemd": systemd, "run": run},
+    return output.emit(CommandResult("service", {"name": name, "systemd": systemd, "run": run},
                               status="ok" if ok else "warn"), human=_render_status)
 
 
@@ -297,7 +297,7 @@ def logs(name: str, scope: str | None, follow: bool, lines: int, vllm_log: bool)
 @click.argument("name")
 @_scope_option
 @output.json_option
-def uninstall(name: str, scope: str | None, as_json: bool) -> None:
+def uninstall(name: str, scope: str | None, as_json: bool) -> int:
     """Stop and disable unit NAME and remove its files (only a unit vboot wrote)."""
     from bootstrap.core import service as svc
 
@@ -322,6 +322,6 @@ def uninstall(name: str, scope: str | None, as_json: bool) -> None:
         removed.append(str(secrets))
     if why is None:
         _run([*ctl, "daemon-reload"])
-    output.emit(CommandResult("service", {"name": name, "removed": removed, "stopped": why is None}),
+    return output.emit(CommandResult("service", {"name": name, "removed": removed, "stopped": why is None}),
                 human=lambda d: output.console().print(f"removed {', '.join(map(output.escape, d['removed']))}"))
 

@@ -67,7 +67,7 @@ def _gpu_facts(for_cuda: str | None) -> core.GpuFacts:
 @output.json_option
 def setup(venv_dir: Path | None, python_request: str | None, device: str | None, vllm_version: str,
           with_jupyter: bool, installer: str, torch_index: str, reinstall: bool, dry_run: bool, for_cuda: str | None,
-          as_json: bool) -> None:
+          as_json: bool) -> int:
     """Create a Python environment with the vLLM build that fits this box, verify it, and record it.
 
     The build follows the driver's CUDA version (NVML): CUDA 13 -> `vllm` from PyPI (a CUDA 13.0 build);
@@ -116,7 +116,7 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
     data: dict = {"build": core.summarize(plan), "plan": plan, "commands": core.format_commands(plan.steps),
                   "dry_run": dry_run, "gpu": gpu}
     if dry_run:
-        output.emit(CommandResult("setup", {**data, "outcome": "planned"}), human=_render_plan)
+        return output.emit(CommandResult("setup", {**data, "outcome": "planned"}), human=_render_plan)
 
     log = core.new_log_path(state_dir(env))
     _render_header(plan, log)
@@ -138,7 +138,7 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
         "verified": verified, "record": record, "record_path": str(record_path), "log_path": str(log),
         "steps": results, "duration_s": round(time.monotonic() - started, 3), "warnings": warnings,
     })
-    output.emit(CommandResult("setup", data, status="warn" if warnings else "ok"), human=_render_done)
+    return output.emit(CommandResult("setup", data, status="warn" if warnings else "ok"), human=_render_done)
 
 
 def _pins(choice: core.BuildChoice, state: core.VenvState, probe_python: str) -> core.Pins:

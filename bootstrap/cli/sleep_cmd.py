@@ -76,7 +76,7 @@ def _key(rec: Any) -> str | None:
 @click.option("--level", type=click.IntRange(1, 2), default=1, show_default=True,
               help="1: weights to CPU memory, KV cache dropped (fast wake); 2: weights dropped too (wake reloads them).")
 @output.json_option
-def sleep(name: str, level: int, as_json: bool) -> None:
+def sleep(name: str, level: int, as_json: bool) -> int:
     """Put server NAME to sleep (vLLM's sleep mode) and measure what that freed with NVML.
 
     Needs a GPU server started with serve.enable_sleep_mode. While it sleeps, vboot's liveness probes pause;
@@ -97,7 +97,7 @@ def sleep(name: str, level: int, as_json: bool) -> None:
     data = {"name": name, "level": level, "took_s": round(took, 3), "before_bytes": before, "after_bytes": after,
             "freed_bytes": report.freed_bytes, "server_bytes": held, "too_little": report.too_little}
     warn = report.too_little
-    output.emit(CommandResult("sleep", data, status="warn" if warn else "ok"), human=_render_sleep)
+    return output.emit(CommandResult("sleep", data, status="warn" if warn else "ok"), human=_render_sleep)
 
 
 def _render_sleep(data: dict[str, Any]) -> None:
@@ -114,7 +114,7 @@ def _render_sleep(data: dict[str, Any]) -> None:
 @click.command()
 @click.argument("name")
 @output.json_option
-def wake(name: str, as_json: bool) -> None:
+def wake(name: str, as_json: bool) -> int:
     """Wake server NAME from vLLM's sleep mode and measure it (time to awake, GPU memory taken back)."""
     from bootstrap.probes import http
 
@@ -132,6 +132,6 @@ def wake(name: str, as_json: bool) -> None:
     after, _ = _gpu_bytes(rec)
     data = {"name": name, "took_s": round(took, 3), "before_bytes": before, "after_bytes": after,
             "taken_bytes": max(0, after - before)}
-    output.emit(CommandResult("wake", data), human=lambda d: output.console().print(
+    return output.emit(CommandResult("wake", data), human=lambda d: output.console().print(
         f"[green]✓[/] {output.escape(d['name'])} is awake after {output.human_duration(d['took_s'])} "
         f"({output.human_bytes(d['before_bytes'])} → {output.human_bytes(d['after_bytes'])} in use)"))

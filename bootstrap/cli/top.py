@@ -324,7 +324,7 @@ def run_live(session: TopSession, label: str, gpu_reader: GpuReader, interval_s:
               help="Seconds of history behind the rates and latency percentiles of the live view.")
 @click.option("--once", is_flag=True, help="Take one measurement (two scrapes, --interval apart), print it, exit.")
 @output.json_option
-def top(target: str | None, interval_s: float, window_s: float, once: bool, as_json: bool) -> None:
+def top(target: str | None, interval_s: float, window_s: float, once: bool, as_json: bool) -> int:
     """Live view of a vLLM server: requests, KV cache, tokens/s, latency percentiles, GPUs.
 
     TARGET is a run name from `vboot ps`, or a URL such as http://127.0.0.1:8000; without it, the only
@@ -356,7 +356,7 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
         finally:
             endpoint.close()
             gpu_reader.close()
-        raise SystemExit(code)
+        return code
 
     session = TopSession(endpoint.scrape, url, window_s=interval_s * 2)
     frame = session.poll()
@@ -374,5 +374,5 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     else:
         down = ScrapeError(f"{endpoint.url}: {frame.error}", hint="is the server running? see `vboot ps` and `vboot logs`")
         result = CommandResult("top", data, status="error", exit_code=down.exit_code, errors=(down.to_dict(),))
-    output.emit(result, human=lambda _d: output.console().print(
+    return output.emit(result, human=lambda _d: output.console().print(
         render(frame, label, gpus, gpu_error, interval_s, live=False)))

@@ -14,18 +14,22 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 ENVELOPE_VERSION = 1
 STATUSES = ("ok", "warn", "fail", "error")
 
+PayloadT = TypeVar("PayloadT")
+
 
 @dataclass(frozen=True)
-class CommandResult:
-    """What a command hands to the output layer: data plus the verdict. Commands never print."""
+class CommandResult(Generic[PayloadT]):
+    """What a command hands to the output layer: its payload (a frozen report dataclass from core, which becomes
+    the envelope's ``data`` through :func:`to_jsonable`, and which the human renderer takes as is) plus the
+    verdict. Commands never print; after pipx's ``OperationResult[_PayloadT]``."""
 
     command: str
-    data: Any
+    data: PayloadT
     status: str = "ok"
     exit_code: int = 0
     errors: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
@@ -56,7 +60,7 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def envelope(result: CommandResult) -> dict[str, Any]:
+def envelope(result: CommandResult[Any]) -> dict[str, Any]:
     """The one JSON document a ``--json`` command prints."""
     return {
         "version": ENVELOPE_VERSION,
@@ -69,7 +73,9 @@ def envelope(result: CommandResult) -> dict[str, Any]:
 
 
 def error_envelope(command: str, error: Mapping[str, Any], exit_code: int) -> dict[str, Any]:
-    return envelope(CommandResult(command=command, data={}, status="error", exit_code=exit_code, errors=(error,)))
+    """The document of a command that ended in ``error`` instead of a result: empty data."""
+    empty: dict[str, Any] = {}
+    return envelope(CommandResult(command=command, data=empty, status="error", exit_code=exit_code, errors=(error,)))
 
 
 def from_jsonable(cls: Any, value: Any) -> Any:
