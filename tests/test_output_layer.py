@@ -1,4 +1,5 @@
-"""One way out: commands return their exit code and only the entry points leave the process.
+"""One way out and one renderer: commands return their exit code and only the entry points leave the process;
+only the output layer talks to rich.
 
 Read from the source with ast (nothing is imported), like tests/test_import_graph.py: every call counts, wherever
 it is written.
@@ -22,6 +23,13 @@ MAY_EXIT = {
     "bootstrap/core/duwalk.py": "a forked scan worker (os._exit): a child must never return into its parent's stack",
     "bootstrap/core/headstart.py": "the forked head-start scan (os._exit), as above",
 }
+
+# Who may import rich. Everything else renders through bootstrap.cli.output's helpers.
+MAY_IMPORT_RICH = {
+    "bootstrap/cli/output.py": "the output layer: consoles, tables, markup escaping, confirmation, progress",
+    "bootstrap/cli/top.py": "the full-screen live view (rich.live, panels and grids), a renderer of its own",
+}
+
 
 def _calls(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, dotted callee) of every call and every ``raise SystemExit`` in ``tree``."""
@@ -63,3 +71,25 @@ def test_the_exit_checker_sees_every_way_out():
     tree = ast.parse("import sys, os\nsys.exit(1)\nos._exit(2)\nraise SystemExit(3)\nraise SystemExit\n")
     assert sorted((line, c) for line, c in _calls(tree) if c in EXITS) == [
         (2, "sys.exit"), (3, "os._exit"), (4, "raise SystemExit"), (5, "raise SystemExit")]
+
+
+def _imports_rich(tree: ast.AST) -> list[int]:
+    lines = []
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if any(n == "rich" or n.startswith("rich.") for n in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_output_layer_imports_rich():
+    offenders = [f"{_rel(p)}:{line}" for p in SOURCES if _rel(p) not in MAY_IMPORT_RICH
+                 for line in _imports_rich(ast.parse(p.read_text(encoding="utf-8"), str(p)))]
+    assert offenders == [], "render through bootstrap.cli.output (table, escape, confirm, console) instead:\n" + \
+        "\n".join(offenders)
+
+
+def test_the_rich_checker_sees_both_import_forms():
+    tree = ast.parse("def f():\n    import rich.table\n    from rich.markup import escape\n    import richer\n")
+    assert _imports_rich(tree) == [2, 3]

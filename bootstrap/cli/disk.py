@@ -119,17 +119,15 @@ def _ago(ts: float | None) -> str:
 
 
 def _render_caches(data: dict[str, Any]) -> None:
-    from rich.table import Table
+    from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     for w in data.get("warnings", ()):
         output.warn(w)
     con = output.console()
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col, just in (("cache", "left"), ("size", "right"), ("items", "right"), ("last used", "right"),
-                      ("path", "left"), ("set by", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table = output.table(["cache", Column("size", "right"), Column("items", "right"), Column("last used", "right"),
+                          "path", "set by"], pad_edge=False)
     for c in data["caches"]:
         if not c.exists:
             table.add_row(f"[dim]{c.name}[/]", "[dim]-[/]", "", "", f"[dim]{escape(c.path)} (absent)[/]", c.source)
@@ -148,10 +146,8 @@ def _render_caches(data: dict[str, Any]) -> None:
         if not models:
             continue
         con.print(f"\n[bold]{c.name}[/] models")
-        t = Table(box=None, header_style="bold", pad_edge=False)
-        for col, just in (("id", "left"), ("size", "right"), ("last used", "right"), ("layout", "left"),
-                          ("in use", "left")):
-            t.add_column(col, justify=just)  # type: ignore[arg-type]
+        t = output.table(["id", Column("size", "right"), Column("last used", "right"), "layout", "in use"],
+                         pad_edge=False)
         for i in models:
             ident = escape(i.id) if i.kind == "model" else f"[yellow]{escape(i.id)}[/]"
             t.add_row(ident, output.human_bytes(i.bytes), _ago(i.last_used), i.layout,
@@ -221,7 +217,7 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
                                        hint="re-run with --yes to delete, or --dry-run to only see the plan")
         _render_clean(data)
         what = "this path" if len(plan.entries) == 1 else f"these {len(plan.entries)} paths"
-        if not click.confirm(f"Delete {what}?", default=False, err=True):
+        if not output.confirm(f"Delete {what}?"):
             output.info("nothing deleted")
             return 1
     result = execute_plan(plan, active=active_model_paths(env))
@@ -241,7 +237,7 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
 
 
 def _render_clean(data: dict[str, Any]) -> None:
-    from rich.table import Table
+    from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
@@ -249,10 +245,7 @@ def _render_clean(data: dict[str, Any]) -> None:
     done = data.get("confirmed")
     if not done:
         if data["plan"]:
-            t = Table(box=None, header_style="bold", pad_edge=False)
-            t.add_column("frees", justify="right")
-            t.add_column("cache")
-            t.add_column("path", overflow="fold")
+            t = output.table([Column("frees", "right"), "cache", Column("path", fold=True)], pad_edge=False)
             for e in data["plan"]:
                 t.add_row(output.human_bytes(e.bytes), e.cache, escape(e.path) + (" (symlink)" if e.is_symlink else ""))
             con.print(t)

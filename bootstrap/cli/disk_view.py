@@ -89,7 +89,7 @@ def _bar(share: float, marks: tuple[str, str, str], width: int = 20) -> str:
 
 
 def render_report(data: dict[str, Any]) -> None:
-    from rich.table import Table
+    from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
@@ -106,11 +106,8 @@ def render_report(data: dict[str, Any]) -> None:
         children: dict[str, list] = {}
         for e in rep.entries:
             children.setdefault(e.path.rsplit("/", 1)[0] or "/", []).append(e)
-        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-        table.add_column("size", justify="right")
-        table.add_column("share", justify="right")
-        table.add_column("", no_wrap=True)
-        table.add_column("path", overflow="fold")
+        table = output.table([Column("size", "right"), Column("share", "right"), Column("", no_wrap=True),
+                              Column("path", fold=True)], pad_edge=False)
 
         def add(parent: str, parent_bytes: int, indent: int) -> None:
             rows = sorted(children.get(parent, []), key=lambda e: (-e.bytes, e.path))

@@ -80,7 +80,7 @@ _MARK = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "
 
 
 def _render(data: dict) -> None:
-    from rich.markup import escape
+    escape = output.escape  # summaries and hints quote paths, pip output and variables: never markup
 
     con = output.console()
     con.print(f"[bold]vboot doctor[/] — profile [bold]{data['profile']}[/], serving on the {data['device'].upper()}")

@@ -186,15 +186,11 @@ def kernel_list(as_json: bool) -> int:
 
 
 def _render_list(data: dict) -> None:
-    from rich.table import Table
-
     con = output.console()
     if not data["kernels"]:
         con.print(f"no kernels in {data['kernels_dir']}; add one with `vboot kernel install PROFILE`")
         return
-    table = Table(box=None, header_style="bold")
-    for col in ("name", "profile", "display name", "python", "variables"):
-        table.add_column(col)
+    table = output.table(("name", "profile", "display name", "python", "variables"))
     for k in data["kernels"]:
         if k.error:
             table.add_row(k.name, "", f"[red]{escape(k.error)}[/]", "", "")

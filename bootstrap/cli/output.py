@@ -1,6 +1,10 @@
-"""The one place that knows human vs JSON output, and the only module family that imports rich.
+"""The one place that knows human vs JSON output, and the only module that imports rich (`vboot top`'s full-screen
+view aside: tests/test_output_layer.py lists it).
 
 stdout carries the result (exactly one JSON document with ``--json``); logs, progress and hints go to stderr.
+Commands hand a :class:`~bootstrap.core.envelope.CommandResult` to :func:`emit` and return the exit code it gives
+back; their human renderers print with :func:`console`, :func:`table`, :func:`done` and :func:`escape`, and ask
+with :func:`confirm`.
 """
 
 from __future__ import annotations
@@ -10,14 +14,18 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from bootstrap.core.envelope import CommandResult, PayloadT, envelope, error_envelope
 from bootstrap.core.units import format_bytes as human_bytes  # noqa: F401 - the renderers' name for it
 
 if TYPE_CHECKING:  # click is imported where an option is declared: `vboot disk`'s fast path never loads it
     import click
+    from rich.console import Console
+    from rich.status import Status  # the spinner's type, for the modules that keep one (serve, setup's steps)
+    from rich.table import Table
 
 
 class _State:
@@ -80,7 +88,8 @@ def load_human_view() -> None:
     import rich.table  # noqa: F401
 
 
-def console(stderr: bool = False):  # -> rich.console.Console
+def console(stderr: bool = False) -> Console:
+    """The console the human view prints with: stdout, or stderr for logs, progress and hints."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
@@ -90,8 +99,68 @@ def console(stderr: bool = False):  # -> rich.console.Console
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
-def err_console():
+def err_console() -> Console:
     return console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a :func:`table`: its header, its alignment, and what a cell too long for it does (``fold``: break
+    it over lines, for paths; ``no_wrap``: never break it, for bars)."""
+
+    header: str
+    justify: Literal["left", "center", "right"] = "left"
+    fold: bool = False
+    no_wrap: bool = False
+
+
+def table(columns: Sequence[str | Column], rows: Iterable[Sequence[str]] = (), *, pad_edge: bool = True,
+          padding: tuple[int, int] = (0, 1)) -> Table:
+    """vboot's one table style: no borders, bold headers. Cells are markup: pass untrusted text through
+    :func:`escape`. More rows can be added with ``.add_row``; print it with ``console().print``."""
+    from rich.table import Table
+
+    grid = Table(box=None, header_style="bold", pad_edge=pad_edge, padding=padding)
+    for col in columns:
+        col = Column(col) if isinstance(col, str) else col
+        grid.add_column(col.header, justify=col.justify, overflow="fold" if col.fold else "ellipsis",
+                        no_wrap=col.no_wrap)
+    for row in rows:
+        grid.add_row(*row)
+    return grid
+
+
+def confirm(question: str) -> bool:
+    """Ask a person a yes/no question on stderr (the answer defaults to no). The caller decides first whether
+    anybody can answer (a terminal, no --json): see `vboot disk clean`. End of input raises click's Abort, which
+    bootstrap.cli.main reports as "aborted"."""
+    import click
+
+    return click.confirm(question, default=False, err=True)
+
+
+def done(message: str) -> None:
+    """A finished action's line on stdout: a green check mark, then ``message`` (markup; escape what is untrusted)."""
+    console().print(f"[green]✓[/] {message}")
+
+
+class DownloadBar:
+    """One progress bar for a download (bytes, rate, time left) on stderr, gone when it stops."""
+
+    def __init__(self, label: str, total: int, completed: int) -> None:
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self._progress = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                  TimeRemainingColumn(), console=err_console(), transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total, completed=completed)
+
+    def update(self, completed: int, total: int) -> None:
+        self._progress.update(self._task, completed=completed, total=total)
+
+    def stop(self) -> None:
+        self._progress.stop()
 
 
 def _write_document(doc: dict[str, Any]) -> None:

@@ -56,11 +56,7 @@ def profiles(name: str | None, as_json: bool) -> int:
 
 
 def _render_list(data: dict) -> None:
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for col in ("profile", "model", "source", "device", "port", "description"):
-        table.add_column(col)
+    table = output.table(("profile", "model", "source", "device", "port", "description"))
     esc = output.escape  # names, ids, descriptions and errors come from profile files: never markup
     for row in data["profiles"]:
         name = esc(row["name"] + ("" if row["builtin"] else " (user)"))

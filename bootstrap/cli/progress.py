@@ -18,7 +18,7 @@ class StepProgress:
     def __init__(self, total: int) -> None:
         self.total = total
         self.tty = sys.stderr.isatty() and not output.STATE.json
-        self.status = None
+        self.status: output.Status | None = None
         self.step = ""
         self.started = time.monotonic()
         self._last_draw = 0.0

@@ -99,8 +99,7 @@ class PullProgress:
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = (not output.STATE.json and sys.stderr.isatty()) if enabled is None else enabled
-        self._progress: Any = None
-        self._task: Any = None
+        self._bar: output.DownloadBar | None = None
 
     def plan(self, plan: Any) -> None:
         if not self.enabled:
@@ -112,21 +111,15 @@ class PullProgress:
     def update(self, done: int, total: int) -> None:
         if not self.enabled:
             return
-        if self._progress is None:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                       TransferSpeedColumn)
-
-            self._progress = Progress(TextColumn("pull"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                      TimeRemainingColumn(), console=output.err_console(), transient=True)
-            self._progress.start()
-            self._task = self._progress.add_task("pull", total=total, completed=done)
+        if self._bar is None:
+            self._bar = output.DownloadBar("pull", total=total, completed=done)
             return
-        self._progress.update(self._task, completed=done, total=total)
+        self._bar.update(done, total)
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
     def __enter__(self) -> PullProgress:
         return self

@@ -435,7 +435,7 @@ class ServeView:
     def __init__(self, plan: ServePlan) -> None:
         self.plan = plan
         self.interactive = not output.STATE.json and sys.stderr.isatty()
-        self.status = None
+        self.status: output.Status | None = None
         self.ready_doc_printed = False
         self.first_ready: Ready | None = None
         self.gave_up: GaveUp | None = None

@@ -200,10 +200,8 @@ def render(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: s
     else:
         eng.add_row("", "", "[dim]no data yet[/]", "")
 
-    lat = Table(box=None, header_style="bold", padding=(0, 2))
-    for col, just in (("latency", "left"), ("p50", "right"), ("p95", "right"), ("p99", "right"),
-                      ("mean", "right"), ("n", "right")):
-        lat.add_column(col, justify=just)
+    lat = output.table(["latency", *(output.Column(c, "right") for c in ("p50", "p95", "p99", "mean", "n"))],
+                       padding=(0, 2))
     if s is not None:
         for name, p in (("time to first token", s.ttft_s), ("  of which queued", s.queue_s),
                         ("inter-token", s.itl_s), ("end-to-end", s.e2e_s)):
@@ -211,9 +209,8 @@ def render(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: s
 
     gpu_table: Any
     if gpus:
-        gpu_table = Table(box=None, header_style="bold", padding=(0, 2))
-        for col in ("gpu", "name", "util", "memory", "temp", "power"):
-            gpu_table.add_column(col, justify="left" if col in ("gpu", "name") else "right")
+        gpu_table = output.table(["gpu", "name", *(output.Column(c, "right") for c in ("util", "memory", "temp", "power"))],
+                                 padding=(0, 2))
         for g in gpus:
             if g.get("error"):
                 gpu_table.add_row(str(g.get("index")), g.get("name") or "?", f"[red]{g['error']}[/]", "", "", "")
