@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,7 +13,11 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.paths import files_under
+from bootstrap.core.reports import LocalModel
 from bootstrap.core.units import parse_size
+
+if TYPE_CHECKING:
+    from bootstrap.core.pull import PullResult
 
 
 @click.command()
@@ -51,9 +55,8 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
     model_id, rev, cache, local = _resolve(target, revision, cache_dir, env)
     if local is not None:
         sizes = [st.st_size for _path, st in files_under(local)]
-        data = {"model": model_id, "revision": rev, "path": str(local), "bytes": sum(sizes), "files": len(sizes),
-                "downloaded_bytes": 0, "source": "local", "verified_at": None}
-        return output.emit(CommandResult("pull", data), human=_render)
+        found = LocalModel(model=model_id, revision=rev, path=str(local), bytes=sum(sizes), files=len(sizes))
+        return output.emit(CommandResult("pull", found), human=_render)
     margin_bytes = None
     if margin is not None:
         try:
@@ -128,17 +131,15 @@ class PullProgress:
         self.close()
 
 
-def _render(data: Any) -> None:
-    get = (lambda k: data.get(k)) if isinstance(data, dict) else (lambda k: getattr(data, k, None))
+def _render(data: PullResult | LocalModel) -> None:
     con = output.console()
-    source = get("source")
     how = {
         "record": "already pulled (recorded; no hub contacted)",
         "cache": "found in the local cache (not verified by vboot: run `vboot pull` online to verify)",
         "local": "a local model: nothing to download",
-    }.get(source or "", f"downloaded {output.human_bytes(get('downloaded_bytes'))}"
-          f" in {output.human_duration(get('elapsed_s'))}" if get("downloaded_bytes") else
-          "verified, nothing to download")
-    con.print(f"[bold]{get('model')}@{get('revision')}[/]: {get('files')} files, "
-              f"{output.human_bytes(get('bytes'))}; {how}")
-    con.print(str(get("path")), soft_wrap=True)
+    }.get(data.source, "verified, nothing to download")
+    if not isinstance(data, LocalModel) and data.source not in ("record", "cache") and data.downloaded_bytes:
+        how = f"downloaded {output.human_bytes(data.downloaded_bytes)} in {output.human_duration(data.elapsed_s)}"
+    con.print(f"[bold]{data.model}@{data.revision}[/]: {data.files} files, "
+              f"{output.human_bytes(data.bytes)}; {how}")
+    con.print(str(data.path), soft_wrap=True)

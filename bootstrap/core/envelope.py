@@ -39,10 +39,23 @@ class CommandResult(Generic[PayloadT]):
             raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
 
 
+# A report field's metadata: the key is left out of the JSON while the field is None (a key only some runs of a
+# command have, such as `disk clean`'s measurements after it deleted something). See :func:`key_when_set`.
+OMIT_WHEN_NONE = "vboot.omit_when_none"
+
+
+def key_when_set() -> Any:
+    """A report field (default None) whose key the JSON carries only once it is set."""
+    return field(default=None, metadata={OMIT_WHEN_NONE: True})
+
+
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, enums, paths, tuples and mappings to plain JSON types (NaN/inf become null)."""
+    """The one serializer of the envelope's ``data``: dataclasses (their fields in order, without the
+    :func:`key_when_set` ones that are None), enums, paths, tuples and mappings to plain JSON types (NaN/inf become
+    null)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_jsonable(v) for f in dataclasses.fields(value)
+                if (v := getattr(value, f.name)) is not None or not f.metadata.get(OMIT_WHEN_NONE)}
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value)
     if isinstance(value, PurePath):
@@ -100,7 +113,7 @@ def from_jsonable(cls: Any, value: Any) -> Any:
         return [from_jsonable(item, v) for v in value]
     if origin in (dict, Mapping) or cls in (dict, Mapping):
         return dict(value)
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         kwargs = {f.name: from_jsonable(hints[f.name], value[f.name]) for f in dataclasses.fields(cls)
                   if f.name in value}
