@@ -52,3 +52,13 @@ def test_the_check_listing_shows_each_checks_shell_command():
     listing = check_listing()
     assert listing.checks and all(c.id and c.title for c in listing.checks)
     assert list(to_jsonable(listing.checks[0])) == ["id", "group", "title", "shows"]
+
+
+def test_words_for_people_stay_out_of_the_json():
+    from bootstrap.core.servers import StopReport
+
+    report = StopReport(stopped=(1,), survivors=(), escalated=False, servers=("a",), labels=("server a",))
+    assert list(to_jsonable(report)) == ["stopped", "survivors", "escalated", "servers", "refused", "spared",
+                                         "warnings"]
+    assert (report.status, replace(report, warnings=("w",)).status, replace(report, survivors=(2,)).status) == \
+        ("ok", "warn", "fail")

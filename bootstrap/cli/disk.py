@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from bootstrap.cli import disk_request
 from bootstrap.cli.disk_request import SUBCOMMANDS, option, valued
 from bootstrap.cli.disk_view import plural
 from bootstrap.core.envelope import CommandResult
+from bootstrap.core.reports import CachesView, CleanReport
 
 
 class DiskGroup(click.Group):
@@ -104,10 +106,9 @@ def caches_cmd(as_json: bool) -> int:
     env = Environ()
     problems: list[RunProblem] = []
     reports = scan_caches(env, active=active_model_paths(env, problems=problems))
-    data: dict[str, Any] = {"caches": reports, "total_bytes": sum(r.bytes for r in reports)}
-    if problems:
-        data["warnings"] = [str(p) for p in problems]
-    return output.emit(CommandResult("disk caches", data, status="warn" if problems else "ok"), human=_render_caches)
+    view = CachesView(tuple(reports), sum(r.bytes for r in reports),
+                      warnings=tuple(str(p) for p in problems) if problems else None)
+    return output.emit(CommandResult("disk caches", view, status=view.status), human=_render_caches)
 
 
 def _ago(ts: float | None) -> str:
@@ -118,17 +119,17 @@ def _ago(ts: float | None) -> str:
     return output.human_duration(max(0.0, time.time() - ts)) + " ago"
 
 
-def _render_caches(data: dict[str, Any]) -> None:
+def _render_caches(data: CachesView) -> None:
     from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
-    for w in data.get("warnings", ()):
+    for w in data.warnings or ():
         output.warn(w)
     con = output.console()
     table = output.table(["cache", Column("size", "right"), Column("items", "right"), Column("last used", "right"),
                           "path", "set by"], pad_edge=False)
-    for c in data["caches"]:
+    for c in data.caches:
         if not c.exists:
             table.add_row(f"[dim]{c.name}[/]", "[dim]-[/]", "", "", f"[dim]{escape(c.path)} (absent)[/]", c.source)
             continue
@@ -138,10 +139,10 @@ def _render_caches(data: dict[str, Any]) -> None:
         table.add_row(c.name, output.human_bytes(c.bytes), str(len(c.items)), _ago(c.last_used), escape(c.path),
                       c.source)
     con.print(table)
-    for c in data["caches"]:
+    for c in data.caches:
         for warning in c.warnings:
             con.print(f"[yellow]{c.name}:[/] {escape(warning)}")
-    for c in data["caches"]:
+    for c in data.caches:
         models = [i for i in c.items if i.kind in ("model", "partial")]
         if not models:
             continue
@@ -153,8 +154,8 @@ def _render_caches(data: dict[str, Any]) -> None:
             t.add_row(ident, output.human_bytes(i.bytes), _ago(i.last_used), i.layout,
                       f"[green]{escape(i.in_use_by)}[/]" if i.in_use_by else "")
         con.print(t)
-    cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command and not c.refused]
-    con.print(f"\n[dim]total {output.human_bytes(data['total_bytes'])}. Free space: `vboot disk clean --partial`, "
+    cmds = [f"{c.name}: `{c.clean_command}`" for c in data.caches if c.exists and c.clean_command and not c.refused]
+    con.print(f"\n[dim]total {output.human_bytes(data.total_bytes)}. Free space: `vboot disk clean --partial`, "
               f"`--model ID`, `--cache NAME`, `--older-than 30d`." + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
               + "[/]")
 
@@ -200,11 +201,8 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
         output.warn(str(p))
     plan = plan_clean(scan_caches(env, active=active), partial=partial, models=models, caches=caches,
                       older_than_s=older_s)
-    data: dict[str, Any] = {"plan": plan.entries, "plan_bytes": plan.total_bytes, "refused": plan.refused,
-                            "notes": plan.notes, "dry_run": dry_run, "freed_bytes": 0, "removed": [],
-                            "failed": []}
-    if problems:
-        data["warnings"] = [str(p) for p in problems]
+    data = CleanReport(plan.entries, plan.total_bytes, plan.refused, plan.notes, dry_run,
+                       warnings=tuple(str(p) for p in problems) if problems else None)
     status = "warn" if plan.refused else "ok"
     if dry_run or not plan.entries:
         return output.emit(CommandResult("disk clean", data, status=status), human=_render_clean)
@@ -221,9 +219,9 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
             output.info("nothing deleted")
             return 1
     result = execute_plan(plan, active=active_model_paths(env))
-    data.update(freed_bytes=result.freed_bytes, removed=result.removed, failed=result.failed,
-                fs_free_before_bytes=result.fs_free_before_bytes, fs_free_after_bytes=result.fs_free_after_bytes,
-                confirmed=True)
+    data = replace(data, freed_bytes=result.freed_bytes, removed=result.removed, failed=result.failed,
+                   fs_free_before_bytes=result.fs_free_before_bytes, fs_free_after_bytes=result.fs_free_after_bytes,
+                   confirmed=True)
     if not result.failed:
         return output.emit(CommandResult("disk clean", data, status="warn" if plan.refused else "ok"), human=_render_clean)
     # Something planned is still there: the command failed, whatever else it freed (data says what).
@@ -236,30 +234,30 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
                 "again", "context": {"failed": len(result.failed), "reason": first.code}},)), human=_render_clean)
 
 
-def _render_clean(data: dict[str, Any]) -> None:
+def _render_clean(data: CleanReport) -> None:
     from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     con = output.console()
-    done = data.get("confirmed")
+    done = data.confirmed
     if not done:
-        if data["plan"]:
+        if data.plan:
             t = output.table([Column("frees", "right"), "cache", Column("path", fold=True)], pad_edge=False)
-            for e in data["plan"]:
+            for e in data.plan:
                 t.add_row(output.human_bytes(e.bytes), e.cache, escape(e.path) + (" (symlink)" if e.is_symlink else ""))
             con.print(t)
-            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in {plural(len(data['plan']), 'path', 'paths')}"
-                      + (" [dim](dry run: nothing deleted)[/]" if data["dry_run"] else ""))
+            con.print(f"[bold]total {output.human_bytes(data.plan_bytes)}[/] in {plural(len(data.plan), 'path', 'paths')}"
+                      + (" [dim](dry run: nothing deleted)[/]" if data.dry_run else ""))
         else:
             con.print("nothing to clean")
-    for r in data["refused"]:
+    for r in data.refused:
         con.print(f"[yellow]kept[/] {escape(r.item_id)}: {escape(r.reason)}")
-    for note in data["notes"]:
+    for note in data.notes:
         con.print(f"[dim]note: {escape(note)}[/]")
     if done:
-        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] ({plural(len(data['removed']), 'path', 'paths')} removed)")
-        for f in data["failed"]:
+        con.print(f"[green]freed {output.human_bytes(data.freed_bytes)}[/] ({plural(len(data.removed), 'path', 'paths')} removed)")
+        for f in data.failed:
             con.print(f"[red]not removed[/] {escape(f.path)}: {escape(f.reason)}")
 
 

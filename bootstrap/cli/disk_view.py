@@ -13,23 +13,14 @@ from typing import Any
 from bootstrap.cli import output
 from bootstrap.core.disk import DiskReport
 from bootstrap.core.envelope import CommandResult
+from bootstrap.core.reports import DiskView, disk_view
 
 
-def report_result(reports: list[DiskReport], depth: int, apparent: bool, top: int) -> CommandResult:
-    """`vboot disk`'s result: the first report's fields at the top of ``data`` (the JSON contract), every
-    report under ``reports`` for the human view, status "warn" when any of them could not read everything."""
-    first = reports[0]
-    data: dict[str, Any] = {
-        "root": first.root, "total_bytes": first.total_bytes, "entries": first.entries,
-        "warnings": first.warnings, "unreadable_count": first.unreadable_count,
-        "unreadable_paths": first.unreadable_paths, "error_count": first.error_count,
-        "depth": depth, "apparent": apparent, "entry_count": first.entry_count,
-        "fs_total_bytes": first.fs_total_bytes, "fs_free_bytes": first.fs_free_bytes,
-        "elapsed_s": first.elapsed_s, "workers": first.workers, "skipped_mounts": first.skipped_mounts,
-        "reports": reports, "top": top,
-    }
-    incomplete = any(not r.complete for r in reports)
-    return CommandResult("disk", data, status="warn" if incomplete else "ok")
+def report_result(reports: list[DiskReport], depth: int, apparent: bool, top: int) -> CommandResult[DiskView]:
+    """`vboot disk`'s result (:class:`~bootstrap.core.reports.DiskView`), status "warn" when any report could not
+    read everything."""
+    view = disk_view(reports, depth, apparent, top)
+    return CommandResult("disk", view, status=view.status)
 
 
 def print_head_start(request: dict[str, Any]) -> int | None:
@@ -88,15 +79,15 @@ def _bar(share: float, marks: tuple[str, str, str], width: int = 20) -> str:
     return marks[0] * filled + marks[1] * (width - filled)
 
 
-def render_report(data: dict[str, Any]) -> None:
+def render_report(data: DiskView) -> None:
     from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     con = output.console()
     marks = _marks(con.encoding)
-    top = data["top"]
-    for rep in data["reports"]:
+    top = data.top
+    for rep in data.reports:
         fs = ""
         if rep.fs_total_bytes:
             fs = (f"  [dim]filesystem {output.human_bytes(rep.fs_total_bytes)}, "

@@ -20,6 +20,7 @@ from bootstrap.core import shellenv
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, UsageError
+from bootstrap.core.reports import EnvExports, KernelInstalled, KernelListing, KernelRemoved
 
 
 # ---------------------------------------------------------------------------------------------- env
@@ -63,10 +64,14 @@ def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as
     text = shellenv.render_exports(plan.as_dict(), chosen, dotenv)
     for w in plan.warnings:
         output.info(f"[yellow]# warning:[/] {escape(w)}")
-    data = {"profile": prof.name, "format": "dotenv" if dotenv else chosen, "variables": plan.vars,
-            "warnings": plan.warnings, "text": text}
-    return output.emit(CommandResult("env", data, status="warn" if plan.warnings else "ok"),
-                human=lambda d: (sys.stdout.write(d["text"]), sys.stdout.flush()))
+    exports = EnvExports(prof.name, "dotenv" if dotenv else chosen, plan.vars, plan.warnings, text)
+    return output.emit(CommandResult("env", exports, status=exports.status), human=_render_exports)
+
+
+def _render_exports(data: EnvExports) -> None:
+    # Plain text on stdout, exactly as generated: it is meant for eval, `source` or a .env file.
+    sys.stdout.write(data.text)
+    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------------- kernel
@@ -159,18 +164,17 @@ def kernel_install(profile: str, name: str | None, display_name: str | None, ven
     path = shellenv.write_kernel(kdir, kname, spec)
     for w in plan.warnings:
         output.info(f"[yellow]warning:[/] {escape(w)}")
-    data = {"name": kname, "path": str(path), "python": python, "profile": prof.name,
-            "display_name": spec["display_name"], "env": spec["env"], "ipykernel_installed": installed,
-            "replaced": replaced}
-    return output.emit(CommandResult("kernel", data), human=_render_installed)
+    installed_kernel = KernelInstalled(kname, str(path), python, prof.name, spec["display_name"], spec["env"],
+                                       ipykernel_installed=installed, replaced=replaced)
+    return output.emit(CommandResult("kernel", installed_kernel), human=_render_installed)
 
 
-def _render_installed(data: dict) -> None:
+def _render_installed(data: KernelInstalled) -> None:
     con = output.console()
-    con.print(f"[green]✓[/] kernel [bold]{data['name']}[/] ({escape(data['display_name'])}) "
-              f"{'replaced' if data['replaced'] else 'installed'} in {data['path']}")
-    con.print(f"  python: {data['python']}")
-    for k, v in data["env"].items():
+    output.done(f"kernel [bold]{data.name}[/] ({escape(data.display_name)}) "
+                f"{'replaced' if data.replaced else 'installed'} in {data.path}")
+    con.print(f"  python: {data.python}")
+    for k, v in data.env.items():
         con.print(f"  {k}={escape(v)}")
     con.print("[dim]check: jupyter kernelspec list[/]")
 
@@ -182,23 +186,23 @@ def kernel_list(as_json: bool) -> int:
     environ = Environ()
     kdir = shellenv.user_kernels_dir(environ)
     kernels = shellenv.list_kernels(kdir)
-    return output.emit(CommandResult("kernel", {"kernels_dir": str(kdir), "kernels": kernels}), human=_render_list)
+    return output.emit(CommandResult("kernel", KernelListing(str(kdir), kernels)), human=_render_list)
 
 
-def _render_list(data: dict) -> None:
+def _render_list(data: KernelListing) -> None:
     con = output.console()
-    if not data["kernels"]:
-        con.print(f"no kernels in {data['kernels_dir']}; add one with `vboot kernel install PROFILE`")
+    if not data.kernels:
+        con.print(f"no kernels in {data.kernels_dir}; add one with `vboot kernel install PROFILE`")
         return
     table = output.table(("name", "profile", "display name", "python", "variables"))
-    for k in data["kernels"]:
+    for k in data.kernels:
         if k.error:
             table.add_row(k.name, "", f"[red]{escape(k.error)}[/]", "", "")
             continue
         table.add_row(k.name, k.profile or "[dim](not vboot's)[/]", escape(k.display_name), k.python,
                       ", ".join(k.env))
     con.print(table)
-    con.print(f"[dim]{data['kernels_dir']}[/]")
+    con.print(f"[dim]{data.kernels_dir}[/]")
 
 
 @kernel.command("remove")
@@ -223,5 +227,5 @@ def kernel_remove(name: str, force: bool, as_json: bool) -> int:
         raise ConflictError(f"kernel {name!r} was not written by vboot", hint="pass --force to remove it anyway, "
                             "or use `jupyter kernelspec remove`")
     shutil.rmtree(target)
-    return output.emit(CommandResult("kernel", {"name": name, "path": str(target), "removed": True}),
-                human=lambda d: output.console().print(f"[green]✓[/] removed kernel {d['name']} ({d['path']})"))
+    return output.emit(CommandResult("kernel", KernelRemoved(name, str(target))),
+                       human=lambda d: output.done(f"removed kernel {d.name} ({d.path})"))

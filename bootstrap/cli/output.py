@@ -24,7 +24,7 @@ from bootstrap.core.units import format_bytes as human_bytes  # noqa: F401 - the
 if TYPE_CHECKING:  # click is imported where an option is declared: `vboot disk`'s fast path never loads it
     import click
     from rich.console import Console
-    from rich.status import Status  # the spinner's type, for the modules that keep one (serve, setup's steps)
+    from rich.status import Status as Status  # re-exported: the spinner's type, for serve and setup's steps
     from rich.table import Table
 
 

@@ -44,18 +44,27 @@ class CommandResult(Generic[PayloadT]):
 OMIT_WHEN_NONE = "vboot.omit_when_none"
 
 
+# A report field's metadata: never in the JSON (words for people that the JSON says otherwise). See :func:`for_people`.
+NOT_IN_JSON = "vboot.not_in_json"
+
+
 def key_when_set() -> Any:
     """A report field (default None) whose key the JSON carries only once it is set."""
     return field(default=None, metadata={OMIT_WHEN_NONE: True})
 
 
+def for_people(default: Any) -> Any:
+    """A report field for the human view only: the JSON leaves it out."""
+    return field(default=default, metadata={NOT_IN_JSON: True})
+
+
 def to_jsonable(value: Any) -> Any:
     """The one serializer of the envelope's ``data``: dataclasses (their fields in order, without the
-    :func:`key_when_set` ones that are None), enums, paths, tuples and mappings to plain JSON types (NaN/inf become
+    :func:`key_when_set` ones that are None and the :func:`for_people` ones), enums, paths, tuples and mappings to plain JSON types (NaN/inf become
     null)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(v) for f in dataclasses.fields(value)
-                if (v := getattr(value, f.name)) is not None or not f.metadata.get(OMIT_WHEN_NONE)}
+        return {f.name: to_jsonable(v) for f in dataclasses.fields(value) if not f.metadata.get(NOT_IN_JSON)
+                and ((v := getattr(value, f.name)) is not None or not f.metadata.get(OMIT_WHEN_NONE))}
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value)
     if isinstance(value, PurePath):

@@ -13,13 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bootstrap.core.checks import CHECKS, CheckResult, Status
 from bootstrap.core.envelope import key_when_set
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: `vboot disk`'s fast path imports this module and must not load the checks
     from bootstrap.core.builds import GpuFacts
+    from bootstrap.core.caches import CacheReport, PlanEntry, Refusal
+    from bootstrap.core.checks import CheckResult, Status
+    from bootstrap.core.disk import DiskEntry, DiskReport, ScanWarning
+    from bootstrap.core.envplan import EnvVar
     from bootstrap.core.k8s import Export, FileWrite, K8sOptions
     from bootstrap.core.setup import BuildSummary, SetupPlan, StepResult, Verified
+    from bootstrap.core.profiles import Profile
+    from bootstrap.core.runs import LastExit
+    from bootstrap.core.shellenv import KernelInfo
     from bootstrap.core.vllm_env import VllmEnvRecord
 
 
@@ -44,6 +50,8 @@ class CheckListing:
 
 
 def check_listing() -> CheckListing:
+    from bootstrap.core.checks import CHECKS
+
     return CheckListing(tuple(CheckInfo(c.id, c.group, c.title, (c.fn.__doc__ or "").strip()) for c in CHECKS))
 
 
@@ -83,6 +91,8 @@ class DoctorReport:
 
 def doctor_report(profile: str, device: str, device_reason: str, results: Sequence[CheckResult],
                   env_read: Iterable[str]) -> DoctorReport:
+    from bootstrap.core.checks import Status
+
     rows = tuple(CheckRow(r.id, r.group, r.status, r.summary, r.hint, r.data) for r in results)
     counts = {s: sum(1 for r in results if r.status == s) for s in Status}
     return DoctorReport(profile, device, device_reason, rows,
@@ -213,3 +223,228 @@ class LocalModel:
     downloaded_bytes: int = 0
     source: str = "local"
     verified_at: float | None = None
+
+
+# --- profiles -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One profile of `vboot profiles`. A profile hidden by a user profile of the same name carries ``shadowed``;
+    one that does not load carries ``error`` instead of what it serves."""
+
+    name: str
+    path: str
+    builtin: bool
+    valid: bool
+    shadowed: bool | None = key_when_set()
+    error: str | None = key_when_set()
+    model: str | None = key_when_set()
+    source: str | None = key_when_set()
+    device: str | None = key_when_set()
+    port: int | str | None = key_when_set()  # the port serve binds without flags
+    description: str | None = key_when_set()
+
+
+@dataclass(frozen=True)
+class ProfileListing:
+    profiles: tuple[ProfileRow, ...]
+    user_dir: str
+
+
+@dataclass(frozen=True)
+class ProfileShown:
+    """`vboot profiles NAME`: the profile in full, secrets masked (bootstrap.core.profiles.shown)."""
+
+    profile: Profile
+
+
+# --- env, kernel ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnvExports:
+    """`vboot env`: the variables and the text that sets them in the chosen format."""
+
+    profile: str
+    format: str  # a shell (bash, zsh, fish, ...) or "dotenv"
+    variables: tuple[EnvVar, ...]
+    warnings: tuple[str, ...]
+    text: str
+
+    @property
+    def status(self) -> str:
+        return "warn" if self.warnings else "ok"
+
+
+@dataclass(frozen=True)
+class KernelInstalled:
+    name: str
+    path: str
+    python: str
+    profile: str
+    display_name: str
+    env: Mapping[str, str]
+    ipykernel_installed: bool  # installed into the environment now
+    replaced: bool  # a kernel of that name was there before
+
+
+@dataclass(frozen=True)
+class KernelListing:
+    kernels_dir: str
+    kernels: tuple[KernelInfo, ...]
+
+
+@dataclass(frozen=True)
+class KernelRemoved:
+    name: str
+    path: str
+    removed: bool = True
+
+
+# --- sleep, wake ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SleepDone:
+    """`vboot sleep`: what NVML saw around the sleep (bootstrap.core.colocate.SleepReport)."""
+
+    name: str
+    level: int
+    took_s: float
+    before_bytes: int
+    after_bytes: int
+    freed_bytes: int
+    server_bytes: int  # what the server's processes held before
+    too_little: bool  # it freed much less than the server held
+
+    @property
+    def status(self) -> str:
+        return "warn" if self.too_little else "ok"
+
+
+@dataclass(frozen=True)
+class WakeDone:
+    name: str
+    took_s: float
+    before_bytes: int
+    after_bytes: int
+    taken_bytes: int
+
+
+# --- service --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServiceInstall:
+    """`vboot service install`: the unit (written or, with --dry-run, only shown) and the commands that enable it."""
+
+    name: str
+    scope: str  # system | user
+    unit_path: str
+    unit: str  # the unit file's text
+    env_file: str | None  # the 0600 file with the secrets (None: no secrets)
+    secrets: tuple[str, ...]  # the names of the variables in it, never their values
+    commands: tuple[str, ...]
+    written: bool
+    started: bool
+
+
+@dataclass(frozen=True)
+class ServiceRun:
+    """vboot's run record of the server a unit runs."""
+
+    state: str
+    pid: int
+    url: str
+    generation: int
+    restarts: int
+    last_exit: LastExit | None
+    run_dir: str
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    systemd: Mapping[str, str]  # systemctl show's properties
+    run: ServiceRun | None  # None: the unit has no run record yet
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.systemd.get("ActiveState") == "active" else "warn"
+
+
+@dataclass(frozen=True)
+class ServiceRemoved:
+    name: str
+    removed: tuple[str, ...]
+    stopped: bool
+
+
+# --- disk -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DiskView:
+    """`vboot disk PATH...`: the first report's fields at the top (the JSON contract), every report under
+    ``reports``, and the options the human view needs."""
+
+    root: str
+    total_bytes: int
+    entries: tuple[DiskEntry, ...]
+    warnings: tuple[ScanWarning, ...]
+    unreadable_count: int
+    unreadable_paths: tuple[str, ...]
+    error_count: int
+    depth: int
+    apparent: bool
+    entry_count: int
+    fs_total_bytes: int | None
+    fs_free_bytes: int | None
+    elapsed_s: float
+    workers: int
+    skipped_mounts: tuple[str, ...]
+    reports: tuple[DiskReport, ...]
+    top: int  # rows per directory in the human view
+
+    @property
+    def status(self) -> str:
+        return "warn" if any(not r.complete for r in self.reports) else "ok"
+
+
+def disk_view(reports: Sequence[DiskReport], depth: int, apparent: bool, top: int) -> DiskView:
+    first = reports[0]
+    return DiskView(
+        root=first.root, total_bytes=first.total_bytes, entries=first.entries, warnings=first.warnings,
+        unreadable_count=first.unreadable_count, unreadable_paths=first.unreadable_paths,
+        error_count=first.error_count, depth=depth, apparent=apparent, entry_count=first.entry_count,
+        fs_total_bytes=first.fs_total_bytes, fs_free_bytes=first.fs_free_bytes, elapsed_s=first.elapsed_s,
+        workers=first.workers, skipped_mounts=first.skipped_mounts, reports=tuple(reports), top=top)
+
+
+@dataclass(frozen=True)
+class CachesView:
+    """`vboot disk caches`."""
+
+    caches: tuple[CacheReport, ...]
+    total_bytes: int
+    warnings: tuple[str, ...] | None = key_when_set()  # run records that had to be skipped
+
+    @property
+    def status(self) -> str:
+        return "warn" if self.warnings else "ok"
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """`vboot disk clean`: the plan (all a dry run or a refusal reports), then, once confirmed, what was removed
+    and the free space measured before and after."""
+
+    plan: tuple[PlanEntry, ...]
+    plan_bytes: int
+    refused: tuple[Refusal, ...]
+    notes: tuple[str, ...]
+    dry_run: bool
+    freed_bytes: int = 0
+    removed: tuple[str, ...] = ()
+    failed: tuple[Refusal, ...] = ()
+    warnings: tuple[str, ...] | None = key_when_set()  # run records that had to be skipped
+    fs_free_before_bytes: Mapping[str, int] | None = key_when_set()
+    fs_free_after_bytes: Mapping[str, int] | None = key_when_set()
+    confirmed: bool | None = key_when_set()  # True once it deleted
