@@ -62,3 +62,21 @@ def test_words_for_people_stay_out_of_the_json():
                                          "warnings"]
     assert (report.status, replace(report, warnings=("w",)).status, replace(report, survivors=(2,)).status) == \
         ("ok", "warn", "fail")
+
+
+def test_serve_ready_keeps_its_keys_and_reports_a_failed_smoke_as_a_warning():
+    from dataclasses import asdict
+
+    from bootstrap.core.lifecycle import ProbeResult
+    from bootstrap.core.reports import ServeReady
+
+    smoke = ProbeResult(ok=False, latency_s=1.0, error="timed out")
+    ready = ServeReady("s", "http://127.0.0.1:8000", 1, "/r", "m", "tiny", "/m", "cpu", "why", 1.5,
+                       "http://127.0.0.1:8000/metrics", None, "/r/prometheus.yml", False, 2, "no", smoke, "/r/vllm.log",
+                       {"A": "1"}, ("python", "-m", "vllm"))
+    data = to_jsonable(ready)
+    assert list(data) == ["name", "url", "pid", "run_dir", "served_model_name", "profile", "model_path", "device",
+                          "device_reason", "ready_s", "metrics_url", "prometheus_url", "prometheus_config", "detached",
+                          "supervisor_pid", "restart", "smoke", "log", "env", "command"]
+    assert data["smoke"] == asdict(smoke) and data["command"] == ["python", "-m", "vllm"]
+    assert (ready.status, replace(ready, smoke=None).status) == ("warn", "ok")

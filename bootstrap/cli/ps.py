@@ -17,8 +17,7 @@ def ps(as_json: bool) -> int:
     (engine cores and workers whose launcher is gone, with the memory they hold), vLLM servers vboot did not
     start, and engines of other programs (an offline script, `vllm bench`: not orphans, left alone)."""
     report = collect_ps(Environ())
-    status = "warn" if report.orphans or report.warnings else "ok"
-    return output.emit(CommandResult("ps", report, status=status), human=render_ps)
+    return output.emit(CommandResult("ps", report, status=report.status), human=render_ps)
 
 
 def render_ps(data: PsReport) -> None:

@@ -23,6 +23,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, MissingDependencyError, StartupError, UsageError
+from bootstrap.core.reports import RouteReady
 from bootstrap.core.route import RoutePlan
 
 SUPERVISOR_LOG = "supervisor.log"
@@ -112,25 +113,25 @@ def route(names: tuple[str, ...], port: int | None, host: str, api_key: str | No
     return _route_foreground(plan)
 
 
-def _ready_result(plan: RoutePlan, supervisor_pid: int) -> CommandResult:
+def _ready_result(plan: RoutePlan, supervisor_pid: int) -> CommandResult[RouteReady]:
     from bootstrap.core.runs import find_run
 
     rec = find_run(Environ(), plan.name)
-    data = {"name": plan.name, "url": plan.url, "run_dir": str(plan.run_dir), "detached": plan.detached,
-            "supervisor_pid": supervisor_pid, "pid": rec.pid if rec else 0,
-            "routes": dict(rec.routes) if rec else {}, "router_url": plan.router_url,
-            "log": str(plan.run_dir / ROUTER_LOG)}
-    return CommandResult("route", data)
+    ready = RouteReady(name=plan.name, url=plan.url, run_dir=str(plan.run_dir), detached=plan.detached,
+                       supervisor_pid=supervisor_pid, pid=rec.pid if rec else 0,
+                       routes=dict(rec.routes) if rec else {}, router_url=plan.router_url,
+                       log=str(plan.run_dir / ROUTER_LOG))
+    return CommandResult("route", ready)
 
 
-def _render_ready(data: dict[str, Any]) -> None:
-    con = output.err_console() if not data.get("detached") else output.console()
-    con.print(f"[bold green]✓ route {output.escape(data['name'])} is ready[/]: {output.escape(data['url'])}/v1")
-    for model, url in sorted(data["routes"].items()):
+def _render_ready(data: RouteReady) -> None:
+    con = output.err_console() if not data.detached else output.console()
+    con.print(f"[bold green]✓ route {output.escape(data.name)} is ready[/]: {output.escape(data.url)}/v1")
+    for model, url in sorted(data.routes.items()):
         con.print(f"  {output.escape(model):24} → {output.escape(url)}")
-    if not data["routes"]:
+    if not data.routes:
         con.print("  (no server running yet: servers started later are added within a second)")
-    con.print(f"  logs         vboot logs {output.escape(data['name'])} -f")
+    con.print(f"  logs         vboot logs {output.escape(data.name)} -f")
 
 
 def _route_foreground(plan: RoutePlan) -> int:

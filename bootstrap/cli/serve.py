@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from bootstrap.core.lifecycle import (Event, Failed, GaveUp, GpuSettling, Memory
                                       Restarting, Slept, StartLockReleased, Starting, Stopping, Waiting,
                                       WaitingForStartLock, Woke)
 from bootstrap.core.profiles import RESTART_MODES, Profile, ServeSettings
+from bootstrap.core.reports import ServeReady
 from bootstrap.core.runs import RunRecord
 from bootstrap.core.serve_plan import Observability
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted
@@ -548,23 +549,18 @@ class ServeView:
         elif isinstance(event, Stopping):
             output.info(f"[dim]stopping {output.escape(self.plan.name)} ({signal.Signals(event.signal).name})…[/]")
 
-    def ready_result(self, event: Ready, supervisor_pid: int | None = None) -> CommandResult:
+    def ready_result(self, event: Ready, supervisor_pid: int | None = None) -> CommandResult[ServeReady]:
         plan = self.plan
-        smoke = event.smoke
-        data = {
-            "name": plan.name, "url": plan.url, "pid": self._pid(), "run_dir": str(plan.run_dir),
-            "served_model_name": plan.served_model_name, "profile": plan.profile, "model_path": plan.model_path,
-            "device": plan.device, "device_reason": plan.device_reason, "ready_s": round(event.ready_s, 3),
-            "metrics_url": f"{plan.url}/metrics",
-            "prometheus_url": plan.prometheus.url if plan.prometheus else None,
-            "prometheus_config": str(plan.run_dir / "prometheus.yml"), "detached": plan.detached,
-            "supervisor_pid": supervisor_pid if plan.detached else os.getpid(), "restart": plan.restart.mode,
-            "smoke": asdict(smoke) if smoke else None, "log": str(plan.log),
-            "env": {name: value for name, value, _origin in plan.shown_env_vars()},
-            "command": plan.shown_argv,
-        }
-        # A failed smoke request is a warning: the server is up but did not answer a chat.
-        return CommandResult("serve", data, status="warn" if smoke is not None and not smoke.ok else "ok")
+        ready = ServeReady(
+            name=plan.name, url=plan.url, pid=self._pid(), run_dir=str(plan.run_dir),
+            served_model_name=plan.served_model_name, profile=plan.profile, model_path=plan.model_path,
+            device=plan.device, device_reason=plan.device_reason, ready_s=round(event.ready_s, 3),
+            metrics_url=f"{plan.url}/metrics", prometheus_url=plan.prometheus.url if plan.prometheus else None,
+            prometheus_config=str(plan.run_dir / "prometheus.yml"), detached=plan.detached,
+            supervisor_pid=supervisor_pid if plan.detached else os.getpid(), restart=plan.restart.mode,
+            smoke=event.smoke, log=str(plan.log),
+            env={name: value for name, value, _origin in plan.shown_env_vars()}, command=tuple(plan.shown_argv))
+        return CommandResult("serve", ready, status=ready.status)
 
     def _pid(self) -> int:
         from bootstrap.core.runs import load_run
@@ -572,7 +568,7 @@ class ServeView:
         record = load_run(self.plan.run_dir)
         return record.pid if record else 0
 
-    def _print_ready(self, ready: CommandResult) -> None:
+    def _print_ready(self, ready: CommandResult[ServeReady]) -> None:
         """The foreground's readiness report, printed without exiting (the server is supervised afterwards):
         with --json it is the one document on stdout, carrying the verdict (``warn`` when the smoke failed)."""
         if output.STATE.json:
@@ -607,27 +603,26 @@ class ServeView:
         return StartupError(what, hint=f"see the log: `vboot logs {self.plan.name}` ({self.plan.log})", **context)
 
 
-def _render_ready(data: dict[str, Any]) -> None:
-    con = output.err_console() if not data.get("detached") else output.console()
+def _render_ready(data: ServeReady) -> None:
+    con = output.err_console() if not data.detached else output.console()
     esc = output.escape
-    smoke = data.get("smoke")
-    con.print(f"[bold green]✓ {esc(data['name'])} is ready[/] in {output.human_duration(data['ready_s'])} "
-              f"({data['device'].upper()})")
-    con.print(f"  url          {esc(data['url'])}/v1   served model [bold]{esc(data['served_model_name'])}[/]")
+    smoke = data.smoke
+    con.print(f"[bold green]✓ {esc(data.name)} is ready[/] in {output.human_duration(data.ready_s)} "
+              f"({data.device.upper()})")
+    con.print(f"  url          {esc(data.url)}/v1   served model [bold]{esc(data.served_model_name)}[/]")
     if smoke:
-        if smoke["ok"]:
-            con.print(f"  smoke        {smoke['completion_tokens']} tokens in {output.human_duration(smoke['latency_s'])}"
-                      f" ({smoke['tokens_per_s']:.1f} tokens/s)")
+        if smoke.ok:
+            con.print(f"  smoke        {smoke.completion_tokens} tokens in {output.human_duration(smoke.latency_s)}"
+                      f" ({smoke.tokens_per_s:.1f} tokens/s)")
         else:
-            con.print(f"  [yellow]smoke        failed: {esc(smoke['error'])}[/]")
-    con.print(f"  metrics      {esc(data['metrics_url'])}")
-    if data.get("prometheus_url"):
-        con.print(f"  prometheus   {esc(data['prometheus_url'])}")
-    con.print(f"  scrape conf  {esc(data['prometheus_config'])}")
-    con.print(f"  restart      {data.get('restart', 'no')}" + (f" (supervisor PID {data['supervisor_pid']})"
-                                                                 if data.get("detached") else ""))
-    con.print(f"  logs         vboot logs {esc(data['name'])} -f")
-    con.print(f"  try          {esc(curl_example(data['url'], data['served_model_name']))}")
+            con.print(f"  [yellow]smoke        failed: {esc(smoke.error)}[/]")
+    con.print(f"  metrics      {esc(data.metrics_url)}")
+    if data.prometheus_url:
+        con.print(f"  prometheus   {esc(data.prometheus_url)}")
+    con.print(f"  scrape conf  {esc(data.prometheus_config)}")
+    con.print(f"  restart      {data.restart}" + (f" (supervisor PID {data.supervisor_pid})" if data.detached else ""))
+    con.print(f"  logs         vboot logs {esc(data.name)} -f")
+    con.print(f"  try          {esc(curl_example(data.url, data.served_model_name))}")
 
 
 def curl_example(url: str, served_model_name: str) -> str:

@@ -20,6 +20,7 @@ from bootstrap.core.envelope import CommandResult, to_jsonable
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, ScrapeError, UsageError
 from bootstrap.core.metrics import TOP_FAMILIES, TopFrame, TopSession
+from bootstrap.core.reports import top_measurement
 
 SPARK = "▁▂▃▄▅▆▇█"
 GpuReader = Callable[[], tuple[list[dict[str, Any]], str | None]]
@@ -97,27 +98,8 @@ def default_gpu_reader(snapshot: Callable[[], Any] | None = None) -> GpuPanel:
 
 
 def frame_data(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: str | None) -> dict[str, Any]:
-    """The JSON ``data`` of `vboot top --once --json` (raw units: ratios 0..1, seconds, tokens/s)."""
-    stats = to_jsonable(frame.stats) if frame.stats is not None else {}
-    stats.pop("model_names", None)
-    names = list(frame.stats.model_names) if frame.stats else []
-    empty_pct = {"p50": None, "p95": None, "p99": None, "count": 0.0, "mean": None}
-    data: dict[str, Any] = {
-        "target": label,
-        "url": frame.url,
-        "up": frame.up,
-        "error": frame.error,
-        "model_name": names[0] if names else None,
-        "window_s": None, "requests_running": None, "requests_waiting": None, "kv_cache_usage": None,
-        "prompt_tokens_per_s": None, "generation_tokens_per_s": None,
-        "ttft_s": empty_pct, "queue_s": empty_pct, "itl_s": empty_pct, "e2e_s": empty_pct,
-        "preemptions_total": None, "preemptions_per_s": None, "requests_finished_per_s": None,
-        "finished_by_reason_per_s": {},
-    }
-    if frame.up:
-        data.update(stats)
-    data["gpus"] = gpus
-    data["gpu_error"] = gpu_error
+    """The JSON ``data`` of `vboot top --once --json` (:class:`~bootstrap.core.reports.TopMeasurement`)."""
+    data: dict[str, Any] = to_jsonable(top_measurement(frame, label, gpus, gpu_error))
     return data
 
 
@@ -363,9 +345,7 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     endpoint.close()
     gpus, gpu_error = gpu_reader()
     gpu_reader.close()
-    data = frame_data(frame, label, gpus, gpu_error)
-    if problems:
-        data["warnings"] = [str(p) for p in problems]
+    data = top_measurement(frame, label, gpus, gpu_error, warnings=[str(p) for p in problems])
     if frame.up:
         result = CommandResult("top", data)
     else:

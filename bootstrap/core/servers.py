@@ -164,6 +164,11 @@ class PsReport:
     unmanaged_engines: tuple[ProcessRow, ...] = ()  # engines under a live launcher that is no API server
     warnings: tuple[str, ...] = ()  # run records that were skipped
 
+    @property
+    def status(self) -> str:
+        """warn when something needs a look: orphaned processes hold memory, or run records were skipped."""
+        return "warn" if self.orphans or self.warnings else "ok"
+
 
 def _row(p: Any, gpu: Mapping[int, int], now: float) -> ProcessRow:
     return ProcessRow(pid=p.pid, name=p.name, role=p.role, ppid=p.ppid, pgid=p.pgid, rss_bytes=p.rss_bytes,
