@@ -203,9 +203,8 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
                       older_than_s=older_s)
     data = CleanReport(plan.entries, plan.total_bytes, plan.refused, plan.notes, dry_run,
                        warnings=tuple(str(p) for p in problems) if problems else None)
-    status = "warn" if plan.refused else "ok"
     if dry_run or not plan.entries:
-        return output.emit(CommandResult("disk clean", data, status=status), human=_render_clean)
+        return output.emit(CommandResult("disk clean", data, status=data.status), human=_render_clean)
     if not yes:
         if output.STATE.json or not sys.stdin.isatty():
             if not output.STATE.json:
@@ -223,7 +222,7 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
                    fs_free_before_bytes=result.fs_free_before_bytes, fs_free_after_bytes=result.fs_free_after_bytes,
                    confirmed=True)
     if not result.failed:
-        return output.emit(CommandResult("disk clean", data, status="warn" if plan.refused else "ok"), human=_render_clean)
+        return output.emit(CommandResult("disk clean", data, status=data.status), human=_render_clean)
     # Something planned is still there: the command failed, whatever else it freed (data says what).
     first = result.failed[0]
     return output.emit(CommandResult("disk clean", data, status="fail", exit_code=EXIT_FAIL, errors=({

@@ -451,6 +451,11 @@ class CleanReport:
     fs_free_after_bytes: Mapping[str, int] | None = key_when_set()
     confirmed: bool | None = key_when_set()  # True once it deleted
 
+    @property
+    def status(self) -> str:
+        """warn when an item was kept (in use, being downloaded, a mount point inside)."""
+        return "warn" if self.refused else "ok"
+
 
 # --- top ------------------------------------------------------------------------------------------------------
 
