@@ -33,16 +33,16 @@ MAY_IMPORT_RICH = {
 
 def _calls(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, dotted callee) of every call and every ``raise SystemExit`` in ``tree``."""
-    found = []
+    found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
-        target = node.func if isinstance(node, ast.Call) else None
         if isinstance(node, ast.Raise) and node.exc is not None:
             exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
             if isinstance(exc, ast.Name) and exc.id == "SystemExit":
                 found.append((node.lineno, "raise SystemExit"))
             continue
-        if target is None:
+        if not isinstance(node, ast.Call):
             continue
+        target = node.func
         parts = []
         while isinstance(target, ast.Attribute):
             parts.append(target.attr)
@@ -76,8 +76,9 @@ def test_the_exit_checker_sees_every_way_out():
 def _imports_rich(tree: ast.AST) -> list[int]:
     lines = []
     for node in ast.walk(tree):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
         if any(n == "rich" or n.startswith("rich.") for n in names):
             lines.append(node.lineno)
     return lines

@@ -60,8 +60,8 @@ def for_people(default: Any) -> Any:
 
 def to_jsonable(value: Any) -> Any:
     """The one serializer of the envelope's ``data``: dataclasses (their fields in order, without the
-    :func:`key_when_set` ones that are None and the :func:`for_people` ones), enums, paths, tuples and mappings to plain JSON types (NaN/inf become
-    null)."""
+    :func:`key_when_set` ones that are None and the :func:`for_people` ones), enums, paths, tuples and mappings to
+    plain JSON types (NaN/inf become null)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(v) for f in dataclasses.fields(value) if not f.metadata.get(NOT_IN_JSON)
                 and ((v := getattr(value, f.name)) is not None or not f.metadata.get(OMIT_WHEN_NONE))}
