@@ -80,3 +80,15 @@ def test_serve_ready_keeps_its_keys_and_reports_a_failed_smoke_as_a_warning():
                           "supervisor_pid", "restart", "smoke", "log", "env", "command"]
     assert data["smoke"] == asdict(smoke) and data["command"] == ["python", "-m", "vllm"]
     assert (ready.status, replace(ready, smoke=None).status) == ("warn", "ok")
+
+
+def test_doctors_human_view_shows_control_characters_in_a_finding_instead_of_sending_them(capsys):
+    """doctor escaped rich markup with rich's own escape, which lets an ESC from a path or pip's output through
+    to the terminal; it now goes through output.escape like every other renderer."""
+    from bootstrap.cli.doctor import _render
+
+    results = [CheckResult("disk", Status.WARN, "cache at /tmp/\x1b[2Jx is small", "free \x1b]0;t\x07 space",
+                           group="disk")]
+    _render(doctor_report("tiny", "cpu", "no GPU", results, ()))
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2Jx" in out and "\\x1b]0;t\\x07" in out
