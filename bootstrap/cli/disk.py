@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ from bootstrap.cli import disk_request, output
 from bootstrap.cli.disk_request import SUBCOMMANDS, option, valued
 from bootstrap.cli.disk_view import plural
 from bootstrap.core.envelope import CommandResult
+from bootstrap.core.reports import CachesView, CleanReport
 
 
 class DiskGroup(click.Group):
@@ -61,7 +63,7 @@ def _flag(name: str, text: str) -> Callable[[Callable[..., Any]], Callable[..., 
 @_flag("one_file_system", "Skip directories on other filesystems (du -x).")
 @output.json_option
 def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one_file_system: bool,
-               as_json: bool) -> None:
+               as_json: bool) -> int:
     """Largest directories and files under PATH (default: your home), like `du -h --max-depth=1 | sort -hr`.
 
     Sizes are du's (`du -a -B1 --max-depth=N`): allocated blocks, hard links counted once, symlinks not
@@ -84,12 +86,12 @@ def report_cmd(paths: tuple[str, ...], depth: int, top: int, apparent: bool, one
     wire = disk_request.take_head_start(targets[0], depth, apparent, one_file_system)
     reports = [report_from_wire(wire) if wire else scan(targets[0], depth, apparent, one_file_system)]
     reports += [scan(p, depth=depth, apparent=apparent, one_file_system=one_file_system) for p in targets[1:]]
-    output.emit(report_result(reports, depth, apparent, top), human=render_report)
+    return output.emit(report_result(reports, depth, apparent, top), human=render_report)
 
 
 @click.command("caches", context_settings={"help_option_names": ["-h", "--help"]})
 @output.json_option
-def caches_cmd(as_json: bool) -> None:
+def caches_cmd(as_json: bool) -> int:
     """Model and package caches: location (from their env variables), size, items, last use, and which models a
     running vboot server uses.
 
@@ -103,10 +105,9 @@ def caches_cmd(as_json: bool) -> None:
     env = Environ()
     problems: list[RunProblem] = []
     reports = scan_caches(env, active=active_model_paths(env, problems=problems))
-    data: dict[str, Any] = {"caches": reports, "total_bytes": sum(r.bytes for r in reports)}
-    if problems:
-        data["warnings"] = [str(p) for p in problems]
-    output.emit(CommandResult("disk caches", data, status="warn" if problems else "ok"), human=_render_caches)
+    view = CachesView(tuple(reports), sum(r.bytes for r in reports),
+                      warnings=tuple(str(p) for p in problems) if problems else None)
+    return output.emit(CommandResult("disk caches", view, status=view.status), human=_render_caches)
 
 
 def _ago(ts: float | None) -> str:
@@ -117,19 +118,17 @@ def _ago(ts: float | None) -> str:
     return output.human_duration(max(0.0, time.time() - ts)) + " ago"
 
 
-def _render_caches(data: dict[str, Any]) -> None:
-    from rich.table import Table
+def _render_caches(data: CachesView) -> None:
+    from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
-    for w in data.get("warnings", ()):
+    for w in data.warnings or ():
         output.warn(w)
     con = output.console()
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col, just in (("cache", "left"), ("size", "right"), ("items", "right"), ("last used", "right"),
-                      ("path", "left"), ("set by", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for c in data["caches"]:
+    table = output.table(["cache", Column("size", "right"), Column("items", "right"), Column("last used", "right"),
+                          "path", "set by"], pad_edge=False)
+    for c in data.caches:
         if not c.exists:
             table.add_row(f"[dim]{c.name}[/]", "[dim]-[/]", "", "", f"[dim]{escape(c.path)} (absent)[/]", c.source)
             continue
@@ -139,25 +138,23 @@ def _render_caches(data: dict[str, Any]) -> None:
         table.add_row(c.name, output.human_bytes(c.bytes), str(len(c.items)), _ago(c.last_used), escape(c.path),
                       c.source)
     con.print(table)
-    for c in data["caches"]:
+    for c in data.caches:
         for warning in c.warnings:
             con.print(f"[yellow]{c.name}:[/] {escape(warning)}")
-    for c in data["caches"]:
+    for c in data.caches:
         models = [i for i in c.items if i.kind in ("model", "partial")]
         if not models:
             continue
         con.print(f"\n[bold]{c.name}[/] models")
-        t = Table(box=None, header_style="bold", pad_edge=False)
-        for col, just in (("id", "left"), ("size", "right"), ("last used", "right"), ("layout", "left"),
-                          ("in use", "left")):
-            t.add_column(col, justify=just)  # type: ignore[arg-type]
+        t = output.table(["id", Column("size", "right"), Column("last used", "right"), "layout", "in use"],
+                         pad_edge=False)
         for i in models:
             ident = escape(i.id) if i.kind == "model" else f"[yellow]{escape(i.id)}[/]"
             t.add_row(ident, output.human_bytes(i.bytes), _ago(i.last_used), i.layout,
                       f"[green]{escape(i.in_use_by)}[/]" if i.in_use_by else "")
         con.print(t)
-    cmds = [f"{c.name}: `{c.clean_command}`" for c in data["caches"] if c.exists and c.clean_command and not c.refused]
-    con.print(f"\n[dim]total {output.human_bytes(data['total_bytes'])}. Free space: `vboot disk clean --partial`, "
+    cmds = [f"{c.name}: `{c.clean_command}`" for c in data.caches if c.exists and c.clean_command and not c.refused]
+    con.print(f"\n[dim]total {output.human_bytes(data.total_bytes)}. Free space: `vboot disk clean --partial`, "
               "`--model ID`, `--cache NAME`, `--older-than 30d`."
               + (f" Own cleaners: {'; '.join(cmds)}." if cmds else "")
               + "[/]")
@@ -173,7 +170,7 @@ def _render_caches(data: dict[str, Any]) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask (needed when nobody can answer a prompt).")
 @output.json_option
 def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], older_than: str | None,
-              dry_run: bool, yes: bool, as_json: bool) -> None:
+              dry_run: bool, yes: bool, as_json: bool) -> int:
     """Free disk space in the caches: scan, plan (every path and the bytes it frees), confirm, delete.
 
     Deletes only inside the recognised cache roots, never follows a symlink out of one (the link is removed,
@@ -204,14 +201,10 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
         output.warn(str(p))
     plan = plan_clean(scan_caches(env, active=active), partial=partial, models=models, caches=caches,
                       older_than_s=older_s)
-    data: dict[str, Any] = {"plan": plan.entries, "plan_bytes": plan.total_bytes, "refused": plan.refused,
-                            "notes": plan.notes, "dry_run": dry_run, "freed_bytes": 0, "removed": [],
-                            "failed": []}
-    if problems:
-        data["warnings"] = [str(p) for p in problems]
-    status = "warn" if plan.refused else "ok"
+    data = CleanReport(plan.entries, plan.total_bytes, plan.refused, plan.notes, dry_run,
+                       warnings=tuple(str(p) for p in problems) if problems else None)
     if dry_run or not plan.entries:
-        output.emit(CommandResult("disk clean", data, status=status), human=_render_clean)
+        return output.emit(CommandResult("disk clean", data, status=data.status), human=_render_clean)
     if not yes:
         if output.STATE.json or not sys.stdin.isatty():
             if not output.STATE.json:
@@ -221,18 +214,18 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
                                        hint="re-run with --yes to delete, or --dry-run to only see the plan")
         _render_clean(data)
         what = "this path" if len(plan.entries) == 1 else f"these {len(plan.entries)} paths"
-        if not click.confirm(f"Delete {what}?", default=False, err=True):
+        if not output.confirm(f"Delete {what}?"):
             output.info("nothing deleted")
-            raise SystemExit(1)
+            return 1
     result = execute_plan(plan, active=active_model_paths(env))
-    data.update(freed_bytes=result.freed_bytes, removed=result.removed, failed=result.failed,
-                fs_free_before_bytes=result.fs_free_before_bytes, fs_free_after_bytes=result.fs_free_after_bytes,
-                confirmed=True)
+    data = replace(data, freed_bytes=result.freed_bytes, removed=result.removed, failed=result.failed,
+                   fs_free_before_bytes=result.fs_free_before_bytes, fs_free_after_bytes=result.fs_free_after_bytes,
+                   confirmed=True)
     if not result.failed:
-        output.emit(CommandResult("disk clean", data, status="warn" if plan.refused else "ok"), human=_render_clean)
+        return output.emit(CommandResult("disk clean", data, status=data.status), human=_render_clean)
     # Something planned is still there: the command failed, whatever else it freed (data says what).
     first = result.failed[0]
-    output.emit(CommandResult("disk clean", data, status="fail", exit_code=EXIT_FAIL, errors=({
+    return output.emit(CommandResult("disk clean", data, status="fail", exit_code=EXIT_FAIL, errors=({
         "code": "clean_incomplete",
         "message": f"{plural(len(result.failed), 'path was', 'paths were')} not removed, first {first.path}: "
                    f"{first.reason}",
@@ -240,35 +233,32 @@ def clean_cmd(partial: bool, models: tuple[str, ...], caches: tuple[str, ...], o
                 "again", "context": {"failed": len(result.failed), "reason": first.code}},)), human=_render_clean)
 
 
-def _render_clean(data: dict[str, Any]) -> None:
-    from rich.table import Table
+def _render_clean(data: CleanReport) -> None:
+    from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     con = output.console()
-    done = data.get("confirmed")
+    done = data.confirmed
     if not done:
-        if data["plan"]:
-            t = Table(box=None, header_style="bold", pad_edge=False)
-            t.add_column("frees", justify="right")
-            t.add_column("cache")
-            t.add_column("path", overflow="fold")
-            for e in data["plan"]:
+        if data.plan:
+            t = output.table([Column("frees", "right"), "cache", Column("path", fold=True)], pad_edge=False)
+            for e in data.plan:
                 t.add_row(output.human_bytes(e.bytes), e.cache, escape(e.path) + (" (symlink)" if e.is_symlink else ""))
             con.print(t)
-            con.print(f"[bold]total {output.human_bytes(data['plan_bytes'])}[/] in "
-                      f"{plural(len(data['plan']), 'path', 'paths')}"
-                      + (" [dim](dry run: nothing deleted)[/]" if data["dry_run"] else ""))
+            con.print(f"[bold]total {output.human_bytes(data.plan_bytes)}[/] in "
+                      f"{plural(len(data.plan), 'path', 'paths')}"
+                      + (" [dim](dry run: nothing deleted)[/]" if data.dry_run else ""))
         else:
             con.print("nothing to clean")
-    for r in data["refused"]:
+    for r in data.refused:
         con.print(f"[yellow]kept[/] {escape(r.item_id)}: {escape(r.reason)}")
-    for note in data["notes"]:
+    for note in data.notes:
         con.print(f"[dim]note: {escape(note)}[/]")
     if done:
-        con.print(f"[green]freed {output.human_bytes(data['freed_bytes'])}[/] "
-                  f"({plural(len(data['removed']), 'path', 'paths')} removed)")
-        for f in data["failed"]:
+        con.print(f"[green]freed {output.human_bytes(data.freed_bytes)}[/] "
+                  f"({plural(len(data.removed), 'path', 'paths')} removed)")
+        for f in data.failed:
             con.print(f"[red]not removed[/] {escape(f.path)}: {escape(f.reason)}")
 
 

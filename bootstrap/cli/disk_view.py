@@ -7,36 +7,27 @@ anything (bootstrap.cli.entry) is printed from here, so the scan never shares th
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 from bootstrap.cli import output
 from bootstrap.core.disk import DiskReport
 from bootstrap.core.envelope import CommandResult
+from bootstrap.core.reports import DiskView, disk_view
 
 
-def report_result(reports: list[DiskReport], depth: int, apparent: bool, top: int) -> CommandResult:
-    """`vboot disk`'s result: the first report's fields at the top of ``data`` (the JSON contract), every
-    report under ``reports`` for the human view, status "warn" when any of them could not read everything."""
-    first = reports[0]
-    data: dict[str, Any] = {
-        "root": first.root, "total_bytes": first.total_bytes, "entries": first.entries,
-        "warnings": first.warnings, "unreadable_count": first.unreadable_count,
-        "unreadable_paths": first.unreadable_paths, "error_count": first.error_count,
-        "depth": depth, "apparent": apparent, "entry_count": first.entry_count,
-        "fs_total_bytes": first.fs_total_bytes, "fs_free_bytes": first.fs_free_bytes,
-        "elapsed_s": first.elapsed_s, "workers": first.workers, "skipped_mounts": first.skipped_mounts,
-        "reports": reports, "top": top,
-    }
-    incomplete = any(not r.complete for r in reports)
-    return CommandResult("disk", data, status="warn" if incomplete else "ok")
+def report_result(reports: list[DiskReport], depth: int, apparent: bool, top: int) -> CommandResult[DiskView]:
+    """`vboot disk`'s result (:class:`~bootstrap.core.reports.DiskView`), status "warn" when any report could not
+    read everything."""
+    view = disk_view(reports, depth, apparent, top)
+    return CommandResult("disk", view, status=view.status)
 
 
-def print_head_start(request: dict[str, Any]) -> None:
+def print_head_start(request: dict[str, Any]) -> int | None:
     """Print the report of a plain request (:func:`bootstrap.cli.disk_request.disk_request`, one PATH at most) from
-    the head start and exit. Returns, having printed nothing, when the head start brought no report (it
-    failed, say on a missing PATH): the full CLI then scans and reports as usual, errors included."""
+    the head start, flush, and return the exit code for the console script to leave with (bootstrap.cli.entry).
+    Returns None, having printed nothing, when the head start brought no report (it failed, say on a missing
+    PATH): the full CLI then scans and reports as usual, errors included."""
     from bootstrap.cli.disk_request import scan_args, take_head_start
     from bootstrap.core.disk import report_from_wire
 
@@ -47,31 +38,27 @@ def print_head_start(request: dict[str, Any]) -> None:
     wire = take_head_start(*scan_args(request))
     if wire is None:
         output.STATE.reset()  # the CLI takes over, from scratch
-        return
+        return None
     result = report_result([report_from_wire(wire)], request["depth"], request["apparent"], request["top"])
-    code = 0
     try:
-        output.emit(result, human=render_report)  # leaves by SystemExit with the command's exit code
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
+        code = output.emit(result, human=render_report)
+        sys.stdout.flush()
+        sys.stderr.flush()
     except BrokenPipeError:
-        output.exit_broken_pipe()
+        return output.broken_pipe()
     except Exception as exc:  # as bootstrap.cli.main does: one line, the traceback only when debugging
         from bootstrap.core.environ import debug_enabled
         from bootstrap.core.errors import EXIT_FAIL
 
         if debug_enabled():
             raise
-        output.exit_internal_error(exc, EXIT_FAIL)
-    # The report is out. Python's own teardown (clearing every loaded module, rich's included) would take
-    # another 6-11 ms before the shell gets its prompt back; nothing is left to release (the head start has
-    # been reaped, no file is open for writing), so flush and leave now.
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        output.exit_broken_pipe()
-    os._exit(code)
+        code = output.internal_error(exc, EXIT_FAIL)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+    return code
 
 
 def plural(n: int, one: str, many: str) -> str:
@@ -92,15 +79,15 @@ def _bar(share: float, marks: tuple[str, str, str], width: int = 20) -> str:
     return marks[0] * filled + marks[1] * (width - filled)
 
 
-def render_report(data: dict[str, Any]) -> None:
-    from rich.table import Table
+def render_report(data: DiskView) -> None:
+    from bootstrap.cli.output import Column
 
     escape = output.escape  # file names are untrusted: control characters and markup escaped
 
     con = output.console()
     marks = _marks(con.encoding)
-    top = data["top"]
-    for rep in data["reports"]:
+    top = data.top
+    for rep in data.reports:
         fs = ""
         if rep.fs_total_bytes:
             fs = (f"  [dim]filesystem {output.human_bytes(rep.fs_total_bytes)}, "
@@ -110,11 +97,8 @@ def render_report(data: dict[str, Any]) -> None:
         children: dict[str, list] = {}
         for e in rep.entries:
             children.setdefault(e.path.rsplit("/", 1)[0] or "/", []).append(e)
-        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-        table.add_column("size", justify="right")
-        table.add_column("share", justify="right")
-        table.add_column("", no_wrap=True)
-        table.add_column("path", overflow="fold")
+        table = output.table([Column("size", "right"), Column("share", "right"), Column("", no_wrap=True),
+                              Column("path", fold=True)], pad_edge=False)
 
         def add(parent: str, parent_bytes: int, indent: int) -> None:
             rows = sorted(children.get(parent, []), key=lambda e: (-e.bytes, e.path))

@@ -10,6 +10,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.profiles import DEFAULT_PROFILE, load_profile, resolve_serve_settings
+from bootstrap.core.reports import CheckListing, DoctorReport, check_listing, doctor_report
 
 
 class _DoctorCommand(click.Command):
@@ -36,7 +37,7 @@ class _DoctorCommand(click.Command):
 @output.json_option
 def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str, ...], list_checks: bool,
            vllm_python: str | None, port: int | None, host: str | None, cache_dir: str | None, device: str | None,
-           as_json: bool) -> None:
+           as_json: bool) -> int:
     """Judge whether this box can serve PROFILE: NVIDIA driver and CUDA (NVML), torch's CUDA build, vLLM,
     disk and VRAM against the model, ports, leftover vLLM processes and environment variables.
 
@@ -49,8 +50,7 @@ def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str,
         raise UsageError(f"unexpected argument {extra_args[0]!r}",
                          hint="the profile is --profile NAME; vLLM arguments go after --")
     if list_checks:
-        rows = [{"id": c.id, "group": c.group, "title": c.title, "shows": (c.fn.__doc__ or "").strip()} for c in CHECKS]
-        output.emit(CommandResult("doctor", {"checks": rows}), human=_render_list)
+        return output.emit(CommandResult("doctor", check_listing()), human=_render_list)
     known = {c.id for c in CHECKS}
     for cid in check_ids:
         if cid not in known and not any(k.startswith(cid + ".") for k in known):
@@ -64,46 +64,38 @@ def doctor(extra_args: tuple[str, ...], profile_name: str, check_ids: tuple[str,
 
     facts, results = diagnose(settings, env, check_ids=check_ids or None, collab=doctor_collaborators(env))
     status, code = overall(results)
-    data = {
-        "profile": profile_name,
-        "device": facts.device,
-        "device_reason": facts.device_decision.reason,
-        "checks": [{"id": r.id, "group": r.group, "status": r.status.value, "summary": r.summary, "hint": r.hint,
-                    "data": r.data} for r in results],
-        "counts": {s.value: sum(1 for r in results if r.status == s) for s in Status},
-        "env_read": sorted(env.read),
-    }
-    output.emit(CommandResult("doctor", data, status=status, exit_code=code), human=_render)
+    report = doctor_report(profile_name, facts.device, facts.device_decision.reason, results, env.read)
+    return output.emit(CommandResult("doctor", report, status=status, exit_code=code), human=_render)
 
 
 _MARK = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "skip": "[dim]-[/]"}
 
 
-def _render(data: dict) -> None:
-    from rich.markup import escape
+def _render(data: DoctorReport) -> None:
+    escape = output.escape  # summaries and hints quote paths, pip output and variables: never markup
 
     con = output.console()
-    con.print(f"[bold]vboot doctor[/] — profile [bold]{data['profile']}[/], serving on the {data['device'].upper()}")
-    con.print(f"[dim]device: {escape(data['device_reason'])}[/]")
+    con.print(f"[bold]vboot doctor[/] — profile [bold]{data.profile}[/], serving on the {data.device.upper()}")
+    con.print(f"[dim]device: {escape(data.device_reason)}[/]")
     group = None
-    for c in data["checks"]:
-        if c["group"] != group:
-            group = c["group"]
+    for c in data.checks:
+        if c.group != group:
+            group = c.group
             con.print(f"\n[bold]{group}[/]")
-        con.print(f"  {_MARK[c['status']]} [dim]{c['id']:<26}[/] {escape(c['summary'])}")
-        if c["hint"] and c["status"] in ("warn", "fail"):
-            con.print(f"    [dim]fix:[/] {escape(c['hint'])}")
-        if c["id"] == "env.report" and c["data"].get("variables"):
-            for k, v in c["data"]["variables"].items():
+        con.print(f"  {_MARK[c.status.value]} [dim]{c.id:<26}[/] {escape(c.summary)}")
+        if c.hint and c.status in (Status.WARN, Status.FAIL):
+            con.print(f"    [dim]fix:[/] {escape(c.hint)}")
+        if c.id == "env.report" and c.data.get("variables"):
+            for k, v in c.data["variables"].items():
                 con.print(f"    [dim]{k}={escape(v)}[/]")
-    n = data["counts"]
-    colour = "red" if n["fail"] else "yellow" if n["warn"] else "green"
-    verdict = "not ready" if n["fail"] else "ready, with warnings" if n["warn"] else "ready"
-    con.print(f"\n[bold {colour}]{verdict}[/]: {n['ok']} ok, {n['warn']} warning(s), {n['fail']} failure(s), "
-              f"{n['skip']} skipped")
+    n = data.counts
+    colour = "red" if n.fail else "yellow" if n.warn else "green"
+    verdict = "not ready" if n.fail else "ready, with warnings" if n.warn else "ready"
+    con.print(f"\n[bold {colour}]{verdict}[/]: {n.ok} ok, {n.warn} warning(s), {n.fail} failure(s), "
+              f"{n.skip} skipped")
 
 
-def _render_list(data: dict) -> None:
+def _render_list(data: CheckListing) -> None:
     con = output.console()
-    for c in data["checks"]:
-        con.print(f"[bold]{c['id']:<26}[/] {c['title']}")
+    for c in data.checks:
+        con.print(f"[bold]{c.id:<26}[/] {c.title}")

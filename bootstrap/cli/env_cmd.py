@@ -7,6 +7,7 @@ imported only where `kernel install` has to put ipykernel into an environment or
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from bootstrap.core import shellenv
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, UsageError
+from bootstrap.core.reports import EnvExports, KernelInstalled, KernelListing, KernelRemoved
 
 # ---------------------------------------------------------------------------------------------- env
 
@@ -44,7 +46,7 @@ def _profile_vars(profile_name: str, cache_dir: str | None, env: Environ):
 @click.option("--cache-dir",
               help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
 @output.json_option
-def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as_json: bool) -> None:
+def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as_json: bool) -> int:
     """Print the variables PROFILE implies for vLLM, quoted for your shell.
 
     vboot's defaults (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True where it is safe, VLLM_USE_MODELSCOPE and
@@ -62,10 +64,14 @@ def env(profile: str, shell: str | None, dotenv: bool, cache_dir: str | None, as
     text = shellenv.render_exports(plan.as_dict(), chosen, dotenv)
     for w in plan.warnings:
         output.info(f"[yellow]# warning:[/] {escape(w)}")
-    data = {"profile": prof.name, "format": "dotenv" if dotenv else chosen, "variables": plan.vars,
-            "warnings": plan.warnings, "text": text}
-    output.emit(CommandResult("env", data, status="warn" if plan.warnings else "ok"),
-                human=lambda d: print(d["text"], end="", flush=True))
+    exports = EnvExports(prof.name, "dotenv" if dotenv else chosen, plan.vars, plan.warnings, text)
+    return output.emit(CommandResult("env", exports, status=exports.status), human=_render_exports)
+
+
+def _render_exports(data: EnvExports) -> None:
+    # Plain text on stdout, exactly as generated: it is meant for eval, `source` or a .env file.
+    sys.stdout.write(data.text)
+    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------------- kernel
@@ -142,7 +148,7 @@ def _ensure_ipykernel(python: str, env: Environ) -> bool:
               help="ModelScope cache for this profile [default: $MODELSCOPE_CACHE or ~/.cache/modelscope].")
 @output.json_option
 def kernel_install(profile: str, name: str | None, display_name: str | None, venv_dir: Path | None,
-                   cache_dir: str | None, as_json: bool) -> None:
+                   cache_dir: str | None, as_json: bool) -> int:
     """Write a user kernelspec for PROFILE (installing ipykernel into the environment if it is missing).
 
     The kernel.json carries the profile's variables (`vboot env PROFILE`), so a notebook gets them without exports.
@@ -160,57 +166,52 @@ def kernel_install(profile: str, name: str | None, display_name: str | None, ven
     path = shellenv.write_kernel(kdir, kname, spec)
     for w in plan.warnings:
         output.info(f"[yellow]warning:[/] {escape(w)}")
-    data = {"name": kname, "path": str(path), "python": python, "profile": prof.name,
-            "display_name": spec["display_name"], "env": spec["env"], "ipykernel_installed": installed,
-            "replaced": replaced}
-    output.emit(CommandResult("kernel", data), human=_render_installed)
+    installed_kernel = KernelInstalled(kname, str(path), python, prof.name, spec["display_name"], spec["env"],
+                                       ipykernel_installed=installed, replaced=replaced)
+    return output.emit(CommandResult("kernel", installed_kernel), human=_render_installed)
 
 
-def _render_installed(data: dict) -> None:
+def _render_installed(data: KernelInstalled) -> None:
     con = output.console()
-    con.print(f"[green]✓[/] kernel [bold]{data['name']}[/] ({escape(data['display_name'])}) "
-              f"{'replaced' if data['replaced'] else 'installed'} in {data['path']}")
-    con.print(f"  python: {data['python']}")
-    for k, v in data["env"].items():
+    output.done(f"kernel [bold]{data.name}[/] ({escape(data.display_name)}) "
+                f"{'replaced' if data.replaced else 'installed'} in {data.path}")
+    con.print(f"  python: {data.python}")
+    for k, v in data.env.items():
         con.print(f"  {k}={escape(v)}")
     con.print("[dim]check: jupyter kernelspec list[/]")
 
 
 @kernel.command("list")
 @output.json_option
-def kernel_list(as_json: bool) -> None:
+def kernel_list(as_json: bool) -> int:
     """List the user's Jupyter kernels, marking those vboot wrote (with their profile)."""
     environ = Environ()
     kdir = shellenv.user_kernels_dir(environ)
     kernels = shellenv.list_kernels(kdir)
-    output.emit(CommandResult("kernel", {"kernels_dir": str(kdir), "kernels": kernels}), human=_render_list)
+    return output.emit(CommandResult("kernel", KernelListing(str(kdir), kernels)), human=_render_list)
 
 
-def _render_list(data: dict) -> None:
-    from rich.table import Table
-
+def _render_list(data: KernelListing) -> None:
     con = output.console()
-    if not data["kernels"]:
-        con.print(f"no kernels in {data['kernels_dir']}; add one with `vboot kernel install PROFILE`")
+    if not data.kernels:
+        con.print(f"no kernels in {data.kernels_dir}; add one with `vboot kernel install PROFILE`")
         return
-    table = Table(box=None, header_style="bold")
-    for col in ("name", "profile", "display name", "python", "variables"):
-        table.add_column(col)
-    for k in data["kernels"]:
+    table = output.table(("name", "profile", "display name", "python", "variables"))
+    for k in data.kernels:
         if k.error:
             table.add_row(k.name, "", f"[red]{escape(k.error)}[/]", "", "")
             continue
         table.add_row(k.name, k.profile or "[dim](not vboot's)[/]", escape(k.display_name), k.python,
                       ", ".join(k.env))
     con.print(table)
-    con.print(f"[dim]{data['kernels_dir']}[/]")
+    con.print(f"[dim]{data.kernels_dir}[/]")
 
 
 @kernel.command("remove")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Remove it even if vboot did not write it.")
 @output.json_option
-def kernel_remove(name: str, force: bool, as_json: bool) -> None:
+def kernel_remove(name: str, force: bool, as_json: bool) -> int:
     """Delete the user kernelspec NAME (only vboot's own, unless --force)."""
     import shutil
 
@@ -228,5 +229,5 @@ def kernel_remove(name: str, force: bool, as_json: bool) -> None:
         raise ConflictError(f"kernel {name!r} was not written by vboot", hint="pass --force to remove it anyway, "
                             "or use `jupyter kernelspec remove`")
     shutil.rmtree(target)
-    output.emit(CommandResult("kernel", {"name": name, "path": str(target), "removed": True}),
-                human=lambda d: output.console().print(f"[green]✓[/] removed kernel {d['name']} ({d['path']})"))
+    return output.emit(CommandResult("kernel", KernelRemoved(name, str(target))),
+                       human=lambda d: output.done(f"removed kernel {d.name} ({d.path})"))

@@ -4,7 +4,6 @@ prometheus-adapter, generated from the profile that already serves locally."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -13,6 +12,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError
 from bootstrap.core.profiles import DEFAULT_PROFILE, load_profile
+from bootstrap.core.reports import K8sExportReport, k8s_export_report
 
 
 @click.group()
@@ -37,7 +37,7 @@ def export() -> None:
 @click.option("--force", is_flag=True, help="Replace existing files whose content differs.")
 @output.json_option
 def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitoring_namespace: str, replicas: str,
-        queue_target: float, force: bool, as_json: bool) -> None:
+        queue_target: float, force: bool, as_json: bool) -> int:
     """Write Kubernetes files for PROFILE (default qwen) and print how to apply them.
 
     \b
@@ -80,52 +80,18 @@ def k8s(profile: str, out_dir: str | None, namespace: str, release: str, monitor
                             hint="pass --force to replace them, or --out another directory",
                             files=[str(w.path) for w in blocked])
     core.write_files(plan, result)
-    data: dict[str, Any] = {
-        "profile": result.profile,
-        "model": result.model,
-        "served_model_name": result.served_model_name,
-        "gpus_per_replica": result.gpus_per_replica,
-        "namespace": options.namespace,
-        "monitoring_namespace": options.monitoring_namespace,
-        "release": options.release,
-        "deployment": result.deployment,
-        "min_replicas": options.min_replicas,
-        "max_replicas": options.max_replicas,
-        "queue_target": options.queue_target,
-        "custom_metric": core.CUSTOM_METRIC,
-        "prometheus_url": options.prometheus_url,
-        "grafana_secret": core.GRAFANA_SECRET,
-        # The Secret the user creates for the profile's API key (null: no key); never the key itself.
-        "api_key_secret": None if result.api_key is None else {
-            "name": result.api_key.name, "namespace": result.api_key.namespace, "key": result.api_key.key,
-            "origin": result.api_key.origin, "create_command": core.api_key_secret_command(result.api_key),
-        },
-        # The Secret the user creates for Alertmanager's receiver URLs (null: no [alerts]); never a URL.
-        "alerts_secret": None if result.alerts is None else {
-            "name": result.alerts.name, "namespace": result.alerts.namespace,
-            "keys": {key: var for key, var in result.alerts.keys},
-            "create_command": core.alerts_secret_command(result.alerts),
-        },
-        "out_dir": str(out),
-        "files": [
-            {"path": str(w.path), "name": w.path.name, "kind": doc.kind, "action": w.action, "size_bytes": w.size_bytes}
-            for w, doc in zip(plan, result.documents, strict=True)
-        ],
-        "guide": core.guide_commands(result, str(out)),
-        "warnings": list(result.warnings),
-    }
-    status = "warn" if result.warnings else "ok"
-    output.emit(CommandResult("export k8s", data, status=status), human=_render)
+    report = k8s_export_report(result, options, out, plan)
+    return output.emit(CommandResult("export k8s", report, status=report.status), human=_render)
 
 
-def _render(data: dict[str, Any]) -> None:
+def _render(data: K8sExportReport) -> None:
     con = output.console()
-    con.print(f"[bold]{data['profile']}[/] ({data['model']}, {data['gpus_per_replica']} GPU(s) per replica, "
-              f"{data['min_replicas']}-{data['max_replicas']} replicas) -> [bold]{data['out_dir']}[/]")
-    for f in data["files"]:
-        con.print(f"  {f['action']:<9} {f['path']}  [dim]{output.human_bytes(f['size_bytes'])}[/]")
-    for w in data["warnings"]:
+    con.print(f"[bold]{data.profile}[/] ({data.model}, {data.gpus_per_replica} GPU(s) per replica, "
+              f"{data.min_replicas}-{data.max_replicas} replicas) -> [bold]{data.out_dir}[/]")
+    for f in data.files:
+        con.print(f"  {f.action:<9} {f.path}  [dim]{output.human_bytes(f.size_bytes)}[/]")
+    for w in data.warnings:
         con.print(f"[yellow]warning:[/] {w}")
     con.print("\n[bold]Apply[/] (kube-prometheus-stack first: it brings the ServiceMonitor and PrometheusRule CRDs):")
-    for cmd in data["guide"]:
+    for cmd in data.guide:
         con.print(f"  {cmd}", markup=False)

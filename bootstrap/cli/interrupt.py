@@ -4,7 +4,7 @@ Python turns SIGINT into KeyboardInterrupt; SIGTERM's default action ends the pr
 `--json` caller with an empty stdout. :func:`install` makes SIGTERM raise :class:`Terminated`, a
 KeyboardInterrupt, so that everything written for Ctrl-C runs for it too (``finally`` blocks, the scan's worker
 cleanup, the ModelScope client's cancellation, ``subprocess.run`` killing its child) and the one handler at the
-entry point prints the error envelope (:func:`bootstrap.cli.output.exit_interrupted`) and exits 143.
+entry point prints the error envelope (:func:`bootstrap.cli.output.interrupted`) and exits 143.
 
 Commands that own their signals (``serve`` while it supervises, ``top``'s full-screen loop) install their own
 handlers over this one and restore it afterwards. The console script installs an equivalent handler before

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple, NoReturn
 
 import click
 
@@ -23,6 +24,21 @@ from bootstrap.cli.optguard import GuardedCommand, guard
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import debug_enabled
 from bootstrap.core.errors import EXIT_FAIL, EXIT_SIGINT, EXIT_USAGE, VbootError
+
+
+@dataclass(frozen=True)
+class HelpText:
+    """`vboot ... --help --json`'s data: the help text and the usage line."""
+
+    help: str
+    usage: str
+
+
+@dataclass(frozen=True)
+class VersionText:
+    """`vboot --version --json`'s data."""
+
+    version: str
 
 
 class Entry(NamedTuple):
@@ -76,7 +92,7 @@ def _show_help(ctx: click.Context, _param: click.Parameter, value: bool) -> None
     if not value or ctx.resilient_parsing:
         return
     if output.STATE.json:
-        output.emit(CommandResult(output.command_path(ctx), {"help": ctx.get_help(), "usage": ctx.get_usage()}))
+        ctx.exit(output.emit(CommandResult(output.command_path(ctx), HelpText(ctx.get_help(), ctx.get_usage()))))
     click.echo(ctx.get_help(), color=ctx.color)
     ctx.exit()
 
@@ -85,7 +101,7 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
     if not value or ctx.resilient_parsing:
         return
     if output.STATE.json:
-        output.emit(CommandResult(output.command_path(ctx), {"version": __version__}))
+        ctx.exit(output.emit(CommandResult(output.command_path(ctx), VersionText(__version__))))
     click.echo(f"vboot, version {__version__}", color=ctx.color)
     ctx.exit()
 
@@ -161,8 +177,15 @@ def cli() -> None:
     """
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; translate expected errors to one line and an exit code."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI and leave the process with its exit code: the one place vboot exits (the console script's
+    disk fast path aside, bootstrap.cli.entry). Commands return their exit code (:func:`output.emit`'s); expected
+    errors become one line (or the error envelope) and their code."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The exit code of ``vboot ARGV``, with every error reported (and, with VBOOT_DEBUG=1, re-raised)."""
     args = list(sys.argv[1:] if argv is None else argv)
     ours = args[: args.index("--")] if "--" in args else args  # after `--`, arguments belong to vLLM
     output.STATE.reset(as_json="--json" in ours)
@@ -174,27 +197,26 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         output.report_error(exc.to_dict(), exc.exit_code)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C or SIGTERM while click parsed the arguments
-            output.exit_interrupted(exc.__cause__)
+            return output.interrupted(exc.__cause__)
         output.print_error("aborted")  # end of input at a prompt
-        sys.exit(EXIT_SIGINT)
+        return EXIT_SIGINT
     except click.ClickException as exc:
+        code = exc.exit_code if exc.exit_code else EXIT_USAGE
         output.report_error({"code": "usage", "message": exc.format_message(),
-                             "hint": "run `vboot --help` or `vboot COMMAND --help`"},
-                exc.exit_code if exc.exit_code else EXIT_USAGE)
-        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+                             "hint": "run `vboot --help` or `vboot COMMAND --help`"}, code)
+        return code
     except (KeyboardInterrupt, interrupt.Stopped) as exc:
-        output.exit_interrupted(exc)
+        return output.interrupted(exc)
     except BrokenPipeError:
-        output.exit_broken_pipe()
+        return output.broken_pipe()
     except Exception as exc:  # an unexpected failure: one line unless debugging
         if debug:
             raise
-        output.exit_internal_error(exc, EXIT_FAIL)
+        return output.internal_error(exc, EXIT_FAIL)
     finally:
         interrupt.restore(previous)
-    if isinstance(rv, int):
-        sys.exit(rv)
-    sys.exit(0)
+    # A command returns its exit code; click's own exit (ctx.exit, --help) comes back as the code it carries.
+    return rv if isinstance(rv, int) else 0

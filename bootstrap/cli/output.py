@@ -1,6 +1,10 @@
-"""The one place that knows human vs JSON output, and the only module family that imports rich.
+"""The one place that knows human vs JSON output, and the only module that imports rich (`vboot top`'s full-screen
+view aside: tests/test_output_layer.py lists it).
 
 stdout carries the result (exactly one JSON document with ``--json``); logs, progress and hints go to stderr.
+Commands hand a :class:`~bootstrap.core.envelope.CommandResult` to :func:`emit` and return the exit code it gives
+back; their human renderers print with :func:`console`, :func:`table`, :func:`done` and :func:`escape`, and ask
+with :func:`confirm`.
 """
 
 from __future__ import annotations
@@ -10,14 +14,18 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from bootstrap.core.envelope import CommandResult, envelope, error_envelope
+from bootstrap.core.envelope import CommandResult, PayloadT, envelope, error_envelope
 from bootstrap.core.units import format_bytes as human_bytes  # noqa: F401 - the renderers' name for it
 
 if TYPE_CHECKING:  # click is imported where an option is declared: `vboot disk`'s fast path never loads it
     import click
+    from rich.console import Console
+    from rich.status import Status as Status  # re-exported: the spinner's type, for serve and setup's steps
+    from rich.table import Table
 
 
 class _State:
@@ -80,7 +88,8 @@ def load_human_view() -> None:
     import rich.table  # noqa: F401
 
 
-def console(stderr: bool = False):  # -> rich.console.Console
+def console(stderr: bool = False) -> Console:
+    """The console the human view prints with: stdout, or stderr for logs, progress and hints."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
@@ -90,13 +99,79 @@ def console(stderr: bool = False):  # -> rich.console.Console
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
-def err_console():
+def err_console() -> Console:
     return console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a :func:`table`: its header, its alignment, and what a cell too long for it does (``fold``: break
+    it over lines, for paths; ``no_wrap``: never break it, for bars)."""
+
+    header: str
+    justify: Literal["left", "center", "right"] = "left"
+    fold: bool = False
+    no_wrap: bool = False
+
+
+def table(columns: Sequence[str | Column], rows: Iterable[Sequence[str]] = (), *, pad_edge: bool = True,
+          padding: tuple[int, int] = (0, 1)) -> Table:
+    """vboot's one table style: no borders, bold headers. Cells are markup: pass untrusted text through
+    :func:`escape`. More rows can be added with ``.add_row``; print it with ``console().print``."""
+    from rich.table import Table
+
+    grid = Table(box=None, header_style="bold", pad_edge=pad_edge, padding=padding)
+    for col in columns:
+        col = Column(col) if isinstance(col, str) else col
+        grid.add_column(col.header, justify=col.justify, overflow="fold" if col.fold else "ellipsis",
+                        no_wrap=col.no_wrap)
+    for row in rows:
+        grid.add_row(*row)
+    return grid
+
+
+def confirm(question: str) -> bool:
+    """Ask a person a yes/no question on stderr (the answer defaults to no). The caller decides first whether
+    anybody can answer (a terminal, no --json): see `vboot disk clean`. End of input raises click's Abort, which
+    bootstrap.cli.main reports as "aborted"."""
+    import click
+
+    return click.confirm(question, default=False, err=True)
+
+
+def done(message: str) -> None:
+    """A finished action's line on stdout: a green check mark, then ``message`` (markup; escape what is untrusted)."""
+    console().print(f"[green]✓[/] {message}")
+
+
+class DownloadBar:
+    """One progress bar for a download (bytes, rate, time left) on stderr, gone when it stops."""
+
+    def __init__(self, label: str, total: int, completed: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                  TimeRemainingColumn(), console=err_console(), transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total, completed=completed)
+
+    def update(self, completed: int, total: int) -> None:
+        self._progress.update(self._task, completed=completed, total=total)
+
+    def stop(self) -> None:
+        self._progress.stop()
 
 
 def _write_document(doc: dict[str, Any]) -> None:
     """The one JSON document of a --json run, on stdout, never cut short by a signal: SIGINT and SIGTERM wait
-    until it is written (then arrive as usual, and find the result out: :func:`exit_interrupted`)."""
+    until it is written (then arrive as usual, and find the result out: :func:`interrupted`)."""
     text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
     held = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
@@ -108,14 +183,15 @@ def _write_document(doc: dict[str, Any]) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def print_document(result: CommandResult) -> None:
+def print_document(result: CommandResult[Any]) -> None:
     """Print ``result``'s JSON document now without leaving (a foreground `vboot serve` reports readiness, then
     goes on supervising): the same one document, held against signals like :func:`emit`'s."""
     _write_document(envelope(result))
 
 
-def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> None:
-    """Print ``result`` (JSON envelope or the human view) and leave the process with its exit code.
+def emit(result: CommandResult[PayloadT], human: Callable[[PayloadT], object] | None = None) -> int:
+    """Print ``result`` (JSON envelope or the human view, then its errors for people) and return its exit code,
+    which the command returns to :func:`bootstrap.cli.main.main`, the one place that exits.
 
     The envelope's ``command`` is the running click command's path (:func:`command_path`), the same rule as for
     errors; ``result.command`` names it where click is not loaded (the disk fast path).
@@ -133,7 +209,7 @@ def emit(result: CommandResult, human: Callable[[Any], None] | None = None) -> N
     for err in result.errors:
         if not STATE.json:
             print_error(err.get("message", ""), err.get("hint", ""))
-    raise SystemExit(result.exit_code)
+    return result.exit_code
 
 
 def print_error(message: str, hint: str = "") -> None:
@@ -152,33 +228,35 @@ def report_error(error: dict[str, Any], exit_code: int) -> None:
         print_error(error.get("message", ""), error.get("hint", ""))
 
 
-def exit_internal_error(exc: BaseException, exit_code: int) -> NoReturn:
-    """Report a failure vboot did not expect in one line (callers re-raise under VBOOT_DEBUG=1) and exit."""
+def internal_error(exc: BaseException, exit_code: int) -> int:
+    """Report a failure vboot did not expect in one line (callers re-raise under VBOOT_DEBUG=1); returns the exit
+    code to leave with."""
     report_error({"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
                   "hint": "re-run with VBOOT_DEBUG=1 for the traceback and report it"}, exit_code)
-    sys.exit(exit_code)
+    return exit_code
 
 
-def exit_broken_pipe() -> NoReturn:
-    """`vboot ... | head`: the reader went away, which is no error. stderr is closed too, so that Python's final
-    flush of the unread output does not print a second error."""
+def broken_pipe() -> int:
+    """`vboot ... | head`: the reader went away, which is no error (exit 0). stderr is closed too, so that Python's
+    final flush of the unread output does not print a second error."""
     sys.stderr.close()
-    sys.exit(0)
+    return 0
 
 
 def print_json_error(command: str, error: dict[str, Any], exit_code: int) -> None:
     _write_document(error_envelope(command, error, exit_code))
 
 
-def exit_interrupted(exc: BaseException) -> NoReturn:
+def interrupted(exc: BaseException) -> int:
     """Ctrl-C (KeyboardInterrupt) or SIGTERM (its ``signum`` attribute, see bootstrap.cli.interrupt): the
-    error envelope with --json, else one line on stderr; exit 128 + the signal's number (130, 143).
+    error envelope with --json, else one line on stderr; returns the exit code, 128 + the signal's number (130,
+    143).
 
-    When the command's result is already out, it stands: the process leaves with that result's exit code.
+    When the command's result is already out, it stands: the exit code is that result's.
     """
     signum = int(getattr(exc, "signum", signal.SIGINT))
     if STATE.result_code is not None:
-        sys.exit(STATE.result_code)
+        return STATE.result_code
     code = 128 + signum
     try:
         name = signal.Signals(signum).name
@@ -192,7 +270,7 @@ def exit_interrupted(exc: BaseException) -> NoReturn:
         if signum == signal.SIGINT and sys.stderr.isatty():
             sys.stderr.write("\n")  # the terminal echoed ^C without a line break
         print_error(message)
-    sys.exit(code)
+    return code
 
 
 def info(message: str) -> None:

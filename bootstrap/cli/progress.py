@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from bootstrap.cli import output
 
 if TYPE_CHECKING:
-    from rich.status import Status
 
     from bootstrap.core.setup import Step
 
@@ -20,7 +19,7 @@ class StepProgress:
     def __init__(self, total: int) -> None:
         self.total = total
         self.tty = sys.stderr.isatty() and not output.STATE.json
-        self.status: Status | None = None
+        self.status: output.Status | None = None
         self.step = ""
         self.started = time.monotonic()
         self._last_draw = 0.0

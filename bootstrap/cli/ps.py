@@ -12,26 +12,21 @@ from bootstrap.core.servers import PsReport, collect_ps
 
 @click.command()
 @output.json_option
-def ps(as_json: bool) -> None:
+def ps(as_json: bool) -> int:
     """List vboot's servers (name, profile, PID, port, model, uptime, health), orphaned vLLM processes
     (engine cores and workers whose launcher is gone, with the memory they hold), vLLM servers vboot did not
     start, and engines of other programs (an offline script, `vllm bench`: not orphans, left alone)."""
     report = collect_ps(Environ())
-    status = "warn" if report.orphans or report.warnings else "ok"
-    output.emit(CommandResult("ps", report, status=status), human=render_ps)
+    return output.emit(CommandResult("ps", report, status=report.status), human=render_ps)
 
 
 def render_ps(data: PsReport) -> None:
-    from rich.table import Table
-
     esc = output.escape
     for w in data.warnings:
         output.warn(w)
     con = output.console()
     if data.servers:
-        t = Table(box=None, header_style="bold")
-        for col in ("NAME", "PROFILE", "PID", "URL", "MODEL", "DEVICE", "UPTIME", "STATE", "RESTARTS", "VRAM"):
-            t.add_column(col)
+        t = output.table(("NAME", "PROFILE", "PID", "URL", "MODEL", "DEVICE", "UPTIME", "STATE", "RESTARTS", "VRAM"))
         notes = []
         for s in data.servers:
             state = {"ready": "[green]healthy[/]" if s.healthy else "[yellow]unhealthy[/]",
@@ -69,9 +64,7 @@ def render_ps(data: PsReport) -> None:
             con.print(f"  PID {u.pid}  {esc(u.cmdline[:120])}")
     if data.unmanaged_engines:
         con.print("\n[bold]vLLM engines of other programs[/] (their launcher is alive: not orphans, left alone)")
-        t = Table(box=None, header_style="bold")
-        for col in ("PID", "NAME", "LAUNCHER", "RSS", "VRAM", "AGE"):
-            t.add_column(col)
+        t = output.table(("PID", "NAME", "LAUNCHER", "RSS", "VRAM", "AGE"))
         for e in data.unmanaged_engines:
             t.add_row(str(e.pid), esc(e.name), str(e.launcher_pid or "?"), output.human_bytes(e.rss_bytes),
                       output.human_bytes(e.gpu_bytes) if e.gpu_bytes else "-", output.human_duration(e.age_s))
@@ -79,9 +72,7 @@ def render_ps(data: PsReport) -> None:
         con.print("[dim]stop one only if you mean to:[/] vboot stop --pid PID")
     if data.orphans:
         con.print("\n[bold red]orphaned vLLM processes[/] (their launcher is gone)")
-        t = Table(box=None, header_style="bold")
-        for col in ("PID", "NAME", "RSS", "VRAM", "AGE"):
-            t.add_column(col)
+        t = output.table(("PID", "NAME", "RSS", "VRAM", "AGE"))
         for o in data.orphans:
             t.add_row(str(o.pid), esc(o.name), output.human_bytes(o.rss_bytes),
                       output.human_bytes(o.gpu_bytes) if o.gpu_bytes else "-", output.human_duration(o.age_s))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,7 +13,11 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.paths import files_under
+from bootstrap.core.reports import LocalModel
 from bootstrap.core.units import parse_size
+
+if TYPE_CHECKING:
+    from bootstrap.core.pull import PullResult
 
 
 @click.command()
@@ -29,7 +33,7 @@ from bootstrap.core.units import parse_size
               help="Files downloaded in parallel.")
 @output.json_option
 def pull(target: str, revision: str | None, cache_dir: Path | None, offline: bool, margin: str | None,
-         max_workers: int, as_json: bool) -> None:
+         max_workers: int, as_json: bool) -> int:
     """Download a model (a profile's, or OWNER/NAME) from ModelScope into the local cache.
 
     Before any byte moves, the repo's files are listed and their sizes compared with the free space of the
@@ -51,9 +55,8 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
     model_id, rev, cache, local = _resolve(target, revision, cache_dir, env)
     if local is not None:
         sizes = [st.st_size for _path, st in files_under(local)]
-        data = {"model": model_id, "revision": rev, "path": str(local), "bytes": sum(sizes), "files": len(sizes),
-                "downloaded_bytes": 0, "source": "local", "verified_at": None}
-        output.emit(CommandResult("pull", data), human=_render)
+        found = LocalModel(model=model_id, revision=rev, path=str(local), bytes=sum(sizes), files=len(sizes))
+        return output.emit(CommandResult("pull", found), human=_render)
     margin_bytes = None
     if margin is not None:
         try:
@@ -66,7 +69,7 @@ def pull(target: str, revision: str | None, cache_dir: Path | None, offline: boo
     with PullProgress() as bar:
         result = ensure_model(model_id, rev, cache, env, offline=offline, verify=not offline, progress=bar.update,
                               margin_bytes=margin_bytes, max_workers=max_workers, on_plan=bar.plan)
-    output.emit(CommandResult("pull", result), human=_render)
+    return output.emit(CommandResult("pull", result), human=_render)
 
 
 def _resolve(target: str, revision: str | None, cache_dir: Path | None, env: Environ
@@ -99,8 +102,7 @@ class PullProgress:
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = (not output.STATE.json and sys.stderr.isatty()) if enabled is None else enabled
-        self._progress: Any = None
-        self._task: Any = None
+        self._bar: output.DownloadBar | None = None
 
     def plan(self, plan: Any) -> None:
         if not self.enabled:
@@ -112,27 +114,15 @@ class PullProgress:
     def update(self, done: int, total: int) -> None:
         if not self.enabled:
             return
-        if self._progress is None:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self._progress = Progress(TextColumn("pull"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                      TimeRemainingColumn(), console=output.err_console(), transient=True)
-            self._progress.start()
-            self._task = self._progress.add_task("pull", total=total, completed=done)
+        if self._bar is None:
+            self._bar = output.DownloadBar("pull", total=total, completed=done)
             return
-        self._progress.update(self._task, completed=done, total=total)
+        self._bar.update(done, total)
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
     def __enter__(self) -> PullProgress:
         return self
@@ -141,17 +131,15 @@ class PullProgress:
         self.close()
 
 
-def _render(data: Any) -> None:
-    get = (lambda k: data.get(k)) if isinstance(data, dict) else (lambda k: getattr(data, k, None))
+def _render(data: PullResult | LocalModel) -> None:
     con = output.console()
-    source = get("source")
     how = {
         "record": "already pulled (recorded; no hub contacted)",
         "cache": "found in the local cache (not verified by vboot: run `vboot pull` online to verify)",
         "local": "a local model: nothing to download",
-    }.get(source or "", f"downloaded {output.human_bytes(get('downloaded_bytes'))}"
-          f" in {output.human_duration(get('elapsed_s'))}" if get("downloaded_bytes") else
-          "verified, nothing to download")
-    con.print(f"[bold]{get('model')}@{get('revision')}[/]: {get('files')} files, "
-              f"{output.human_bytes(get('bytes'))}; {how}")
-    con.print(str(get("path")), soft_wrap=True)
+    }.get(data.source, "verified, nothing to download")
+    if not isinstance(data, LocalModel) and data.source not in ("record", "cache") and data.downloaded_bytes:
+        how = f"downloaded {output.human_bytes(data.downloaded_bytes)} in {output.human_duration(data.elapsed_s)}"
+    con.print(f"[bold]{data.model}@{data.revision}[/]: {data.files} files, "
+              f"{output.human_bytes(data.bytes)}; {how}")
+    con.print(str(data.path), soft_wrap=True)

@@ -23,6 +23,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, MissingDependencyError, StartupError, UsageError
+from bootstrap.core.reports import RouteReady
 from bootstrap.core.route import RoutePlan
 
 SUPERVISOR_LOG = "supervisor.log"
@@ -65,7 +66,7 @@ def find_router_python(env: Environ, given: str | None) -> str | None:
 @click.option("--router-python", metavar="PATH", help="Python with vllm-router installed (default: see README).")
 @output.json_option
 def route(names: tuple[str, ...], port: int | None, host: str, api_key: str | None, insecure: bool, run_name: str,
-          detach: bool, router_python: str | None, as_json: bool) -> None:
+          detach: bool, router_python: str | None, as_json: bool) -> int:
     """One OpenAI-compatible endpoint in front of vboot's running servers (or those NAMEd), routing each request
     by its `model`; `/v1/models` lists every served name. Servers started or stopped later are added or dropped
     within about a second, without restarting the endpoint.
@@ -108,33 +109,32 @@ def route(names: tuple[str, ...], port: int | None, host: str, api_key: str | No
     os.chmod(plan.run_dir, 0o700)
     output.info(f"[dim]router[/] {output.escape(py)} (vllm-router, multi-model mode) on {plan.router_url}")
     if detach:
-        _route_detached(plan)
-    else:
-        _route_foreground(plan)
+        return _route_detached(plan)
+    return _route_foreground(plan)
 
 
-def _ready_result(plan: RoutePlan, supervisor_pid: int) -> CommandResult:
+def _ready_result(plan: RoutePlan, supervisor_pid: int) -> CommandResult[RouteReady]:
     from bootstrap.core.runs import find_run
 
     rec = find_run(Environ(), plan.name)
-    data = {"name": plan.name, "url": plan.url, "run_dir": str(plan.run_dir), "detached": plan.detached,
-            "supervisor_pid": supervisor_pid, "pid": rec.pid if rec else 0,
-            "routes": dict(rec.routes) if rec else {}, "router_url": plan.router_url,
-            "log": str(plan.run_dir / ROUTER_LOG)}
-    return CommandResult("route", data)
+    ready = RouteReady(name=plan.name, url=plan.url, run_dir=str(plan.run_dir), detached=plan.detached,
+                       supervisor_pid=supervisor_pid, pid=rec.pid if rec else 0,
+                       routes=dict(rec.routes) if rec else {}, router_url=plan.router_url,
+                       log=str(plan.run_dir / ROUTER_LOG))
+    return CommandResult("route", ready)
 
 
-def _render_ready(data: dict[str, Any]) -> None:
-    con = output.err_console() if not data.get("detached") else output.console()
-    con.print(f"[bold green]✓ route {output.escape(data['name'])} is ready[/]: {output.escape(data['url'])}/v1")
-    for model, url in sorted(data["routes"].items()):
+def _render_ready(data: RouteReady) -> None:
+    con = output.err_console() if not data.detached else output.console()
+    con.print(f"[bold green]✓ route {output.escape(data.name)} is ready[/]: {output.escape(data.url)}/v1")
+    for model, url in sorted(data.routes.items()):
         con.print(f"  {output.escape(model):24} → {output.escape(url)}")
-    if not data["routes"]:
+    if not data.routes:
         con.print("  (no server running yet: servers started later are added within a second)")
-    con.print(f"  logs         vboot logs {output.escape(data['name'])} -f")
+    con.print(f"  logs         vboot logs {output.escape(data.name)} -f")
 
 
-def _route_foreground(plan: RoutePlan) -> None:
+def _route_foreground(plan: RoutePlan) -> int:
     def ready() -> None:  # the ready document, printed without leaving: the route is supervised from here on
         res = _ready_result(plan, os.getpid())
         if output.STATE.json:
@@ -147,10 +147,10 @@ def _route_foreground(plan: RoutePlan) -> None:
 
     code = run_route(plan, on_ready=ready, on_note=lambda msg: output.info(output.escape(msg)))
     output.info(f"route {output.escape(plan.name)} stopped")
-    sys.exit(code)
+    return code
 
 
-def _route_detached(plan: RoutePlan) -> None:
+def _route_detached(plan: RoutePlan) -> int:
     import subprocess
 
     from bootstrap.core.route import plan_to_json
@@ -170,8 +170,7 @@ def _route_detached(plan: RoutePlan) -> None:
     while time.monotonic() < deadline:
         rec = find_run(Environ(), plan.name)
         if rec is not None and rec.kind == "route" and rec.state == "ready" and rec.supervisor_pid == proc.pid:
-            output.emit(_ready_result(plan, proc.pid), human=_render_ready)
-            return
+            return output.emit(_ready_result(plan, proc.pid), human=_render_ready)
         if proc.poll() is not None:
             break
         time.sleep(0.2)
@@ -294,13 +293,13 @@ def run_route(plan: RoutePlan, on_ready: Any = lambda: None, on_note: Any = lamb
 
 
 @click.command(hidden=True)
-def supervise_route() -> None:
+def supervise_route() -> int:
     """(internal) The detached supervisor of `vboot route --detach`: reads its plan from stdin."""
     from bootstrap.core.route import plan_from_json
 
     plan = plan_from_json(json.loads(sys.stdin.read()))
     sys.stdin.close()
-    sys.exit(run_route(plan, on_note=lambda m: print(m, flush=True)))
+    return run_route(plan, on_note=lambda m: print(m, flush=True))
 
 
 # --- the front ------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +50,12 @@ from bootstrap.core.lifecycle import (
     Woke,
 )
 from bootstrap.core.profiles import RESTART_MODES, Profile, ServeSettings
+from bootstrap.core.reports import ServeReady
 from bootstrap.core.runs import RunRecord
 from bootstrap.core.serve_plan import Observability
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted
 
 if TYPE_CHECKING:
-    from rich.status import Status
 
     from bootstrap.core.serve_plan import ServePlan
 
@@ -122,7 +122,7 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | str | None
           api_key: str | None, insecure: bool, name: str | None, detach: bool, restart: str | None, max_restarts: int,
           restart_window: float, probe_interval: float, probe_timeout: float, with_prometheus: bool,
           prometheus_port: int | None, vllm_python: str | None, cache_dir: str | None, device: str | None,
-          idle_sleep: str | None, timeout_s: float, no_smoke: bool, skip_preflight: bool, as_json: bool) -> None:
+          idle_sleep: str | None, timeout_s: float, no_smoke: bool, skip_preflight: bool, as_json: bool) -> int:
     """Serve PROFILE with vLLM, supervised (`tiny` is the bundled CPU demo; `vboot profiles` lists them).
 
     Pre-flight (doctor's checks: port, leftovers, disk, VRAM, vLLM), the environment
@@ -247,9 +247,8 @@ def serve(profile_name: str, extra_args: tuple[str, ...], port: int | str | None
         output.info(f"[dim]gpu metrics[/] {plan.gpu_exporter.url}/metrics ({plan.gpu_exporter.argv[0]})")
     view = ServeView(plan)
     if detach:
-        _serve_detached(plan, view, t_start)
-    else:
-        _serve_foreground(plan, view, t_start)
+        return _serve_detached(plan, view, t_start)
+    return _serve_foreground(plan, view, t_start)
 
 
 def _idle_sleep_s(value: str | None, settings: ServeSettings) -> float:
@@ -355,8 +354,8 @@ def _free_port() -> int:
         return port
 
 
-def _serve_foreground(plan: ServePlan, view: ServeView, t_start: float) -> None:
-    """Supervise the server from this process until it is stopped (130/143) or vboot gives up (8)."""
+def _serve_foreground(plan: ServePlan, view: ServeView, t_start: float) -> int:
+    """Supervise the server from this process until it is stopped (130/143) or vboot gives up (8); the exit code."""
     from bootstrap.cli.supervise import run_supervisor
 
     try:
@@ -368,15 +367,15 @@ def _serve_foreground(plan: ServePlan, view: ServeView, t_start: float) -> None:
         if view.ready_doc_printed:
             # stdout already holds the ready document, and --json promises exactly one: the failure goes to stderr.
             output.print_error(err.message, err.hint)
-            sys.exit(err.exit_code)
+            return err.exit_code
         raise err
     if outcome.exit_code not in (130, 143):
-        sys.exit(outcome.exit_code)
+        return outcome.exit_code
     output.info(f"server {output.escape(plan.name)} stopped")
-    sys.exit(outcome.exit_code)
+    return outcome.exit_code
 
 
-def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> None:
+def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> int:
     """Start the detached supervisor, relay its events until the server is ready (exit 0) or failed (8)."""
     import json
     import subprocess
@@ -438,11 +437,11 @@ def _serve_detached(plan: ServePlan, view: ServeView, t_start: float) -> None:
         for s, handler in previous.items():
             signal.signal(s, handler)
         output.info("stopped before the server was ready")
-        sys.exit(128 + (stop["sig"] or signal.SIGTERM))
+        return 128 + (stop["sig"] or signal.SIGTERM)
     for s, handler in previous.items():
         signal.signal(s, handler)
     if isinstance(final, Ready):
-        output.emit(view.ready_result(final, supervisor_pid=proc.pid), human=_render_ready)
+        return output.emit(view.ready_result(final, supervisor_pid=proc.pid), human=_render_ready)
     proc.wait(timeout=plan.probes.stop_grace_s + 30)
     if isinstance(final, GaveUp):
         from bootstrap.core.lifecycle import Outcome
@@ -462,7 +461,7 @@ class ServeView:
     def __init__(self, plan: ServePlan) -> None:
         self.plan = plan
         self.interactive = not output.STATE.json and sys.stderr.isatty()
-        self.status: Status | None = None
+        self.status: output.Status | None = None
         self.ready_doc_printed = False
         self.first_ready: Ready | None = None
         self.gave_up: GaveUp | None = None
@@ -576,23 +575,18 @@ class ServeView:
         elif isinstance(event, Stopping):
             output.info(f"[dim]stopping {output.escape(self.plan.name)} ({signal.Signals(event.signal).name})…[/]")
 
-    def ready_result(self, event: Ready, supervisor_pid: int | None = None) -> CommandResult:
+    def ready_result(self, event: Ready, supervisor_pid: int | None = None) -> CommandResult[ServeReady]:
         plan = self.plan
-        smoke = event.smoke
-        data = {
-            "name": plan.name, "url": plan.url, "pid": self._pid(), "run_dir": str(plan.run_dir),
-            "served_model_name": plan.served_model_name, "profile": plan.profile, "model_path": plan.model_path,
-            "device": plan.device, "device_reason": plan.device_reason, "ready_s": round(event.ready_s, 3),
-            "metrics_url": f"{plan.url}/metrics",
-            "prometheus_url": plan.prometheus.url if plan.prometheus else None,
-            "prometheus_config": str(plan.run_dir / "prometheus.yml"), "detached": plan.detached,
-            "supervisor_pid": supervisor_pid if plan.detached else os.getpid(), "restart": plan.restart.mode,
-            "smoke": asdict(smoke) if smoke else None, "log": str(plan.log),
-            "env": {name: value for name, value, _origin in plan.shown_env_vars()},
-            "command": plan.shown_argv,
-        }
-        # A failed smoke request is a warning: the server is up but did not answer a chat.
-        return CommandResult("serve", data, status="warn" if smoke is not None and not smoke.ok else "ok")
+        ready = ServeReady(
+            name=plan.name, url=plan.url, pid=self._pid(), run_dir=str(plan.run_dir),
+            served_model_name=plan.served_model_name, profile=plan.profile, model_path=plan.model_path,
+            device=plan.device, device_reason=plan.device_reason, ready_s=round(event.ready_s, 3),
+            metrics_url=f"{plan.url}/metrics", prometheus_url=plan.prometheus.url if plan.prometheus else None,
+            prometheus_config=str(plan.run_dir / "prometheus.yml"), detached=plan.detached,
+            supervisor_pid=supervisor_pid if plan.detached else os.getpid(), restart=plan.restart.mode,
+            smoke=event.smoke, log=str(plan.log),
+            env={name: value for name, value, _origin in plan.shown_env_vars()}, command=tuple(plan.shown_argv))
+        return CommandResult("serve", ready, status=ready.status)
 
     def _pid(self) -> int:
         from bootstrap.core.runs import load_run
@@ -600,7 +594,7 @@ class ServeView:
         record = load_run(self.plan.run_dir)
         return record.pid if record else 0
 
-    def _print_ready(self, ready: CommandResult) -> None:
+    def _print_ready(self, ready: CommandResult[ServeReady]) -> None:
         """The foreground's readiness report, printed without exiting (the server is supervised afterwards):
         with --json it is the one document on stdout, carrying the verdict (``warn`` when the smoke failed)."""
         if output.STATE.json:
@@ -635,28 +629,26 @@ class ServeView:
         return StartupError(what, hint=f"see the log: `vboot logs {self.plan.name}` ({self.plan.log})", **context)
 
 
-def _render_ready(data: dict[str, Any]) -> None:
-    con = output.err_console() if not data.get("detached") else output.console()
+def _render_ready(data: ServeReady) -> None:
+    con = output.err_console() if not data.detached else output.console()
     esc = output.escape
-    smoke = data.get("smoke")
-    con.print(f"[bold green]✓ {esc(data['name'])} is ready[/] in {output.human_duration(data['ready_s'])} "
-              f"({data['device'].upper()})")
-    con.print(f"  url          {esc(data['url'])}/v1   served model [bold]{esc(data['served_model_name'])}[/]")
+    smoke = data.smoke
+    con.print(f"[bold green]✓ {esc(data.name)} is ready[/] in {output.human_duration(data.ready_s)} "
+              f"({data.device.upper()})")
+    con.print(f"  url          {esc(data.url)}/v1   served model [bold]{esc(data.served_model_name)}[/]")
     if smoke:
-        if smoke["ok"]:
-            con.print(f"  smoke        {smoke['completion_tokens']} tokens in "
-                      f"{output.human_duration(smoke['latency_s'])}"
-                      f" ({smoke['tokens_per_s']:.1f} tokens/s)")
+        if smoke.ok:
+            con.print(f"  smoke        {smoke.completion_tokens} tokens in {output.human_duration(smoke.latency_s)}"
+                      f" ({smoke.tokens_per_s:.1f} tokens/s)")
         else:
-            con.print(f"  [yellow]smoke        failed: {esc(smoke['error'])}[/]")
-    con.print(f"  metrics      {esc(data['metrics_url'])}")
-    if data.get("prometheus_url"):
-        con.print(f"  prometheus   {esc(data['prometheus_url'])}")
-    con.print(f"  scrape conf  {esc(data['prometheus_config'])}")
-    con.print(f"  restart      {data.get('restart', 'no')}" + (f" (supervisor PID {data['supervisor_pid']})"
-                                                                 if data.get("detached") else ""))
-    con.print(f"  logs         vboot logs {esc(data['name'])} -f")
-    con.print(f"  try          {esc(curl_example(data['url'], data['served_model_name']))}")
+            con.print(f"  [yellow]smoke        failed: {esc(smoke.error)}[/]")
+    con.print(f"  metrics      {esc(data.metrics_url)}")
+    if data.prometheus_url:
+        con.print(f"  prometheus   {esc(data.prometheus_url)}")
+    con.print(f"  scrape conf  {esc(data.prometheus_config)}")
+    con.print(f"  restart      {data.restart}" + (f" (supervisor PID {data.supervisor_pid})" if data.detached else ""))
+    con.print(f"  logs         vboot logs {esc(data.name)} -f")
+    con.print(f"  try          {esc(curl_example(data.url, data.served_model_name))}")
 
 
 def curl_example(url: str, served_model_name: str) -> str:

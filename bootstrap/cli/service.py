@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, SystemdUnavailableError, UsageError
+from bootstrap.core.reports import ServiceInstall, ServiceRemoved, ServiceRun, ServiceStatus
 
 
 def _scope_option(f: Any) -> Any:
@@ -91,7 +93,7 @@ def service() -> None:
 @output.json_option
 def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, name: str | None, port: int | None,
             host: str | None, with_prometheus: bool, probe_interval: float, probe_timeout: float, timeout_s: float,
-            vllm_python: str | None, cache_dir: str | None, now: bool, dry_run: bool, as_json: bool) -> None:
+            vllm_python: str | None, cache_dir: str | None, now: bool, dry_run: bool, as_json: bool) -> int:
     """Write a systemd unit that runs `vboot serve PROFILE` (Type=notify, Restart=on-failure, a watchdog), and
     enable it. The unit carries the environment vboot needs (HOME, XDG dirs, the vLLM Python, model caches);
     secrets (VLLM_API_KEY, tokens) go into a 0600 EnvironmentFile, never into the unit."""
@@ -139,19 +141,17 @@ def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, n
     ctl = _systemctl(system)
     commands = [shlex.join([*ctl, "daemon-reload"]), shlex.join([*ctl, "enable", *(["--now"] if now else []),
                                                                    f"{unit}.service"])]
-    data: dict[str, Any] = {
-        "name": unit, "scope": "system" if system else "user", "unit_path": str(files.unit_path),
-        "unit": files.unit_text, "env_file": str(files.env_path) if files.env_path else None,
-        "secrets": sorted(secrets), "commands": commands, "written": False, "started": False,
-    }
+    report = ServiceInstall(name=unit, scope="system" if system else "user", unit_path=str(files.unit_path),
+                            unit=files.unit_text, env_file=str(files.env_path) if files.env_path else None,
+                            secrets=tuple(sorted(secrets)), commands=tuple(commands), written=False, started=False)
     if dry_run:
-        output.emit(CommandResult("service", data), human=_render_dry_run)
+        return output.emit(CommandResult("service", report), human=_render_dry_run)
     why = _systemd_running(system)
     if why is not None:
         raise SystemdUnavailableError(f"{why}: nothing written", hint=f"on a machine with systemd this runs: "
                                       f"write {files.unit_path}, then {' && '.join(commands)}")
     _write_files(files, system)
-    data["written"] = True
+    report = replace(report, written=True)
     for cmd in ([*ctl, "daemon-reload"], [*ctl, "enable", f"{unit}.service"]):
         res = _run(cmd)
         if res.returncode != 0:
@@ -163,8 +163,8 @@ def install(profile_name: str, extra_args: tuple[str, ...], scope: str | None, n
         if res.returncode != 0:
             raise SystemdUnavailableError(f"{unit}.service did not start: {res.stderr.strip()[:300]}",
                                           hint=f"`vboot service logs {unit}` shows why")
-        data["started"] = True
-    output.emit(CommandResult("service", data), human=_render_installed)
+        report = replace(report, started=True)
+    return output.emit(CommandResult("service", report), human=_render_installed)
 
 
 def _write_files(files: Any, system: bool) -> None:
@@ -178,27 +178,27 @@ def _write_files(files: Any, system: bool) -> None:
     write_atomic(files.unit_path, files.unit_text, 0o644)
 
 
-def _render_dry_run(data: dict[str, Any]) -> None:
+def _render_dry_run(data: ServiceInstall) -> None:
     con = output.console()
-    con.print(f"[dim]# {output.escape(data['unit_path'])}[/]")
-    con.print(output.escape(data["unit"]), end="")
-    if data["env_file"]:
-        con.print(f"[dim]# {output.escape(data['env_file'])} (0600): {', '.join(data['secrets'])}[/]")
-    for cmd in data["commands"]:
+    con.print(f"[dim]# {output.escape(data.unit_path)}[/]")
+    con.print(output.escape(data.unit), end="")
+    if data.env_file:
+        con.print(f"[dim]# {output.escape(data.env_file)} (0600): {', '.join(data.secrets)}[/]")
+    for cmd in data.commands:
         con.print(f"[dim]$[/] {output.escape(cmd)}")
 
 
-def _render_installed(data: dict[str, Any]) -> None:
+def _render_installed(data: ServiceInstall) -> None:
     con = output.console()
-    con.print(f"[bold green]✓[/] {output.escape(data['unit_path'])} written and enabled"
-              + (" and started" if data["started"] else ""))
-    if data["env_file"]:
-        con.print(f"  secrets    {output.escape(data['env_file'])} (0600): {', '.join(data['secrets'])}")
-    ctl = "systemctl" if data["scope"] == "system" else "systemctl --user"
-    if not data["started"]:
-        con.print(f"  start      {ctl} start {data['name']}   (returns once the server answered a generation)")
-    con.print(f"  status     vboot service status {data['name']}")
-    con.print(f"  logs       vboot service logs {data['name']} -f")
+    con.print(f"[bold green]✓[/] {output.escape(data.unit_path)} written and enabled"
+              + (" and started" if data.started else ""))
+    if data.env_file:
+        con.print(f"  secrets    {output.escape(data.env_file)} (0600): {', '.join(data.secrets)}")
+    ctl = "systemctl" if data.scope == "system" else "systemctl --user"
+    if not data.started:
+        con.print(f"  start      {ctl} start {data.name}   (returns once the server answered a generation)")
+    con.print(f"  status     vboot service status {data.name}")
+    con.print(f"  logs       vboot service logs {data.name} -f")
 
 
 def _show(name: str, system: bool) -> dict[str, str]:
@@ -229,7 +229,7 @@ def _run_record(props: dict[str, str], name: str) -> Any:
 @click.argument("name")
 @_scope_option
 @output.json_option
-def status(name: str, scope: str | None, as_json: bool) -> None:
+def status(name: str, scope: str | None, as_json: bool) -> int:
     """systemd's view of unit NAME (ActiveState, NRestarts, ExecMainStatus) beside vboot's run record."""
     from bootstrap.probes.http import healthy
 
@@ -239,32 +239,31 @@ def status(name: str, scope: str | None, as_json: bool) -> None:
         raise SystemdUnavailableError(why, hint="`vboot ps` shows servers started without systemd")
     props = _show(name, system)
     record = _run_record(props, name)
-    run: dict[str, Any] | None = None
+    run: ServiceRun | None = None
     if record is not None:
-        run = {"state": record.state, "pid": record.pid, "url": record.url, "generation": record.generation,
-               "restarts": record.restarts, "last_exit": record.last_exit, "run_dir": record.run_dir,
-               "healthy": healthy(record.url, timeout=1.0)}
+        run = ServiceRun(state=record.state, pid=record.pid, url=record.url, generation=record.generation,
+                         restarts=record.restarts, last_exit=record.last_exit, run_dir=record.run_dir,
+                         healthy=healthy(record.url, timeout=1.0))
     systemd = {k: props.get(k, "") for k in ("ActiveState", "SubState", "NRestarts", "ExecMainStatus", "MainPID",
                                               "StatusText", "Result", "UnitFileState", "FragmentPath")}
-    ok = props.get("ActiveState") == "active"
-    output.emit(CommandResult("service", {"name": name, "systemd": systemd, "run": run},
-                              status="ok" if ok else "warn"), human=_render_status)
+    report = ServiceStatus(name, systemd, run)
+    return output.emit(CommandResult("service", report, status=report.status), human=_render_status)
 
 
-def _render_status(data: dict[str, Any]) -> None:
+def _render_status(data: ServiceStatus) -> None:
     con = output.console()
-    s = data["systemd"]
+    s = data.systemd
     colour = "green" if s["ActiveState"] == "active" else "yellow"
-    con.print(f"[bold]{output.escape(data['name'])}.service[/]  [{colour}]{s['ActiveState']} ({s['SubState']})[/]  "
+    con.print(f"[bold]{output.escape(data.name)}.service[/]  [{colour}]{s['ActiveState']} ({s['SubState']})[/]  "
               f"restarts by systemd: {s['NRestarts'] or 0}  last exit status: {s['ExecMainStatus'] or '-'}  "
               f"main PID: {s['MainPID'] or '-'}")
     if s.get("StatusText"):
         con.print(f"  status     {output.escape(s['StatusText'])}")
-    run = data["run"]
+    run = data.run
     if run:
-        last = run["last_exit"]
-        con.print(f"  server     {run['state']}, {'healthy' if run['healthy'] else 'not healthy'}, "
-                  f"{output.escape(run['url'])} (PID {run['pid']}, generation {run['generation']})")
+        last = run.last_exit
+        con.print(f"  server     {run.state}, {'healthy' if run.healthy else 'not healthy'}, "
+                  f"{output.escape(run.url)} (PID {run.pid}, generation {run.generation})")
         if last:
             con.print(f"  last exit  {output.escape(last.summary)}")
     else:
@@ -300,7 +299,7 @@ def logs(name: str, scope: str | None, follow: bool, lines: int, vllm_log: bool)
 @click.argument("name")
 @_scope_option
 @output.json_option
-def uninstall(name: str, scope: str | None, as_json: bool) -> None:
+def uninstall(name: str, scope: str | None, as_json: bool) -> int:
     """Stop and disable unit NAME and remove its files (only a unit vboot wrote)."""
     from bootstrap.core import service as svc
 
@@ -326,6 +325,6 @@ def uninstall(name: str, scope: str | None, as_json: bool) -> None:
         removed.append(str(secrets))
     if why is None:
         _run([*ctl, "daemon-reload"])
-    output.emit(CommandResult("service", {"name": name, "removed": removed, "stopped": why is None}),
-                human=lambda d: output.console().print(f"removed {', '.join(map(output.escape, d['removed']))}"))
+    return output.emit(CommandResult("service", ServiceRemoved(name, tuple(removed), stopped=why is None)),
+                       human=lambda d: output.console().print(f"removed {', '.join(map(output.escape, d.removed))}"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -21,6 +22,7 @@ from bootstrap.core import setup as core
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NoVllmBuildError, UsageError
+from bootstrap.core.reports import SetupReport
 
 # ---------------------------------------------------------------------------------------------- setup
 
@@ -66,7 +68,7 @@ def _gpu_facts(for_cuda: str | None) -> core.GpuFacts:
 @output.json_option
 def setup(venv_dir: Path | None, python_request: str | None, device: str | None, vllm_version: str,
           with_jupyter: bool, installer: str, torch_index: str, reinstall: bool, dry_run: bool, for_cuda: str | None,
-          as_json: bool) -> None:
+          as_json: bool) -> int:
     """Create a Python environment with the vLLM build that fits this box, verify it, and record it.
 
     The build follows the driver's CUDA version (NVML): CUDA 13 -> `vllm` from PyPI (a CUDA 13.0 build);
@@ -114,10 +116,10 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
     plan = core.plan_setup(choice, venv, state, installer=chosen_installer, uv=uv, base_python=base_python,
                            torch_source=torch_source, with_jupyter=with_jupyter, reinstall=reinstall,
                            python_request=python_request, pins=pins, gpu=gpu)
-    data: dict = {"build": core.summarize(plan), "plan": plan, "commands": core.format_commands(plan.steps),
-                  "dry_run": dry_run, "gpu": gpu}
+    planned = SetupReport(build=core.summarize(plan), plan=plan, commands=tuple(core.format_commands(plan.steps)),
+                          dry_run=dry_run, gpu=gpu, outcome="planned")
     if dry_run:
-        output.emit(CommandResult("setup", {**data, "outcome": "planned"}), human=_render_plan)
+        return output.emit(CommandResult("setup", planned), human=_render_plan)
 
     log = core.new_log_path(state_dir(env))
     _render_header(plan, log)
@@ -134,12 +136,10 @@ def setup(venv_dir: Path | None, python_request: str | None, device: str | None,
     warnings = list(choice.warnings)
     if verified.vllm_version.split("+")[0] != vllm_version.split("+")[0]:
         warnings.append(f"asked for {vllm_version}, the environment imports vllm {verified.vllm_version}")
-    data.update({
-        "outcome": "reused" if plan.reuse else "installed",
-        "verified": verified, "record": record, "record_path": str(record_path), "log_path": str(log),
-        "steps": results, "duration_s": round(time.monotonic() - started, 3), "warnings": warnings,
-    })
-    output.emit(CommandResult("setup", data, status="warn" if warnings else "ok"), human=_render_done)
+    report = replace(planned, outcome="reused" if plan.reuse else "installed", verified=verified, record=record,
+                     record_path=str(record_path), log_path=str(log), steps=tuple(results),
+                     duration_s=round(time.monotonic() - started, 3), warnings=tuple(warnings))
+    return output.emit(CommandResult("setup", report, status=report.status), human=_render_done)
 
 
 def _pins(choice: core.BuildChoice, state: core.VenvState, probe_python: str) -> core.Pins:
@@ -184,9 +184,8 @@ def _render_header(plan: core.SetupPlan, log: Path) -> None:
     output.info(f"[dim]log: {log}[/]")
 
 
-def _render_plan(data: dict) -> None:
-    plan: core.SetupPlan = data["plan"]
-    b: core.BuildSummary = data["build"]
+def _render_plan(data: SetupReport) -> None:
+    plan, b = data.plan, data.build
     con = output.console()
     c = plan.choice
     line = f", CUDA {b.cuda} ({b.cuda_line})" if b.cuda_line else ""
@@ -208,22 +207,23 @@ def _render_plan(data: dict) -> None:
     for note in plan.notes:
         con.print(f"[yellow]note:[/] {escape(note)}")
     con.print("[bold]commands[/] (dry run: nothing was run):")
-    for step, command in zip(plan.steps, data["commands"], strict=True):
+    for step, command in zip(plan.steps, data.commands, strict=True):
         con.print(f"  [dim]# {step.name}: {escape(step.why)}[/]")
         # Plain print: the command must be copyable exactly, without rich markup or wrapping.
         print(f"  {command}", flush=True)
 
 
-def _render_done(data: dict) -> None:
+def _render_done(data: SetupReport) -> None:
     con = output.console()
-    v = data["verified"]
-    how = "verified the existing environment" if data["outcome"] == "reused" else "installed and verified"
-    con.print(f"[green]✓[/] {how}: vllm {v.vllm_version} ({v.distribution}), torch {v.torch_version} "
-              f"in {output.human_duration(data['duration_s'])}")
+    v, record = data.verified, data.record
+    assert v is not None and record is not None  # a report of something that ran
+    how = "verified the existing environment" if data.outcome == "reused" else "installed and verified"
+    output.done(f"{how}: vllm {v.vllm_version} ({v.distribution}), torch {v.torch_version} "
+                f"in {output.human_duration(data.duration_s)}")
     if v.linked_cudart:
         con.print(f"  vLLM links the CUDA {'/'.join(map(str, v.linked_cudart))} runtime; "
                   + (f"torch sees {v.cuda_devices} GPU(s)" if v.cuda_available else "torch sees no GPU"))
-    con.print(f"  python: {data['record'].python}")
-    con.print(f"  recorded in {data['record_path']}: `vboot serve` and `vboot doctor` use it from now on")
-    for w in data["warnings"]:
+    con.print(f"  python: {record.python}")
+    con.print(f"  recorded in {data.record_path}: `vboot serve` and `vboot doctor` use it from now on")
+    for w in data.warnings or ():
         con.print(f"[yellow]warning:[/] {escape(w)}")

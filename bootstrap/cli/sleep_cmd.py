@@ -11,6 +11,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, SleepUnavailableError, StartupError
+from bootstrap.core.reports import SleepDone, WakeDone
 
 
 def _server(name: str) -> Any:  # -> RunRecord
@@ -77,7 +78,7 @@ def _key(rec: Any) -> str | None:
               help="1: weights to CPU memory, KV cache dropped (fast wake); 2: weights dropped too (wake reloads "
                    "them).")
 @output.json_option
-def sleep(name: str, level: int, as_json: bool) -> None:
+def sleep(name: str, level: int, as_json: bool) -> int:
     """Put server NAME to sleep (vLLM's sleep mode) and measure what that freed with NVML.
 
     Needs a GPU server started with serve.enable_sleep_mode. While it sleeps, vboot's liveness probes pause;
@@ -95,19 +96,17 @@ def sleep(name: str, level: int, as_json: bool) -> None:
     time.sleep(1.0)  # the driver returns freed memory a moment later
     after, _ = _gpu_bytes(rec)
     report = SleepReport(level, before, after, held, took)
-    data = {"name": name, "level": level, "took_s": round(took, 3), "before_bytes": before, "after_bytes": after,
-            "freed_bytes": report.freed_bytes, "server_bytes": held, "too_little": report.too_little}
-    warn = report.too_little
-    output.emit(CommandResult("sleep", data, status="warn" if warn else "ok"), human=_render_sleep)
+    done = SleepDone(name, level, round(took, 3), before, after, report.freed_bytes, held, report.too_little)
+    return output.emit(CommandResult("sleep", done, status=done.status), human=_render_sleep)
 
 
-def _render_sleep(data: dict[str, Any]) -> None:
+def _render_sleep(data: SleepDone) -> None:
     con = output.console()
-    con.print(f"[cyan]z[/] {output.escape(data['name'])} is asleep (level {data['level']}) after "
-              f"{output.human_duration(data['took_s'])}: freed {output.human_bytes(data['freed_bytes'])} "
-              f"({output.human_bytes(data['before_bytes'])} → {output.human_bytes(data['after_bytes'])} in use)")
-    if data["too_little"]:
-        con.print(f"[yellow]![/] that is much less than the {output.human_bytes(data['server_bytes'])} it held "
+    con.print(f"[cyan]z[/] {output.escape(data.name)} is asleep (level {data.level}) after "
+              f"{output.human_duration(data.took_s)}: freed {output.human_bytes(data.freed_bytes)} "
+              f"({output.human_bytes(data.before_bytes)} → {output.human_bytes(data.after_bytes)} in use)")
+    if data.too_little:
+        con.print(f"[yellow]![/] that is much less than the {output.human_bytes(data.server_bytes)} it held "
                   "(weights and KV cache; vLLM #32714, #47654): `vboot stop NAME` and `vboot serve` again frees all "
                   "of it")
 
@@ -115,7 +114,7 @@ def _render_sleep(data: dict[str, Any]) -> None:
 @click.command()
 @click.argument("name")
 @output.json_option
-def wake(name: str, as_json: bool) -> None:
+def wake(name: str, as_json: bool) -> int:
     """Wake server NAME from vLLM's sleep mode and measure it (time to awake, GPU memory taken back)."""
     from bootstrap.probes import http
 
@@ -131,8 +130,7 @@ def wake(name: str, as_json: bool) -> None:
         raise StartupError(f"server {name!r} did not wake up (HTTP {status})", hint=f"see `vboot logs {name}`")
     took = time.perf_counter() - t0
     after, _ = _gpu_bytes(rec)
-    data = {"name": name, "took_s": round(took, 3), "before_bytes": before, "after_bytes": after,
-            "taken_bytes": max(0, after - before)}
-    output.emit(CommandResult("wake", data), human=lambda d: output.console().print(
-        f"[green]✓[/] {output.escape(d['name'])} is awake after {output.human_duration(d['took_s'])} "
-        f"({output.human_bytes(d['before_bytes'])} → {output.human_bytes(d['after_bytes'])} in use)"))
+    woke = WakeDone(name, round(took, 3), before, after, max(0, after - before))
+    return output.emit(CommandResult("wake", woke), human=lambda d: output.done(
+        f"{output.escape(d.name)} is awake after {output.human_duration(d.took_s)} "
+        f"({output.human_bytes(d.before_bytes)} → {output.human_bytes(d.after_bytes)} in use)"))

@@ -22,7 +22,7 @@ from bootstrap.core.servers import StopReport
               help="Seconds between SIGTERM and SIGKILL.")
 @output.json_option
 def stop(name: str | None, stop_all: bool, orphans: bool, pids: tuple[int, ...], grace_s: float,
-         as_json: bool) -> None:
+         as_json: bool) -> int:
     """Stop a server by NAME, all servers (--all), orphaned vLLM processes (--orphans), or a vLLM process of
     another program named by --pid.
 
@@ -39,12 +39,11 @@ def stop(name: str | None, stop_all: bool, orphans: bool, pids: tuple[int, ...],
     plan = plan_stop(Environ(), name=name, stop_all=stop_all, orphans=orphans, pids=pids)
     report = execute_stop(plan, grace_s=grace_s)
     if report.survivors:
-        output.emit(CommandResult("stop", report.as_data(), status="fail", exit_code=1, errors=({
+        return output.emit(CommandResult("stop", report, status="fail", exit_code=1, errors=({
             "code": "survivors", "message": f"processes still alive after SIGKILL: {list(report.survivors)}",
             "hint": "they may be stuck in the kernel (D state); check `ps -o pid,stat,args -p PID`"},)),
-            human=lambda _d: render_stop(report))
-    status = "warn" if report.refused or report.warnings else "ok"
-    output.emit(CommandResult("stop", report.as_data(), status=status), human=lambda _d: render_stop(report))
+            human=render_stop)
+    return output.emit(CommandResult("stop", report, status=report.status), human=render_stop)
 
 
 def render_stop(report: StopReport) -> None:

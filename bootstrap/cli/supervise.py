@@ -131,7 +131,7 @@ class SupervisorLog:
 
 @click.command(hidden=True)
 @click.option("--status-fd", type=int, default=None, help="Write JSON event lines here until ready.")
-def supervise(status_fd: int | None) -> None:
+def supervise(status_fd: int | None) -> int:
     """(internal) The detached supervisor of `vboot serve --detach`: reads its plan from stdin."""
     plan = plan_from_json(json.loads(sys.stdin.read()))
     sys.stdin.close()
@@ -145,4 +145,4 @@ def supervise(status_fd: int | None) -> None:
 
     outcome = run_supervisor(plan, on_event, on_sidecar=log)
     status.close()
-    sys.exit(outcome.exit_code)
+    return outcome.exit_code

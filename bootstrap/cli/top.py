@@ -20,9 +20,10 @@ from bootstrap.core.envelope import CommandResult, to_jsonable
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, ScrapeError, UsageError
 from bootstrap.core.metrics import TOP_FAMILIES, TopFrame, TopSession
+from bootstrap.core.reports import top_measurement
 
 if TYPE_CHECKING:
-    from rich.console import JustifyMethod
+    pass
 
 SPARK = "▁▂▃▄▅▆▇█"
 GpuReader = Callable[[], tuple[list[dict[str, Any]], str | None]]
@@ -100,27 +101,8 @@ def default_gpu_reader(snapshot: Callable[[], Any] | None = None) -> GpuPanel:
 
 
 def frame_data(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: str | None) -> dict[str, Any]:
-    """The JSON ``data`` of `vboot top --once --json` (raw units: ratios 0..1, seconds, tokens/s)."""
-    stats = to_jsonable(frame.stats) if frame.stats is not None else {}
-    stats.pop("model_names", None)
-    names = list(frame.stats.model_names) if frame.stats else []
-    empty_pct = {"p50": None, "p95": None, "p99": None, "count": 0.0, "mean": None}
-    data: dict[str, Any] = {
-        "target": label,
-        "url": frame.url,
-        "up": frame.up,
-        "error": frame.error,
-        "model_name": names[0] if names else None,
-        "window_s": None, "requests_running": None, "requests_waiting": None, "kv_cache_usage": None,
-        "prompt_tokens_per_s": None, "generation_tokens_per_s": None,
-        "ttft_s": empty_pct, "queue_s": empty_pct, "itl_s": empty_pct, "e2e_s": empty_pct,
-        "preemptions_total": None, "preemptions_per_s": None, "requests_finished_per_s": None,
-        "finished_by_reason_per_s": {},
-    }
-    if frame.up:
-        data.update(stats)
-    data["gpus"] = gpus
-    data["gpu_error"] = gpu_error
+    """The JSON ``data`` of `vboot top --once --json` (:class:`~bootstrap.core.reports.TopMeasurement`)."""
+    data: dict[str, Any] = to_jsonable(top_measurement(frame, label, gpus, gpu_error))
     return data
 
 
@@ -203,11 +185,8 @@ def render(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: s
     else:
         eng.add_row("", "", "[dim]no data yet[/]", "")
 
-    lat = Table(box=None, header_style="bold", padding=(0, 2))
-    columns: tuple[tuple[str, JustifyMethod], ...] = (("latency", "left"), ("p50", "right"), ("p95", "right"),
-                                                      ("p99", "right"), ("mean", "right"), ("n", "right"))
-    for col, just in columns:
-        lat.add_column(col, justify=just)
+    lat = output.table(["latency", *(output.Column(c, "right") for c in ("p50", "p95", "p99", "mean", "n"))],
+                       padding=(0, 2))
     if s is not None:
         for name, p in (("time to first token", s.ttft_s), ("  of which queued", s.queue_s),
                         ("inter-token", s.itl_s), ("end-to-end", s.e2e_s)):
@@ -215,9 +194,8 @@ def render(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: s
 
     gpu_table: Any
     if gpus:
-        gpu_table = Table(box=None, header_style="bold", padding=(0, 2))
-        for col in ("gpu", "name", "util", "memory", "temp", "power"):
-            gpu_table.add_column(col, justify="left" if col in ("gpu", "name") else "right")
+        right = (output.Column(c, "right") for c in ("util", "memory", "temp", "power"))
+        gpu_table = output.table(["gpu", "name", *right], padding=(0, 2))
         for g in gpus:
             if g.get("error"):
                 gpu_table.add_row(str(g.get("index")), g.get("name") or "?", f"[red]{g['error']}[/]", "", "", "")
@@ -328,7 +306,7 @@ def run_live(session: TopSession, label: str, gpu_reader: GpuReader, interval_s:
               help="Seconds of history behind the rates and latency percentiles of the live view.")
 @click.option("--once", is_flag=True, help="Take one measurement (two scrapes, --interval apart), print it, exit.")
 @output.json_option
-def top(target: str | None, interval_s: float, window_s: float, once: bool, as_json: bool) -> None:
+def top(target: str | None, interval_s: float, window_s: float, once: bool, as_json: bool) -> int:
     """Live view of a vLLM server: requests, KV cache, tokens/s, latency percentiles, GPUs.
 
     TARGET is a run name from `vboot ps`, or a URL such as http://127.0.0.1:8000; without it, the only
@@ -360,7 +338,7 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
         finally:
             endpoint.close()
             gpu_reader.close()
-        raise SystemExit(code)
+        return code
 
     session = TopSession(endpoint.scrape, url, window_s=interval_s * 2)
     frame = session.poll()
@@ -370,14 +348,12 @@ def top(target: str | None, interval_s: float, window_s: float, once: bool, as_j
     endpoint.close()
     gpus, gpu_error = gpu_reader()
     gpu_reader.close()
-    data = frame_data(frame, label, gpus, gpu_error)
-    if problems:
-        data["warnings"] = [str(p) for p in problems]
+    data = top_measurement(frame, label, gpus, gpu_error, warnings=[str(p) for p in problems])
     if frame.up:
         result = CommandResult("top", data)
     else:
         down = ScrapeError(f"{endpoint.url}: {frame.error}",
                            hint="is the server running? see `vboot ps` and `vboot logs`")
         result = CommandResult("top", data, status="error", exit_code=down.exit_code, errors=(down.to_dict(),))
-    output.emit(result, human=lambda _d: output.console().print(
+    return output.emit(result, human=lambda _d: output.console().print(
         render(frame, label, gpus, gpu_error, interval_s, live=False)))

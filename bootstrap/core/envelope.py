@@ -14,18 +14,22 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 ENVELOPE_VERSION = 1
 STATUSES = ("ok", "warn", "fail", "error")
 
+PayloadT = TypeVar("PayloadT")
+
 
 @dataclass(frozen=True)
-class CommandResult:
-    """What a command hands to the output layer: data plus the verdict. Commands never print."""
+class CommandResult(Generic[PayloadT]):
+    """What a command hands to the output layer: its payload (a frozen report dataclass from core, which becomes
+    the envelope's ``data`` through :func:`to_jsonable`, and which the human renderer takes as is) plus the
+    verdict. Commands never print; after pipx's ``OperationResult[_PayloadT]``."""
 
     command: str
-    data: Any
+    data: PayloadT
     status: str = "ok"
     exit_code: int = 0
     errors: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
@@ -35,10 +39,32 @@ class CommandResult:
             raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
 
 
+# A report field's metadata: the key is left out of the JSON while the field is None (a key only some runs of a
+# command have, such as `disk clean`'s measurements after it deleted something). See :func:`key_when_set`.
+OMIT_WHEN_NONE = "vboot.omit_when_none"
+
+
+# A report field's metadata: never in the JSON (words for people that the JSON says otherwise). See :func:`for_people`.
+NOT_IN_JSON = "vboot.not_in_json"
+
+
+def key_when_set() -> Any:
+    """A report field (default None) whose key the JSON carries only once it is set."""
+    return field(default=None, metadata={OMIT_WHEN_NONE: True})
+
+
+def for_people(default: Any) -> Any:
+    """A report field for the human view only: the JSON leaves it out."""
+    return field(default=default, metadata={NOT_IN_JSON: True})
+
+
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, enums, paths, tuples and mappings to plain JSON types (NaN/inf become null)."""
+    """The one serializer of the envelope's ``data``: dataclasses (their fields in order, without the
+    :func:`key_when_set` ones that are None and the :func:`for_people` ones), enums, paths, tuples and mappings to
+    plain JSON types (NaN/inf become null)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_jsonable(v) for f in dataclasses.fields(value) if not f.metadata.get(NOT_IN_JSON)
+                and ((v := getattr(value, f.name)) is not None or not f.metadata.get(OMIT_WHEN_NONE))}
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value)
     if isinstance(value, PurePath):
@@ -56,7 +82,7 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def envelope(result: CommandResult) -> dict[str, Any]:
+def envelope(result: CommandResult[Any]) -> dict[str, Any]:
     """The one JSON document a ``--json`` command prints."""
     return {
         "version": ENVELOPE_VERSION,
@@ -69,7 +95,9 @@ def envelope(result: CommandResult) -> dict[str, Any]:
 
 
 def error_envelope(command: str, error: Mapping[str, Any], exit_code: int) -> dict[str, Any]:
-    return envelope(CommandResult(command=command, data={}, status="error", exit_code=exit_code, errors=(error,)))
+    """The document of a command that ended in ``error`` instead of a result: empty data."""
+    empty: dict[str, Any] = {}
+    return envelope(CommandResult(command=command, data=empty, status="error", exit_code=exit_code, errors=(error,)))
 
 
 def from_jsonable(cls: Any, value: Any) -> Any:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bootstrap.core.envelope import for_people
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, NotOursError, RunRecordInvalid, UsageError
 from bootstrap.core.ownership import (
@@ -172,6 +173,11 @@ class PsReport:
     unmanaged: tuple[ProcessRow, ...] = ()  # vLLM API servers vboot did not start
     unmanaged_engines: tuple[ProcessRow, ...] = ()  # engines under a live launcher that is no API server
     warnings: tuple[str, ...] = ()  # run records that were skipped
+
+    @property
+    def status(self) -> str:
+        """warn when something needs a look: orphaned processes hold memory, or run records were skipped."""
+        return "warn" if self.orphans or self.warnings else "ok"
 
 
 def _row(p: VllmProcess, gpu: Mapping[int, int], now: float) -> ProcessRow:
@@ -439,13 +445,11 @@ class StopReport:
     refused: tuple[Refusal, ...] = ()
     spared: tuple[ProcessRow, ...] = ()
     warnings: tuple[str, ...] = ()
-    labels: tuple[str, ...] = ()  # what was asked, for people (not in the JSON: ``servers`` names them)
+    labels: tuple[str, ...] = for_people(())  # what was asked, for people (the JSON's ``servers`` names them)
 
-    def as_data(self) -> dict[str, Any]:
-        """The JSON ``data`` of `vboot stop`."""
-        return {"stopped": list(self.stopped), "survivors": list(self.survivors), "escalated": self.escalated,
-                "servers": list(self.servers), "refused": list(self.refused), "spared": list(self.spared),
-                "warnings": list(self.warnings)}
+    @property
+    def status(self) -> str:
+        return "fail" if self.survivors else "warn" if self.refused or self.warnings else "ok"
 
 
 def execute_stop(plan: StopPlan, ops: StopOps | None = None, grace_s: float = 20.0) -> StopReport:

@@ -67,7 +67,7 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 class _Kept(io.BytesIO):
     """A pipe's far end: what was written stays readable after the writer closed its stream (vboot closes
-    stderr when its reader went away, bootstrap.cli.output.exit_broken_pipe)."""
+    stderr when its reader went away, bootstrap.cli.output.broken_pipe)."""
 
     def close(self) -> None:
         pass
