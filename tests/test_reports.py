@@ -6,7 +6,9 @@ from dataclasses import dataclass, replace
 
 from bootstrap.core.checks import CheckResult, Status
 from bootstrap.core.envelope import CommandResult, envelope, key_when_set, to_jsonable
-from bootstrap.core.reports import DoctorReport, LocalModel, SetupReport, check_listing, doctor_report
+from bootstrap.core.reports.doctor import DoctorReport, check_listing, doctor_report
+from bootstrap.core.reports.pull import LocalModel
+from bootstrap.core.reports.setup import SetupReport
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def test_serve_ready_keeps_its_keys_and_reports_a_failed_smoke_as_a_warning():
     from dataclasses import asdict
 
     from bootstrap.core.lifecycle import ProbeResult
-    from bootstrap.core.reports import ServeReady
+    from bootstrap.core.reports.serve import ServeReady
 
     smoke = ProbeResult(ok=False, latency_s=1.0, error="timed out")
     ready = ServeReady("s", "http://127.0.0.1:8000", 1, "/r", "m", "tiny", "/m", "cpu", "why", 1.5,

@@ -18,7 +18,7 @@ from bootstrap.cli import disk_request, output
 from bootstrap.cli.disk_request import SUBCOMMANDS, option, valued
 from bootstrap.cli.disk_view import plural
 from bootstrap.core.envelope import CommandResult
-from bootstrap.core.reports import CachesView, CleanReport
+from bootstrap.core.reports.disk import CachesView, CleanReport
 
 
 class DiskGroup(click.Group):

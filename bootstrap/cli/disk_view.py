@@ -13,11 +13,11 @@ from typing import Any
 from bootstrap.cli import output
 from bootstrap.core.disk import DiskReport
 from bootstrap.core.envelope import CommandResult
-from bootstrap.core.reports import DiskView, disk_view
+from bootstrap.core.reports.disk import DiskView, disk_view
 
 
 def report_result(reports: list[DiskReport], depth: int, apparent: bool, top: int) -> CommandResult[DiskView]:
-    """`vboot disk`'s result (:class:`~bootstrap.core.reports.DiskView`), status "warn" when any report could not
+    """`vboot disk`'s result (:class:`~bootstrap.core.reports.disk.DiskView`), status "warn" when any report could not
     read everything."""
     view = disk_view(reports, depth, apparent, top)
     return CommandResult("disk", view, status=view.status)

@@ -10,7 +10,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.profiles import DEFAULT_PROFILE, load_profile, resolve_serve_settings
-from bootstrap.core.reports import CheckListing, DoctorReport, check_listing, doctor_report
+from bootstrap.core.reports.doctor import CheckListing, DoctorReport, check_listing, doctor_report
 
 
 class _DoctorCommand(click.Command):

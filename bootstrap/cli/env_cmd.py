@@ -20,7 +20,7 @@ from bootstrap.core import shellenv
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, UsageError
-from bootstrap.core.reports import EnvExports, KernelInstalled, KernelListing, KernelRemoved
+from bootstrap.core.reports.env import EnvExports, KernelInstalled, KernelListing, KernelRemoved
 
 # ---------------------------------------------------------------------------------------------- env
 

@@ -12,7 +12,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError
 from bootstrap.core.profiles import DEFAULT_PROFILE, load_profile
-from bootstrap.core.reports import K8sExportReport, k8s_export_report
+from bootstrap.core.reports.k8s import K8sExportReport, k8s_export_report
 
 
 @click.group()

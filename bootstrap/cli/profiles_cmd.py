@@ -10,7 +10,7 @@ from bootstrap.core.environ import Environ
 from bootstrap.core.errors import VbootError
 from bootstrap.core.paths import user_profiles_dir
 from bootstrap.core.profiles import list_profiles, load_profile, resolve_serve_settings, shown
-from bootstrap.core.reports import ProfileListing, ProfileRow, ProfileShown
+from bootstrap.core.reports.profiles import ProfileListing, ProfileRow, ProfileShown
 
 
 @click.command()

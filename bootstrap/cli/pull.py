@@ -13,7 +13,7 @@ from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import UsageError
 from bootstrap.core.paths import files_under
-from bootstrap.core.reports import LocalModel
+from bootstrap.core.reports.pull import LocalModel
 from bootstrap.core.units import parse_size
 
 if TYPE_CHECKING:

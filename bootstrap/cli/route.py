@@ -23,7 +23,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import ConflictError, MissingDependencyError, StartupError, UsageError
-from bootstrap.core.reports import RouteReady
+from bootstrap.core.reports.serve import RouteReady
 from bootstrap.core.route import RoutePlan
 
 SUPERVISOR_LOG = "supervisor.log"

@@ -50,7 +50,7 @@ from bootstrap.core.lifecycle import (
     Woke,
 )
 from bootstrap.core.profiles import RESTART_MODES, Profile, ServeSettings
-from bootstrap.core.reports import ServeReady
+from bootstrap.core.reports.serve import ServeReady
 from bootstrap.core.runs import RunRecord
 from bootstrap.core.serve_plan import Observability
 from bootstrap.core.sidecars import SidecarExited, SidecarStarted

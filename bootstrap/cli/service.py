@@ -16,7 +16,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, SystemdUnavailableError, UsageError
-from bootstrap.core.reports import ServiceInstall, ServiceRemoved, ServiceRun, ServiceStatus
+from bootstrap.core.reports.service import ServiceInstall, ServiceRemoved, ServiceRun, ServiceStatus
 
 
 def _scope_option(f: Any) -> Any:

@@ -22,7 +22,7 @@ from bootstrap.core import setup as core
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NoVllmBuildError, UsageError
-from bootstrap.core.reports import SetupReport
+from bootstrap.core.reports.setup import SetupReport
 
 # ---------------------------------------------------------------------------------------------- setup
 

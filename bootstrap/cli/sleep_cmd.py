@@ -11,7 +11,7 @@ from bootstrap.cli import output
 from bootstrap.core.envelope import CommandResult
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, SleepUnavailableError, StartupError
-from bootstrap.core.reports import SleepDone, WakeDone
+from bootstrap.core.reports.sleep import SleepDone, WakeDone
 
 
 def _server(name: str) -> Any:  # -> RunRecord

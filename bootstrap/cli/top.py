@@ -20,7 +20,7 @@ from bootstrap.core.envelope import CommandResult, to_jsonable
 from bootstrap.core.environ import Environ
 from bootstrap.core.errors import NotFoundError, ScrapeError, UsageError
 from bootstrap.core.metrics import TOP_FAMILIES, TopFrame, TopSession
-from bootstrap.core.reports import top_measurement
+from bootstrap.core.reports.top import top_measurement
 
 if TYPE_CHECKING:
     pass
@@ -101,7 +101,7 @@ def default_gpu_reader(snapshot: Callable[[], Any] | None = None) -> GpuPanel:
 
 
 def frame_data(frame: TopFrame, label: str, gpus: list[dict[str, Any]], gpu_error: str | None) -> dict[str, Any]:
-    """The JSON ``data`` of `vboot top --once --json` (:class:`~bootstrap.core.reports.TopMeasurement`)."""
+    """The JSON ``data`` of `vboot top --once --json` (:class:`~bootstrap.core.reports.top.TopMeasurement`)."""
     data: dict[str, Any] = to_jsonable(top_measurement(frame, label, gpus, gpu_error))
     return data
 

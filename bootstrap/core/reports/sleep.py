@@ -1,0 +1,36 @@
+"""`vboot sleep, wake`'s reports (see bootstrap.core.reports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: `vboot disk`'s fast path imports this module and must not load the checks
+    pass
+
+
+@dataclass(frozen=True)
+class SleepDone:
+    """`vboot sleep`: what NVML saw around the sleep (bootstrap.core.colocate.SleepReport)."""
+
+    name: str
+    level: int
+    took_s: float
+    before_bytes: int
+    after_bytes: int
+    freed_bytes: int
+    server_bytes: int  # what the server's processes held before
+    too_little: bool  # it freed much less than the server held
+
+    @property
+    def status(self) -> str:
+        return "warn" if self.too_little else "ok"
+
+
+@dataclass(frozen=True)
+class WakeDone:
+    name: str
+    took_s: float
+    before_bytes: int
+    after_bytes: int
+    taken_bytes: int
