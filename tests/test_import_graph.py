@@ -139,3 +139,13 @@ def test_cores_collaborators_name_the_records_they_return():
     for cls in (checks.Collaborators, servers.Probes):
         for name, hint in typing.get_type_hints(cls).items():
             assert "Any" not in str(hint), f"{cls.__qualname__}.{name}: {hint}"
+
+
+def test_every_package_of_bootstrap_is_in_the_wheel():
+    """pyproject.toml lists the packages the wheel ships; a new subpackage missing from the list installs without
+    its modules (`pip install .` then an ImportError), which only the slow install test would otherwise show."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    present = {module_name(init.parent / "__init__.py") for init in PACKAGE.rglob("__init__.py")}
+    assert present - listed == set()
