@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # types only: `vboot disk`'s fast path imports this module and must not load the checks
+if TYPE_CHECKING:  # types only: the command imports its reports on its start path
     from bootstrap.core.checks import CheckResult, Status
 
 

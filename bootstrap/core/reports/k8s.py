@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # types only: `vboot disk`'s fast path imports this module and must not load the checks
+if TYPE_CHECKING:  # types only: the command imports its reports on its start path
     from bootstrap.core.k8s import Export, FileWrite, K8sOptions
 
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # types only: `vboot disk`'s fast path imports this module and must not load the checks
-    pass
 
 
 @dataclass(frozen=True)

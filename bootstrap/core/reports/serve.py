@@ -1,4 +1,4 @@
-"""`vboot serve, route`'s reports (see bootstrap.core.reports)."""
+"""`vboot serve`'s and `vboot route`'s reports (see bootstrap.core.reports)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # types only: `vboot disk`'s fast path imports this module and must not load the checks
+if TYPE_CHECKING:  # types only: the command imports its reports on its start path
     from bootstrap.core.lifecycle import ProbeResult
 
 

@@ -1,12 +1,8 @@
-"""`vboot sleep, wake`'s reports (see bootstrap.core.reports)."""
+"""`vboot sleep`'s and `vboot wake`'s reports (see bootstrap.core.reports)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # types only: `vboot disk`'s fast path imports this module and must not load the checks
-    pass
 
 
 @dataclass(frozen=True)

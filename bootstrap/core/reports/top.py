@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from bootstrap.core.envelope import key_when_set
 
-if TYPE_CHECKING:  # types only: `vboot disk`'s fast path imports this module and must not load the checks
+if TYPE_CHECKING:  # types only: the command imports its reports on its start path
     from bootstrap.core.metrics import Percentiles, TopFrame
 
 
